@@ -1,0 +1,266 @@
+//! The handler chain: filters and backends sorted by priority.
+//!
+//! Each event walks the chain from the lowest priority up. A filter may add
+//! metadata and may stop the event, in which case no later handler sees it.
+//! A backend *claims* the event if its class mask and `wants` say so. The
+//! outcome is the list of claims, each with the event as it was when that
+//! backend saw it (filters after a backend do not change what it gets).
+//!
+//! The chain is CPU-only and allocates nothing beyond what filters add; the
+//! common case (all filters before all backends) takes no event copies.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::backend::Backend;
+use crate::class::{EventClass, EventClasses};
+use crate::event::Event;
+
+/// What a filter decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Stop,
+}
+
+/// A filter: inspects an event, may add metadata, may stop it.
+///
+/// Implement this to write a filter plugin in Rust; register it with
+/// [`ChainBuilder::filter`].
+pub trait Filter: Send + Sync + 'static {
+    fn apply(&self, event: &mut Event) -> Verdict;
+}
+
+impl<F> Filter for F
+where
+    F: Fn(&mut Event) -> Verdict + Send + Sync + 'static,
+{
+    fn apply(&self, event: &mut Event) -> Verdict {
+        self(event)
+    }
+}
+
+enum Handler {
+    Filter(Arc<dyn Filter>),
+    Backend { slot: usize, classes: EventClasses, backend: Arc<dyn Backend> },
+}
+
+struct Entry {
+    name: String,
+    priority: i64,
+    handler: Handler,
+}
+
+/// Builds a chain; handlers with equal priority keep the order they were
+/// added in.
+#[derive(Default)]
+pub struct ChainBuilder {
+    entries: Vec<Entry>,
+    backends: usize,
+}
+
+impl ChainBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn filter(mut self, name: impl Into<String>, priority: i64, filter: impl Filter) -> Self {
+        self.entries.push(Entry { name: name.into(), priority, handler: Handler::Filter(Arc::new(filter)) });
+        self
+    }
+
+    pub fn filter_arc(mut self, name: impl Into<String>, priority: i64, filter: Arc<dyn Filter>) -> Self {
+        self.entries.push(Entry { name: name.into(), priority, handler: Handler::Filter(filter) });
+        self
+    }
+
+    /// Add a backend; its slot is the order of `backend` calls (0, 1, ...).
+    pub fn backend(
+        mut self,
+        name: impl Into<String>,
+        priority: i64,
+        classes: EventClasses,
+        backend: Arc<dyn Backend>,
+    ) -> Self {
+        let slot = self.backends;
+        self.backends += 1;
+        self.entries.push(Entry { name: name.into(), priority, handler: Handler::Backend { slot, classes, backend } });
+        self
+    }
+
+    pub fn build(mut self) -> Chain {
+        // A stable sort keeps config order among equal priorities.
+        self.entries.sort_by_key(|e| e.priority);
+        Chain { entries: self.entries }
+    }
+}
+
+/// One backend's claim on an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The backend's slot (the order it was added to the builder).
+    pub slot: usize,
+    /// Which snapshot it gets: an index into `ChainOutcome::snapshots`, or
+    /// `None` for the event as it left the chain.
+    pub snapshot: Option<usize>,
+}
+
+/// What the chain made of one event.
+#[derive(Debug, Default)]
+pub struct ChainOutcome {
+    pub claims: SmallVec<[Claim; 4]>,
+    /// Copies of the event taken when a filter ran after a backend had
+    /// already claimed it.
+    pub snapshots: Vec<Event>,
+    /// The name of the filter that stopped the event, if one did.
+    pub stopped_by: Option<usize>,
+}
+
+/// The priority-ordered chain.
+pub struct Chain {
+    entries: Vec<Entry>,
+}
+
+impl Chain {
+    /// Run one event through the chain.
+    pub fn run(&self, event: &mut Event) -> ChainOutcome {
+        let mut out = ChainOutcome::default();
+        let class = EventClass::of(event);
+        // Claims made since the last filter point at the live event; a filter
+        // about to run would change what they see, so freeze a copy first.
+        let mut live_claims = false;
+        for (i, entry) in self.entries.iter().enumerate() {
+            match &entry.handler {
+                Handler::Filter(f) => {
+                    if live_claims {
+                        let idx = out.snapshots.len();
+                        out.snapshots.push(event.clone());
+                        for c in out.claims.iter_mut().filter(|c| c.snapshot.is_none()) {
+                            c.snapshot = Some(idx);
+                        }
+                        live_claims = false;
+                    }
+                    if f.apply(event) == Verdict::Stop {
+                        out.stopped_by = Some(i);
+                        break;
+                    }
+                }
+                Handler::Backend { slot, classes, backend } => {
+                    if classes.contains(class) && backend.wants(event) {
+                        out.claims.push(Claim { slot: *slot, snapshot: None });
+                        live_claims = true;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The handler names with priorities, in chain order, for summaries.
+    pub fn describe(&self) -> Vec<(String, i64, &'static str)> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let what = match &e.handler {
+                    Handler::Filter(_) => "filter",
+                    Handler::Backend { backend, .. } => backend.kind(),
+                };
+                (e.name.clone(), e.priority, what)
+            })
+            .collect()
+    }
+
+    pub fn handler_name(&self, index: usize) -> Option<&str> {
+        self.entries.get(index).map(|e| e.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Delivery, DeliveryError};
+    use crate::event::MetaValue;
+    use crate::hook::HookTranslator;
+    use std::sync::Mutex;
+
+    struct Null;
+    #[async_trait::async_trait]
+    impl Backend for Null {
+        fn kind(&self) -> &'static str {
+            "null"
+        }
+        async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
+            Ok(())
+        }
+    }
+
+    fn chat() -> Event {
+        HookTranslator
+            .translate(&serde_json::json!({"hook":"user_send_message","from":"a@x","to":"b@x","type":"chat","body":"hi"}))
+            .unwrap()
+    }
+
+    fn tag(key: &'static str, v: i64) -> impl Filter {
+        move |e: &mut Event| {
+            e.metadata.insert(key.into(), MetaValue::Int(v));
+            Verdict::Continue
+        }
+    }
+
+    #[test]
+    fn runs_in_priority_order_keeping_config_order_for_ties() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mk = |n: &'static str| {
+            let seen = seen.clone();
+            move |_: &mut Event| {
+                seen.lock().unwrap().push(n);
+                Verdict::Continue
+            }
+        };
+        let chain = ChainBuilder::new()
+            .filter("c", 30, mk("c"))
+            .filter("a", 10, mk("a"))
+            .filter("b1", 20, mk("b1"))
+            .filter("b2", 20, mk("b2"))
+            .build();
+        chain.run(&mut chat());
+        assert_eq!(*seen.lock().unwrap(), vec!["a", "b1", "b2", "c"]);
+    }
+
+    #[test]
+    fn stop_hides_the_event_from_later_handlers_only() {
+        let chain = ChainBuilder::new()
+            .backend("early", 5, EventClasses::ALL, Arc::new(Null))
+            .filter("tag", 10, tag("t", 1))
+            .filter("stop", 30, |_: &mut Event| Verdict::Stop)
+            .backend("late", 50, EventClasses::ALL, Arc::new(Null))
+            .filter("after", 60, tag("after", 1))
+            .build();
+        let mut e = chat();
+        let out = chain.run(&mut e);
+        assert_eq!(out.claims.iter().map(|c| c.slot).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(chain.handler_name(out.stopped_by.unwrap()), Some("stop"));
+        assert!(!e.metadata.contains_key("after"));
+        // the early backend saw the event before the tag was added
+        let snap = &out.snapshots[out.claims[0].snapshot.unwrap()];
+        assert!(!snap.metadata.contains_key("t"));
+        assert!(e.metadata.contains_key("t"));
+    }
+
+    #[test]
+    fn backends_see_metadata_added_before_them_and_classes_select() {
+        let only_presence: EventClasses = [EventClass::Presence].into_iter().collect();
+        let chain = ChainBuilder::new()
+            .filter("tag", 10, tag("tier", 2))
+            .backend("all", 50, EventClasses::ALL, Arc::new(Null))
+            .backend("presence", 50, only_presence, Arc::new(Null))
+            .build();
+        let mut e = chat();
+        let out = chain.run(&mut e);
+        assert_eq!(out.claims.len(), 1);
+        assert_eq!(out.claims[0], Claim { slot: 0, snapshot: None });
+        assert!(out.snapshots.is_empty());
+        assert_eq!(e.metadata["tier"], MetaValue::Int(2));
+    }
+}

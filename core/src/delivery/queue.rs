@@ -1,0 +1,384 @@
+//! One backend instance's delivery queue.
+//!
+//! It holds a bounded window of the backend's spool queue in memory and
+//! runs a small state machine over it:
+//!
+//! - events of one user (bare JID) go out one at a time, in spool order; a
+//!   user's later events wait while an earlier one is in flight or retrying,
+//!   and other users' events go out in parallel, up to `concurrency`;
+//! - a failed attempt is retried after a backoff (or the peer's
+//!   `Retry-After`); a permanent failure, or the last allowed attempt, moves
+//!   the event to the dead-letter table; nothing is ever dropped;
+//! - a successful attempt removes the event from the spool;
+//! - a paused backend loads and keeps its queue but sends nothing.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::breaker::{Admission, CircuitBreaker};
+use super::BackendHandle;
+use crate::backend::{Delivery, DeliveryError};
+use crate::event::{timestamp_millis, Event};
+use crate::spool::{DeadLetter, LastError, Spool};
+
+/// An event in the window.
+struct Pending {
+    delivery: Delivery,
+    key: String,
+    first_attempt_at: Option<OffsetDateTime>,
+    last_error: Option<DeliveryError>,
+}
+
+type BatchResult = (Vec<u64>, Vec<Result<(), DeliveryError>>);
+
+pub struct DeliveryQueue {
+    slot: usize,
+    handle: Arc<BackendHandle>,
+    spool: Spool,
+    stop: watch::Receiver<bool>,
+    window: HashMap<u64, Pending>,
+    /// Events whose user is free, in spool order.
+    ready: VecDeque<u64>,
+    /// Per busy user, their later events in spool order. A user is busy
+    /// while they have an event ready, in flight or waiting to retry.
+    held: HashMap<String, VecDeque<u64>>,
+    retries: BinaryHeap<Reverse<(Instant, u64)>>,
+    inflight: JoinSet<BatchResult>,
+    inflight_events: usize,
+    breaker: CircuitBreaker,
+    /// Highest sequence number loaded into the window.
+    cursor: u64,
+    started: bool,
+}
+
+impl DeliveryQueue {
+    pub fn new(slot: usize, handle: Arc<BackendHandle>, spool: Spool, stop: watch::Receiver<bool>) -> Self {
+        let breaker = CircuitBreaker::new(handle.options.breaker);
+        DeliveryQueue {
+            slot,
+            handle,
+            spool,
+            stop,
+            window: HashMap::new(),
+            ready: VecDeque::new(),
+            held: HashMap::new(),
+            retries: BinaryHeap::new(),
+            inflight: JoinSet::new(),
+            inflight_events: 0,
+            breaker,
+            cursor: 0,
+            started: false,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.handle.name
+    }
+
+    pub async fn run(mut self) {
+        let mut start_backoff = Duration::from_millis(200);
+        let mut next_start = Instant::now();
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            if !self.started && Instant::now() >= next_start {
+                match self.handle.backend.start().await {
+                    Ok(()) => {
+                        tracing::info!(backend = %self.name(), "backend started");
+                        self.started = true;
+                    }
+                    Err(e) => {
+                        tracing::error!(backend = %self.name(), error = %e, retry_in = ?start_backoff, "backend failed to start");
+                        next_start = Instant::now() + start_backoff;
+                        start_backoff = (start_backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            if let Err(e) = self.fill_window().await {
+                tracing::error!(backend = %self.name(), error = %e, "cannot read the spool queue");
+            }
+            self.promote_due_retries();
+            self.dispatch().await;
+
+            let wake_at = self.next_wake(if self.started { None } else { Some(next_start) });
+            let slot = self.spool.slot(self.slot);
+            tokio::select! {
+                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
+                    match done {
+                        Ok((seqs, results)) => self.finish(seqs, results).await,
+                        Err(e) => tracing::error!(backend = %self.name(), error = %e, "delivery task failed"),
+                    }
+                }
+                _ = slot.changed.notified() => {}
+                _ = sleep_until(wake_at) => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    /// After stop: no new attempts; wait for the ones in flight (the engine
+    /// bounds this with the grace period). Their events stay in the spool
+    /// unless acked, so nothing is lost if we are cut short.
+    async fn drain(&mut self) {
+        while let Some(done) = self.inflight.join_next().await {
+            if let Ok((seqs, results)) = done {
+                self.finish(seqs, results).await;
+            }
+        }
+        tracing::info!(backend = %self.name(), "delivery queue stopped");
+    }
+
+    fn next_wake(&self, start_at: Option<Instant>) -> Option<Instant> {
+        let retry = self.retries.peek().map(|Reverse((t, _))| *t);
+        let breaker = self.breaker.reopens_at();
+        [retry, breaker, start_at].into_iter().flatten().min()
+    }
+
+    /// Load more of the spool queue while the window has room.
+    async fn fill_window(&mut self) -> Result<(), crate::spool::SpoolError> {
+        let cap = self.handle.options.window;
+        while self.window.len() < cap && self.spool.slot(self.slot).head.load(Ordering::Acquire) > self.cursor {
+            let spool = self.spool.clone();
+            let (slot, after, limit) = (self.slot, self.cursor, (cap - self.window.len()).min(1024));
+            let rows = tokio::task::spawn_blocking(move || spool.read_queue(slot, after, limit))
+                .await
+                .map_err(|e| crate::spool::SpoolError::Io(e.to_string()))??;
+            if rows.is_empty() {
+                // head counts events that have since been delivered; nothing
+                // left to load.
+                self.cursor = self.spool.slot(self.slot).head.load(Ordering::Acquire);
+                break;
+            }
+            for (seq, json) in rows {
+                self.cursor = seq;
+                self.admit_row(seq, json).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn admit_row(&mut self, seq: u64, json: Bytes) {
+        let event: Event = match serde_json::from_slice(&json) {
+            Ok(e) => e,
+            Err(e) => {
+                // Should never happen: we wrote it. Keep it anyway, where an
+                // operator can see it, rather than loop on it.
+                tracing::error!(backend = %self.name(), seq, error = %e, "unreadable event in spool; dead-lettering it");
+                let now = timestamp_millis::format(&OffsetDateTime::now_utc());
+                let record = DeadLetter {
+                    id: format!("seq-{seq}"),
+                    backend: self.name().to_owned(),
+                    event: serde_json::Value::String(String::from_utf8_lossy(&json).into_owned()),
+                    attempts: 0,
+                    last_error: LastError { status: None, message: format!("unreadable event: {e}") },
+                    first_attempt_at: now.clone(),
+                    last_attempt_at: now.clone(),
+                    dead_at: now,
+                };
+                let _ = self.spool.dead_letter(self.slot, seq, record).await;
+                return;
+            }
+        };
+        let key = event.user().to_owned();
+        let pending = Pending {
+            delivery: Delivery { event, json, attempt: 0 },
+            key: key.clone(),
+            first_attempt_at: None,
+            last_error: None,
+        };
+        self.window.insert(seq, pending);
+        match self.held.get_mut(&key) {
+            Some(later) => later.push_back(seq),
+            None => {
+                self.held.insert(key, VecDeque::new());
+                self.ready.push_back(seq);
+            }
+        }
+    }
+
+    fn promote_due_retries(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, seq))) = self.retries.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.retries.pop();
+            // A retry goes before fresh events: it is older.
+            self.ready.push_front(seq);
+        }
+    }
+
+    async fn dispatch(&mut self) {
+        if !self.started || self.spool.slot(self.slot).paused.load(Ordering::Acquire) {
+            return;
+        }
+        let concurrency = self.handle.options.concurrency.max(1);
+        let max_batch = self.handle.backend.max_batch().max(1);
+        while self.inflight.len() < concurrency && !self.ready.is_empty() {
+            match self.breaker.admit(Instant::now()) {
+                Admission::Open => {
+                    // Fail fast: the attempt counts, the endpoint is spared.
+                    let seqs: Vec<u64> = self.ready.drain(..).collect();
+                    for seq in seqs {
+                        let err = self.fail_fast_error(seq);
+                        if let Some(p) = self.window.get_mut(&seq) {
+                            p.delivery.attempt += 1;
+                            p.first_attempt_at.get_or_insert_with(OffsetDateTime::now_utc);
+                        }
+                        self.handle.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        self.failed(seq, err, false).await;
+                    }
+                    return;
+                }
+                Admission::Probe => self.send(1),
+                Admission::Closed => self.send(max_batch),
+            }
+        }
+    }
+
+    fn fail_fast_error(&self, seq: u64) -> DeliveryError {
+        let last = self.window.get(&seq).and_then(|p| p.last_error.clone());
+        let mut err = DeliveryError::retryable(match &last {
+            Some(l) => format!("circuit open; endpoint's last error: {}", l.message),
+            None => "circuit open: endpoint failing".to_owned(),
+        });
+        err.status = last.and_then(|l| l.status);
+        err
+    }
+
+    /// Start one attempt of up to `n` ready events.
+    fn send(&mut self, n: usize) {
+        let mut seqs = Vec::with_capacity(n);
+        let mut batch = Vec::with_capacity(n);
+        while seqs.len() < n {
+            let Some(seq) = self.ready.pop_front() else { break };
+            let Some(p) = self.window.get_mut(&seq) else { continue };
+            p.delivery.attempt += 1;
+            p.first_attempt_at.get_or_insert_with(OffsetDateTime::now_utc);
+            seqs.push(seq);
+            batch.push(p.delivery.clone());
+        }
+        if seqs.is_empty() {
+            return;
+        }
+        let backend = self.handle.backend.clone();
+        let stats = self.handle.stats.clone();
+        self.inflight_events += seqs.len();
+        stats.in_flight.fetch_add(seqs.len() as i64, Ordering::Relaxed);
+        self.inflight.spawn(async move {
+            let t = Instant::now();
+            let results = if batch.len() == 1 {
+                vec![backend.deliver(&batch[0]).await]
+            } else {
+                let mut r = backend.deliver_batch(&batch).await;
+                // A backend that answers short must not lose events.
+                r.resize_with(batch.len(), || Err(DeliveryError::retryable("backend returned no result")));
+                r
+            };
+            stats.publish.observe(t.elapsed().as_secs_f64());
+            (seqs, results)
+        });
+    }
+
+    async fn finish(&mut self, seqs: Vec<u64>, results: Vec<Result<(), DeliveryError>>) {
+        let stats = self.handle.stats.clone();
+        self.inflight_events -= seqs.len();
+        stats.in_flight.fetch_sub(seqs.len() as i64, Ordering::Relaxed);
+        for (seq, result) in seqs.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    self.breaker.on_success();
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = self.window.get(&seq) {
+                        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+                        let accepted = p.delivery.event.accepted_at_ms();
+                        stats.latency.observe(now_ms.saturating_sub(accepted) as f64 / 1000.0);
+                    }
+                    self.spool.ack(self.slot, seq);
+                    self.release(seq);
+                }
+                Err(e) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    if e.retryable && self.breaker.on_failure(Instant::now()) {
+                        tracing::warn!(backend = %self.name(), error = %e, "endpoint keeps failing; circuit open");
+                    }
+                    self.failed(seq, e, true).await;
+                }
+            }
+        }
+    }
+
+    /// An attempt failed: retry later, or dead-letter.
+    async fn failed(&mut self, seq: u64, err: DeliveryError, real: bool) {
+        let policy = self.handle.options.retry;
+        let Some(p) = self.window.get_mut(&seq) else { return };
+        let attempts = p.delivery.attempt;
+        if real {
+            tracing::debug!(backend = %self.handle.name, id = %p.delivery.event.id, attempts, error = %err, "attempt failed");
+        }
+        if !err.retryable || policy.exhausted(attempts) {
+            let record = DeadLetter {
+                id: p.delivery.event.id.clone(),
+                backend: self.handle.name.clone(),
+                event: serde_json::from_slice(&p.delivery.json).unwrap_or(serde_json::Value::Null),
+                attempts,
+                last_error: LastError { status: err.status, message: err.message.clone() },
+                first_attempt_at: timestamp_millis::format(&p.first_attempt_at.unwrap_or_else(OffsetDateTime::now_utc)),
+                last_attempt_at: timestamp_millis::format(&OffsetDateTime::now_utc()),
+                dead_at: timestamp_millis::format(&OffsetDateTime::now_utc()),
+            };
+            match self.spool.dead_letter(self.slot, seq, record).await {
+                Ok(()) => {
+                    tracing::warn!(backend = %self.handle.name, id = %p.delivery.event.id, attempts, error = %err, "event dead-lettered");
+                    self.handle.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.release(seq);
+                }
+                Err(e) => {
+                    // The spool cannot take it now; keep the event and try
+                    // the dead-letter move again after a backoff.
+                    tracing::error!(backend = %self.handle.name, error = %e, "cannot dead-letter; will retry");
+                    p.delivery.attempt = attempts.saturating_sub(1);
+                    let at = Instant::now() + policy.backoff(attempts.max(1), None);
+                    self.retries.push(Reverse((at, seq)));
+                }
+            }
+            return;
+        }
+        if real {
+            p.last_error = Some(err.clone());
+        }
+        self.handle.stats.retries.fetch_add(1, Ordering::Relaxed);
+        let at = Instant::now() + policy.backoff(attempts, err.retry_after);
+        self.retries.push(Reverse((at, seq)));
+    }
+
+    /// An event is done (delivered or dead-lettered): drop it from the
+    /// window and let its user's next event go.
+    fn release(&mut self, seq: u64) {
+        let Some(p) = self.window.remove(&seq) else { return };
+        let next = self.held.get_mut(&p.key).and_then(VecDeque::pop_front);
+        match next {
+            Some(next) => self.ready.push_back(next),
+            None => {
+                self.held.remove(&p.key);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

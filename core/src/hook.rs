@@ -1,0 +1,334 @@
+//! Hook translators: the chat server's hook calls in, standard event records
+//! out.
+//!
+//! A hook call is a JSON object named after the MongooseIM hook it reports
+//! (`user_send_message`, `filter_local_packet`, `user_available`,
+//! `unset_presence`, `unacknowledged_message`). Translation is strict: any
+//! missing or ill-typed field is an error that names the field, so that a
+//! request is either wholly valid or wholly refused.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::event::{
+    timestamp_millis, Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence,
+    PresenceStatus, Unacked,
+};
+use crate::jid;
+
+/// Why a hook call could not be translated. `index` is the position of the
+/// item in its request, when the request held several.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookError {
+    pub index: Option<usize>,
+    pub message: String,
+}
+
+impl HookError {
+    fn new(message: impl Into<String>) -> Self {
+        HookError { index: None, message: message.into() }
+    }
+
+    pub fn at(mut self, index: usize) -> Self {
+        self.index = Some(index);
+        self
+    }
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "item {i}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for HookError {}
+
+/// The hooks we understand.
+pub const HOOKS: [&str; 5] = [
+    "user_send_message",
+    "filter_local_packet",
+    "user_available",
+    "unset_presence",
+    "unacknowledged_message",
+];
+
+/// Translates hook calls into events. Stateless; one per process is enough.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HookTranslator;
+
+impl HookTranslator {
+    /// Translate one hook call, giving the event a fresh id and, unless the
+    /// call carries its own, the current time.
+    pub fn translate(&self, call: &Value) -> Result<Event, HookError> {
+        self.translate_with_id(call, Event::new_id())
+    }
+
+    pub fn translate_with_id(&self, call: &Value, id: String) -> Result<Event, HookError> {
+        let obj = call
+            .as_object()
+            .ok_or_else(|| HookError::new(format!("a hook call must be a JSON object, got {}", kind_of(call))))?;
+        let hook = match obj.get("hook") {
+            Some(Value::String(h)) => h.as_str(),
+            Some(other) => {
+                return Err(HookError::new(format!("field `hook` must be a string, got {}", kind_of(other))))
+            }
+            None => return Err(HookError::new("missing field `hook`")),
+        };
+        let body = match hook {
+            "user_send_message" => chat(obj, hook, Direction::In)?,
+            "filter_local_packet" => chat(obj, hook, Direction::Out)?,
+            "user_available" => presence(obj, hook, PresenceStatus::Online)?,
+            "unset_presence" => presence(obj, hook, PresenceStatus::Offline)?,
+            "unacknowledged_message" => unacked(obj, hook)?,
+            other => {
+                return Err(HookError::new(format!(
+                    "unknown hook \"{other}\" (expected one of: {})",
+                    HOOKS.join(", ")
+                )))
+            }
+        };
+        let timestamp = match obj.get("timestamp") {
+            None | Some(Value::Null) => OffsetDateTime::now_utc(),
+            Some(Value::String(s)) => timestamp_millis::parse(s).map_err(|e| {
+                HookError::new(format!("field `timestamp` is not an RFC 3339 time: \"{s}\" ({e})"))
+            })?,
+            Some(other) => {
+                return Err(HookError::new(format!(
+                    "field `timestamp` must be an RFC 3339 string, got {}",
+                    kind_of(other)
+                )))
+            }
+        };
+        let metadata = metadata(obj)?;
+        Ok(Event { id, body, timestamp, metadata })
+    }
+}
+
+fn chat(obj: &Map<String, Value>, hook: &str, direction: Direction) -> Result<EventBody, HookError> {
+    let from = required_jid(obj, hook, "from")?;
+    let to = required_jid(obj, hook, "to")?;
+    let chat_type = match optional_str(obj, "type")? {
+        None => ChatType::Normal,
+        Some(t) => ChatType::parse(t).ok_or_else(|| {
+            HookError::new(format!(
+                "unknown message type \"{t}\" in field `type` (expected chat, groupchat, headline or normal)"
+            ))
+        })?,
+    };
+    Ok(EventBody::Chat(Chat {
+        chat_type,
+        direction,
+        from,
+        to,
+        body: optional_str(obj, "body")?.map(str::to_owned),
+        message_id: optional_str(obj, "id")?.map(str::to_owned),
+    }))
+}
+
+fn presence(obj: &Map<String, Value>, hook: &str, status: PresenceStatus) -> Result<EventBody, HookError> {
+    Ok(EventBody::Presence(Presence { jid: required_jid(obj, hook, "jid")?, status }))
+}
+
+fn unacked(obj: &Map<String, Value>, hook: &str) -> Result<EventBody, HookError> {
+    let from = match optional_str(obj, "from")? {
+        Some(f) => {
+            jid::validate(f).map_err(|why| HookError::new(format!("field `from` {why}: \"{f}\"")))?;
+            Some(f.to_owned())
+        }
+        None => None,
+    };
+    Ok(EventBody::Unacked(Unacked {
+        to: required_jid(obj, hook, "to")?,
+        from,
+        body: optional_str(obj, "body")?.map(str::to_owned),
+        message_id: optional_str(obj, "id")?.map(str::to_owned),
+    }))
+}
+
+fn required_jid(obj: &Map<String, Value>, hook: &str, field: &str) -> Result<String, HookError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(HookError::new(format!("missing field `{field}` (required by hook {hook})"))),
+        Some(Value::String(s)) => {
+            jid::validate(s).map_err(|why| HookError::new(format!("field `{field}` {why}: \"{s}\"")))?;
+            Ok(s.clone())
+        }
+        Some(other) => Err(HookError::new(format!(
+            "field `{field}` must be a JID string, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+fn optional_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, HookError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(HookError::new(format!("field `{field}` must be a string, got {}", kind_of(other)))),
+    }
+}
+
+fn metadata(obj: &Map<String, Value>) -> Result<Metadata, HookError> {
+    let mut out = Metadata::new();
+    match obj.get("metadata") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let value = MetaValue::from_json(v).ok_or_else(|| {
+                    HookError::new(format!(
+                        "metadata value `{k}` must be a string, number or boolean, got {}",
+                        kind_of(v)
+                    ))
+                })?;
+                out.insert(k.clone(), value);
+            }
+        }
+        Some(other) => {
+            return Err(HookError::new(format!("field `metadata` must be an object, got {}", kind_of(other))))
+        }
+    }
+    Ok(out)
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// How a request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One object or an array of objects.
+    Json,
+    /// One object per line.
+    NdJson,
+}
+
+/// Split a request body into hook calls. Any JSON error names where it is;
+/// nothing is returned unless the whole body parses.
+pub fn parse_body(body: &[u8], framing: Framing) -> Result<Vec<Value>, HookError> {
+    match framing {
+        Framing::Json => {
+            let v: Value = serde_json::from_slice(body).map_err(|e| HookError::new(format!("malformed JSON: {e}")))?;
+            match v {
+                Value::Array(items) => {
+                    if items.is_empty() {
+                        return Err(HookError::new("empty array: no hook calls"));
+                    }
+                    Ok(items)
+                }
+                obj @ Value::Object(_) => Ok(vec![obj]),
+                other => Err(HookError::new(format!(
+                    "the body must be a hook call object or an array of them, got {}",
+                    kind_of(&other)
+                ))),
+            }
+        }
+        Framing::NdJson => {
+            let mut out = Vec::new();
+            for line in body.split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let index = out.len();
+                let v: Value = serde_json::from_slice(line)
+                    .map_err(|e| HookError::new(format!("malformed JSON on line {}: {e}", index + 1)).at(index))?;
+                out.push(v);
+            }
+            if out.is_empty() {
+                return Err(HookError::new("empty body: no hook calls"));
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tr(v: Value) -> Result<Event, HookError> {
+        HookTranslator.translate(&v)
+    }
+
+    #[test]
+    fn user_send_message_is_chat_in() {
+        let e = tr(json!({"hook":"user_send_message","from":"alice@localhost/phone","to":"bob@localhost","type":"chat","body":"hi","id":"m-1"})).unwrap();
+        let c = e.chat().unwrap();
+        assert_eq!(c.direction, Direction::In);
+        assert_eq!(c.chat_type, ChatType::Chat);
+        assert_eq!(c.body.as_deref(), Some("hi"));
+        assert_eq!(c.message_id.as_deref(), Some("m-1"));
+        assert_eq!(e.id.len(), 26);
+    }
+
+    #[test]
+    fn filter_local_packet_is_chat_out_and_type_defaults_to_normal() {
+        let e = tr(json!({"hook":"filter_local_packet","from":"a@x","to":"b@x"})).unwrap();
+        let c = e.chat().unwrap();
+        assert_eq!(c.direction, Direction::Out);
+        assert_eq!(c.chat_type, ChatType::Normal);
+        assert_eq!(c.body, None);
+    }
+
+    #[test]
+    fn presence_hooks() {
+        let on = tr(json!({"hook":"user_available","jid":"alice@localhost/phone"})).unwrap();
+        assert_eq!(on.presence().unwrap().status, PresenceStatus::Online);
+        let off = tr(json!({"hook":"unset_presence","jid":"alice@localhost/phone"})).unwrap();
+        assert_eq!(off.presence().unwrap().status, PresenceStatus::Offline);
+    }
+
+    #[test]
+    fn unacked() {
+        let e = tr(json!({"hook":"unacknowledged_message","to":"bob@localhost/phone"})).unwrap();
+        assert!(matches!(e.body, EventBody::Unacked(ref u) if u.to == "bob@localhost/phone"));
+    }
+
+    #[test]
+    fn timestamp_and_metadata() {
+        let e = tr(json!({"hook":"user_available","jid":"a@x","timestamp":"2026-11-23T10:00:00.5+01:00","metadata":{"s":"x","n":2,"b":true,"f":1.5}})).unwrap();
+        assert_eq!(timestamp_millis::format(&e.timestamp), "2026-11-23T09:00:00.500Z");
+        assert_eq!(e.metadata["n"], MetaValue::Int(2));
+        assert_eq!(e.metadata["f"], MetaValue::Float(1.5));
+        assert_eq!(e.metadata["b"], MetaValue::Bool(true));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let msg = |v| tr(v).unwrap_err().message;
+        assert!(msg(json!({"hook":"user_login","jid":"a@x"})).contains("unknown hook \"user_login\""));
+        assert!(msg(json!({"hook":"user_send_message","to":"b@x"})).contains("missing field `from`"));
+        assert!(msg(json!({"hook":"user_send_message","from":"a@x","to":"b@x","type":"weird"})).contains("unknown message type \"weird\""));
+        assert!(msg(json!({"hook":"user_available"})).contains("missing field `jid`"));
+        assert!(msg(json!({"hook":"user_available","jid":5})).contains("field `jid` must be a JID string"));
+        assert!(msg(json!({"jid":"a@x"})).contains("missing field `hook`"));
+        assert!(msg(json!({"hook":"user_available","jid":"a@x","timestamp":"yesterday"})).contains("`timestamp`"));
+        assert!(msg(json!({"hook":"user_available","jid":"a@x","metadata":{"x":[1]}})).contains("metadata value `x`"));
+        assert!(msg(json!([1])).contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn bodies_split() {
+        assert_eq!(parse_body(br#"{"hook":"x"}"#, Framing::Json).unwrap().len(), 1);
+        assert_eq!(parse_body(br#"[{"a":1},{"b":2}]"#, Framing::Json).unwrap().len(), 2);
+        assert_eq!(parse_body(b"{\"a\":1}\n\n{\"b\":2}\r\n", Framing::NdJson).unwrap().len(), 2);
+        let e = parse_body(b"{\"a\":1}\n{oops\n", Framing::NdJson).unwrap_err();
+        assert_eq!(e.index, Some(1));
+        assert!(parse_body(b"{oops", Framing::Json).unwrap_err().message.starts_with("malformed JSON"));
+        assert!(parse_body(b"[]", Framing::Json).is_err());
+        assert!(parse_body(b"3", Framing::Json).is_err());
+    }
+}

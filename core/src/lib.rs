@@ -1,0 +1,22 @@
+//! event-pusher core: the standard event record, the hook translators that
+//! produce it, the priority-ordered handler chain, and the durable spool and
+//! delivery engine that carry claimed events to backends.
+//!
+//! Everything here is backend-agnostic: a backend is anything implementing
+//! [`Backend`], a filter anything implementing [`Filter`].
+
+pub mod backend;
+pub mod chain;
+pub mod class;
+pub mod delivery;
+pub mod event;
+pub mod hook;
+pub mod jid;
+pub mod metrics;
+pub mod spool;
+
+pub use backend::{Backend, BackendError, Delivery, DeliveryError};
+pub use chain::{Chain, ChainBuilder, ChainOutcome, Filter, Verdict};
+pub use class::{EventClass, EventClasses};
+pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus, Unacked};
+pub use hook::{HookError, HookTranslator};

@@ -1,0 +1,259 @@
+//! The spool: the embedded durable store behind "202 means stored".
+//!
+//! One redb file holds, per backend instance, a queue table (`queue/NAME`,
+//! sequence number → canonical event JSON) and a dead-letter table
+//! (`dead/NAME`), plus a small `state` table (paused flags). All writes go
+//! through one [`SpoolWriter`](writer) thread that commits whatever has
+//! queued up in a single fsync'd transaction (group commit), so durability
+//! costs one fsync per batch of concurrent requests, not one per event.
+//!
+//! Readers (the delivery queues) read in their own MVCC read transactions
+//! and never block the writer. The queue lives here, not in RAM: a delivery
+//! queue holds only a bounded window of it.
+
+mod dead_letter;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+pub use dead_letter::{DeadLetter, LastError};
+use writer::Command;
+
+/// Why the spool refused or failed a write.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    /// A queue or the spool itself is at its configured limit.
+    #[error("spool full: {0}")]
+    Full(String),
+    /// The store could not be written (disk full, permissions, I/O error).
+    #[error("spool write failed: {0}")]
+    Io(String),
+    #[error("spool is shut down")]
+    Closed,
+}
+
+/// Limits that make ingest answer 503 instead of growing without bound.
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolLimits {
+    /// Events waiting per backend queue.
+    pub max_queue: u64,
+    /// Bytes of event data held (queues and dead letters together).
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        SpoolLimits { max_queue: 1_000_000, max_bytes: 1 << 30 }
+    }
+}
+
+/// Per-backend counters and signals shared with the delivery queue.
+pub struct SlotState {
+    pub name: String,
+    /// Events in the queue table (not yet delivered or dead-lettered).
+    pub queued: AtomicU64,
+    /// Events in the dead-letter table.
+    pub dead: AtomicU64,
+    /// Highest sequence number committed to this queue.
+    pub head: AtomicU64,
+    pub paused: AtomicBool,
+    /// Woken when new events are committed to the queue or `paused` changes.
+    pub changed: Notify,
+}
+
+pub(crate) struct Shared {
+    pub db: Database,
+    pub path: PathBuf,
+    pub slots: Vec<SlotState>,
+    pub limits: SpoolLimits,
+    /// Bytes of event data held, for the `max_bytes` limit and metrics.
+    pub stored_bytes: AtomicU64,
+    pub healthy: AtomicBool,
+}
+
+/// A handle to the spool; cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+pub(crate) fn queue_table(name: &str) -> String {
+    format!("queue/{name}")
+}
+
+pub(crate) fn dead_table(name: &str) -> String {
+    format!("dead/{name}")
+}
+
+pub(crate) const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
+
+fn io(e: impl std::fmt::Display) -> SpoolError {
+    SpoolError::Io(e.to_string())
+}
+
+impl Spool {
+    /// Open (or create) the spool in `dir` for the given backend instance
+    /// names, in slot order, and start its writer thread.
+    pub fn open(dir: &Path, backends: &[String], limits: SpoolLimits) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(|e| SpoolError::Io(format!("cannot create spool dir {}: {e}", dir.display())))?;
+        let path = dir.join("spool.redb");
+        let db = Database::create(&path).map_err(|e| SpoolError::Io(format!("cannot open spool {}: {e}", path.display())))?;
+
+        // Make sure every table exists so readers never see "no such table".
+        let txn = db.begin_write().map_err(io)?;
+        {
+            txn.open_table(STATE).map_err(io)?;
+            for name in backends {
+                txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(io)?;
+                txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(io)?;
+            }
+        }
+        txn.commit().map_err(io)?;
+
+        let mut slots = Vec::with_capacity(backends.len());
+        let mut next_seq = 1u64;
+        let mut stored = 0u64;
+        let read = db.begin_read().map_err(io)?;
+        let state = read.open_table(STATE).map_err(io)?;
+        for name in backends {
+            let q = read.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(io)?;
+            let d = read.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(io)?;
+            let mut head = 0;
+            for row in q.iter().map_err(io)? {
+                let (k, v) = row.map_err(io)?;
+                head = k.value();
+                stored += v.value().len() as u64;
+            }
+            for row in d.iter().map_err(io)? {
+                let (k, v) = row.map_err(io)?;
+                next_seq = next_seq.max(k.value() + 1);
+                stored += v.value().len() as u64;
+            }
+            next_seq = next_seq.max(head + 1);
+            let paused = state.get(format!("paused/{name}").as_str()).map_err(io)?.map(|v| v.value() != 0).unwrap_or(false);
+            slots.push(SlotState {
+                name: name.clone(),
+                queued: AtomicU64::new(q.len().map_err(io)?),
+                dead: AtomicU64::new(d.len().map_err(io)?),
+                head: AtomicU64::new(head),
+                paused: AtomicBool::new(paused),
+                changed: Notify::new(),
+            });
+        }
+        drop(state);
+        drop(read);
+
+        let shared = Arc::new(Shared {
+            db,
+            path,
+            slots,
+            limits,
+            stored_bytes: AtomicU64::new(stored),
+            healthy: AtomicBool::new(true),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer::SpoolWriter::new(writer_shared, rx, next_seq).run())
+            .map_err(|e| SpoolError::Io(format!("cannot start spool writer: {e}")))?;
+        Ok(Spool { shared, tx })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    pub fn slots(&self) -> &[SlotState] {
+        &self.shared.slots
+    }
+
+    pub fn slot(&self, slot: usize) -> &SlotState {
+        &self.shared.slots[slot]
+    }
+
+    pub fn slot_by_name(&self, name: &str) -> Option<usize> {
+        self.shared.slots.iter().position(|s| s.name == name)
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.shared.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// False after a write failed, until one succeeds again.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, SpoolError>>) -> Command) -> Result<T, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| SpoolError::Closed)?;
+        rx.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Durably append events to backend queues: `(slot, canonical JSON)`.
+    /// Returns once they are committed with fsync, all or none.
+    pub async fn append(&self, items: Vec<(usize, Bytes)>) -> Result<(), SpoolError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.call(|reply| Command::Append { items, reply }).await
+    }
+
+    /// Mark an event delivered: remove it from its queue. Not awaited; a
+    /// crash before it is committed means one duplicate delivery, never a loss.
+    pub fn ack(&self, slot: usize, seq: u64) {
+        let _ = self.tx.send(Command::Ack { slot, seq });
+    }
+
+    /// Move an event from its queue to the dead-letter table, durably.
+    pub async fn dead_letter(&self, slot: usize, seq: u64, record: DeadLetter) -> Result<(), SpoolError> {
+        let bytes = serde_json::to_vec(&record).map_err(io)?;
+        self.call(|reply| Command::DeadLetter { slot, seq, record: bytes, reply }).await
+    }
+
+    /// Move dead letters back to the queue (all of them, or those with the
+    /// given event ids). Returns how many were moved.
+    pub async fn replay(&self, slot: usize, ids: Option<Vec<String>>) -> Result<usize, SpoolError> {
+        self.call(|reply| Command::Replay { slot, ids, reply }).await
+    }
+
+    /// Persist and apply a backend's paused flag.
+    pub async fn set_paused(&self, slot: usize, paused: bool) -> Result<(), SpoolError> {
+        self.call(|reply| Command::SetPaused { slot, paused, reply }).await
+    }
+
+    /// Read up to `limit` queued events of a backend with sequence numbers
+    /// above `after`. Blocking: call from `spawn_blocking`.
+    pub fn read_queue(&self, slot: usize, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
+        let name = &self.shared.slots[slot].name;
+        let read = self.shared.db.begin_read().map_err(io)?;
+        let q = read.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(io)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in q.range(after.saturating_add(1)..).map_err(io)?.take(limit) {
+            let (k, v) = row.map_err(io)?;
+            out.push((k.value(), Bytes::copy_from_slice(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// All dead letters of a backend, oldest first. Blocking.
+    pub fn list_dead(&self, slot: usize) -> Result<Vec<DeadLetter>, SpoolError> {
+        let name = &self.shared.slots[slot].name;
+        let read = self.shared.db.begin_read().map_err(io)?;
+        let d = read.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(io)?;
+        let mut out = Vec::new();
+        for row in d.iter().map_err(io)? {
+            let (_, v) = row.map_err(io)?;
+            out.push(serde_json::from_slice(v.value()).map_err(io)?);
+        }
+        Ok(out)
+    }
+}
