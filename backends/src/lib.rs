@@ -1,1 +1,17 @@
-//! placeholder
+//! Delivery backends, one folder each: its config struct, how it builds
+//! requests, how it publishes, and its tests. The only thing about a backend
+//! outside its folder is its line in [`BackendsConfig`] and in
+//! [`BackendsConfig::build`].
+
+pub mod common;
+pub mod http;
+pub mod log;
+#[cfg(feature = "rabbit")]
+pub mod rabbit;
+#[cfg(feature = "sns")]
+pub mod sns;
+
+mod registry;
+
+pub use common::BuiltBackend;
+pub use registry::BackendsConfig;

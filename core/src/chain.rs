@@ -113,7 +113,8 @@ pub struct ChainOutcome {
     /// Copies of the event taken when a filter ran after a backend had
     /// already claimed it.
     pub snapshots: Vec<Event>,
-    /// The name of the filter that stopped the event, if one did.
+    /// The chain index of the filter that stopped the event, if one did
+    /// (see [`Chain::handler_name`]).
     pub stopped_by: Option<usize>,
 }
 

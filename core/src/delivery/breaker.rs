@@ -61,10 +61,6 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn is_open(&self) -> bool {
-        self.open_until.is_some()
-    }
-
     /// When the current cooldown ends, if the circuit is open.
     pub fn reopens_at(&self) -> Option<Instant> {
         self.open_until

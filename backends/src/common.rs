@@ -1,0 +1,55 @@
+//! What every backend's config has in common, and what building one yields.
+
+use std::sync::Arc;
+
+use event_pusher_config::{EventClassList, Priority, RetryConfig};
+use event_pusher_core::delivery::{BreakerPolicy, DeliveryOptions};
+use event_pusher_core::{Backend, EventClasses};
+
+/// A backend instance ready to be put in the chain and the delivery engine.
+pub struct BuiltBackend {
+    pub name: String,
+    pub priority: i64,
+    pub classes: EventClasses,
+    pub options: DeliveryOptions,
+    pub backend: Arc<dyn Backend>,
+    /// Byte offset of its table in the config file: equal priorities keep
+    /// the order of the file.
+    pub position: usize,
+}
+
+/// The keys every backend table has (`priority`, `events`, `concurrency`,
+/// `retry`), gathered so the registry can build any backend the same way.
+pub struct CommonKeys<'a> {
+    pub priority: Priority,
+    pub events: EventClassList,
+    pub concurrency: usize,
+    pub retry: &'a RetryConfig,
+    pub breaker_threshold: u32,
+}
+
+impl CommonKeys<'_> {
+    pub fn options(&self) -> DeliveryOptions {
+        let retry = self.retry.policy();
+        DeliveryOptions {
+            concurrency: self.concurrency,
+            retry,
+            breaker: BreakerPolicy {
+                threshold: self.breaker_threshold,
+                // Never back off the whole endpoint for longer than a single
+                // event would wait, so short test backoffs stay short.
+                initial_cooldown: retry.initial_backoff.max(std::time::Duration::from_millis(100)),
+                max_cooldown: retry.max_backoff.min(std::time::Duration::from_secs(30)),
+            },
+            ..DeliveryOptions::default()
+        }
+    }
+}
+
+pub fn default_concurrency() -> usize {
+    32
+}
+
+pub fn default_breaker_threshold() -> u32 {
+    10
+}

@@ -1,0 +1,125 @@
+//! `[backends.http.NAME]`
+
+use std::collections::BTreeMap;
+
+use event_pusher_config::{EventClassList, Priority, RetryConfig};
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Deserializer};
+
+use crate::common::{default_breaker_threshold, default_concurrency, CommonKeys};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The canonical event record, `application/json`.
+    #[default]
+    Json,
+    /// MongooseIM's `author=&server=&receiver=&message=`, chat messages only.
+    Form,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(deserialize_with = "http_url")]
+    pub url: url::Url,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub events: EventClassList,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default = "default_timeout_ms", deserialize_with = "timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_concurrency", deserialize_with = "event_pusher_config::types::positive")]
+    pub concurrency: usize,
+    #[serde(default, deserialize_with = "headers")]
+    pub headers: BTreeMap<String, String>,
+    /// `whsec_` + base64: sign requests the Standard Webhooks way.
+    #[serde(default)]
+    pub secret: Option<WebhookSecret>,
+    /// Consecutive failures that open the circuit breaker (0: never).
+    #[serde(default = "default_breaker_threshold")]
+    pub breaker_threshold: u32,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+impl HttpConfig {
+    pub fn common(&self) -> CommonKeys<'_> {
+        CommonKeys {
+            priority: self.priority,
+            events: self.events,
+            concurrency: self.concurrency,
+            retry: &self.retry,
+            breaker_threshold: self.breaker_threshold,
+        }
+    }
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let ms = u64::deserialize(d)?;
+    if ms == 0 {
+        return Err(serde::de::Error::custom("timeout_ms must be at least 1"));
+    }
+    Ok(ms)
+}
+
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
+    let s = String::deserialize(d)?;
+    let url = url::Url::parse(&s).map_err(|e| serde::de::Error::custom(format!("invalid URL \"{s}\": {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(serde::de::Error::custom(format!(
+            "URL \"{s}\" must be http:// or https://, not {}://",
+            url.scheme()
+        )));
+    }
+    Ok(url)
+}
+
+fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = BTreeMap::<String, String>::deserialize(d)?;
+    for (k, v) in &map {
+        HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| serde::de::Error::custom(format!("invalid header name \"{k}\"")))?;
+        HeaderValue::from_str(v).map_err(|_| serde::de::Error::custom(format!("invalid value for header \"{k}\"")))?;
+    }
+    Ok(map)
+}
+
+/// A Standard Webhooks signing secret: `whsec_` followed by base64 key bytes.
+#[derive(Clone, PartialEq)]
+pub struct WebhookSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(..)")
+    }
+}
+
+impl WebhookSecret {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let b64 = s
+            .strip_prefix("whsec_")
+            .ok_or_else(|| "secret must start with `whsec_` followed by base64".to_owned())?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("secret after `whsec_` is not valid base64: {e}"))?;
+        if key.is_empty() {
+            return Err("secret is empty after `whsec_`".into());
+        }
+        Ok(WebhookSecret(key))
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WebhookSecret::parse(&s).map_err(serde::de::Error::custom)
+    }
+}

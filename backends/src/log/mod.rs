@@ -1,0 +1,114 @@
+//! The `log` backend: each event as one line of canonical JSON, to stdout or
+//! appended to a file.
+//!
+//! ```toml
+//! [backends.log.console]          # stdout
+//! [backends.log.audit]
+//! path = "events.jsonl"
+//! ```
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use event_pusher_config::{EventClassList, Priority, RetryConfig};
+use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::common::{default_breaker_threshold, CommonKeys};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Append to this file instead of writing to stdout.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub events: EventClassList,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+impl LogConfig {
+    pub fn common(&self) -> CommonKeys<'_> {
+        CommonKeys {
+            priority: self.priority,
+            events: self.events,
+            // One writer: lines must not interleave, and order is kept.
+            concurrency: 1,
+            retry: &self.retry,
+            breaker_threshold: default_breaker_threshold(),
+        }
+    }
+}
+
+enum Sink {
+    Stdout(tokio::io::Stdout),
+    File(tokio::fs::File),
+}
+
+pub struct LogBackend {
+    path: Option<PathBuf>,
+    sink: Mutex<Option<Sink>>,
+}
+
+impl LogBackend {
+    pub fn new(_name: &str, config: &LogConfig) -> Result<Self, String> {
+        Ok(LogBackend { path: config.path.clone(), sink: Mutex::new(None) })
+    }
+
+    async fn open(&self) -> Result<Sink, std::io::Error> {
+        match &self.path {
+            None => Ok(Sink::Stdout(tokio::io::stdout())),
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(dir).await?;
+                }
+                let f = tokio::fs::OpenOptions::new().create(true).append(true).open(p).await?;
+                Ok(Sink::File(f))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for LogBackend {
+    fn kind(&self) -> &'static str {
+        "log"
+    }
+
+    async fn start(&self) -> Result<(), BackendError> {
+        let sink = self.open().await.map_err(|e| BackendError(format!("cannot open log output: {e}")))?;
+        *self.sink.lock().await = Some(sink);
+        Ok(())
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let mut line = Vec::with_capacity(delivery.json.len() + 1);
+        line.extend_from_slice(&delivery.json);
+        line.push(b'\n');
+        let mut guard = self.sink.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.open().await.map_err(|e| DeliveryError::retryable(format!("cannot open log output: {e}")))?);
+        }
+        let result = match guard.as_mut() {
+            Some(Sink::Stdout(s)) => write(s, &line).await,
+            Some(Sink::File(f)) => write(f, &line).await,
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            // Reopen next time: the file may have been rotated away.
+            *guard = None;
+            return Err(DeliveryError::retryable(format!("cannot write log line: {e}")));
+        }
+        Ok(())
+    }
+}
+
+async fn write<W: AsyncWriteExt + Unpin>(w: &mut W, line: &[u8]) -> std::io::Result<()> {
+    w.write_all(line).await?;
+    w.flush().await
+}

@@ -1,0 +1,101 @@
+//! The `[backends.KIND.NAME]` tables: one line per kind.
+
+use std::sync::Arc;
+
+use event_pusher_config::{ConfigError, Source, Spanned};
+use event_pusher_core::Backend;
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::common::{BuiltBackend, CommonKeys};
+
+type Instances<T> = IndexMap<String, Spanned<T>>;
+
+/// `[backends]`: instances by kind, then by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsConfig {
+    #[serde(default)]
+    pub log: Instances<crate::log::LogConfig>,
+    #[serde(default)]
+    pub http: Instances<crate::http::HttpConfig>,
+    #[cfg(feature = "rabbit")]
+    #[serde(default)]
+    pub rabbit: Instances<crate::rabbit::RabbitConfig>,
+    #[cfg(feature = "sns")]
+    #[serde(default)]
+    pub sns: Instances<crate::sns::SnsConfig>,
+}
+
+impl BackendsConfig {
+    /// Build every configured instance, in config-file order. Names must be
+    /// unique across kinds: the name is the instance id in the admin API.
+    pub fn build(&self, source: &Source) -> Result<Vec<BuiltBackend>, ConfigError> {
+        let mut out = Vec::new();
+        add(&mut out, "log", &self.log, source, |c| c.common(), |n, c| crate::log::LogBackend::new(n, c))?;
+        add(&mut out, "http", &self.http, source, |c| c.common(), |n, c| crate::http::HttpBackend::new(n, c))?;
+        #[cfg(feature = "rabbit")]
+        add(&mut out, "rabbit", &self.rabbit, source, |c| c.common(), |n, c| crate::rabbit::RabbitBackend::new(n, c))?;
+        #[cfg(feature = "sns")]
+        add(&mut out, "sns", &self.sns, source, |c| c.common(), |n, c| crate::sns::SnsBackend::new(n, c))?;
+        out.sort_by_key(|b| b.position);
+        for (i, b) in out.iter().enumerate() {
+            if out[..i].iter().any(|a| a.name == b.name) {
+                return Err(source.error_at_span(
+                    b.position..b.position,
+                    Some(format!("backends.{}.{}", b.backend.kind(), b.name)),
+                    format!("backend name \"{}\" is used twice; names must be unique across kinds", b.name),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty() && self.http.is_empty() && {
+            #[cfg(feature = "rabbit")]
+            let r = self.rabbit.is_empty();
+            #[cfg(not(feature = "rabbit"))]
+            let r = true;
+            r
+        } && {
+            #[cfg(feature = "sns")]
+            let s = self.sns.is_empty();
+            #[cfg(not(feature = "sns"))]
+            let s = true;
+            s
+        }
+    }
+}
+
+fn add<C, B: Backend>(
+    out: &mut Vec<BuiltBackend>,
+    kind: &str,
+    instances: &Instances<C>,
+    source: &Source,
+    common: impl Fn(&C) -> CommonKeys<'_>,
+    build: impl Fn(&str, &C) -> Result<B, String>,
+) -> Result<(), ConfigError> {
+    for (name, cfg) in instances {
+        let position = cfg.span().start;
+        let key = format!("backends.{kind}.{name}");
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            return Err(source.error_at_span(
+                cfg.span(),
+                Some(key),
+                format!("backend name \"{name}\" may only hold letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        let keys = common(cfg.get_ref());
+        let backend = build(name, cfg.get_ref()).map_err(|e| source.error_at_span(cfg.span(), Some(key.clone()), e))?;
+        out.push(BuiltBackend {
+            name: name.clone(),
+            priority: keys.priority.0,
+            classes: keys.events.0,
+            options: keys.options(),
+            backend: Arc::new(backend),
+            position,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Config errors with positions in the original file.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+use crate::interpolate::OffsetMap;
+
+/// A config error: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the error is not about a place in the file.
+    pub line: usize,
+    pub column: usize,
+    /// The dotted key path, when known (`backends.http.notify.url`).
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn io(path: &Path, e: std::io::Error) -> Self {
+        ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            key: None,
+            message: format!("cannot read config file: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        } else {
+            write!(f, "{}: ", self.file)?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The original text of a config file, to turn byte offsets into
+/// line:column, through the `${VAR}` substitutions.
+#[derive(Debug, Clone)]
+pub struct Source {
+    file: String,
+    text: String,
+    offsets: OffsetMap,
+}
+
+impl Source {
+    pub(crate) fn new(file: &str, text: &str, offsets: OffsetMap) -> Self {
+        Source { file: file.to_owned(), text: text.to_owned(), offsets }
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// 1-based line and column of a byte offset in the original text.
+    pub fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..floor_char_boundary(&self.text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        (line, column)
+    }
+
+    /// An error at a byte offset of the original text.
+    pub fn error_at(&self, offset: usize, key: Option<String>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = self.position(offset);
+        ConfigError { file: self.file.clone(), line, column, key, message: message.into() }
+    }
+
+    /// An error at a span of the interpolated text (as serde_spanned and
+    /// toml report them).
+    pub fn error_at_span(&self, span: Range<usize>, key: Option<String>, message: impl Into<String>) -> ConfigError {
+        self.error_at(self.offsets.to_original(span.start), key, message)
+    }
+
+    pub(crate) fn toml_error(&self, e: &toml::de::Error, key: Option<String>) -> ConfigError {
+        let message = e.message().trim().to_owned();
+        match e.span() {
+            Some(span) => self.error_at_span(span, key, message),
+            None => ConfigError { file: self.file.clone(), line: 0, column: 0, key, message },
+        }
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
