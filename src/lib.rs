@@ -1,1 +1,31 @@
+//! event-pusher: a durable event-pushing sidecar for chat servers, and the
+//! library to build your own with custom filters.
+//!
+//! ```no_run
+//! use event_pusher::{Event, Sidecar, Verdict};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! Sidecar::from_file("sidecar.toml".as_ref())?
+//!     .with_filter("no-bots", 5, |e: &mut Event| {
+//!         if e.user().starts_with("bot-") { Verdict::Stop } else { Verdict::Continue }
+//!     })
+//!     .run()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The pieces live in their own crates, re-exported here: [`core`] (event
+//! record, chain, spool, delivery), [`config`], [`filters`], [`backends`].
 
+pub mod commands;
+pub mod config;
+mod ingest_metrics;
+pub mod runtime;
+pub mod server;
+
+pub use event_pusher_backends as backends;
+pub use event_pusher_config as config_crate;
+pub use event_pusher_core as core;
+pub use event_pusher_core::{Event, Filter, MetaValue, Verdict};
+pub use event_pusher_filters as filters;
+pub use runtime::{RunError, Sidecar};

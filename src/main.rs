@@ -1,1 +1,120 @@
-fn main() {}
+//! The `event-pusher` binary: parse arguments, load config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use event_pusher::commands::{self, dlq};
+use event_pusher::Sidecar;
+
+#[derive(Parser)]
+#[command(name = "event-pusher", version, about = "Durable event-pushing sidecar for chat servers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar (the default). Without --config: the embedded default.
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the handler chain.
+    CheckConfig { file: PathBuf },
+    /// List or replay dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Show each backend's queue, deliveries and dead letters.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:8088")]
+        url: String,
+        #[arg(long, env = "EVENT_PUSHER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    List {
+        #[arg(long)]
+        backend: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    Replay {
+        #[arg(long)]
+        backend: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only these event ids (default: all).
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<String, String> = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Run { config: None }) {
+            Command::Run { config } => {
+                let sidecar = match &config {
+                    Some(p) => Sidecar::from_file(p),
+                    None => Sidecar::embedded_default(),
+                }
+                .map_err(|e| e.to_string())?;
+                sidecar.run().await.map(|_| String::new()).map_err(|e| e.to_string())
+            }
+            Command::CheckConfig { file } => commands::check_config::run(&file).map_err(|e| e.to_string()),
+            Command::Status { url, token } => commands::status::run(&url, token.as_deref()).await.map_err(|e| e.to_string()),
+            Command::Dlq { action } => {
+                let (config, backend, action) = match action {
+                    DlqAction::List { backend, config, json } => (config, backend, dlq::Action::List { json }),
+                    DlqAction::Replay { backend, config, ids } => (config, backend, dlq::Action::Replay { ids }),
+                };
+                dlq::run(config.as_deref(), backend.as_deref(), action).await.map_err(|e| e.to_string())
+            }
+        }
+    });
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the `log` backend's JSON lines);
+/// `RUST_LOG` filters, `EVENT_PUSHER_LOG_FORMAT=json` for JSON logs.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if std::env::var("EVENT_PUSHER_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,49 @@
+//! `event-pusher check-config FILE`: validate and print the chain.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::runtime::Sidecar;
+
+use super::CommandError;
+
+/// The summary printed on success.
+pub fn run(path: &Path) -> Result<String, CommandError> {
+    let sidecar = Sidecar::from_file(path)?;
+    let (chain, backends) = sidecar.build()?;
+    let cfg = sidecar.config();
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: OK", path.display());
+    let _ = writeln!(
+        out,
+        "listen {} · spool {} · auth {} · max body {} bytes",
+        cfg.server.listen,
+        cfg.spool.dir.display(),
+        if cfg.server.token().is_some() { "on" } else { "off" },
+        cfg.server.max_body_bytes
+    );
+    let _ = writeln!(out, "chain ({} handlers, lowest priority first):", chain.describe().len());
+    for (name, priority, what) in chain.describe() {
+        let detail = match backends.iter().find(|b| b.name == name && what != "filter") {
+            Some(b) => {
+                let classes: Vec<&str> = event_pusher_core::EventClass::ALL
+                    .iter()
+                    .filter(|c| b.classes.contains(**c))
+                    .map(|c| c.name())
+                    .collect();
+                format!(
+                    "  events={} concurrency={} max_attempts={}",
+                    classes.join(","),
+                    b.options.concurrency,
+                    b.options.retry.max_attempts
+                )
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  {priority:>6}  {what:<8} {name}{detail}");
+    }
+    if backends.is_empty() {
+        let _ = writeln!(out, "warning: no backends configured: accepted events go nowhere");
+    }
+    Ok(out)
+}

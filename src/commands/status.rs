@@ -1,0 +1,61 @@
+//! `event-pusher status`: the backend table of a running sidecar.
+
+use std::fmt::Write;
+
+use serde::Deserialize;
+
+use super::{check, client, CommandError};
+
+#[derive(Deserialize)]
+struct Row {
+    name: String,
+    kind: String,
+    paused: bool,
+    #[serde(default)]
+    ready: bool,
+    queued: u64,
+    in_flight: u64,
+    delivered: u64,
+    failed: u64,
+    dead_letters: u64,
+}
+
+pub async fn run(url: &str, token: Option<&str>) -> Result<String, CommandError> {
+    let url = format!("{}/v1/backends", url.trim_end_matches('/'));
+    let resp = client(token)?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| CommandError(format!("cannot reach {url}: {e}")))?;
+    let rows: Vec<Row> = check(resp)
+        .await?
+        .json()
+        .await
+        .map_err(|e| CommandError(format!("unexpected answer from {url}: {e}")))?;
+    Ok(table(&rows))
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(7);
+    let _ = writeln!(
+        out,
+        "{:<w$}  {:<6}  {:<7}  {:>9}  {:>9}  {:>10}  {:>8}  {:>12}",
+        "BACKEND", "KIND", "STATE", "QUEUED", "IN FLIGHT", "DELIVERED", "FAILED", "DEAD LETTERS"
+    );
+    for r in rows {
+        let state = if r.paused {
+            "paused"
+        } else if r.ready {
+            "ready"
+        } else {
+            "down"
+        };
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<6}  {:<7}  {:>9}  {:>9}  {:>10}  {:>8}  {:>12}",
+            r.name, r.kind, state, r.queued, r.in_flight, r.delivered, r.failed, r.dead_letters
+        );
+    }
+    out
+}

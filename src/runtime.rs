@@ -1,0 +1,190 @@
+//! Putting it together: build the chain, open the spool, start the delivery
+//! queues, serve HTTP, and shut down cleanly.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_pusher_backends::BuiltBackend;
+use event_pusher_config::ConfigError;
+use event_pusher_core::delivery::{BackendHandle, DeliveryEngine};
+use event_pusher_core::spool::{Spool, SpoolError, SpoolLimits};
+use event_pusher_core::{Chain, ChainBuilder, Filter, HookTranslator};
+use event_pusher_filters::DeclarativeFilter;
+
+use crate::config::{self, LoadedConfig};
+use crate::ingest_metrics::IngestMetrics;
+
+/// Why the sidecar could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Spool(#[from] SpoolError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Everything the HTTP handlers share.
+pub struct AppState {
+    pub chain: Chain,
+    pub engine: DeliveryEngine,
+    pub translator: HookTranslator,
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+    pub metrics: IngestMetrics,
+    pub accepting: AtomicBool,
+    pub shutdown_grace: Duration,
+}
+
+impl AppState {
+    pub fn spool(&self) -> &Spool {
+        self.engine.spool()
+    }
+}
+
+/// A configured sidecar, ready to run.
+pub struct Sidecar {
+    loaded: LoadedConfig,
+    plugins: Vec<(String, i64, Arc<dyn Filter>)>,
+}
+
+impl Sidecar {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Ok(Self::from_config(config::load(Some(path))?))
+    }
+
+    /// The embedded default: 127.0.0.1:8088, spool `./data`, log to stdout.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Ok(Self::from_config(config::load(None)?))
+    }
+
+    pub fn from_config(loaded: LoadedConfig) -> Self {
+        Sidecar { loaded, plugins: Vec::new() }
+    }
+
+    pub fn config(&self) -> &config::SidecarConfig {
+        &self.loaded.config
+    }
+
+    /// Add a filter written in Rust. Among handlers of equal priority it runs
+    /// after those from the config file.
+    pub fn with_filter(mut self, name: impl Into<String>, priority: i64, filter: impl Filter) -> Self {
+        self.plugins.push((name.into(), priority, Arc::new(filter)));
+        self
+    }
+
+    /// Build the chain and the backends without starting anything.
+    pub fn build(&self) -> Result<(Chain, Vec<BuiltBackend>), ConfigError> {
+        let cfg = &self.loaded.config;
+        let backends = cfg.backends.build(&self.loaded.source)?;
+        enum H<'a> {
+            Filter(&'a event_pusher_filters::FilterConfig),
+            Plugin(&'a (String, i64, Arc<dyn Filter>)),
+            Backend(&'a BuiltBackend),
+        }
+        // Order by position in the file so equal priorities keep file order;
+        // the builder's stable sort then orders by priority.
+        let mut all: Vec<(usize, H)> = Vec::new();
+        all.extend(cfg.filters.iter().map(|f| (f.name.span().start, H::Filter(f))));
+        all.extend(backends.iter().map(|b| (b.position, H::Backend(b))));
+        all.sort_by_key(|(pos, _)| *pos);
+        all.extend(self.plugins.iter().map(|p| (usize::MAX, H::Plugin(p))));
+        // `all` lists backends in the same (position) order as `backends`,
+        // so the builder's slots (call order) equal indices into `backends`,
+        // which is also the spool's slot order.
+        let mut chain = ChainBuilder::new();
+        for (_, h) in all {
+            chain = match h {
+                H::Filter(f) => chain.filter(f.name.get_ref().clone(), f.priority.0, DeclarativeFilter::new(f)),
+                H::Plugin((name, prio, f)) => chain.filter_arc(name.clone(), *prio, f.clone()),
+                H::Backend(b) => chain.backend(b.name.clone(), b.priority, b.classes, b.backend.clone()),
+            };
+        }
+        Ok((chain.build(), backends))
+    }
+
+    /// Run until SIGTERM or Ctrl-C.
+    pub async fn run(self) -> Result<(), RunError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Run until `shutdown` completes: stop accepting, finish in-flight
+    /// requests, let deliveries drain for the grace period, sync the spool.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+        let (state, listener) = self.start().await?;
+        let addr = listener.local_addr().map_err(RunError::Serve)?;
+        tracing::info!(%addr, "event-pusher listening");
+        let handles = state.engine.start();
+        let app = crate::server::router(state.clone());
+        let serve_state = state.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                serve_state.accepting.store(false, std::sync::atomic::Ordering::Release);
+                tracing::info!("shutting down: no new requests; finishing in-flight ones");
+            })
+            .await
+            .map_err(RunError::Serve)?;
+        let grace = state.shutdown_grace;
+        state.engine.shutdown(handles, grace).await;
+        tracing::info!("stopped; undelivered events are safe in the spool");
+        Ok(())
+    }
+
+    async fn start(self) -> Result<(Arc<AppState>, tokio::net::TcpListener), RunError> {
+        let (chain, backends) = self.build()?;
+        let cfg = &self.loaded.config;
+        let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
+        let limits = SpoolLimits { max_queue: cfg.spool.max_queue, max_bytes: cfg.spool.max_bytes };
+        let dir = cfg.spool.dir.clone();
+        let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, limits))
+            .await
+            .map_err(|e| SpoolError::Io(e.to_string()))??;
+        let handles = backends
+            .into_iter()
+            .map(|b| BackendHandle::new(b.name, b.backend, b.options))
+            .collect();
+        let engine = DeliveryEngine::new(spool, handles);
+        let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+            .await
+            .map_err(|source| RunError::Bind { addr: cfg.server.listen, source })?;
+        let state = Arc::new(AppState {
+            chain,
+            engine,
+            translator: HookTranslator,
+            token: cfg.server.token().map(str::to_owned),
+            max_body_bytes: cfg.server.max_body_bytes,
+            metrics: IngestMetrics::default(),
+            accepting: AtomicBool::new(true),
+            shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+        });
+        Ok((state, listener))
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

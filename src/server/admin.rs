@@ -1,0 +1,108 @@
+//! The admin API: backend status, pause/resume, dead letters and replay.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error;
+use crate::runtime::AppState;
+
+pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {
+    Json(state.engine.status()).into_response()
+}
+
+pub async fn pause(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    set_paused(&state, &name, true).await
+}
+
+pub async fn resume(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    set_paused(&state, &name, false).await
+}
+
+async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
+    match state.engine.set_paused(name, paused).await {
+        Ok(Some(status)) => {
+            tracing::info!(backend = name, paused, "backend {}", if paused { "paused" } else { "resumed" });
+            Json(status).into_response()
+        }
+        Ok(None) => unknown_backend(name),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeadLetterQuery {
+    backend: Option<String>,
+}
+
+/// `GET /v1/dead-letters[?backend=NAME]`: a JSON array of records, oldest
+/// first per backend.
+pub async fn list_dead_letters(State(state): State<Arc<AppState>>, Query(q): Query<DeadLetterQuery>) -> Response {
+    let slots = match slots_for(&state, q.backend.as_deref()) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let spool = state.spool().clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        for slot in slots {
+            all.extend(spool.list_dead(slot)?);
+        }
+        Ok::<_, event_pusher_core::spool::SpoolError>(all)
+    })
+    .await;
+    match read {
+        Ok(Ok(records)) => Json(records).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    backend: Option<String>,
+    ids: Option<Vec<String>>,
+}
+
+/// `POST /v1/dead-letters/replay {"backend": NAME, "ids": [...]}`: move dead
+/// letters back into the delivery queue (all of them when `ids` is absent).
+pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let req: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayRequest { backend: None, ids: None }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid replay request: {e}")),
+        }
+    };
+    let slots = match slots_for(&state, req.backend.as_deref()) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let mut replayed = 0;
+    for slot in slots {
+        match state.spool().replay(slot, req.ids.clone()).await {
+            Ok(n) => replayed += n,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    tracing::info!(replayed, backend = ?req.backend, "dead letters replayed");
+    (StatusCode::OK, Json(json!({"replayed": replayed}))).into_response()
+}
+
+fn slots_for(state: &AppState, backend: Option<&str>) -> Result<Vec<usize>, Response> {
+    match backend {
+        None => Ok((0..state.engine.backends().len()).collect()),
+        Some(name) => state.engine.slot(name).map(|s| vec![s]).ok_or_else(|| unknown_backend(name)),
+    }
+}
+
+fn unknown_backend(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no backend named \"{name}\""))
+}

@@ -1,0 +1,45 @@
+//! Bearer-token check for the ingest and admin endpoints.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::runtime::AppState;
+
+pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.token.as_deref() else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let problem = match given {
+        None => Some("missing bearer token: send `Authorization: Bearer <token>`"),
+        Some(t) if !constant_time_eq(t.trim().as_bytes(), expected.as_bytes()) => Some("invalid bearer token"),
+        Some(_) => None,
+    };
+    match problem {
+        None => next.run(req).await,
+        Some(msg) => {
+            if req.uri().path() == "/v1/events" {
+                state.metrics.request(401);
+            }
+            let mut resp = super::error(StatusCode::UNAUTHORIZED, msg);
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.into_response()
+        }
+    }
+}
+
+/// Compare without leaking, through timing, how much of the token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,127 @@
+//! `POST /v1/events`: hook calls in, `202` once every event is in the spool.
+//!
+//! The request is handled all or nothing: it is read in full (up to
+//! `max_body_bytes`), every item translated, and only if all are valid is
+//! anything run through the chain and appended to the spool, in one
+//! transaction.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use event_pusher_core::hook::{parse_body, Framing};
+use event_pusher_core::spool::SpoolError;
+use serde_json::json;
+
+use super::error;
+use crate::runtime::AppState;
+
+pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let resp = handle(&state, &headers, body).await;
+    state.metrics.request(resp.status().as_u16());
+    resp
+}
+
+async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
+    if !state.accepting.load(Ordering::Acquire) {
+        return unavailable("shutting down", 5);
+    }
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large(limit);
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        // to_bytes fails either on the limit or on a broken connection.
+        Err(e) if is_length_limit(&e) => return too_large(limit),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")),
+    };
+    let framing = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some(ct) if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") => Framing::NdJson,
+        _ => Framing::Json,
+    };
+    let calls = match parse_body(&bytes, framing) {
+        Ok(c) => c,
+        Err(e) => return bad_request(&e.message, e.index),
+    };
+
+    // Translate everything before touching the chain or the spool.
+    let mut events = Vec::with_capacity(calls.len());
+    for (i, call) in calls.iter().enumerate() {
+        match state.translator.translate(call) {
+            Ok(e) => events.push(e),
+            Err(e) => return bad_request(&e.message, Some(i)),
+        }
+    }
+
+    let mut ids = Vec::with_capacity(events.len());
+    let mut items = Vec::with_capacity(events.len());
+    let mut stopped = 0u64;
+    for mut event in events {
+        let outcome = state.chain.run(&mut event);
+        if outcome.stopped_by.is_some() {
+            stopped += 1;
+        }
+        if !outcome.claims.is_empty() {
+            // Serialize each distinct snapshot once, however many claim it.
+            let live = Bytes::from(event.to_json());
+            let snaps: Vec<Bytes> = outcome.snapshots.iter().map(|s| Bytes::from(s.to_json())).collect();
+            for claim in &outcome.claims {
+                let json = claim.snapshot.map(|i| snaps[i].clone()).unwrap_or_else(|| live.clone());
+                items.push((claim.slot, json));
+            }
+        }
+        ids.push(event.id);
+    }
+
+    match state.spool().append(items).await {
+        Ok(()) => {
+            state.metrics.events_accepted.fetch_add(ids.len() as u64, Ordering::Relaxed);
+            state.metrics.events_stopped.fetch_add(stopped, Ordering::Relaxed);
+            (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
+        }
+        Err(SpoolError::Full(why)) => unavailable(&why, 1),
+        Err(e) => {
+            tracing::error!(error = %e, "ingest refused: spool write failed");
+            unavailable(&e.to_string(), 5)
+        }
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
+fn bad_request(message: &str, index: Option<usize>) -> Response {
+    let mut body = json!({"error": message});
+    if let Some(i) = index {
+        body["index"] = json!(i);
+    }
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+fn too_large(limit: usize) -> Response {
+    error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than server.max_body_bytes ({limit} bytes)"))
+}
+
+fn unavailable(why: &str, retry_after_secs: u64) -> Response {
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, format!("not accepted, try again later: {why}"));
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    resp
+}

@@ -1,0 +1,70 @@
+//! The HTTP listener: ingest (`/v1/events`), probes, the admin API and
+//! metrics, all on one port.
+
+mod admin;
+mod auth;
+mod ingest;
+mod metrics;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::runtime::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/events", post(ingest::post_events))
+        .route("/v1/backends", get(admin::list_backends))
+        .route("/v1/backends/{name}/pause", post(admin::pause))
+        .route("/v1/backends/{name}/resume", post(admin::resume))
+        .route("/v1/dead-letters", get(admin::list_dead_letters))
+        .route("/v1/dead-letters/replay", post(admin::replay))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics::render))
+        .merge(api)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> Response {
+    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+}
+
+/// 200 once the spool is open and every backend has started.
+async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    let not_ready: Vec<String> = state
+        .engine
+        .backends()
+        .iter()
+        .filter(|b| !b.is_ready())
+        .map(|b| b.name.clone())
+        .collect();
+    if !state.spool().is_healthy() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "spool is not writable");
+    }
+    if !not_ready.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "error": "backends not ready", "backends": not_ready})),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+/// A JSON error answer: `{"error": "..."}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
