@@ -1,0 +1,1 @@
+//! Load tool and benchmarks for event-pusher (see README).
