@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672,
+# moto_server (the SNS/SQS emulator) from PyPI, cargo-nextest.
+# Safe to run again: each step checks first.
+set -euo pipefail
+
+log() { echo "setup: $*" >&2; }
+
+# RabbitMQ (installed on this machine kind; started if it is down).
+if ! rabbitmqctl -q status >/dev/null 2>&1; then
+  log "starting RabbitMQ"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+fi
+if ! timeout 120 rabbitmqctl -q await_startup >/dev/null 2>&1; then
+  log "RabbitMQ did not start"; exit 1
+fi
+# A test may have stopped the app (stop_app) and died before starting it again.
+rabbitmqctl -q start_app >/dev/null 2>&1 || true
+log "RabbitMQ is up"
+
+# moto_server for the SNS backend's tests.
+if ! command -v moto_server >/dev/null 2>&1; then
+  log "installing moto[server] from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+command -v moto_server >/dev/null 2>&1 || { log "moto_server not on PATH after install"; exit 1; }
+log "moto_server: $(command -v moto_server)"
+
+# The test runner.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
