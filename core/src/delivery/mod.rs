@@ -6,7 +6,7 @@ mod breaker;
 mod queue;
 mod retry;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +45,25 @@ pub struct BackendHandle {
     pub backend: Arc<dyn Backend>,
     pub options: DeliveryOptions,
     pub stats: Arc<BackendStats>,
+    /// Set once the backend's `start` has succeeded.
+    pub started: AtomicBool,
+}
+
+impl BackendHandle {
+    pub fn new(name: impl Into<String>, backend: Arc<dyn Backend>, options: DeliveryOptions) -> Self {
+        BackendHandle {
+            name: name.into(),
+            backend,
+            options,
+            stats: Arc::new(BackendStats::default()),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Started, and the backend says it can deliver.
+    pub fn is_ready(&self) -> bool {
+        self.started.load(Ordering::Acquire) && self.backend.is_ready()
+    }
 }
 
 /// A row of `GET /v1/backends`.
@@ -95,6 +114,11 @@ impl DeliveryEngine {
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(?grace, "grace period over; undelivered events stay in the spool");
         }
+        // Make the acks of what was delivered durable, so a restart does not
+        // deliver it again.
+        if let Err(e) = self.spool.sync().await {
+            tracing::warn!(error = %e, "final spool sync failed");
+        }
     }
 
     pub fn spool(&self) -> &Spool {
@@ -122,7 +146,7 @@ impl DeliveryEngine {
             name: b.name.clone(),
             kind: b.backend.kind().to_owned(),
             paused: s.paused.load(Ordering::Relaxed),
-            ready: b.backend.is_ready(),
+            ready: b.is_ready(),
             queued: s.queued.load(Ordering::Relaxed),
             in_flight: b.stats.in_flight.load(Ordering::Relaxed).max(0) as u64,
             delivered: BackendStats::get(&b.stats.delivered),

@@ -95,6 +95,7 @@ impl DeliveryQueue {
                     Ok(()) => {
                         tracing::info!(backend = %self.name(), "backend started");
                         self.started = true;
+                        self.handle.started.store(true, Ordering::Release);
                     }
                     Err(e) => {
                         tracing::error!(backend = %self.name(), error = %e, retry_in = ?start_backoff, "backend failed to start");
@@ -148,15 +149,20 @@ impl DeliveryQueue {
     async fn fill_window(&mut self) -> Result<(), crate::spool::SpoolError> {
         let cap = self.handle.options.window;
         while self.window.len() < cap && self.spool.slot(self.slot).head.load(Ordering::Acquire) > self.cursor {
+            // Read `head` before the read transaction starts: the writer
+            // publishes `head` only after its commit, so everything up to this
+            // value is visible to the read below. Taking it afterwards could
+            // skip an append committed in between.
+            let head_before = self.spool.slot(self.slot).head.load(Ordering::Acquire);
             let spool = self.spool.clone();
             let (slot, after, limit) = (self.slot, self.cursor, (cap - self.window.len()).min(1024));
             let rows = tokio::task::spawn_blocking(move || spool.read_queue(slot, after, limit))
                 .await
                 .map_err(|e| crate::spool::SpoolError::Io(e.to_string()))??;
             if rows.is_empty() {
-                // head counts events that have since been delivered; nothing
-                // left to load.
-                self.cursor = self.spool.slot(self.slot).head.load(Ordering::Acquire);
+                // Everything up to head_before has already left the queue
+                // (delivered or dead-lettered); nothing to load.
+                self.cursor = self.cursor.max(head_before);
                 break;
             }
             for (seq, json) in rows {

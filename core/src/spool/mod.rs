@@ -225,6 +225,11 @@ impl Spool {
         self.call(|reply| Command::Replay { slot, ids, reply }).await
     }
 
+    /// Commit with fsync whatever is pending (acks included).
+    pub async fn sync(&self) -> Result<(), SpoolError> {
+        self.call(|reply| Command::Sync { reply }).await
+    }
+
     /// Persist and apply a backend's paused flag.
     pub async fn set_paused(&self, slot: usize, paused: bool) -> Result<(), SpoolError> {
         self.call(|reply| Command::SetPaused { slot, paused, reply }).await

@@ -23,6 +23,8 @@ pub(crate) enum Command {
     DeadLetter { slot: usize, seq: u64, record: Vec<u8>, reply: Reply<()> },
     Replay { slot: usize, ids: Option<Vec<String>>, reply: Reply<usize> },
     SetPaused { slot: usize, paused: bool, reply: Reply<()> },
+    /// Force a durable commit.
+    Sync { reply: Reply<()> },
 }
 
 /// Most commands taken into one transaction.
@@ -217,6 +219,7 @@ impl SpoolWriter {
                 fx.notify.push(*slot);
                 Ok(chosen.len())
             }
+            Command::Sync { .. } => Ok(0),
             Command::SetPaused { slot, paused, .. } => {
                 let mut t = txn.open_table(STATE).map_err(super::io)?;
                 t.insert(format!("paused/{}", slots[*slot].name).as_str(), u64::from(*paused))
@@ -263,7 +266,10 @@ fn add(counter: &std::sync::atomic::AtomicU64, delta: i64) {
 
 fn reply(cmd: Command, res: Result<usize, SpoolError>) {
     match cmd {
-        Command::Append { reply, .. } | Command::DeadLetter { reply, .. } | Command::SetPaused { reply, .. } => {
+        Command::Append { reply, .. }
+        | Command::DeadLetter { reply, .. }
+        | Command::SetPaused { reply, .. }
+        | Command::Sync { reply } => {
             let _ = reply.send(res.map(|_| ()));
         }
         Command::Replay { reply, .. } => {
