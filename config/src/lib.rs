@@ -55,6 +55,7 @@ mod tests {
 
     #[derive(Debug, Deserialize, Default)]
     #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // fields exist to be parsed, not read
     struct Http {
         url: String,
         #[serde(default)]

@@ -201,7 +201,7 @@ impl SpoolWriter {
                             continue;
                         }
                     };
-                    if ids.as_ref().is_none_or(|ids| ids.iter().any(|i| *i == dl.id)) {
+                    if ids.as_ref().is_none_or(|ids| ids.contains(&dl.id)) {
                         chosen.push((k.value(), v.value().len(), dl));
                     }
                 }
