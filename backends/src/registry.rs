@@ -32,12 +32,12 @@ impl BackendsConfig {
     /// unique across kinds: the name is the instance id in the admin API.
     pub fn build(&self, source: &Source) -> Result<Vec<BuiltBackend>, ConfigError> {
         let mut out = Vec::new();
-        add(&mut out, "log", &self.log, source, |c| c.common(), |n, c| crate::log::LogBackend::new(n, c))?;
-        add(&mut out, "http", &self.http, source, |c| c.common(), |n, c| crate::http::HttpBackend::new(n, c))?;
+        add(&mut out, "log", &self.log, source, |c| c.common(), crate::log::LogBackend::new)?;
+        add(&mut out, "http", &self.http, source, |c| c.common(), crate::http::HttpBackend::new)?;
         #[cfg(feature = "rabbit")]
-        add(&mut out, "rabbit", &self.rabbit, source, |c| c.common(), |n, c| crate::rabbit::RabbitBackend::new(n, c))?;
+        add(&mut out, "rabbit", &self.rabbit, source, |c| c.common(), crate::rabbit::RabbitBackend::new)?;
         #[cfg(feature = "sns")]
-        add(&mut out, "sns", &self.sns, source, |c| c.common(), |n, c| crate::sns::SnsBackend::new(n, c))?;
+        add(&mut out, "sns", &self.sns, source, |c| c.common(), crate::sns::SnsBackend::new)?;
         out.sort_by_key(|b| b.position);
         for (i, b) in out.iter().enumerate() {
             if out[..i].iter().any(|a| a.name == b.name) {

@@ -1,0 +1,456 @@
+//! `[backends.rabbit.NAME]` and its three opt-in exchange tables.
+//!
+//! Every value is checked while it is deserialized, so a mistake is
+//! reported at its own line and column: the URI, exchange names and topics
+//! (AMQP short strings, at most 255 bytes) and the numeric limits.
+
+use std::fmt;
+
+use event_pusher_config::{EventClassList, Priority, RetryConfig};
+use lapin::uri::AMQPUri;
+use serde::{Deserialize, Deserializer};
+
+use crate::common::{default_breaker_threshold, default_concurrency, CommonKeys};
+
+/// AMQP short strings (exchange names, routing keys, property values) hold
+/// at most this many bytes.
+pub const MAX_SHORT_STRING: usize = 255;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitConfig {
+    /// `amqp://user:password@host:5672/vhost` (or `amqps://`).
+    pub url: AmqpUrl,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub events: EventClassList,
+    #[serde(
+        default = "default_concurrency",
+        deserialize_with = "event_pusher_config::types::positive"
+    )]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Consecutive failures that open the circuit breaker (0: never).
+    #[serde(default = "default_breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// Publishing channels, each on its own connection.
+    #[serde(
+        default = "default_pool_size",
+        deserialize_with = "event_pusher_config::types::positive"
+    )]
+    pub pool_size: usize,
+    /// How long to wait for the broker's ack of one publish.
+    #[serde(
+        default = "default_confirm_timeout_ms",
+        deserialize_with = "confirm_timeout"
+    )]
+    pub confirm_timeout_ms: u64,
+    /// Unconfirmed publishes kept in flight per channel.
+    #[serde(
+        default = "default_max_in_flight",
+        deserialize_with = "event_pusher_config::types::positive"
+    )]
+    pub max_in_flight: usize,
+    /// Publish with the `mandatory` flag: a message no queue is bound to
+    /// receive comes back and ends in dead letters instead of vanishing.
+    #[serde(default)]
+    pub mandatory: bool,
+    #[serde(default, deserialize_with = "presence_exchange")]
+    pub presence_exchange: Option<Exchange>,
+    #[serde(default, deserialize_with = "chat_msg_exchange")]
+    pub chat_msg_exchange: Option<MessageExchange>,
+    #[serde(default, deserialize_with = "groupchat_msg_exchange")]
+    pub groupchat_msg_exchange: Option<MessageExchange>,
+}
+
+impl RabbitConfig {
+    pub fn common(&self) -> CommonKeys<'_> {
+        CommonKeys {
+            priority: self.priority,
+            events: self.events,
+            concurrency: self.concurrency,
+            retry: &self.retry,
+            breaker_threshold: self.breaker_threshold,
+        }
+    }
+}
+
+fn default_pool_size() -> usize {
+    2
+}
+
+fn default_confirm_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+
+fn confirm_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let ms = u64::deserialize(d)?;
+    if ms == 0 {
+        return Err(serde::de::Error::custom(
+            "confirm_timeout_ms must be at least 1",
+        ));
+    }
+    Ok(ms)
+}
+
+/// The exchange types RabbitMQ ships with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeType {
+    #[default]
+    Topic,
+    Direct,
+    Fanout,
+    Headers,
+}
+
+impl ExchangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeType::Topic => "topic",
+            ExchangeType::Direct => "direct",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Headers => "headers",
+        }
+    }
+
+    pub(crate) fn to_lapin(self) -> lapin::ExchangeKind {
+        match self {
+            ExchangeType::Topic => lapin::ExchangeKind::Topic,
+            ExchangeType::Direct => lapin::ExchangeKind::Direct,
+            ExchangeType::Fanout => lapin::ExchangeKind::Fanout,
+            ExchangeType::Headers => lapin::ExchangeKind::Headers,
+        }
+    }
+}
+
+impl fmt::Display for ExchangeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One exchange we declare and publish to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeType,
+    pub durable: bool,
+}
+
+/// A message exchange, with the topics that end its routing keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageExchange {
+    pub exchange: Exchange,
+    /// Routing key suffix for messages a user sent (direction `in`).
+    pub sent_topic: String,
+    /// Routing key suffix for messages delivered to a user (direction `out`).
+    pub recv_topic: String,
+}
+
+/// `[backends.rabbit.NAME.presence_exchange]`, as written. Every key is
+/// optional: an empty table turns the exchange on with MongooseIM's defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceTable {
+    name: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: ExchangeType,
+    durable: Option<bool>,
+}
+
+/// `[backends.rabbit.NAME.chat_msg_exchange]` or `groupchat_msg_exchange`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageTable {
+    name: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: ExchangeType,
+    durable: Option<bool>,
+    sent_topic: Option<String>,
+    recv_topic: Option<String>,
+}
+
+fn presence_exchange<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Exchange>, D::Error> {
+    let t = PresenceTable::deserialize(d)?;
+    let name = checked("name", t.name.unwrap_or_else(|| "presence".into()))
+        .map_err(serde::de::Error::custom)?;
+    Ok(Some(Exchange {
+        name,
+        kind: t.kind,
+        durable: t.durable.unwrap_or(true),
+    }))
+}
+
+fn chat_msg_exchange<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MessageExchange>, D::Error> {
+    message_exchange(
+        MessageTable::deserialize(d)?,
+        ["chat_msg", "chat_msg_sent", "chat_msg_recv"],
+    )
+    .map(Some)
+    .map_err(serde::de::Error::custom)
+}
+
+fn groupchat_msg_exchange<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<MessageExchange>, D::Error> {
+    message_exchange(
+        MessageTable::deserialize(d)?,
+        ["groupchat_msg", "groupchat_msg_sent", "groupchat_msg_recv"],
+    )
+    .map(Some)
+    .map_err(serde::de::Error::custom)
+}
+
+/// Fill in MongooseIM's defaults (`[name, sent_topic, recv_topic]`).
+fn message_exchange(t: MessageTable, defaults: [&str; 3]) -> Result<MessageExchange, String> {
+    let [name, sent, recv] = defaults;
+    Ok(MessageExchange {
+        exchange: Exchange {
+            name: checked("name", t.name.unwrap_or_else(|| name.into()))?,
+            kind: t.kind,
+            durable: t.durable.unwrap_or(true),
+        },
+        sent_topic: checked("sent_topic", t.sent_topic.unwrap_or_else(|| sent.into()))?,
+        recv_topic: checked("recv_topic", t.recv_topic.unwrap_or_else(|| recv.into()))?,
+    })
+}
+
+/// A name or topic must be a usable AMQP short string. An empty exchange
+/// name would mean the default exchange, which cannot be declared.
+fn checked(key: &str, value: String) -> Result<String, String> {
+    if value.is_empty() {
+        return Err(format!("`{key}` must not be empty"));
+    }
+    if value.len() > MAX_SHORT_STRING {
+        return Err(format!(
+            "`{key}` is {} bytes long; AMQP allows at most {MAX_SHORT_STRING}",
+            value.len()
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("`{key}` contains control characters"));
+    }
+    Ok(value)
+}
+
+/// A validated AMQP URI. Debug and Display hide the password, so the value
+/// can be logged and put in error messages.
+#[derive(Clone)]
+pub struct AmqpUrl {
+    uri: AMQPUri,
+    redacted: String,
+}
+
+impl AmqpUrl {
+    pub fn parse(s: &str) -> Result<AmqpUrl, String> {
+        // Never echo the raw value: it usually holds a password. The config
+        // error already points at the line.
+        let url = url::Url::parse(s).map_err(|e| {
+            format!("invalid AMQP URI: {e} (expected amqp://user:password@host:5672/vhost)")
+        })?;
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            // Only fails for URLs that cannot have credentials, and this one has some.
+            let _ = shown.set_password(Some("***"));
+        }
+        let redacted = shown.to_string();
+        if !matches!(url.scheme(), "amqp" | "amqps") {
+            return Err(format!(
+                "AMQP URI \"{redacted}\" must start with amqp:// or amqps://, not {}://",
+                url.scheme()
+            ));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => None,
+            Some(url::Host::Ipv4(ip)) => Some(ip.to_string()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.to_string()),
+            _ => return Err(format!("AMQP URI \"{redacted}\" has no host")),
+        };
+        let mut uri: AMQPUri = s
+            .parse()
+            .map_err(|e| format!("invalid AMQP URI \"{redacted}\": {e}"))?;
+        // amq-protocol-uri only keeps domain names and silently replaces an IP
+        // address with "localhost"; put the address back.
+        if let Some(ip) = host {
+            uri.authority.host = ip;
+        }
+        Ok(AmqpUrl { uri, redacted })
+    }
+
+    /// The parsed URI to connect with.
+    pub fn uri(&self) -> &AMQPUri {
+        &self.uri
+    }
+
+    /// The URI with its password replaced by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+impl fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AmqpUrl({})", self.redacted)
+    }
+}
+
+impl fmt::Display for AmqpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl<'de> Deserialize<'de> for AmqpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        AmqpUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<RabbitConfig, String> {
+        let text = format!("url = \"amqp://guest:secret@127.0.0.1:5672/%2f\"\n{extra}");
+        toml::from_str::<RabbitConfig>(&text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.priority, Priority(50));
+        assert_eq!(c.concurrency, 32);
+        assert_eq!(c.pool_size, 2);
+        assert_eq!(c.max_in_flight, 256);
+        assert_eq!(c.confirm_timeout_ms, 10_000);
+        assert!(!c.mandatory);
+        assert!(
+            c.presence_exchange.is_none()
+                && c.chat_msg_exchange.is_none()
+                && c.groupchat_msg_exchange.is_none()
+        );
+    }
+
+    #[test]
+    fn empty_exchange_tables_take_mongooseim_defaults() {
+        let c =
+            parse("[presence_exchange]\n[chat_msg_exchange]\n[groupchat_msg_exchange]\n").unwrap();
+        assert_eq!(
+            c.presence_exchange,
+            Some(Exchange {
+                name: "presence".into(),
+                kind: ExchangeType::Topic,
+                durable: true
+            })
+        );
+        let chat = c.chat_msg_exchange.unwrap();
+        assert_eq!(chat.exchange.name, "chat_msg");
+        assert_eq!(
+            (chat.sent_topic.as_str(), chat.recv_topic.as_str()),
+            ("chat_msg_sent", "chat_msg_recv")
+        );
+        let gc = c.groupchat_msg_exchange.unwrap();
+        assert_eq!(gc.exchange.name, "groupchat_msg");
+        assert_eq!(
+            (gc.sent_topic.as_str(), gc.recv_topic.as_str()),
+            ("groupchat_msg_sent", "groupchat_msg_recv")
+        );
+        assert!(gc.exchange.durable);
+    }
+
+    #[test]
+    fn exchange_keys_are_read() {
+        let c = parse(
+            "[chat_msg_exchange]\nname = \"chats\"\ntype = \"direct\"\ndurable = false\nsent_topic = \"s\"\nrecv_topic = \"r\"\n",
+        )
+        .unwrap();
+        let chat = c.chat_msg_exchange.unwrap();
+        assert_eq!(
+            chat.exchange,
+            Exchange {
+                name: "chats".into(),
+                kind: ExchangeType::Direct,
+                durable: false
+            }
+        );
+        assert_eq!(
+            (chat.sent_topic.as_str(), chat.recv_topic.as_str()),
+            ("s", "r")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values_with_a_reason() {
+        let e = parse("[presence_exchange]\nsent_topic = \"x\"\n").unwrap_err();
+        assert!(e.contains("sent_topic"), "{e}");
+        let e = parse("[presence_exchange]\ntype = \"fan\"\n").unwrap_err();
+        assert!(e.contains("fan") && e.contains("topic"), "{e}");
+        let e = parse("[chat_msg_exchange]\nname = \"\"\n").unwrap_err();
+        assert!(e.contains("`name` must not be empty"), "{e}");
+        let e = parse(&format!(
+            "[chat_msg_exchange]\nsent_topic = \"{}\"\n",
+            "x".repeat(300)
+        ))
+        .unwrap_err();
+        assert!(e.contains("at most 255"), "{e}");
+        assert!(parse("pool_size = 0").unwrap_err().contains("at least 1"));
+        assert!(parse("max_in_flight = 0")
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(parse("confirm_timeout_ms = 0")
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(parse("exchange = \"x\"").unwrap_err().contains("exchange"));
+    }
+
+    #[test]
+    fn validates_the_uri_without_leaking_the_password() {
+        // Our message never repeats the password (the TOML error around it
+        // shows the source line, which is the config file's business).
+        let e = AmqpUrl::parse("http://guest:hunter2@host/").unwrap_err();
+        assert!(
+            e.contains("amqp://") && e.contains("http://") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = AmqpUrl::parse("not a uri hunter2").unwrap_err();
+        assert!(
+            e.contains("invalid AMQP URI") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = AmqpUrl::parse("amqp://guest:hunter2@:5672/").unwrap_err();
+        assert!(e.contains("host") && !e.contains("hunter2"), "{e}");
+        let e = AmqpUrl::parse("amqp://guest:hunter2@host/?heartbeat=soon").unwrap_err();
+        assert!(
+            e.contains("invalid AMQP URI") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = toml::from_str::<RabbitConfig>("url = \"ftp://x/\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must start with amqp://"), "{e}");
+    }
+
+    #[test]
+    fn keeps_ip_hosts_and_vhost() {
+        let u = AmqpUrl::parse("amqp://guest:secret@10.1.2.3:5673/%2f").unwrap();
+        assert_eq!(u.uri().authority.host, "10.1.2.3");
+        assert_eq!(u.uri().authority.port, 5673);
+        assert_eq!(u.uri().vhost, "/");
+        assert_eq!(u.redacted(), "amqp://guest:***@10.1.2.3:5673/%2f");
+        assert!(!format!("{u:?}").contains("secret"));
+        let u = AmqpUrl::parse("amqp://[::1]:5672/prod").unwrap();
+        assert_eq!(u.uri().authority.host, "::1");
+        assert_eq!(u.uri().vhost, "prod");
+        let u = AmqpUrl::parse("amqps://user:pw@rabbit.example.com/").unwrap();
+        assert_eq!(u.uri().authority.host, "rabbit.example.com");
+        assert_eq!(u.uri().authority.port, 5671);
+    }
+}
