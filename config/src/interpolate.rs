@@ -157,6 +157,33 @@ pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<I
     Ok(Interpolated { text: out, offsets })
 }
 
+/// The dotted key whose value holds byte `offset`: the last `[table]` or
+/// `[[array]]` header above it plus the `key =` that starts its line. Good
+/// enough for naming where a `${VAR}` sits; multi-line values and inline
+/// tables name their outer key.
+pub fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let mut table: Option<&str> = None;
+    let mut key: Option<&str> = None;
+    for line in before.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            table = t.trim_start_matches('[').split(']').next().map(str::trim);
+            key = None;
+        } else if let Some((k, _)) = t.split_once('=') {
+            let k = k.trim();
+            if !k.is_empty() && !k.starts_with('#') {
+                key = Some(k);
+            }
+        }
+    }
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{}", k.trim_matches('"'))),
+        (None, Some(k)) => Some(k.trim_matches('"').to_owned()),
+        _ => None,
+    }
+}
+
 fn escape_basic(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
@@ -199,6 +226,12 @@ mod tests {
         let e = interpolate(src, env).unwrap_err();
         assert!(e.message.contains("`MISSING`"), "{}", e.message);
         assert_eq!(e.offset, src.find("${").unwrap());
+    }
+
+    #[test]
+    fn names_the_key_holding_an_offset() {
+        let src = "[server]\nlisten = \"x\"\n\n[backends.http.a]\nurl = \"${U}\"\n";
+        assert_eq!(key_at(src, src.find("${").unwrap()).as_deref(), Some("backends.http.a.url"));
     }
 
     #[test]

@@ -35,12 +35,13 @@ pub fn parse<T: DeserializeOwned>(
 ) -> Result<(T, Source), ConfigError> {
     let interpolated = interpolate(text, env).map_err(|e| {
         let src = Source::new(file, text, Default::default());
-        src.error_at(e.offset, None, e.message)
+        src.error_at(e.offset, interpolate::key_at(text, e.offset), e.message)
     })?;
     let source = Source::new(file, text, interpolated.offsets);
     let de = toml::Deserializer::parse(&interpolated.text).map_err(|e| source.toml_error(&e, None))?;
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        // serde_spanned wraps values in a private field; it is not a key.
+        let path = e.path().to_string().replace(".$__serde_spanned_private_value", "");
         let key = if path == "." || path.is_empty() { None } else { Some(path) };
         source.toml_error(e.inner(), key)
     })?;

@@ -177,7 +177,10 @@ pub enum EventBody {
 }
 
 /// One standard event record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Serialized by hand (below) so the canonical JSON keeps the field order
+/// DESIGN.md shows: `id`, `event`, `timestamp`, the kind's fields, `metadata`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Event {
     /// Assigned at ingest; the delivery id and idempotency key.
     pub id: String,
@@ -237,6 +240,53 @@ impl Event {
         // Serializing this struct cannot fail: every field is a string,
         // number, bool or map with string keys.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &self.id)?;
+        let kind = match &self.body {
+            EventBody::Chat(_) => "chat",
+            EventBody::Presence(_) => "presence",
+            EventBody::Unacked(_) => "unacked",
+        };
+        m.serialize_entry("event", kind)?;
+        m.serialize_entry("timestamp", &timestamp_millis::format(&self.timestamp))?;
+        match &self.body {
+            EventBody::Chat(c) => {
+                m.serialize_entry("type", &c.chat_type)?;
+                m.serialize_entry("direction", &c.direction)?;
+                m.serialize_entry("from", &c.from)?;
+                m.serialize_entry("to", &c.to)?;
+                if let Some(b) = &c.body {
+                    m.serialize_entry("body", b)?;
+                }
+                if let Some(id) = &c.message_id {
+                    m.serialize_entry("message_id", id)?;
+                }
+            }
+            EventBody::Presence(p) => {
+                m.serialize_entry("jid", &p.jid)?;
+                m.serialize_entry("status", &p.status)?;
+            }
+            EventBody::Unacked(u) => {
+                m.serialize_entry("to", &u.to)?;
+                if let Some(f) = &u.from {
+                    m.serialize_entry("from", f)?;
+                }
+                if let Some(b) = &u.body {
+                    m.serialize_entry("body", b)?;
+                }
+                if let Some(id) = &u.message_id {
+                    m.serialize_entry("message_id", id)?;
+                }
+            }
+        }
+        m.serialize_entry("metadata", &self.metadata)?;
+        m.end()
     }
 }
 
@@ -315,6 +365,16 @@ mod tests {
             "metadata": {"source": "sidecar", "tier": 2}
         });
         assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn canonical_json_keeps_design_field_order() {
+        let text = String::from_utf8(sample().to_json()).unwrap();
+        let order: Vec<usize> = ["\"id\"", "\"event\"", "\"timestamp\"", "\"type\"", "\"direction\"", "\"from\"", "\"to\"", "\"body\"", "\"message_id\"", "\"metadata\""]
+            .iter()
+            .map(|k| text.find(k).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
     }
 
     #[test]

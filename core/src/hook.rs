@@ -217,9 +217,20 @@ pub enum Framing {
 /// Split a request body into hook calls. Any JSON error names where it is;
 /// nothing is returned unless the whole body parses.
 pub fn parse_body(body: &[u8], framing: Framing) -> Result<Vec<Value>, HookError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(HookError::new("empty body: no hook calls"));
+    }
     match framing {
         Framing::Json => {
-            let v: Value = serde_json::from_slice(body).map_err(|e| HookError::new(format!("malformed JSON: {e}")))?;
+            let v: Value = serde_json::from_slice(body).map_err(|e| {
+                // Several objects one after another: the client meant NDJSON.
+                let hint = if e.to_string().starts_with("trailing characters") {
+                    " (for one hook call per line, send Content-Type: application/x-ndjson)"
+                } else {
+                    ""
+                };
+                HookError::new(format!("malformed JSON: {e}{hint}"))
+            })?;
             match v {
                 Value::Array(items) => {
                     if items.is_empty() {
@@ -236,14 +247,17 @@ pub fn parse_body(body: &[u8], framing: Framing) -> Result<Vec<Value>, HookError
         }
         Framing::NdJson => {
             let mut out = Vec::new();
-            for line in body.split(|b| *b == b'\n') {
+            for (n, line) in body.split(|b| *b == b'\n').enumerate() {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                // `index` counts hook calls (blank lines skipped); the
+                // message gives the line of the body, which is what an
+                // operator looks for.
                 let index = out.len();
                 let v: Value = serde_json::from_slice(line)
-                    .map_err(|e| HookError::new(format!("malformed JSON on line {}: {e}", index + 1)).at(index))?;
+                    .map_err(|e| HookError::new(format!("malformed JSON on line {}: {e}", n + 1)).at(index))?;
                 out.push(v);
             }
             if out.is_empty() {
@@ -327,6 +341,13 @@ mod tests {
         assert_eq!(parse_body(b"{\"a\":1}\n\n{\"b\":2}\r\n", Framing::NdJson).unwrap().len(), 2);
         let e = parse_body(b"{\"a\":1}\n{oops\n", Framing::NdJson).unwrap_err();
         assert_eq!(e.index, Some(1));
+        // blank lines are skipped for the index, not for the line number
+        let e = parse_body(b"\n{\"a\":1}\n\n{oops\n", Framing::NdJson).unwrap_err();
+        assert_eq!(e.index, Some(1));
+        assert!(e.message.contains("on line 4"), "{}", e.message);
+        assert!(parse_body(b"  \n", Framing::Json).unwrap_err().message.contains("empty body"));
+        let e = parse_body(b"{\"a\":1}\n{\"b\":2}\n", Framing::Json).unwrap_err();
+        assert!(e.message.contains("application/x-ndjson"), "{}", e.message);
         assert!(parse_body(b"{oops", Framing::Json).unwrap_err().message.starts_with("malformed JSON"));
         assert!(parse_body(b"[]", Framing::Json).is_err());
         assert!(parse_body(b"3", Framing::Json).is_err());

@@ -29,14 +29,18 @@ pub fn domain(jid: &str) -> &str {
     }
 }
 
-/// Check that a string is a plausible JID: non-empty, no whitespace, a
-/// non-empty domain. Returns the reason when it is not.
+/// Check that a string is a plausible JID: non-empty, no whitespace in the
+/// bare part (a resource may hold spaces, RFC 7622), no control characters,
+/// a non-empty domain. Returns the reason when it is not.
 pub fn validate(jid: &str) -> Result<(), &'static str> {
     if jid.is_empty() {
         return Err("is empty");
     }
-    if jid.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("contains whitespace or control characters");
+    if jid.chars().any(char::is_control) {
+        return Err("contains control characters");
+    }
+    if bare(jid).chars().any(char::is_whitespace) {
+        return Err("contains whitespace in its local or domain part");
     }
     if domain(jid).is_empty() {
         return Err("has no domain");
@@ -68,6 +72,8 @@ mod tests {
         assert!(validate("alice@localhost/phone").is_ok());
         assert!(validate("").is_err());
         assert!(validate("al ice@x").is_err());
+        assert!(validate("alice@localhost/Gajim Desktop").is_ok());
+        assert!(validate("alice@localhost/a\u{7}").is_err());
         assert!(validate("@x").is_err());
         assert!(validate("alice@").is_err());
     }

@@ -45,8 +45,10 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Err(e) if is_length_limit(&e) => return too_large(limit),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")),
     };
-    let framing = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        Some(ct) if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") => Framing::NdJson,
+    // Media types are case-insensitive (RFC 9110 §8.3.1).
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    let framing = match content_type.as_deref().and_then(|ct| ct.split(';').next()).map(str::trim) {
+        Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => Framing::NdJson,
         _ => Framing::Json,
     };
     let calls = match parse_body(&bytes, framing) {

@@ -8,7 +8,7 @@ mod metrics;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,6 +31,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::render))
         .merge(api)
         .fallback(not_found)
+        // After every route is added: it applies to the routes present.
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -62,6 +64,12 @@ async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>)
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+/// A known path with the wrong method: a JSON error too (axum keeps the
+/// `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on {}", uri.path()))
 }
 
 /// A JSON error answer: `{"error": "..."}`.

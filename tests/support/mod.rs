@@ -20,7 +20,10 @@ use serde_json::Value;
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
 }
 
 /// The sidecar binary under test, running as a child process.
@@ -89,7 +92,11 @@ impl Sidecar {
         let out = std::fs::File::create(self.dir.path().join(format!("stdout.{}.log", self.runs))).expect("log file");
         let err = std::fs::File::create(self.dir.path().join(format!("stderr.{}.log", self.runs))).expect("log file");
         let mut cmd = Command::new(Self::bin());
-        cmd.arg("run").arg("--config").arg(&self.config).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
         cmd.env("RUST_LOG", "info,event_pusher_core=debug");
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -110,7 +117,11 @@ impl Sidecar {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("event-pusher exited early with {status}:\n{}", self.stderr());
             }
-            assert!(Instant::now() < deadline, "event-pusher did not come up:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "event-pusher did not come up:\n{}",
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -125,7 +136,11 @@ impl Sidecar {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "event-pusher never became ready:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "event-pusher never became ready:\n{}",
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -187,7 +202,11 @@ impl Sidecar {
 
     /// POST a JSON body to /v1/events; returns status and parsed answer.
     pub async fn post(&self, body: &Value) -> (u16, Value) {
-        let r = self.auth(self.client().post(format!("{}/v1/events", self.url)).json(body)).send().await.expect("post");
+        let r = self
+            .auth(self.client().post(format!("{}/v1/events", self.url)).json(body))
+            .send()
+            .await
+            .expect("post");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -195,7 +214,12 @@ impl Sidecar {
     /// POST raw bytes with a content type.
     pub async fn post_raw(&self, content_type: &str, body: Vec<u8>) -> (u16, Value, HeaderMap) {
         let r = self
-            .auth(self.client().post(format!("{}/v1/events", self.url)).header("content-type", content_type).body(body))
+            .auth(
+                self.client()
+                    .post(format!("{}/v1/events", self.url))
+                    .header("content-type", content_type)
+                    .body(body),
+            )
             .send()
             .await
             .expect("post");
@@ -205,18 +229,30 @@ impl Sidecar {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.auth(self.client().get(format!("{}{path}", self.url))).send().await.expect("get");
+        let r = self
+            .auth(self.client().get(format!("{}{path}", self.url)))
+            .send()
+            .await
+            .expect("get");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self.auth(self.client().get(format!("{}{path}", self.url))).send().await.expect("get");
+        let r = self
+            .auth(self.client().get(format!("{}{path}", self.url)))
+            .send()
+            .await
+            .expect("get");
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self.auth(self.client().post(format!("{}{path}", self.url)).json(body)).send().await.expect("post");
+        let r = self
+            .auth(self.client().post(format!("{}{path}", self.url)).json(body))
+            .send()
+            .await
+            .expect("post");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -268,7 +304,11 @@ pub struct Answer {
 
 impl Answer {
     pub fn status(status: u16) -> Self {
-        Answer { status, headers: vec![], body: String::new() }
+        Answer {
+            status,
+            headers: vec![],
+            body: String::new(),
+        }
     }
 
     pub fn with_header(mut self, k: &str, v: &str) -> Self {
@@ -307,7 +347,9 @@ impl Receiver {
     /// Listen on a given port (0: any), e.g. to come back up where a
     /// stopped receiver was.
     pub async fn start_on(port: u16) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let app = axum::Router::new().fallback(record).with_state(state.clone());
@@ -319,7 +361,11 @@ impl Receiver {
                 })
                 .await;
         });
-        Receiver { addr, state, shutdown: Arc::new(Mutex::new(Some(tx))) }
+        Receiver {
+            addr,
+            state,
+            shutdown: Arc::new(Mutex::new(Some(tx))),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -372,16 +418,32 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    let rec = Received { at: Instant::now(), path: uri.path().to_owned(), headers, body };
+    let rec = Received {
+        at: Instant::now(),
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    };
     let mut s = state.lock().unwrap();
     s.attempts.push(rec.clone());
-    let answer = s.script.pop_front().or_else(|| s.default.clone()).unwrap_or(Answer::status(200));
+    let answer = s
+        .script
+        .pop_front()
+        .or_else(|| s.default.clone())
+        .unwrap_or(Answer::status(200));
     if (200..300).contains(&answer.status) {
         s.got.push(rec);
     }
-    let mut resp = (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), answer.body).into_response();
+    let mut resp = (
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+        answer.body,
+    )
+        .into_response();
     for (k, v) in answer.headers {
-        if let (Ok(k), Ok(v)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), axum::http::HeaderValue::from_str(&v)) {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(k.as_bytes()),
+            axum::http::HeaderValue::from_str(&v),
+        ) {
             resp.headers_mut().insert(k, v);
         }
     }
@@ -407,4 +469,35 @@ pub fn http_backend(name: &str, url: &str, extra: &str) -> String {
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// What a one-shot run of the binary (e.g. `check-config`) produced.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `event-pusher ARGS...` to completion with extra environment.
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    let mut cmd = Command::new(Sidecar::bin());
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run event-pusher");
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Whether `s` looks like a ULID: 26 Crockford base32 characters whose
+/// first is at most `7` (128 bits).
+pub fn is_ulid(s: &str) -> bool {
+    const ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    s.len() == 26 && s.chars().all(|c| ALPHABET.contains(c)) && s.as_bytes()[0] <= b'7'
 }

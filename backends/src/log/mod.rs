@@ -60,6 +60,14 @@ impl LogBackend {
         Ok(LogBackend { path: config.path.clone(), sink: Mutex::new(None) })
     }
 
+    /// Where the lines go, for error messages.
+    fn target(&self) -> String {
+        match &self.path {
+            None => "stdout".to_owned(),
+            Some(p) => p.display().to_string(),
+        }
+    }
+
     async fn open(&self) -> Result<Sink, std::io::Error> {
         match &self.path {
             None => Ok(Sink::Stdout(tokio::io::stdout())),
@@ -81,7 +89,8 @@ impl Backend for LogBackend {
     }
 
     async fn start(&self) -> Result<(), BackendError> {
-        let sink = self.open().await.map_err(|e| BackendError(format!("cannot open log output: {e}")))?;
+        let sink =
+            self.open().await.map_err(|e| BackendError(format!("cannot open log output {}: {e}", self.target())))?;
         *self.sink.lock().await = Some(sink);
         Ok(())
     }
@@ -92,7 +101,10 @@ impl Backend for LogBackend {
         line.push(b'\n');
         let mut guard = self.sink.lock().await;
         if guard.is_none() {
-            *guard = Some(self.open().await.map_err(|e| DeliveryError::retryable(format!("cannot open log output: {e}")))?);
+            let sink = self.open().await.map_err(|e| {
+                DeliveryError::retryable(format!("cannot open log output {}: {e}", self.target()))
+            })?;
+            *guard = Some(sink);
         }
         let result = match guard.as_mut() {
             Some(Sink::Stdout(s)) => write(s, &line).await,
@@ -102,7 +114,7 @@ impl Backend for LogBackend {
         if let Err(e) = result {
             // Reopen next time: the file may have been rotated away.
             *guard = None;
-            return Err(DeliveryError::retryable(format!("cannot write log line: {e}")));
+            return Err(DeliveryError::retryable(format!("cannot write log line to {}: {e}", self.target())));
         }
         Ok(())
     }
