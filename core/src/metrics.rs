@@ -2,10 +2,12 @@
 //! path never takes a lock to count.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// Bucket upper bounds in seconds, from 1 ms to 5 minutes.
-pub const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0];
+pub const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0,
+];
 
 /// A fixed-bucket histogram of durations in seconds.
 #[derive(Default)]
@@ -39,7 +41,11 @@ impl Histogram {
         }
         let count = self.count();
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
@@ -53,6 +59,8 @@ pub struct BackendStats {
     pub retries: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub in_flight: AtomicI64,
+    /// The circuit breaker is open: the endpoint is being backed off.
+    pub circuit_open: AtomicBool,
     /// Accepted (202) to delivered.
     pub latency: Histogram,
     /// One attempt's call to the backend.

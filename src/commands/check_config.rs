@@ -22,7 +22,11 @@ pub fn run(path: &Path) -> Result<String, CommandError> {
         if cfg.server.token().is_some() { "on" } else { "off" },
         cfg.server.max_body_bytes
     );
-    let _ = writeln!(out, "chain ({} handlers, lowest priority first):", chain.describe().len());
+    let _ = writeln!(
+        out,
+        "chain ({} handlers, lowest priority first):",
+        chain.describe().len()
+    );
     for (name, priority, what) in chain.describe() {
         let detail = match backends.iter().find(|b| b.name == name && what != "filter") {
             Some(b) => {

@@ -36,7 +36,12 @@ enum ApiError {
     Failed(CommandError),
 }
 
-async fn via_api(http: &reqwest::Client, base: &str, backend: Option<&str>, action: &Action) -> Result<String, ApiError> {
+async fn via_api(
+    http: &reqwest::Client,
+    base: &str,
+    backend: Option<&str>,
+    action: &Action,
+) -> Result<String, ApiError> {
     let sent = match action {
         Action::List { .. } => {
             let mut req = http.get(format!("{base}/v1/dead-letters"));
@@ -53,7 +58,10 @@ async fn via_api(http: &reqwest::Client, base: &str, backend: Option<&str>, acti
             if !ids.is_empty() {
                 body["ids"] = json!(ids);
             }
-            http.post(format!("{base}/v1/dead-letters/replay")).json(&body).send().await
+            http.post(format!("{base}/v1/dead-letters/replay"))
+                .json(&body)
+                .send()
+                .await
         }
     };
     let resp = match sent {
@@ -79,11 +87,36 @@ async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> R
     let (_, backends) = sidecar.build()?;
     let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
     let dir = sidecar.config().spool.dir.clone();
-    let spool = Spool::open(&dir, &names, SpoolLimits::default())
+    if let Some(b) = backend {
+        if !names.iter().any(|n| n == b) {
+            return Err(CommandError(format!("no backend named \"{b}\"")));
+        }
+    }
+    if !dir.join("spool.redb").exists() {
+        return Err(CommandError(format!(
+            "the sidecar is not running at {} and there is no spool in {}",
+            base_url(sidecar.config().server.listen),
+            dir.display()
+        )));
+    }
+    let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, SpoolLimits::default()))
+        .await
+        .map_err(|e| CommandError(e.to_string()))?
         .map_err(|e| CommandError(format!("sidecar not running and {e}")))?;
+    let result = offline_action(&spool, backend, action).await;
+    // Close cleanly, so the sidecar's next start needs no repair.
+    let closed = spool.close().await;
+    let out = result?;
+    closed.map_err(|e| CommandError(e.to_string()))?;
+    Ok(out)
+}
+
+async fn offline_action(spool: &Spool, backend: Option<&str>, action: &Action) -> Result<String, CommandError> {
     let slots: Vec<usize> = match backend {
-        None => (0..names.len()).collect(),
-        Some(b) => vec![spool.slot_by_name(b).ok_or_else(|| CommandError(format!("no backend named \"{b}\"")))?],
+        None => (0..spool.slots().len()).collect(),
+        Some(b) => vec![spool
+            .slot_by_name(b)
+            .ok_or_else(|| CommandError(format!("no backend named \"{b}\"")))?],
     };
     match action {
         Action::List { json } => {
@@ -99,7 +132,9 @@ async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> R
                 let ids = (!ids.is_empty()).then(|| ids.clone());
                 n += spool.replay(s, ids).await.map_err(|e| CommandError(e.to_string()))?;
             }
-            Ok(format!("replayed {n} dead letters (sidecar not running: they go out when it starts)\n"))
+            Ok(format!(
+                "replayed {n} dead letters (sidecar not running: they go out when it starts)\n"
+            ))
         }
     }
 }
@@ -109,13 +144,21 @@ fn render(records: &[DeadLetter], as_json: bool) -> String {
         return serde_json::to_string_pretty(records).unwrap_or_default() + "\n";
     }
     let mut out = String::new();
-    let _ = writeln!(out, "{:<12} {:<26} {:>8}  {:<24} LAST ERROR", "BACKEND", "ID", "ATTEMPTS", "DEAD AT");
+    let _ = writeln!(
+        out,
+        "{:<12} {:<26} {:>8}  {:<24} LAST ERROR",
+        "BACKEND", "ID", "ATTEMPTS", "DEAD AT"
+    );
     for r in records {
         let err = match r.last_error.status {
             Some(s) => format!("[{s}] {}", r.last_error.message),
             None => r.last_error.message.clone(),
         };
-        let _ = writeln!(out, "{:<12} {:<26} {:>8}  {:<24} {}", r.backend, r.id, r.attempts, r.dead_at, err);
+        let _ = writeln!(
+            out,
+            "{:<12} {:<26} {:>8}  {:<24} {}",
+            r.backend, r.id, r.attempts, r.dead_at, err
+        );
     }
     let _ = writeln!(out, "{} dead letters", records.len());
     out

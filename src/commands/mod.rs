@@ -17,7 +17,11 @@ impl From<event_pusher_config::ConfigError> for CommandError {
 
 /// `http://` + the listen address, for commands that talk to a running sidecar.
 pub(crate) fn base_url(listen: std::net::SocketAddr) -> String {
-    let host = if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     format!("http://{host}:{}", listen.port())
 }

@@ -18,6 +18,8 @@ struct Row {
     delivered: u64,
     failed: u64,
     dead_letters: u64,
+    #[serde(default)]
+    circuit_open: bool,
 }
 
 pub async fn run(url: &str, token: Option<&str>) -> Result<String, CommandError> {
@@ -46,10 +48,12 @@ fn table(rows: &[Row]) -> String {
     for r in rows {
         let state = if r.paused {
             "paused"
-        } else if r.ready {
-            "ready"
-        } else {
+        } else if !r.ready {
             "down"
+        } else if r.circuit_open {
+            "failing"
+        } else {
+            "ready"
         };
         let _ = writeln!(
             out,

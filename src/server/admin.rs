@@ -27,7 +27,12 @@ pub async fn resume(State(state): State<Arc<AppState>>, Path(name): Path<String>
 async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
     match state.engine.set_paused(name, paused).await {
         Ok(Some(status)) => {
-            tracing::info!(backend = name, paused, "backend {}", if paused { "paused" } else { "resumed" });
+            tracing::info!(
+                backend = name,
+                paused,
+                "backend {}",
+                if paused { "paused" } else { "resumed" }
+            );
             Json(status).into_response()
         }
         Ok(None) => unknown_backend(name),
@@ -45,7 +50,7 @@ pub struct DeadLetterQuery {
 pub async fn list_dead_letters(State(state): State<Arc<AppState>>, Query(q): Query<DeadLetterQuery>) -> Response {
     let slots = match slots_for(&state, q.backend.as_deref()) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let spool = state.spool().clone();
     let read = tokio::task::spawn_blocking(move || {
@@ -73,17 +78,24 @@ pub struct ReplayRequest {
 /// `POST /v1/dead-letters/replay {"backend": NAME, "ids": [...]}`: move dead
 /// letters back into the delivery queue (all of them when `ids` is absent).
 pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    // No body, `null` or `{}`: everything.
     let req: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReplayRequest { backend: None, ids: None }
+        ReplayRequest {
+            backend: None,
+            ids: None,
+        }
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
+        match serde_json::from_slice::<Option<ReplayRequest>>(&body) {
+            Ok(r) => r.unwrap_or(ReplayRequest {
+                backend: None,
+                ids: None,
+            }),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid replay request: {e}")),
         }
     };
     let slots = match slots_for(&state, req.backend.as_deref()) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let mut replayed = 0;
     for slot in slots {
@@ -96,10 +108,15 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
     (StatusCode::OK, Json(json!({"replayed": replayed}))).into_response()
 }
 
-fn slots_for(state: &AppState, backend: Option<&str>) -> Result<Vec<usize>, Response> {
+/// The slots of one backend or of all; the 404 answer for an unknown name.
+fn slots_for(state: &AppState, backend: Option<&str>) -> Result<Vec<usize>, Box<Response>> {
     match backend {
         None => Ok((0..state.engine.backends().len()).collect()),
-        Some(name) => state.engine.slot(name).map(|s| vec![s]).ok_or_else(|| unknown_backend(name)),
+        Some(name) => state
+            .engine
+            .slot(name)
+            .map(|s| vec![s])
+            .ok_or_else(|| Box::new(unknown_backend(name))),
     }
 }
 

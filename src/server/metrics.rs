@@ -15,16 +15,55 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::with_capacity(8192);
     let m = &state.metrics;
 
-    head(&mut out, "event_pusher_ingest_requests_total", "counter", "Ingest requests by answer status.");
+    head(
+        &mut out,
+        "event_pusher_ingest_requests_total",
+        "counter",
+        "Ingest requests by answer status.",
+    );
     for (status, n) in m.by_status() {
         let _ = writeln!(out, "event_pusher_ingest_requests_total{{status=\"{status}\"}} {n}");
     }
-    head(&mut out, "event_pusher_ingest_events_total", "counter", "Events accepted (202).");
-    let _ = writeln!(out, "event_pusher_ingest_events_total {}", m.events_accepted.load(Ordering::Relaxed));
-    head(&mut out, "event_pusher_chain_stopped_total", "counter", "Events stopped by a filter.");
-    let _ = writeln!(out, "event_pusher_chain_stopped_total {}", m.events_stopped.load(Ordering::Relaxed));
-    head(&mut out, "event_pusher_spool_bytes", "gauge", "Bytes of event data held in the spool.");
+    head(
+        &mut out,
+        "event_pusher_ingest_events_total",
+        "counter",
+        "Events accepted (202).",
+    );
+    let _ = writeln!(
+        out,
+        "event_pusher_ingest_events_total {}",
+        m.events_accepted.load(Ordering::Relaxed)
+    );
+    head(
+        &mut out,
+        "event_pusher_chain_stopped_total",
+        "counter",
+        "Events stopped by a filter.",
+    );
+    let _ = writeln!(
+        out,
+        "event_pusher_chain_stopped_total {}",
+        m.events_stopped.load(Ordering::Relaxed)
+    );
+    head(
+        &mut out,
+        "event_pusher_spool_bytes",
+        "gauge",
+        "Bytes of event data held in the spool.",
+    );
     let _ = writeln!(out, "event_pusher_spool_bytes {}", state.spool().stored_bytes());
+    head(
+        &mut out,
+        "event_pusher_spool_writable",
+        "gauge",
+        "0 after a spool write failed, until one succeeds again.",
+    );
+    let _ = writeln!(
+        out,
+        "event_pusher_spool_writable {}",
+        u8::from(state.spool().is_healthy())
+    );
 
     let backends = state.engine.backends();
     let statuses = state.engine.status();
@@ -32,15 +71,52 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|b| format!("backend=\"{}\",kind=\"{}\"", label(&b.name), b.backend.kind()))
         .collect();
-    let series: [(&str, &str, &str, fn(&event_pusher_core::delivery::BackendStatus) -> u64); 8] = [
-        ("event_pusher_delivered_total", "counter", "Events delivered.", |s| s.delivered),
-        ("event_pusher_delivery_failures_total", "counter", "Failed delivery attempts.", |s| s.failed),
-        ("event_pusher_retries_total", "counter", "Attempts scheduled for retry.", |s| s.retries),
-        ("event_pusher_dead_letters", "gauge", "Events in the dead-letter store.", |s| s.dead_letters),
-        ("event_pusher_queue_depth", "gauge", "Events waiting in the delivery queue.", |s| s.queued),
-        ("event_pusher_in_flight", "gauge", "Events being delivered now.", |s| s.in_flight),
-        ("event_pusher_paused", "gauge", "1 when the backend is paused.", |s| s.paused as u64),
-        ("event_pusher_backend_ready", "gauge", "1 when the backend is started and ready.", |s| s.ready as u64),
+    let series: [(&str, &str, &str, Getter); 9] = [
+        ("event_pusher_delivered_total", "counter", "Events delivered.", |s| {
+            s.delivered
+        }),
+        (
+            "event_pusher_delivery_failures_total",
+            "counter",
+            "Failed delivery attempts.",
+            |s| s.failed,
+        ),
+        (
+            "event_pusher_retries_total",
+            "counter",
+            "Attempts scheduled for retry.",
+            |s| s.retries,
+        ),
+        (
+            "event_pusher_dead_letters",
+            "gauge",
+            "Events in the dead-letter store.",
+            |s| s.dead_letters,
+        ),
+        (
+            "event_pusher_queue_depth",
+            "gauge",
+            "Events waiting in the delivery queue.",
+            |s| s.queued,
+        ),
+        ("event_pusher_in_flight", "gauge", "Events being delivered now.", |s| {
+            s.in_flight
+        }),
+        ("event_pusher_paused", "gauge", "1 when the backend is paused.", |s| {
+            s.paused as u64
+        }),
+        (
+            "event_pusher_backend_ready",
+            "gauge",
+            "1 when the backend is started and ready.",
+            |s| s.ready as u64,
+        ),
+        (
+            "event_pusher_circuit_open",
+            "gauge",
+            "1 while the circuit breaker backs the endpoint off.",
+            |s| s.circuit_open as u64,
+        ),
     ];
     for (name, kind, help, get) in series {
         head(&mut out, name, kind, help);
@@ -48,20 +124,50 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(out, "{name}{{{l}}} {}", get(s));
         }
     }
-    head(&mut out, "event_pusher_dead_lettered_total", "counter", "Events moved to dead letters by this process.");
+    head(
+        &mut out,
+        "event_pusher_dead_lettered_total",
+        "counter",
+        "Events moved to dead letters by this process.",
+    );
     for (l, b) in labels.iter().zip(backends) {
-        let _ = writeln!(out, "event_pusher_dead_lettered_total{{{l}}} {}", b.stats.dead_lettered.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "event_pusher_dead_lettered_total{{{l}}} {}",
+            b.stats.dead_lettered.load(Ordering::Relaxed)
+        );
     }
-    head(&mut out, "event_pusher_delivery_latency_seconds", "histogram", "From acceptance (202) to delivery.");
+    head(
+        &mut out,
+        "event_pusher_delivery_latency_seconds",
+        "histogram",
+        "From acceptance (202) to delivery.",
+    );
     for (l, b) in labels.iter().zip(backends) {
-        b.stats.latency.render(&mut out, "event_pusher_delivery_latency_seconds", l);
+        b.stats
+            .latency
+            .render(&mut out, "event_pusher_delivery_latency_seconds", l);
     }
-    head(&mut out, "event_pusher_publish_duration_seconds", "histogram", "Duration of one delivery attempt.");
+    head(
+        &mut out,
+        "event_pusher_publish_duration_seconds",
+        "histogram",
+        "Duration of one delivery attempt.",
+    );
     for (l, b) in labels.iter().zip(backends) {
-        b.stats.publish.render(&mut out, "event_pusher_publish_duration_seconds", l);
+        b.stats
+            .publish
+            .render(&mut out, "event_pusher_publish_duration_seconds", l);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+        .into_response()
 }
+
+/// Reads one number off a backend's status row.
+type Getter = fn(&event_pusher_core::delivery::BackendStatus) -> u64;
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

@@ -20,7 +20,11 @@ pub struct BreakerPolicy {
 
 impl Default for BreakerPolicy {
     fn default() -> Self {
-        BreakerPolicy { threshold: 10, initial_cooldown: Duration::from_secs(1), max_cooldown: Duration::from_secs(30) }
+        BreakerPolicy {
+            threshold: 10,
+            initial_cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(30),
+        }
     }
 }
 
@@ -46,7 +50,13 @@ pub struct CircuitBreaker {
 
 impl CircuitBreaker {
     pub fn new(policy: BreakerPolicy) -> Self {
-        CircuitBreaker { policy, consecutive: 0, cooldown: policy.initial_cooldown, open_until: None, probing: false }
+        CircuitBreaker {
+            policy,
+            consecutive: 0,
+            cooldown: policy.initial_cooldown,
+            open_until: None,
+            probing: false,
+        }
     }
 
     pub fn admit(&mut self, now: Instant) -> Admission {
@@ -61,9 +71,29 @@ impl CircuitBreaker {
         }
     }
 
-    /// When the current cooldown ends, if the circuit is open.
+    /// When the current cooldown ends, if the circuit is open and no probe
+    /// is out (while one is, only its answer changes anything).
     pub fn reopens_at(&self) -> Option<Instant> {
-        self.open_until
+        if self.probing {
+            None
+        } else {
+            self.open_until
+        }
+    }
+
+    /// The cooldown the circuit opens (or last opened) for.
+    pub fn cooldown(&self) -> std::time::Duration {
+        self.cooldown
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open_until.is_some()
+    }
+
+    /// An attempt ended in a way that says nothing about the endpoint (a
+    /// local, permanent error): if it was the probe, let another one go.
+    pub fn on_inconclusive(&mut self) {
+        self.probing = false;
     }
 
     pub fn on_success(&mut self) {
@@ -100,7 +130,11 @@ mod tests {
 
     #[test]
     fn opens_probes_and_recovers() {
-        let p = BreakerPolicy { threshold: 3, initial_cooldown: Duration::from_secs(1), max_cooldown: Duration::from_secs(4) };
+        let p = BreakerPolicy {
+            threshold: 3,
+            initial_cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(4),
+        };
         let mut b = CircuitBreaker::new(p);
         let t0 = Instant::now();
         assert_eq!(b.admit(t0), Admission::Closed);
@@ -120,8 +154,29 @@ mod tests {
     }
 
     #[test]
+    fn an_inconclusive_probe_lets_another_go() {
+        let p = BreakerPolicy {
+            threshold: 1,
+            initial_cooldown: Duration::from_millis(10),
+            max_cooldown: Duration::from_secs(1),
+        };
+        let mut b = CircuitBreaker::new(p);
+        let t0 = Instant::now();
+        assert!(b.on_failure(t0));
+        let t1 = t0 + Duration::from_millis(20);
+        assert_eq!(b.admit(t1), Admission::Probe);
+        assert_eq!(b.admit(t1), Admission::Open);
+        b.on_inconclusive();
+        assert!(b.is_open());
+        assert_eq!(b.admit(t1), Admission::Probe);
+    }
+
+    #[test]
     fn zero_threshold_disables() {
-        let mut b = CircuitBreaker::new(BreakerPolicy { threshold: 0, ..Default::default() });
+        let mut b = CircuitBreaker::new(BreakerPolicy {
+            threshold: 0,
+            ..Default::default()
+        });
         for _ in 0..100 {
             assert!(!b.on_failure(Instant::now()));
         }

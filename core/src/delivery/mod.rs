@@ -35,7 +35,12 @@ pub struct DeliveryOptions {
 
 impl Default for DeliveryOptions {
     fn default() -> Self {
-        DeliveryOptions { concurrency: 32, retry: RetryPolicy::default(), breaker: BreakerPolicy::default(), window: 4096 }
+        DeliveryOptions {
+            concurrency: 32,
+            retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
+            window: 4096,
+        }
     }
 }
 
@@ -79,6 +84,9 @@ pub struct BackendStatus {
     pub failed: u64,
     pub retries: u64,
     pub dead_letters: u64,
+    /// The circuit breaker is open: the endpoint keeps failing and is being
+    /// backed off as a whole.
+    pub circuit_open: bool,
 }
 
 /// All delivery queues of a process.
@@ -92,7 +100,11 @@ impl DeliveryEngine {
     /// `backends` must be in spool slot order.
     pub fn new(spool: Spool, backends: Vec<BackendHandle>) -> Self {
         let (stop, _) = watch::channel(false);
-        DeliveryEngine { spool, backends: backends.into_iter().map(Arc::new).collect(), stop }
+        DeliveryEngine {
+            spool,
+            backends: backends.into_iter().map(Arc::new).collect(),
+            stop,
+        }
     }
 
     /// Start one delivery queue task per backend.
@@ -115,8 +127,9 @@ impl DeliveryEngine {
             tracing::warn!(?grace, "grace period over; undelivered events stay in the spool");
         }
         // Make the acks of what was delivered durable, so a restart does not
-        // deliver it again.
-        if let Err(e) = self.spool.sync().await {
+        // deliver it again, and close the file cleanly so the next start
+        // needs no repair.
+        if let Err(e) = self.spool.close().await {
             tracing::warn!(error = %e, "final spool sync failed");
         }
     }
@@ -153,6 +166,7 @@ impl DeliveryEngine {
             failed: BackendStats::get(&b.stats.failed),
             retries: BackendStats::get(&b.stats.retries),
             dead_letters: s.dead.load(Ordering::Relaxed),
+            circuit_open: b.stats.circuit_open.load(Ordering::Relaxed),
         }
     }
 

@@ -37,7 +37,7 @@ struct Pending {
     last_error: Option<DeliveryError>,
 }
 
-type BatchResult = (Vec<u64>, Vec<Result<(), DeliveryError>>);
+type BatchResult = Vec<Result<(), DeliveryError>>;
 
 pub struct DeliveryQueue {
     slot: usize,
@@ -52,11 +52,21 @@ pub struct DeliveryQueue {
     held: HashMap<String, VecDeque<u64>>,
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
     inflight: JoinSet<BatchResult>,
+    /// The events of each attempt in flight, so a task that panics does not
+    /// strand them.
+    inflight_seqs: HashMap<tokio::task::Id, Vec<u64>>,
     inflight_events: usize,
     breaker: CircuitBreaker,
+    /// The endpoint's last real failure: what a fail-fast attempt reports.
+    last_endpoint_error: Option<DeliveryError>,
+    /// Events whose last allowed attempt came due while the circuit was
+    /// open. They wait for a real attempt: the probe, or the endpoint's next
+    /// real failure (which dead-letters them), at most one cooldown away.
+    parked: VecDeque<u64>,
     /// Highest sequence number loaded into the window.
     cursor: u64,
     started: bool,
+    read_failing: bool,
 }
 
 impl DeliveryQueue {
@@ -72,10 +82,14 @@ impl DeliveryQueue {
             held: HashMap::new(),
             retries: BinaryHeap::new(),
             inflight: JoinSet::new(),
+            inflight_seqs: HashMap::new(),
             inflight_events: 0,
             breaker,
+            last_endpoint_error: None,
+            parked: VecDeque::new(),
             cursor: 0,
             started: false,
+            read_failing: false,
         }
     }
 
@@ -104,20 +118,31 @@ impl DeliveryQueue {
                     }
                 }
             }
-            if let Err(e) = self.fill_window().await {
-                tracing::error!(backend = %self.name(), error = %e, "cannot read the spool queue");
+            match self.fill_window().await {
+                Ok(()) if self.read_failing => {
+                    self.read_failing = false;
+                    tracing::info!(backend = %self.name(), "spool queue readable again");
+                }
+                Ok(()) => {}
+                // Once per outage; the spool writer logs the cause.
+                Err(e) if !self.read_failing => {
+                    self.read_failing = true;
+                    tracing::error!(backend = %self.name(), error = %e, "cannot read the spool queue");
+                }
+                Err(e) => tracing::debug!(backend = %self.name(), error = %e, "cannot read the spool queue"),
             }
             self.promote_due_retries();
             self.dispatch().await;
 
+            self.handle
+                .stats
+                .circuit_open
+                .store(self.breaker.is_open(), Ordering::Relaxed);
             let wake_at = self.next_wake(if self.started { None } else { Some(next_start) });
             let slot = self.spool.slot(self.slot);
             tokio::select! {
-                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
-                    match done {
-                        Ok((seqs, results)) => self.finish(seqs, results).await,
-                        Err(e) => tracing::error!(backend = %self.name(), error = %e, "delivery task failed"),
-                    }
+                Some(done) = self.inflight.join_next_with_id(), if !self.inflight.is_empty() => {
+                    self.joined(done).await;
                 }
                 _ = slot.changed.notified() => {}
                 _ = sleep_until(wake_at) => {}
@@ -131,17 +156,20 @@ impl DeliveryQueue {
     /// bounds this with the grace period). Their events stay in the spool
     /// unless acked, so nothing is lost if we are cut short.
     async fn drain(&mut self) {
-        while let Some(done) = self.inflight.join_next().await {
-            if let Ok((seqs, results)) = done {
-                self.finish(seqs, results).await;
-            }
+        while let Some(done) = self.inflight.join_next_with_id().await {
+            self.joined(done).await;
         }
         tracing::info!(backend = %self.name(), "delivery queue stopped");
     }
 
     fn next_wake(&self, start_at: Option<Instant>) -> Option<Instant> {
         let retry = self.retries.peek().map(|Reverse((t, _))| *t);
-        let breaker = self.breaker.reopens_at();
+        // Only a cooldown still to come: once it is over, dispatch has
+        // already had its chance to probe (or nothing waits, or the slots
+        // are full and a finishing attempt wakes us); waking for a past
+        // instant would spin.
+        let now = Instant::now();
+        let breaker = self.breaker.reopens_at().filter(|t| *t > now);
         [retry, breaker, start_at].into_iter().flatten().min()
     }
 
@@ -186,7 +214,10 @@ impl DeliveryQueue {
                     backend: self.name().to_owned(),
                     event: serde_json::Value::String(String::from_utf8_lossy(&json).into_owned()),
                     attempts: 0,
-                    last_error: LastError { status: None, message: format!("unreadable event: {e}") },
+                    last_error: LastError {
+                        status: None,
+                        message: format!("unreadable event: {e}"),
+                    },
                     first_attempt_at: now.clone(),
                     last_attempt_at: now.clone(),
                     dead_at: now,
@@ -197,7 +228,11 @@ impl DeliveryQueue {
         };
         let key = event.user().to_owned();
         let pending = Pending {
-            delivery: Delivery { event, json, attempt: 0 },
+            delivery: Delivery {
+                event,
+                json,
+                attempt: 0,
+            },
             key: key.clone(),
             first_attempt_at: None,
             last_error: None,
@@ -230,40 +265,91 @@ impl DeliveryQueue {
         }
         let concurrency = self.handle.options.concurrency.max(1);
         let max_batch = self.handle.backend.max_batch().max(1);
-        while self.inflight.len() < concurrency && !self.ready.is_empty() {
+        while self.inflight.len() < concurrency && !(self.ready.is_empty() && self.parked.is_empty()) {
             match self.breaker.admit(Instant::now()) {
                 Admission::Open => {
-                    // Fail fast: the attempt counts, the endpoint is spared.
-                    let seqs: Vec<u64> = self.ready.drain(..).collect();
-                    for seq in seqs {
-                        let err = self.fail_fast_error(seq);
-                        if let Some(p) = self.window.get_mut(&seq) {
-                            p.delivery.attempt += 1;
-                            p.first_attempt_at.get_or_insert_with(OffsetDateTime::now_utc);
-                        }
-                        self.handle.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        self.failed(seq, err, false).await;
-                    }
-                    return;
+                    self.fail_fast_ready().await;
+                    break;
                 }
-                Admission::Probe => self.send(1),
-                Admission::Closed => self.send(max_batch),
+                Admission::Probe => {
+                    if self.ready.is_empty() {
+                        // Only events on their last attempt wait: the oldest
+                        // is the probe.
+                        if let Some(seq) = self.parked.pop_front() {
+                            self.ready.push_front(seq);
+                        }
+                    }
+                    if self.send(1) == 0 {
+                        self.breaker.on_inconclusive();
+                        break;
+                    }
+                }
+                Admission::Closed => {
+                    self.unpark();
+                    if self.send(max_batch) == 0 {
+                        break;
+                    }
+                }
             }
         }
     }
 
+    /// The circuit is open: every ready event fails fast, its attempt
+    /// counted, the endpoint spared; except an event's last attempt, which
+    /// is always a real one: it waits (parked) for the circuit's next probe.
+    async fn fail_fast_ready(&mut self) {
+        let policy = self.handle.options.retry;
+        let seqs: Vec<u64> = self.ready.drain(..).collect();
+        for seq in seqs {
+            let err = self.fail_fast_error(seq);
+            let Some(p) = self.window.get_mut(&seq) else { continue };
+            p.first_attempt_at.get_or_insert_with(OffsetDateTime::now_utc);
+            if policy.exhausted(p.delivery.attempt + 1) {
+                self.parked.push_back(seq);
+                continue;
+            }
+            p.delivery.attempt += 1;
+            self.handle.stats.failed.fetch_add(1, Ordering::Relaxed);
+            self.failed(seq, err, false).await;
+        }
+    }
+
+    /// The circuit closed: parked events go first, in their order.
+    fn unpark(&mut self) {
+        while let Some(seq) = self.parked.pop_back() {
+            self.ready.push_front(seq);
+        }
+    }
+
+    /// The endpoint failed for real while events waited for their last
+    /// attempt: that failure is their last attempt.
+    async fn dead_letter_parked(&mut self, err: &DeliveryError) {
+        let parked: Vec<u64> = self.parked.drain(..).collect();
+        for seq in parked {
+            if let Some(p) = self.window.get_mut(&seq) {
+                p.delivery.attempt += 1;
+            }
+            self.failed(seq, err.clone(), true).await;
+        }
+    }
+
+    /// What an attempt that the open circuit kept from the endpoint reports:
+    /// the endpoint's last real error, so a dead letter says what was wrong.
     fn fail_fast_error(&self, seq: u64) -> DeliveryError {
-        let last = self.window.get(&seq).and_then(|p| p.last_error.clone());
+        let last = self
+            .last_endpoint_error
+            .clone()
+            .or_else(|| self.window.get(&seq).and_then(|p| p.last_error.clone()));
         let mut err = DeliveryError::retryable(match &last {
-            Some(l) => format!("circuit open; endpoint's last error: {}", l.message),
-            None => "circuit open: endpoint failing".to_owned(),
+            Some(l) => format!("{} (circuit open: not sent)", l.message),
+            None => "circuit open: endpoint failing (not sent)".to_owned(),
         });
         err.status = last.and_then(|l| l.status);
         err
     }
 
-    /// Start one attempt of up to `n` ready events.
-    fn send(&mut self, n: usize) {
+    /// Start one attempt of up to `n` ready events; how many it took.
+    fn send(&mut self, n: usize) -> usize {
         let mut seqs = Vec::with_capacity(n);
         let mut batch = Vec::with_capacity(n);
         while seqs.len() < n {
@@ -275,35 +361,66 @@ impl DeliveryQueue {
             batch.push(p.delivery.clone());
         }
         if seqs.is_empty() {
-            return;
+            return 0;
         }
+        let sent = seqs.len();
         let backend = self.handle.backend.clone();
         let stats = self.handle.stats.clone();
         self.inflight_events += seqs.len();
         stats.in_flight.fetch_add(seqs.len() as i64, Ordering::Relaxed);
-        self.inflight.spawn(async move {
+        let task = self.inflight.spawn(async move {
             let t = Instant::now();
             let results = if batch.len() == 1 {
                 vec![backend.deliver(&batch[0]).await]
             } else {
                 let mut r = backend.deliver_batch(&batch).await;
                 // A backend that answers short must not lose events.
-                r.resize_with(batch.len(), || Err(DeliveryError::retryable("backend returned no result")));
+                r.resize_with(batch.len(), || {
+                    Err(DeliveryError::retryable("backend returned no result"))
+                });
                 r
             };
             stats.publish.observe(t.elapsed().as_secs_f64());
-            (seqs, results)
+            results
         });
+        self.inflight_seqs.insert(task.id(), seqs);
+        sent
+    }
+
+    /// An attempt's task ended: normally with its results, or by panicking,
+    /// which counts as a retryable failure of each of its events.
+    async fn joined(
+        &mut self,
+        done: Result<(tokio::task::Id, Vec<Result<(), DeliveryError>>), tokio::task::JoinError>,
+    ) {
+        let (id, results) = match done {
+            Ok((id, results)) => (id, results),
+            Err(e) => {
+                tracing::error!(backend = %self.name(), error = %e, "delivery task failed");
+                let n = self.inflight_seqs.get(&e.id()).map_or(0, Vec::len);
+                let err = DeliveryError::retryable(format!("delivery task failed: {e}"));
+                (e.id(), vec![Err(err); n])
+            }
+        };
+        let Some(seqs) = self.inflight_seqs.remove(&id) else {
+            return;
+        };
+        self.finish(seqs, results).await;
     }
 
     async fn finish(&mut self, seqs: Vec<u64>, results: Vec<Result<(), DeliveryError>>) {
         let stats = self.handle.stats.clone();
         self.inflight_events -= seqs.len();
         stats.in_flight.fetch_sub(seqs.len() as i64, Ordering::Relaxed);
+        let mut real_failure = None;
         for (seq, result) in seqs.into_iter().zip(results) {
             match result {
                 Ok(()) => {
+                    if self.breaker.is_open() {
+                        tracing::info!(backend = %self.name(), "endpoint answers again; circuit closed");
+                    }
                     self.breaker.on_success();
+                    self.last_endpoint_error = None;
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
                     if let Some(p) = self.window.get(&seq) {
                         let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
@@ -315,11 +432,29 @@ impl DeliveryQueue {
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
-                    if e.retryable && self.breaker.on_failure(Instant::now()) {
-                        tracing::warn!(backend = %self.name(), error = %e, "endpoint keeps failing; circuit open");
+                    if e.retryable {
+                        self.last_endpoint_error = Some(e.clone());
+                        real_failure = Some(e.clone());
+                        if self.breaker.on_failure(Instant::now()) {
+                            tracing::warn!(
+                                backend = %self.name(), error = %e, retry_in = ?self.breaker.cooldown(),
+                                "endpoint keeps failing; circuit open"
+                            );
+                        }
+                    } else if e.status.is_some() {
+                        // The endpoint answered; it just will not take this
+                        // event. That is not an outage.
+                        self.breaker.on_success();
+                    } else {
+                        self.breaker.on_inconclusive();
                     }
                     self.failed(seq, e, true).await;
                 }
+            }
+        }
+        if let Some(e) = real_failure {
+            if self.breaker.is_open() && !self.parked.is_empty() {
+                self.dead_letter_parked(&e).await;
             }
         }
     }
@@ -338,7 +473,10 @@ impl DeliveryQueue {
                 backend: self.handle.name.clone(),
                 event: serde_json::from_slice(&p.delivery.json).unwrap_or(serde_json::Value::Null),
                 attempts,
-                last_error: LastError { status: err.status, message: err.message.clone() },
+                last_error: LastError {
+                    status: err.status,
+                    message: err.message.clone(),
+                },
                 first_attempt_at: timestamp_millis::format(&p.first_attempt_at.unwrap_or_else(OffsetDateTime::now_utc)),
                 last_attempt_at: timestamp_millis::format(&OffsetDateTime::now_utc()),
                 dead_at: timestamp_millis::format(&OffsetDateTime::now_utc()),

@@ -15,7 +15,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 8, initial_backoff: Duration::from_millis(500), max_backoff: Duration::from_secs(60) }
+        RetryPolicy {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
     }
 }
 
@@ -54,14 +58,27 @@ mod tests {
 
     #[test]
     fn grows_exponentially_within_bounds() {
-        let p = RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
         for _ in 0..100 {
             let b1 = p.backoff(1, None);
-            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100), "{b1:?}");
+            assert!(
+                b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100),
+                "{b1:?}"
+            );
             let b3 = p.backoff(3, None);
-            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400), "{b3:?}");
+            assert!(
+                b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400),
+                "{b3:?}"
+            );
             let b10 = p.backoff(10, None);
-            assert!(b10 >= Duration::from_millis(500) && b10 <= Duration::from_secs(1), "{b10:?}");
+            assert!(
+                b10 >= Duration::from_millis(500) && b10 <= Duration::from_secs(1),
+                "{b10:?}"
+            );
         }
     }
 
@@ -74,7 +91,10 @@ mod tests {
 
     #[test]
     fn exhausts_at_max_attempts() {
-        let p = RetryPolicy { max_attempts: 3, ..Default::default() };
+        let p = RetryPolicy {
+            max_attempts: 3,
+            ..Default::default()
+        };
         assert!(!p.exhausted(2));
         assert!(p.exhausted(3));
     }

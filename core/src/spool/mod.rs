@@ -10,17 +10,22 @@
 //! Readers (the delivery queues) read in their own MVCC read transactions
 //! and never block the writer. The queue lives here, not in RAM: a delivery
 //! queue holds only a bounded window of it.
+//!
+//! A failed write (disk full, I/O error) leaves redb refusing every later
+//! operation until the database is reopened, so the writer reopens it, and
+//! keeps trying until the disk takes writes again; meanwhile ingest answers
+//! 503 and nothing already stored is lost.
 
 mod dead_letter;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 pub use dead_letter::{DeadLetter, LastError};
 use writer::Command;
@@ -49,7 +54,10 @@ pub struct SpoolLimits {
 
 impl Default for SpoolLimits {
     fn default() -> Self {
-        SpoolLimits { max_queue: 1_000_000, max_bytes: 1 << 30 }
+        SpoolLimits {
+            max_queue: 1_000_000,
+            max_bytes: 1 << 30,
+        }
     }
 }
 
@@ -68,20 +76,64 @@ pub struct SlotState {
 }
 
 pub(crate) struct Shared {
-    pub db: Database,
+    /// None while the writer reopens the file after a failed write.
+    db: RwLock<Option<Arc<Database>>>,
     pub path: PathBuf,
     pub slots: Vec<SlotState>,
     pub limits: SpoolLimits,
     /// Bytes of event data held, for the `max_bytes` limit and metrics.
     pub stored_bytes: AtomicU64,
     pub healthy: AtomicBool,
+    /// Why the last write failed, while unhealthy.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The open database, for one read (or the writer's one transaction).
+    /// Hold the `Arc` only for as long as the transaction: the writer waits
+    /// for every holder to let go before it reopens the file.
+    pub(crate) fn db(&self) -> Result<Arc<Database>, SpoolError> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| SpoolError::Io(self.unavailable()))
+    }
+
+    pub(crate) fn set_db(&self, db: Option<Arc<Database>>) -> Option<Arc<Database>> {
+        std::mem::replace(&mut *self.db.write().unwrap_or_else(PoisonError::into_inner), db)
+    }
+
+    /// While the database is closed after a failure: the failure.
+    fn unavailable(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| "the spool is being reopened".to_owned())
+    }
+
+    pub(crate) fn set_unhealthy(&self, e: &SpoolError) {
+        let why = match e {
+            SpoolError::Io(m) => m.clone(),
+            other => other.to_string(),
+        };
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+        self.healthy.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn set_healthy(&self) {
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.healthy.store(true, Ordering::Release);
+    }
 }
 
 /// A handle to the spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
     shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 pub(crate) fn queue_table(name: &str) -> String {
@@ -102,69 +154,44 @@ impl Spool {
     /// Open (or create) the spool in `dir` for the given backend instance
     /// names, in slot order, and start its writer thread.
     pub fn open(dir: &Path, backends: &[String], limits: SpoolLimits) -> Result<Spool, SpoolError> {
-        std::fs::create_dir_all(dir).map_err(|e| SpoolError::Io(format!("cannot create spool dir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SpoolError::Io(format!("cannot create spool dir {}: {e}", dir.display())))?;
         let path = dir.join("spool.redb");
-        let db = Database::create(&path).map_err(|e| SpoolError::Io(format!("cannot open spool {}: {e}", path.display())))?;
+        let db = open_db(&path, backends)?;
+        let counts = scan(&db, backends)?;
 
-        // Make sure every table exists so readers never see "no such table".
-        let txn = db.begin_write().map_err(io)?;
-        {
-            txn.open_table(STATE).map_err(io)?;
-            for name in backends {
-                txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(io)?;
-                txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(io)?;
-            }
-        }
-        txn.commit().map_err(io)?;
-
-        let mut slots = Vec::with_capacity(backends.len());
-        let mut next_seq = 1u64;
-        let mut stored = 0u64;
-        let read = db.begin_read().map_err(io)?;
-        let state = read.open_table(STATE).map_err(io)?;
-        for name in backends {
-            let q = read.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(io)?;
-            let d = read.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(io)?;
-            let mut head = 0;
-            for row in q.iter().map_err(io)? {
-                let (k, v) = row.map_err(io)?;
-                head = k.value();
-                stored += v.value().len() as u64;
-            }
-            for row in d.iter().map_err(io)? {
-                let (k, v) = row.map_err(io)?;
-                next_seq = next_seq.max(k.value() + 1);
-                stored += v.value().len() as u64;
-            }
-            next_seq = next_seq.max(head + 1);
-            let paused = state.get(format!("paused/{name}").as_str()).map_err(io)?.map(|v| v.value() != 0).unwrap_or(false);
-            slots.push(SlotState {
+        let slots = backends
+            .iter()
+            .zip(&counts.slots)
+            .map(|(name, c)| SlotState {
                 name: name.clone(),
-                queued: AtomicU64::new(q.len().map_err(io)?),
-                dead: AtomicU64::new(d.len().map_err(io)?),
-                head: AtomicU64::new(head),
-                paused: AtomicBool::new(paused),
+                queued: AtomicU64::new(c.queued),
+                dead: AtomicU64::new(c.dead),
+                head: AtomicU64::new(c.head),
+                paused: AtomicBool::new(c.paused),
                 changed: Notify::new(),
-            });
-        }
-        drop(state);
-        drop(read);
-
+            })
+            .collect();
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
             path,
             slots,
             limits,
-            stored_bytes: AtomicU64::new(stored),
+            stored_bytes: AtomicU64::new(counts.stored),
             healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
         });
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer::SpoolWriter::new(writer_shared, rx, next_seq).run())
+            .spawn(move || writer::SpoolWriter::new(writer_shared, rx, counts.next_seq).run())
             .map_err(|e| SpoolError::Io(format!("cannot start spool writer: {e}")))?;
-        Ok(Spool { shared, tx })
+        Ok(Spool {
+            shared,
+            tx,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -189,10 +216,22 @@ impl Spool {
 
     /// False after a write failed, until one succeeds again.
     pub fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Relaxed)
+        self.shared.healthy.load(Ordering::Acquire)
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, SpoolError>>) -> Command) -> Result<T, SpoolError> {
+    /// Why the spool is unhealthy, if it is.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SpoolError>>) -> Command,
+    ) -> Result<T, SpoolError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
@@ -216,7 +255,13 @@ impl Spool {
     /// Move an event from its queue to the dead-letter table, durably.
     pub async fn dead_letter(&self, slot: usize, seq: u64, record: DeadLetter) -> Result<(), SpoolError> {
         let bytes = serde_json::to_vec(&record).map_err(io)?;
-        self.call(|reply| Command::DeadLetter { slot, seq, record: bytes, reply }).await
+        self.call(|reply| Command::DeadLetter {
+            slot,
+            seq,
+            record: bytes,
+            reply,
+        })
+        .await
     }
 
     /// Move dead letters back to the queue (all of them, or those with the
@@ -230,6 +275,21 @@ impl Spool {
         self.call(|reply| Command::Sync { reply }).await
     }
 
+    /// Commit what is pending with fsync, close the database cleanly (so the
+    /// next open needs no repair) and stop the writer. Every later write, on
+    /// any clone of this handle, fails with [`SpoolError::Closed`].
+    pub async fn close(&self) -> Result<(), SpoolError> {
+        let res = self.call(|reply| Command::Close { reply }).await;
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(w) = writer {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        match res {
+            Err(SpoolError::Closed) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Persist and apply a backend's paused flag.
     pub async fn set_paused(&self, slot: usize, paused: bool) -> Result<(), SpoolError> {
         self.call(|reply| Command::SetPaused { slot, paused, reply }).await
@@ -239,8 +299,11 @@ impl Spool {
     /// above `after`. Blocking: call from `spawn_blocking`.
     pub fn read_queue(&self, slot: usize, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
         let name = &self.shared.slots[slot].name;
-        let read = self.shared.db.begin_read().map_err(io)?;
-        let q = read.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(io)?;
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let q = read
+            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
+            .map_err(io)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for row in q.range(after.saturating_add(1)..).map_err(io)?.take(limit) {
             let (k, v) = row.map_err(io)?;
@@ -252,8 +315,11 @@ impl Spool {
     /// All dead letters of a backend, oldest first. Blocking.
     pub fn list_dead(&self, slot: usize) -> Result<Vec<DeadLetter>, SpoolError> {
         let name = &self.shared.slots[slot].name;
-        let read = self.shared.db.begin_read().map_err(io)?;
-        let d = read.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(io)?;
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let d = read
+            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+            .map_err(io)?;
         let mut out = Vec::new();
         for row in d.iter().map_err(io)? {
             let (_, v) = row.map_err(io)?;
@@ -261,4 +327,83 @@ impl Spool {
         }
         Ok(out)
     }
+}
+
+/// Open (or create, or repair after a crash) the database file and make
+/// sure every table exists, so readers never see "no such table".
+pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, SpoolError> {
+    let db =
+        Database::create(path).map_err(|e| SpoolError::Io(format!("cannot open spool {}: {e}", path.display())))?;
+    let txn = db.begin_write().map_err(io)?;
+    {
+        txn.open_table(STATE).map_err(io)?;
+        for name in backends {
+            txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
+                .map_err(io)?;
+            txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+                .map_err(io)?;
+        }
+    }
+    txn.commit().map_err(io)?;
+    Ok(db)
+}
+
+/// What is in one backend's tables.
+pub(crate) struct SlotCounts {
+    pub queued: u64,
+    pub dead: u64,
+    pub head: u64,
+    pub paused: bool,
+}
+
+pub(crate) struct Counts {
+    pub slots: Vec<SlotCounts>,
+    pub stored: u64,
+    pub next_seq: u64,
+}
+
+/// Count what the file holds: at open, and again after a reopen (which may
+/// have rolled back commits that were made without fsync).
+pub(crate) fn scan(db: &Database, backends: &[String]) -> Result<Counts, SpoolError> {
+    let mut slots = Vec::with_capacity(backends.len());
+    let mut next_seq = 1u64;
+    let mut stored = 0u64;
+    let read = db.begin_read().map_err(io)?;
+    let state = read.open_table(STATE).map_err(io)?;
+    for name in backends {
+        let q = read
+            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
+            .map_err(io)?;
+        let d = read
+            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+            .map_err(io)?;
+        let mut head = 0;
+        for row in q.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            head = k.value();
+            stored += v.value().len() as u64;
+        }
+        for row in d.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            next_seq = next_seq.max(k.value() + 1);
+            stored += v.value().len() as u64;
+        }
+        next_seq = next_seq.max(head + 1);
+        let paused = state
+            .get(format!("paused/{name}").as_str())
+            .map_err(io)?
+            .map(|v| v.value() != 0)
+            .unwrap_or(false);
+        slots.push(SlotCounts {
+            queued: q.len().map_err(io)?,
+            dead: d.len().map_err(io)?,
+            head,
+            paused,
+        });
+    }
+    Ok(Counts {
+        slots,
+        stored,
+        next_seq,
+    })
 }

@@ -4,35 +4,73 @@
 //! Group commit is what makes "202 only after fsync" affordable: while one
 //! commit's fsync runs, new requests pile up in the channel, and the next
 //! commit takes them all.
+//!
+//! When a commit fails (disk full, I/O error) redb refuses every later
+//! operation until the file is reopened, so the writer reopens it, counts
+//! what the file really holds again (a reopen rolls back commits made
+//! without fsync), and applies the acks that were lost that way once more.
+//! Until a commit succeeds the spool reports itself unhealthy and the writer
+//! retries on its own every [`RECOVER_EVERY`].
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::{Durability, ReadableTable, TableDefinition, WriteTransaction};
-use tokio::sync::{mpsc, oneshot};
+use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
 
 use super::{dead_table, queue_table, DeadLetter, Shared, SpoolError, STATE};
 
 type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 
 pub(crate) enum Command {
-    Append { items: Vec<(usize, Bytes)>, reply: Reply<()> },
-    Ack { slot: usize, seq: u64 },
-    DeadLetter { slot: usize, seq: u64, record: Vec<u8>, reply: Reply<()> },
-    Replay { slot: usize, ids: Option<Vec<String>>, reply: Reply<usize> },
-    SetPaused { slot: usize, paused: bool, reply: Reply<()> },
+    Append {
+        items: Vec<(usize, Bytes)>,
+        reply: Reply<()>,
+    },
+    Ack {
+        slot: usize,
+        seq: u64,
+    },
+    DeadLetter {
+        slot: usize,
+        seq: u64,
+        record: Vec<u8>,
+        reply: Reply<()>,
+    },
+    Replay {
+        slot: usize,
+        ids: Option<Vec<String>>,
+        reply: Reply<usize>,
+    },
+    SetPaused {
+        slot: usize,
+        paused: bool,
+        reply: Reply<()>,
+    },
     /// Force a durable commit.
-    Sync { reply: Reply<()> },
+    Sync {
+        reply: Reply<()>,
+    },
+    /// Durable commit, close the database, stop the writer.
+    Close {
+        reply: Reply<()>,
+    },
 }
 
 /// Most commands taken into one transaction.
 const MAX_GROUP: usize = 4096;
-/// Acks alone are committed without fsync (losing them costs a duplicate,
-/// not an event), but made durable at least this often so the file's free
-/// space can be reused.
-const ACK_SYNC_EVERY: Duration = Duration::from_millis(500);
+/// Acks alone are committed without fsync (losing them costs a duplicate
+/// delivery after a crash, never an event), and made durable at most this
+/// long after, with or without further traffic. This bounds the duplicates
+/// after kill -9 to what was in flight plus what was delivered in this
+/// interval.
+pub(crate) const ACK_SYNC_EVERY: Duration = Duration::from_millis(100);
+/// While unhealthy, how often the writer tries to recover by itself.
+pub(crate) const RECOVER_EVERY: Duration = Duration::from_millis(500);
+/// How long a reopen waits for readers to let go of the old database.
+const READERS_GRACE: Duration = Duration::from_secs(5);
 
 /// What one command changed, applied to the shared counters only after the
 /// transaction commits.
@@ -48,44 +86,118 @@ struct Effects {
 
 pub(crate) struct SpoolWriter {
     shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Command>,
+    rx: mpsc::Receiver<Command>,
     next_seq: u64,
     last_sync: Instant,
+    /// Acks committed without fsync since the last durable commit. A reopen
+    /// rolls them back, so they are applied again after it.
+    unsynced_acks: Vec<(usize, u64)>,
+    /// Acks whose commit failed, applied with the next commit.
+    retry_acks: Vec<(usize, u64)>,
+    last_recover: Option<Instant>,
+    reopen_failures: u32,
+    closed: bool,
 }
 
 impl SpoolWriter {
-    pub fn new(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Command>, next_seq: u64) -> Self {
-        SpoolWriter { shared, rx, next_seq, last_sync: Instant::now() }
+    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Command>, next_seq: u64) -> Self {
+        SpoolWriter {
+            shared,
+            rx,
+            next_seq,
+            last_sync: Instant::now(),
+            unsynced_acks: Vec::new(),
+            retry_acks: Vec::new(),
+            last_recover: None,
+            reopen_failures: 0,
+            closed: false,
+        }
     }
 
     pub fn run(mut self) {
         let mut group = Vec::with_capacity(64);
-        while let Some(first) = self.rx.blocking_recv() {
-            group.push(first);
+        while !self.closed {
+            match self.rx.recv_timeout(self.idle_wait()) {
+                Ok(cmd) => group.push(cmd),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
             while group.len() < MAX_GROUP {
                 match self.rx.try_recv() {
                     Ok(cmd) => group.push(cmd),
                     Err(_) => break,
                 }
             }
+            if group.is_empty() && !self.maintenance_due() {
+                continue;
+            }
             self.commit_group(&mut group);
         }
+        if !self.closed {
+            // Every handle is gone without a close: still leave the file clean.
+            self.close_db();
+        }
+    }
+
+    /// How long to wait for a command before doing maintenance: making
+    /// acks durable, or retrying after a failure.
+    fn idle_wait(&self) -> Duration {
+        // While failing, retry at a steady pace (the ack deadline may be
+        // long past: waiting for it would spin).
+        if !self.shared.healthy.load(Ordering::Acquire) || !self.retry_acks.is_empty() {
+            RECOVER_EVERY
+        } else if !self.unsynced_acks.is_empty() {
+            ACK_SYNC_EVERY.saturating_sub(self.last_sync.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        }
+    }
+
+    fn maintenance_due(&self) -> bool {
+        (!self.unsynced_acks.is_empty() && self.last_sync.elapsed() >= ACK_SYNC_EVERY)
+            || !self.retry_acks.is_empty()
+            || !self.shared.healthy.load(Ordering::Acquire)
     }
 
     fn commit_group(&mut self, group: &mut Vec<Command>) {
         let n = self.shared.slots.len();
-        let mut fx = Effects { queued_delta: vec![0; n], dead_delta: vec![0; n], ..Default::default() };
+        let mut fx = Effects {
+            queued_delta: vec![0; n],
+            dead_delta: vec![0; n],
+            ..Default::default()
+        };
         let seq_before = self.next_seq;
-        let needs_sync = group.iter().any(|c| !matches!(c, Command::Ack { .. }))
+        let closing = group.iter().any(|c| matches!(c, Command::Close { .. }));
+        // Durable unless the group holds acks only; an empty group is a
+        // maintenance commit (sync, recovery probe), durable too.
+        let durable = !group.iter().all(|c| matches!(c, Command::Ack { .. }))
+            || group.is_empty()
+            || !self.retry_acks.is_empty()
             || self.last_sync.elapsed() >= ACK_SYNC_EVERY;
+        let retried = std::mem::take(&mut self.retry_acks);
+        let acks: Vec<(usize, u64)> = retried
+            .iter()
+            .copied()
+            .chain(group.iter().filter_map(|c| match c {
+                Command::Ack { slot, seq } => Some((*slot, *seq)),
+                _ => None,
+            }))
+            .collect();
 
         // Results per command, decided while applying; replies are sent only
         // after the commit so nobody hears "stored" before it is.
         let mut results: Vec<Result<usize, SpoolError>> = Vec::with_capacity(group.len());
-        let outcome = (|| -> Result<(), SpoolError> {
-            let mut txn = self.shared.db.begin_write().map_err(super::io)?;
-            txn.set_durability(if needs_sync { Durability::Immediate } else { Durability::None })
-                .map_err(super::io)?;
+        let outcome = self.ensure_open().and_then(|db| {
+            let mut txn = db.begin_write().map_err(super::io)?;
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
+            .map_err(super::io)?;
+            for (slot, seq) in &retried {
+                self.apply_ack(&txn, *slot, *seq, &mut fx)?;
+            }
             for cmd in group.iter() {
                 match self.apply(&txn, cmd, &mut fx) {
                     // An I/O error aborts the whole group: the transaction is
@@ -95,28 +207,135 @@ impl SpoolWriter {
                 }
             }
             txn.commit().map_err(super::io)
-        })();
+        });
 
         match outcome {
             Ok(()) => {
-                if needs_sync {
+                if durable {
                     self.last_sync = Instant::now();
+                    self.unsynced_acks.clear();
+                } else {
+                    self.unsynced_acks.extend(acks);
                 }
-                self.shared.healthy.store(true, Ordering::Relaxed);
+                if !self.shared.healthy.load(Ordering::Acquire) {
+                    tracing::info!("spool writable again");
+                    self.shared.set_healthy();
+                    // Queues may have failed to read meanwhile: let them look.
+                    for slot in &self.shared.slots {
+                        slot.changed.notify_one();
+                    }
+                }
                 self.publish(&fx);
                 for (cmd, res) in group.drain(..).zip(results) {
                     reply(cmd, res);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "spool commit failed");
-                self.shared.healthy.store(false, Ordering::Relaxed);
+                if self.shared.healthy.load(Ordering::Acquire) {
+                    tracing::error!(error = %e, "spool commit failed; refusing writes until it succeeds again");
+                } else {
+                    tracing::debug!(error = %e, "spool still not writable");
+                }
+                self.shared.set_unhealthy(&e);
                 self.next_seq = seq_before;
+                // Acks cannot be answered "failed": keep them for later.
+                self.retry_acks = acks;
                 for cmd in group.drain(..) {
                     reply(cmd, Err(e.clone()));
                 }
+                // redb refuses everything after an I/O error until reopened:
+                // drop the handle now, reopen now or (rate-limited) with the
+                // next command or recovery tick.
+                self.release_db();
+                if self.last_recover.is_none_or(|t| t.elapsed() >= RECOVER_EVERY) {
+                    self.reopen();
+                }
             }
         }
+        if closing {
+            self.close_db();
+        }
+    }
+
+    /// The database, reopening it first if an earlier failure closed it
+    /// (at most every [`RECOVER_EVERY`], so a full disk is not hammered).
+    fn ensure_open(&mut self) -> Result<Arc<Database>, SpoolError> {
+        if let Ok(db) = self.shared.db() {
+            return Ok(db);
+        }
+        if self.last_recover.is_some_and(|t| t.elapsed() < RECOVER_EVERY) {
+            return self.shared.db();
+        }
+        self.reopen();
+        self.shared.db()
+    }
+
+    /// Drop the database handle (after every reader let go of it) and open
+    /// the file again. On success the counters are recounted from the file
+    /// and the acks a rollback may have undone are queued again.
+    fn reopen(&mut self) {
+        self.last_recover = Some(Instant::now());
+        self.release_db();
+        let names: Vec<String> = self.shared.slots.iter().map(|s| s.name.clone()).collect();
+        let reopened = super::open_db(&self.shared.path, &names).and_then(|db| Ok((super::scan(&db, &names)?, db)));
+        match reopened {
+            Ok((counts, db)) => {
+                let slots = &self.shared.slots;
+                for (slot, c) in slots.iter().zip(&counts.slots) {
+                    slot.queued.store(c.queued, Ordering::Relaxed);
+                    slot.dead.store(c.dead, Ordering::Relaxed);
+                    slot.head.fetch_max(c.head, Ordering::Release);
+                }
+                self.shared.stored_bytes.store(counts.stored, Ordering::Relaxed);
+                self.next_seq = self.next_seq.max(counts.next_seq);
+                self.retry_acks.append(&mut self.unsynced_acks);
+                self.shared.set_db(Some(Arc::new(db)));
+                tracing::info!(path = %self.shared.path.display(), failed_attempts = self.reopen_failures, "spool reopened");
+                self.reopen_failures = 0;
+            }
+            Err(e) => {
+                if self.reopen_failures == 0 {
+                    tracing::warn!(error = %e, retry_every = ?RECOVER_EVERY, "cannot reopen the spool yet");
+                } else {
+                    tracing::debug!(error = %e, "cannot reopen the spool yet");
+                }
+                self.reopen_failures += 1;
+                self.shared.set_unhealthy(&e);
+            }
+        }
+    }
+
+    /// Take the database out of reach of new readers and wait (bounded) for
+    /// the current ones, so the file is really closed when this returns.
+    fn release_db(&mut self) {
+        let Some(old) = self.shared.set_db(None) else { return };
+        let deadline = Instant::now() + READERS_GRACE;
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if Arc::strong_count(&old) > 1 {
+            tracing::warn!("a spool reader still holds the database; reopening may fail until it finishes");
+        }
+        drop(old);
+    }
+
+    fn close_db(&mut self) {
+        self.closed = true;
+        self.release_db();
+        tracing::debug!("spool closed");
+    }
+
+    fn apply_ack(&self, txn: &WriteTransaction, slot: usize, seq: u64, fx: &mut Effects) -> Result<(), SpoolError> {
+        let mut t = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(
+                &self.shared.slots[slot].name,
+            )))
+            .map_err(super::io)?;
+        if let Some(old) = t.remove(seq).map_err(super::io)? {
+            fx.bytes_delta -= old.value().len() as i64;
+            fx.queued_delta[slot] -= 1;
+        }
+        Ok(())
     }
 
     /// Apply one command inside the transaction. A refusal (limits) returns
@@ -164,23 +383,21 @@ impl SpoolWriter {
                 Ok(items.len())
             }
             Command::Ack { slot, seq } => {
-                let mut t = txn
-                    .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&slots[*slot].name)))
-                    .map_err(super::io)?;
-                if let Some(old) = t.remove(seq).map_err(super::io)? {
-                    fx.bytes_delta -= old.value().len() as i64;
-                    fx.queued_delta[*slot] -= 1;
-                }
+                self.apply_ack(txn, *slot, *seq, fx)?;
                 Ok(0)
             }
             Command::DeadLetter { slot, seq, record, .. } => {
                 let name = &slots[*slot].name;
-                let mut q = txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(super::io)?;
+                let mut q = txn
+                    .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
+                    .map_err(super::io)?;
                 if let Some(old) = q.remove(seq).map_err(super::io)? {
                     fx.bytes_delta -= old.value().len() as i64;
                     fx.queued_delta[*slot] -= 1;
                 }
-                let mut d = txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(super::io)?;
+                let mut d = txn
+                    .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+                    .map_err(super::io)?;
                 if d.insert(seq, record.as_slice()).map_err(super::io)?.is_none() {
                     fx.dead_delta[*slot] += 1;
                 }
@@ -189,8 +406,12 @@ impl SpoolWriter {
             }
             Command::Replay { slot, ids, .. } => {
                 let name = &slots[*slot].name;
-                let mut d = txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(super::io)?;
-                let mut q = txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(super::io)?;
+                let mut d = txn
+                    .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+                    .map_err(super::io)?;
+                let mut q = txn
+                    .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
+                    .map_err(super::io)?;
                 let mut chosen = Vec::new();
                 for row in d.iter().map_err(super::io)? {
                     let (k, v) = row.map_err(super::io)?;
@@ -219,7 +440,7 @@ impl SpoolWriter {
                 fx.notify.push(*slot);
                 Ok(chosen.len())
             }
-            Command::Sync { .. } => Ok(0),
+            Command::Sync { .. } | Command::Close { .. } => Ok(0),
             Command::SetPaused { slot, paused, .. } => {
                 let mut t = txn.open_table(STATE).map_err(super::io)?;
                 t.insert(format!("paused/{}", slots[*slot].name).as_str(), u64::from(*paused))
@@ -269,7 +490,8 @@ fn reply(cmd: Command, res: Result<usize, SpoolError>) {
         Command::Append { reply, .. }
         | Command::DeadLetter { reply, .. }
         | Command::SetPaused { reply, .. }
-        | Command::Sync { reply } => {
+        | Command::Sync { reply }
+        | Command::Close { reply } => {
             let _ = reply.send(res.map(|_| ()));
         }
         Command::Replay { reply, .. } => {
