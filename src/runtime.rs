@@ -140,7 +140,8 @@ impl Sidecar {
     async fn start(self) -> Result<(Arc<AppState>, tokio::net::TcpListener), RunError> {
         let (chain, backends) = self.build()?;
         let cfg = &self.loaded.config;
-        let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
+        // Spool tables are keyed by KIND.NAME: names are unique per kind only.
+        let names: Vec<String> = backends.iter().map(|b| b.id()).collect();
         let limits = SpoolLimits { max_queue: cfg.spool.max_queue, max_bytes: cfg.spool.max_bytes };
         let dir = cfg.spool.dir.clone();
         let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, limits))

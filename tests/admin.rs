@@ -231,3 +231,30 @@ async fn metrics_follow_prometheus_conventions() {
 fn l_notify() -> &'static str {
     "backend=\"notify\""
 }
+
+/// DESIGN.md's own example names `rabbit.main` and `sns.main`: a name may
+/// repeat across kinds, and the admin API then takes `KIND.NAME`.
+#[tokio::test]
+async fn a_name_shared_by_two_kinds_is_addressed_as_kind_dot_name() {
+    let rx = Receiver::start().await;
+    let body = format!("{}[backends.log.main]\npath = \"/dev/null\"\n", http_backend("main", &rx.url("/hook"), ""));
+    let sc = Sidecar::start(Options { body, ..Default::default() }).await;
+    sc.wait_ready().await;
+    let (status, answer) = sc.admin_post("/v1/backends/main/pause", &json!({})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("http.main"), "{answer}");
+    let (status, answer) = sc.admin_post("/v1/backends/http.main/pause", &json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["kind"], "http");
+    assert_eq!(answer["paused"], true);
+    let (_, all) = sc.get("/v1/backends").await;
+    let paused: Vec<(&str, bool)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["kind"].as_str().unwrap(), b["paused"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(paused, vec![("http", true), ("log", false)]);
+    let (status, _) = sc.admin_post("/v1/backends/nope/pause", &json!({})).await;
+    assert_eq!(status, 404);
+}

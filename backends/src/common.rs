@@ -18,6 +18,13 @@ pub struct BuiltBackend {
     pub position: usize,
 }
 
+impl BuiltBackend {
+    /// `KIND.NAME`: unique across the config (names are unique per kind).
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.backend.kind(), self.name)
+    }
+}
+
 /// The keys every backend table has (`priority`, `events`, `concurrency`,
 /// `retry`), gathered so the registry can build any backend the same way.
 pub struct CommonKeys<'a> {

@@ -28,8 +28,9 @@ pub struct BackendsConfig {
 }
 
 impl BackendsConfig {
-    /// Build every configured instance, in config-file order. Names must be
-    /// unique across kinds: the name is the instance id in the admin API.
+    /// Build every configured instance, in config-file order. Names are
+    /// unique within a kind (TOML guarantees it); across kinds the admin API
+    /// tells them apart as `KIND.NAME`.
     pub fn build(&self, source: &Source) -> Result<Vec<BuiltBackend>, ConfigError> {
         let mut out = Vec::new();
         add(&mut out, "log", &self.log, source, |c| c.common(), crate::log::LogBackend::new)?;
@@ -39,15 +40,6 @@ impl BackendsConfig {
         #[cfg(feature = "sns")]
         add(&mut out, "sns", &self.sns, source, |c| c.common(), crate::sns::SnsBackend::new)?;
         out.sort_by_key(|b| b.position);
-        for (i, b) in out.iter().enumerate() {
-            if out[..i].iter().any(|a| a.name == b.name) {
-                return Err(source.error_at_span(
-                    b.position..b.position,
-                    Some(format!("backends.{}.{}", b.backend.kind(), b.name)),
-                    format!("backend name \"{}\" is used twice; names must be unique across kinds", b.name),
-                ));
-            }
-        }
         Ok(out)
     }
 

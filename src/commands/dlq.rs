@@ -5,6 +5,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use event_pusher_core::delivery::find_backend;
 use event_pusher_core::spool::{DeadLetter, Spool, SpoolLimits};
 use serde_json::json;
 
@@ -85,13 +86,15 @@ async fn via_api(
 
 async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> Result<String, CommandError> {
     let (_, backends) = sidecar.build()?;
-    let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
+    let names: Vec<String> = backends.iter().map(|b| b.id()).collect();
     let dir = sidecar.config().spool.dir.clone();
-    if let Some(b) = backend {
-        if !names.iter().any(|n| n == b) {
-            return Err(CommandError(format!("no backend named \"{b}\"")));
-        }
-    }
+    let chosen = match backend {
+        Some(b) => Some(
+            find_backend(backends.iter().map(|x| (x.backend.kind(), x.name.as_str())), b)
+                .map_err(|e| CommandError(e.to_string()))?,
+        ),
+        None => None,
+    };
     if !dir.join("spool.redb").exists() {
         return Err(CommandError(format!(
             "the sidecar is not running at {} and there is no spool in {}",
@@ -103,7 +106,7 @@ async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> R
         .await
         .map_err(|e| CommandError(e.to_string()))?
         .map_err(|e| CommandError(format!("sidecar not running and {e}")))?;
-    let result = offline_action(&spool, backend, action).await;
+    let result = offline_action(&spool, chosen, action).await;
     // Close cleanly, so the sidecar's next start needs no repair.
     let closed = spool.close().await;
     let out = result?;
@@ -111,12 +114,10 @@ async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> R
     Ok(out)
 }
 
-async fn offline_action(spool: &Spool, backend: Option<&str>, action: &Action) -> Result<String, CommandError> {
-    let slots: Vec<usize> = match backend {
+async fn offline_action(spool: &Spool, chosen: Option<usize>, action: &Action) -> Result<String, CommandError> {
+    let slots: Vec<usize> = match chosen {
         None => (0..spool.slots().len()).collect(),
-        Some(b) => vec![spool
-            .slot_by_name(b)
-            .ok_or_else(|| CommandError(format!("no backend named \"{b}\"")))?],
+        Some(slot) => vec![slot],
     };
     match action {
         Action::List { json } => {

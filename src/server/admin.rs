@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::error;
 use crate::runtime::AppState;
+use event_pusher_core::delivery::Lookup;
 
 pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {
     Json(state.engine.status()).into_response()
@@ -25,8 +26,12 @@ pub async fn resume(State(state): State<Arc<AppState>>, Path(name): Path<String>
 }
 
 async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
-    match state.engine.set_paused(name, paused).await {
-        Ok(Some(status)) => {
+    let slot = match state.engine.slot(name) {
+        Ok(s) => s,
+        Err(e) => return lookup_error(e),
+    };
+    match state.engine.set_paused(slot, paused).await {
+        Ok(status) => {
             tracing::info!(
                 backend = name,
                 paused,
@@ -35,7 +40,6 @@ async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
             );
             Json(status).into_response()
         }
-        Ok(None) => unknown_backend(name),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -112,14 +116,15 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
 fn slots_for(state: &AppState, backend: Option<&str>) -> Result<Vec<usize>, Box<Response>> {
     match backend {
         None => Ok((0..state.engine.backends().len()).collect()),
-        Some(name) => state
-            .engine
-            .slot(name)
-            .map(|s| vec![s])
-            .ok_or_else(|| Box::new(unknown_backend(name))),
+        Some(name) => state.engine.slot(name).map(|s| vec![s]).map_err(|e| Box::new(lookup_error(e))),
     }
 }
 
-fn unknown_backend(name: &str) -> Response {
-    error(StatusCode::NOT_FOUND, format!("no backend named \"{name}\""))
+/// 404 for an unknown backend, 409 for a name several kinds share.
+fn lookup_error(e: Lookup) -> Response {
+    let status = match e {
+        Lookup::NotFound(_) => StatusCode::NOT_FOUND,
+        Lookup::Ambiguous(..) => StatusCode::CONFLICT,
+    };
+    error(status, e.to_string())
 }

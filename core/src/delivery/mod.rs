@@ -71,6 +71,44 @@ impl BackendHandle {
     }
 }
 
+/// Why a backend name did not name exactly one backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    NotFound(String),
+    /// The name is used by several kinds: these `KIND.NAME` ids tell them apart.
+    Ambiguous(String, Vec<String>),
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::NotFound(q) => write!(f, "no backend named \"{q}\""),
+            Lookup::Ambiguous(q, ids) => {
+                write!(f, "backend name \"{q}\" is used by several kinds; say which: {}", ids.join(", "))
+            }
+        }
+    }
+}
+
+/// Find a backend by `NAME` or `KIND.NAME` among `(kind, name)` pairs.
+/// Names are unique within a kind, not across kinds (DESIGN.md's own
+/// example has `rabbit.main` and `sns.main`).
+pub fn find_backend<'a>(backends: impl IntoIterator<Item = (&'a str, &'a str)>, query: &str) -> Result<usize, Lookup> {
+    let all: Vec<(&str, &str)> = backends.into_iter().collect();
+    if let Some(i) = all.iter().position(|(k, n)| query.strip_prefix(*k).and_then(|r| r.strip_prefix('.')) == Some(*n)) {
+        return Ok(i);
+    }
+    let named: Vec<usize> = (0..all.len()).filter(|i| all[*i].1 == query).collect();
+    match named.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Lookup::NotFound(query.to_owned())),
+        many => Err(Lookup::Ambiguous(
+            query.to_owned(),
+            many.iter().map(|i| format!("{}.{}", all[*i].0, all[*i].1)).collect(),
+        )),
+    }
+}
+
 /// A row of `GET /v1/backends`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendStatus {
@@ -142,14 +180,15 @@ impl DeliveryEngine {
         &self.backends
     }
 
-    pub fn slot(&self, name: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.name == name)
+    /// The slot of the backend called `query`: its name, or `KIND.NAME`
+    /// where two kinds use the same name.
+    pub fn slot(&self, query: &str) -> Result<usize, Lookup> {
+        find_backend(self.backends.iter().map(|b| (b.backend.kind(), b.name.as_str())), query)
     }
 
-    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Option<BackendStatus>, SpoolError> {
-        let Some(slot) = self.slot(name) else { return Ok(None) };
+    pub async fn set_paused(&self, slot: usize, paused: bool) -> Result<BackendStatus, SpoolError> {
         self.spool.set_paused(slot, paused).await?;
-        Ok(Some(self.status_of(slot)))
+        Ok(self.status_of(slot))
     }
 
     pub fn status_of(&self, slot: usize) -> BackendStatus {
@@ -178,5 +217,20 @@ impl DeliveryEngine {
 async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+
+    #[test]
+    fn finds_by_name_or_kind_dot_name() {
+        let b = [("rabbit", "main"), ("sns", "main"), ("http", "notify")];
+        assert_eq!(find_backend(b, "notify"), Ok(2));
+        assert_eq!(find_backend(b, "sns.main"), Ok(1));
+        assert_eq!(find_backend(b, "http.notify"), Ok(2));
+        assert!(matches!(find_backend(b, "main"), Err(Lookup::Ambiguous(_, ids)) if ids == ["rabbit.main", "sns.main"]));
+        assert_eq!(find_backend(b, "nope"), Err(Lookup::NotFound("nope".into())));
     }
 }
