@@ -37,6 +37,9 @@ struct Pending {
     last_error: Option<DeliveryError>,
 }
 
+/// How often a queue whose backend is not ready checks again.
+const NOT_READY_POLL: Duration = Duration::from_millis(200);
+
 type BatchResult = Vec<Result<(), DeliveryError>>;
 
 pub struct DeliveryQueue {
@@ -170,7 +173,11 @@ impl DeliveryQueue {
         // instant would spin.
         let now = Instant::now();
         let breaker = self.breaker.reopens_at().filter(|t| *t > now);
-        [retry, breaker, start_at].into_iter().flatten().min()
+        // A backend that is not ready has no way to wake us when it is back;
+        // look again shortly while events wait.
+        let waiting = !(self.ready.is_empty() && self.parked.is_empty());
+        let not_ready = (self.started && waiting && !self.handle.backend.is_ready()).then(|| now + NOT_READY_POLL);
+        [retry, breaker, start_at, not_ready].into_iter().flatten().min()
     }
 
     /// Load more of the spool queue while the window has room.
@@ -261,6 +268,12 @@ impl DeliveryQueue {
 
     async fn dispatch(&mut self) {
         if !self.started || self.spool.slot(self.slot).paused.load(Ordering::Acquire) {
+            return;
+        }
+        if !self.handle.backend.is_ready() {
+            // The backend knows it cannot deliver now (e.g. its broker
+            // connection is down and being reopened): hold events rather than
+            // spend their attempts; they go out as soon as it is back.
             return;
         }
         let concurrency = self.handle.options.concurrency.max(1);
