@@ -41,7 +41,10 @@ impl Filter for Moderation {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-    let config = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| "examples/custom_filter.toml".into());
+    let config = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "examples/custom_filter.toml".into());
     let sidecar = match Sidecar::from_file(&config) {
         Ok(s) => s,
         Err(e) => {
@@ -50,7 +53,13 @@ fn main() -> ExitCode {
         }
     };
     let sidecar = sidecar
-        .with_filter("moderation", 15, Moderation { blocked: vec!["spam".into()] })
+        .with_filter(
+            "moderation",
+            15,
+            Moderation {
+                blocked: vec!["spam".into()],
+            },
+        )
         // A closure works too.
         .with_filter("only-localhost", 5, |e: &mut Event| {
             if e.user().ends_with("@localhost") {

@@ -8,7 +8,11 @@ use event_pusher::commands::{self, dlq};
 use event_pusher::Sidecar;
 
 #[derive(Parser)]
-#[command(name = "event-pusher", version, about = "Durable event-pushing sidecar for chat servers")]
+#[command(
+    name = "event-pusher",
+    version,
+    about = "Durable event-pushing sidecar for chat servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -80,13 +84,17 @@ fn main() -> ExitCode {
                 sidecar.run().await.map(|_| String::new()).map_err(|e| e.to_string())
             }
             Command::CheckConfig { file } => commands::check_config::run(&file).map_err(|e| e.to_string()),
-            Command::Status { url, token } => commands::status::run(&url, token.as_deref()).await.map_err(|e| e.to_string()),
+            Command::Status { url, token } => commands::status::run(&url, token.as_deref())
+                .await
+                .map_err(|e| e.to_string()),
             Command::Dlq { action } => {
                 let (config, backend, action) = match action {
                     DlqAction::List { backend, config, json } => (config, backend, dlq::Action::List { json }),
                     DlqAction::Replay { backend, config, ids } => (config, backend, dlq::Action::Replay { ids }),
                 };
-                dlq::run(config.as_deref(), backend.as_deref(), action).await.map_err(|e| e.to_string())
+                dlq::run(config.as_deref(), backend.as_deref(), action)
+                    .await
+                    .map_err(|e| e.to_string())
             }
         }
     });

@@ -25,7 +25,10 @@ pub enum RunError {
     #[error("{0}")]
     Spool(#[from] SpoolError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -65,7 +68,10 @@ impl Sidecar {
     }
 
     pub fn from_config(loaded: LoadedConfig) -> Self {
-        Sidecar { loaded, plugins: Vec::new() }
+        Sidecar {
+            loaded,
+            plugins: Vec::new(),
+        }
     }
 
     pub fn config(&self) -> &config::SidecarConfig {
@@ -142,7 +148,10 @@ impl Sidecar {
         let cfg = &self.loaded.config;
         // Spool tables are keyed by KIND.NAME: names are unique per kind only.
         let names: Vec<String> = backends.iter().map(|b| b.id()).collect();
-        let limits = SpoolLimits { max_queue: cfg.spool.max_queue, max_bytes: cfg.spool.max_bytes };
+        let limits = SpoolLimits {
+            max_queue: cfg.spool.max_queue,
+            max_bytes: cfg.spool.max_bytes,
+        };
         let dir = cfg.spool.dir.clone();
         let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, limits))
             .await
@@ -154,7 +163,10 @@ impl Sidecar {
         let engine = DeliveryEngine::new(spool, handles);
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
-            .map_err(|source| RunError::Bind { addr: cfg.server.listen, source })?;
+            .map_err(|source| RunError::Bind {
+                addr: cfg.server.listen,
+                source,
+            })?;
         let state = Arc::new(AppState {
             chain,
             engine,

@@ -237,8 +237,15 @@ fn l_notify() -> &'static str {
 #[tokio::test]
 async fn a_name_shared_by_two_kinds_is_addressed_as_kind_dot_name() {
     let rx = Receiver::start().await;
-    let body = format!("{}[backends.log.main]\npath = \"/dev/null\"\n", http_backend("main", &rx.url("/hook"), ""));
-    let sc = Sidecar::start(Options { body, ..Default::default() }).await;
+    let body = format!(
+        "{}[backends.log.main]\npath = \"/dev/null\"\n",
+        http_backend("main", &rx.url("/hook"), "")
+    );
+    let sc = Sidecar::start(Options {
+        body,
+        ..Default::default()
+    })
+    .await;
     sc.wait_ready().await;
     let (status, answer) = sc.admin_post("/v1/backends/main/pause", &json!({})).await;
     assert_eq!(status, 409, "{answer}");

@@ -53,13 +53,17 @@ async fn alive(sc: &Sidecar) {
 
 const GOOD: &str = r#"{"hook":"user_available","jid":"a@localhost/r"}"#;
 
+/// What is sent, as what content type, the item index the answer must
+/// name, and words its error must contain.
+type BadCase = (&'static str, String, &'static str, Option<usize>, Vec<&'static str>);
+
 #[tokio::test]
 async fn bad_requests_are_refused_whole_with_a_clear_error() {
     let rx = Receiver::start().await;
     let sc = start(&rx).await;
 
     // (what, body, content type, expected index, words the error must have)
-    let cases: Vec<(&str, String, &str, Option<usize>, Vec<&str>)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "malformed JSON",
             r#"{"hook":"user_available","jid":"#.into(),

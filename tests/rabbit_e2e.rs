@@ -29,12 +29,25 @@ async fn channel() -> (Connection, Channel) {
 
 /// A durable queue bound to `exchange` with `#` (everything).
 async fn queue(ch: &Channel, name: &str, exchange: &str) {
-    ch.queue_declare(name.into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
-        .await
-        .expect("queue declare");
-    ch.queue_bind(name.into(), exchange.into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .expect("queue bind");
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue declare");
+    ch.queue_bind(
+        name.into(),
+        exchange.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue bind");
 }
 
 async fn take_all(ch: &Channel, queue: &str, want: usize, within: Duration) -> Vec<lapin::message::Delivery> {
@@ -79,7 +92,11 @@ name = "group-{id}"
 #[tokio::test]
 async fn consumers_see_mongooseim_messages_with_filter_metadata() {
     let id = uid();
-    let sc = Sidecar::start(Options { body: rabbit_config(&id, ""), ..Default::default() }).await;
+    let sc = Sidecar::start(Options {
+        body: rabbit_config(&id, ""),
+        ..Default::default()
+    })
+    .await;
     sc.wait_ready().await;
     let (_conn, ch) = channel().await;
     for (q, x) in [("p", "presence"), ("c", "chat"), ("g", "group")] {
@@ -96,16 +113,27 @@ async fn consumers_see_mongooseim_messages_with_filter_metadata() {
         ]))
         .await;
     assert_eq!(status, 202, "{body}");
-    let ids: Vec<String> = body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
 
     let presence = take_all(&ch, &format!("p-{id}"), 2, Duration::from_secs(15)).await;
     assert_eq!(presence.len(), 2);
     let p0: Value = serde_json::from_slice(&presence[0].data).unwrap();
-    assert_eq!(p0, json!({"user_id": "alice@localhost/phone", "present": true, "source": "sidecar", "tier": 2}));
+    assert_eq!(
+        p0,
+        json!({"user_id": "alice@localhost/phone", "present": true, "source": "sidecar", "tier": 2})
+    );
     assert_eq!(presence[0].routing_key.as_str(), "alice@localhost");
     let props = &presence[0].properties;
     assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some(ids[0].as_str()));
-    assert_eq!(props.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+    assert_eq!(
+        props.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
     assert_eq!(*props.delivery_mode(), Some(2));
     let p1: Value = serde_json::from_slice(&presence[1].data).unwrap();
     assert_eq!(p1["present"], false);
@@ -113,7 +141,10 @@ async fn consumers_see_mongooseim_messages_with_filter_metadata() {
     let chat = take_all(&ch, &format!("c-{id}"), 2, Duration::from_secs(15)).await;
     assert_eq!(chat.len(), 2);
     let keys: HashSet<&str> = chat.iter().map(|d| d.routing_key.as_str()).collect();
-    assert_eq!(keys, HashSet::from(["alice@localhost.chat_msg_sent", "bob@localhost.chat_msg_recv"]));
+    assert_eq!(
+        keys,
+        HashSet::from(["alice@localhost.chat_msg_sent", "bob@localhost.chat_msg_recv"])
+    );
     let c0: Value = serde_json::from_slice(&chat[0].data).unwrap();
     assert_eq!(c0["from_user_id"], "alice@localhost/phone");
     assert_eq!(c0["message"], "hi");
@@ -124,7 +155,9 @@ async fn consumers_see_mongooseim_messages_with_filter_metadata() {
     assert_eq!(group[0].routing_key.as_str(), "alice@localhost.groupchat_msg_sent");
     // Nothing else: the headline went nowhere.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(take_all(&ch, &format!("c-{id}"), 1, Duration::from_millis(200)).await.is_empty());
+    assert!(take_all(&ch, &format!("c-{id}"), 1, Duration::from_millis(200))
+        .await
+        .is_empty());
 }
 
 /// Thousands of events posted while the broker is stopped and started:
@@ -137,7 +170,11 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
         "[backends.rabbit.bus.presence_exchange]",
         &format!("{retry}[backends.rabbit.bus.presence_exchange]"),
     );
-    let sc = Sidecar::start(Options { body, ..Default::default() }).await;
+    let sc = Sidecar::start(Options {
+        body,
+        ..Default::default()
+    })
+    .await;
     sc.wait_ready().await;
     let qname = format!("c-{id}");
     {
@@ -155,10 +192,21 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
                 .map(|i| json!({"hook":"user_send_message","from":format!("u{}@localhost/r", i % 20),"to":"bob@localhost","type":"chat","body":format!("m{b}-{i}")}))
                 .collect();
             loop {
-                let r = client.post(format!("{url}/v1/events")).json(&batch).send().await.expect("post");
+                let r = client
+                    .post(format!("{url}/v1/events"))
+                    .json(&batch)
+                    .send()
+                    .await
+                    .expect("post");
                 if r.status().as_u16() == 202 {
                     let v: Value = r.json().await.expect("json");
-                    accepted.extend(v["ids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()));
+                    accepted.extend(
+                        v["ids"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|x| x.as_str().unwrap().to_owned()),
+                    );
                     break;
                 }
                 assert_eq!(r.status().as_u16(), 503, "only backpressure may refuse");
@@ -171,14 +219,21 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
 
     tokio::time::sleep(Duration::from_millis(700)).await;
     let ctl = |arg: &'static str| async move {
-        let st = tokio::process::Command::new("rabbitmqctl").arg(arg).output().await.expect("rabbitmqctl");
+        let st = tokio::process::Command::new("rabbitmqctl")
+            .arg(arg)
+            .output()
+            .await
+            .expect("rabbitmqctl");
         assert!(st.status.success(), "rabbitmqctl {arg}");
     };
     ctl("stop_app").await;
     let stopped_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     ctl("start_app").await;
-    let _ = tokio::process::Command::new("rabbitmqctl").args(["await_startup"]).output().await;
+    let _ = tokio::process::Command::new("rabbitmqctl")
+        .args(["await_startup"])
+        .output()
+        .await;
     let outage = stopped_at.elapsed();
 
     let accepted = poster.await.expect("poster");
@@ -187,13 +242,23 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
     let got = take_all(&ch, &qname, accepted.len(), Duration::from_secs(120)).await;
     let mut seen: HashMap<String, usize> = HashMap::new();
     for d in &got {
-        let mid = d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        let mid = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
         *seen.entry(mid).or_default() += 1;
     }
     // Give stragglers (redeliveries) a moment, then count duplicates.
     let extra = take_all(&ch, &qname, usize::MAX, Duration::from_millis(500)).await;
     for d in &extra {
-        let mid = d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        let mid = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
         *seen.entry(mid).or_default() += 1;
     }
     let missing: Vec<&String> = accepted.iter().filter(|id| !seen.contains_key(*id)).collect();
@@ -205,5 +270,10 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
         missing.len(),
         started.elapsed()
     );
-    assert!(missing.is_empty(), "{} accepted events never arrived, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} accepted events never arrived, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }

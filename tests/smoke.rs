@@ -10,7 +10,11 @@ use support::{http_backend, Options, Receiver, Sidecar};
 #[tokio::test]
 async fn a_posted_event_reaches_the_webhook() {
     let rx = Receiver::start().await;
-    let sc = Sidecar::start(Options { body: http_backend("notify", &rx.url("/hook"), ""), ..Default::default() }).await;
+    let sc = Sidecar::start(Options {
+        body: http_backend("notify", &rx.url("/hook"), ""),
+        ..Default::default()
+    })
+    .await;
     sc.wait_ready().await;
     let (status, body) = sc
         .post(&json!({"hook":"user_send_message","from":"alice@localhost/phone","to":"bob@localhost","type":"chat","body":"hi","id":"m-1"}))

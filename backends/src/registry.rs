@@ -33,30 +33,61 @@ impl BackendsConfig {
     /// tells them apart as `KIND.NAME`.
     pub fn build(&self, source: &Source) -> Result<Vec<BuiltBackend>, ConfigError> {
         let mut out = Vec::new();
-        add(&mut out, "log", &self.log, source, |c| c.common(), crate::log::LogBackend::new)?;
-        add(&mut out, "http", &self.http, source, |c| c.common(), crate::http::HttpBackend::new)?;
+        add(
+            &mut out,
+            "log",
+            &self.log,
+            source,
+            |c| c.common(),
+            crate::log::LogBackend::new,
+        )?;
+        add(
+            &mut out,
+            "http",
+            &self.http,
+            source,
+            |c| c.common(),
+            crate::http::HttpBackend::new,
+        )?;
         #[cfg(feature = "rabbit")]
-        add(&mut out, "rabbit", &self.rabbit, source, |c| c.common(), crate::rabbit::RabbitBackend::new)?;
+        add(
+            &mut out,
+            "rabbit",
+            &self.rabbit,
+            source,
+            |c| c.common(),
+            crate::rabbit::RabbitBackend::new,
+        )?;
         #[cfg(feature = "sns")]
-        add(&mut out, "sns", &self.sns, source, |c| c.common(), crate::sns::SnsBackend::new)?;
+        add(
+            &mut out,
+            "sns",
+            &self.sns,
+            source,
+            |c| c.common(),
+            crate::sns::SnsBackend::new,
+        )?;
         out.sort_by_key(|b| b.position);
         Ok(out)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty() && self.http.is_empty() && {
-            #[cfg(feature = "rabbit")]
-            let r = self.rabbit.is_empty();
-            #[cfg(not(feature = "rabbit"))]
-            let r = true;
-            r
-        } && {
-            #[cfg(feature = "sns")]
-            let s = self.sns.is_empty();
-            #[cfg(not(feature = "sns"))]
-            let s = true;
-            s
-        }
+        self.log.is_empty()
+            && self.http.is_empty()
+            && {
+                #[cfg(feature = "rabbit")]
+                let r = self.rabbit.is_empty();
+                #[cfg(not(feature = "rabbit"))]
+                let r = true;
+                r
+            }
+            && {
+                #[cfg(feature = "sns")]
+                let s = self.sns.is_empty();
+                #[cfg(not(feature = "sns"))]
+                let s = true;
+                s
+            }
     }
 }
 
@@ -71,7 +102,11 @@ fn add<C, B: Backend>(
     for (name, cfg) in instances {
         let position = cfg.span().start;
         let key = format!("backends.{kind}.{name}");
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
             return Err(source.error_at_span(
                 cfg.span(),
                 Some(key),

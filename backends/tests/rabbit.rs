@@ -19,8 +19,8 @@ use event_pusher_backends::rabbit::{self, RabbitBackend, RabbitConfig};
 use event_pusher_core::{Backend, Delivery, Event, HookTranslator, MetaValue};
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -30,8 +30,7 @@ use serde_json::{json, Value};
 static GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn amqp_url() -> String {
-    std::env::var("EVENT_PUSHER_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("EVENT_PUSHER_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A suffix that makes names unique per test run.
@@ -179,22 +178,12 @@ fn message_id(d: &AmqpDelivery) -> String {
 }
 
 /// Exchange, routing key, body and every property we promise.
-fn check(
-    d: &AmqpDelivery,
-    sent: &Event,
-    exchange: &str,
-    routing_key: &str,
-    expected_body: Value,
-    class: &str,
-) {
+fn check(d: &AmqpDelivery, sent: &Event, exchange: &str, routing_key: &str, expected_body: Value, class: &str) {
     assert_eq!(d.exchange.as_str(), exchange);
     assert_eq!(d.routing_key.as_str(), routing_key);
     assert_eq!(body(d), expected_body);
     let p = &d.properties;
-    assert_eq!(
-        p.content_type().as_ref().map(|s| s.as_str()),
-        Some("application/json")
-    );
+    assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
     assert_eq!(*p.delivery_mode(), Some(2));
     assert_eq!(message_id(d), sent.id);
     assert_eq!(*p.timestamp(), Some(sent.timestamp.unix_timestamp() as u64));
@@ -319,9 +308,7 @@ async fn metadata_from_the_hook_and_a_filter_is_in_the_body() {
 async fn skipped_kinds_are_not_claimed() {
     // No broker needed: claiming is decided from config alone.
     let b = backend("[chat_msg_exchange]\n");
-    let claimed = event(
-        json!({"hook":"user_send_message","from":"a@x/r","to":"b@x","type":"chat","body":"x"}),
-    );
+    let claimed = event(json!({"hook":"user_send_message","from":"a@x/r","to":"b@x","type":"chat","body":"x"}));
     assert!(b.wants(&claimed));
     for call in [
         json!({"hook":"user_available","jid":"a@x/r"}),
@@ -373,18 +360,9 @@ async fn conflicting_exchange_gives_a_readable_error() {
         let b = backend(&format!("[presence_exchange]\nname = \"{by_type}\"\n"));
         let err = b.start().await.expect_err("declare must fail").to_string();
         println!("type conflict: {err}");
-        assert!(
-            err.contains(&format!("exchange \"{by_type}\" already exists")),
-            "{err}"
-        );
-        assert!(
-            err.contains("type = fanout") && err.contains("type = topic"),
-            "{err}"
-        );
-        assert!(
-            err.contains("[backends.rabbit.test.presence_exchange]"),
-            "{err}"
-        );
+        assert!(err.contains(&format!("exchange \"{by_type}\" already exists")), "{err}");
+        assert!(err.contains("type = fanout") && err.contains("type = topic"), "{err}");
+        assert!(err.contains("[backends.rabbit.test.presence_exchange]"), "{err}");
         assert!(err.contains("PRECONDITION_FAILED"), "{err}");
         assert!(!b.is_ready());
         let e = event(json!({"hook":"user_available","jid":"a@x"}));
@@ -393,23 +371,15 @@ async fn conflicting_exchange_gives_a_readable_error() {
         // The engine calls start again; it fails the same way, still without panicking.
         assert!(b.start().await.is_err());
 
-        let b = backend(&format!(
-            "[chat_msg_exchange]\nname = \"{by_durability}\"\n"
-        ));
+        let b = backend(&format!("[chat_msg_exchange]\nname = \"{by_durability}\"\n"));
         let err = b.start().await.expect_err("declare must fail").to_string();
         println!("durability conflict: {err}");
-        assert!(
-            err.contains(&format!("exchange \"{by_durability}\"")),
-            "{err}"
-        );
+        assert!(err.contains(&format!("exchange \"{by_durability}\"")), "{err}");
         assert!(
             err.contains("durable = false") && err.contains("durable = true"),
             "{err}"
         );
-        assert!(
-            err.contains("[backends.rabbit.test.chat_msg_exchange]"),
-            "{err}"
-        );
+        assert!(err.contains("[backends.rabbit.test.chat_msg_exchange]"), "{err}");
         assert!(!b.is_ready());
 
         peer.delete_exchange(&by_type).await;
@@ -423,18 +393,11 @@ async fn unroutable_with_mandatory_is_a_permanent_failure() {
     let _gate = GATE.read().await;
     bounded(60, async {
         let cx = format!("ep-test-mandatory-{}", uid());
-        let e = event(
-            json!({"hook":"user_send_message","from":"a@x/r","to":"b@x","type":"chat","body":"x"}),
-        );
+        let e = event(json!({"hook":"user_send_message","from":"a@x/r","to":"b@x","type":"chat","body":"x"}));
 
-        let b = backend(&format!(
-            "mandatory = true\n[chat_msg_exchange]\nname = \"{cx}\"\n"
-        ));
+        let b = backend(&format!("mandatory = true\n[chat_msg_exchange]\nname = \"{cx}\"\n"));
         b.start().await.expect("start");
-        let err = b
-            .deliver(&delivery(e.clone()))
-            .await
-            .expect_err("no queue is bound");
+        let err = b.deliver(&delivery(e.clone())).await.expect_err("no queue is bound");
         println!("returned: {err}");
         assert!(!err.retryable, "{err}");
         assert!(
@@ -463,12 +426,17 @@ async fn lost_channel_is_reopened_and_the_exchange_declared_again() {
         b.start().await.expect("start");
         let peer = Peer::connect().await;
         let q = peer.queue(&cx, "#").await;
-        let mk = |n: usize| event(json!({"hook":"user_send_message","from":"a@x/r","to":"b@x","type":"chat","body":format!("m{n}")}));
+        let mk = |n: usize| {
+            event(json!({"hook":"user_send_message","from":"a@x/r","to":"b@x","type":"chat","body":format!("m{n}")}))
+        };
         b.deliver(&delivery(mk(1))).await.expect("first");
 
         // Someone deletes the exchange: the next publish kills the channel
         // (404 NOT_FOUND), which must be retryable, not a crash.
-        peer.ch.exchange_delete(cx.as_str().into(), ExchangeDeleteOptions::default()).await.expect("delete");
+        peer.ch
+            .exchange_delete(cx.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .expect("delete");
         let err = b.deliver(&delivery(mk(2))).await.expect_err("exchange is gone");
         println!("after delete: {err}");
         assert!(err.retryable, "{err}");
@@ -488,7 +456,10 @@ async fn lost_channel_is_reopened_and_the_exchange_declared_again() {
             .exchange_declare(
                 cx.as_str().into(),
                 ExchangeKind::Topic,
-                ExchangeDeclareOptions { passive: true, ..Default::default() },
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -506,23 +477,17 @@ async fn lost_channel_is_reopened_and_the_exchange_declared_again() {
 #[tokio::test]
 async fn unreachable_broker_fails_start_and_delivery_retryably() {
     let cfg: RabbitConfig =
-        toml::from_str("url = \"amqp://guest:hunter2@127.0.0.1:1/%2f\"\n[presence_exchange]\n")
-            .expect("config");
+        toml::from_str("url = \"amqp://guest:hunter2@127.0.0.1:1/%2f\"\n[presence_exchange]\n").expect("config");
     let b = RabbitBackend::new("down", &cfg).expect("backend");
     let err = bounded(30, b.start())
         .await
         .expect_err("nothing listens on port 1")
         .to_string();
     println!("{err}");
-    assert!(
-        err.contains("127.0.0.1:1") && !err.contains("hunter2"),
-        "{err}"
-    );
+    assert!(err.contains("127.0.0.1:1") && !err.contains("hunter2"), "{err}");
     assert!(!b.is_ready());
     let d = b
-        .deliver(&delivery(event(
-            json!({"hook":"user_available","jid":"a@x"}),
-        )))
+        .deliver(&delivery(event(json!({"hook":"user_available","jid":"a@x"}))))
         .await
         .expect_err("down");
     assert!(d.retryable && !d.message.contains("hunter2"), "{d}");
@@ -533,7 +498,9 @@ async fn confirms_overlap_on_one_channel() {
     let _gate = GATE.read().await;
     bounded(120, async {
         let cx = format!("ep-test-pipeline-{}", uid());
-        let b = backend(&format!("pool_size = 1\nmax_in_flight = 64\n[chat_msg_exchange]\nname = \"{cx}\"\n"));
+        let b = backend(&format!(
+            "pool_size = 1\nmax_in_flight = 64\n[chat_msg_exchange]\nname = \"{cx}\"\n"
+        ));
         b.start().await.expect("start");
         let peer = Peer::connect().await;
         let q = peer.queue(&cx, "#").await;
@@ -557,7 +524,11 @@ async fn confirms_overlap_on_one_channel() {
         let t = Instant::now();
         let results = futures::future::join_all(batch.iter().map(|d| b.deliver(d))).await;
         let piped = t.elapsed().as_secs_f64() / n as f64;
-        assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+        assert!(
+            results.iter().all(Result::is_ok),
+            "{:?}",
+            results.iter().find(|r| r.is_err())
+        );
         println!(
             "one at a time: {:.0} events/s; 64 in flight on one channel: {:.0} events/s ({:.1}x)",
             1.0 / serial,
@@ -580,9 +551,7 @@ struct BrokerGuard {
 impl Drop for BrokerGuard {
     fn drop(&mut self) {
         if self.stopped.load(Ordering::SeqCst) {
-            let _ = std::process::Command::new("rabbitmqctl")
-                .arg("start_app")
-                .status();
+            let _ = std::process::Command::new("rabbitmqctl").arg("start_app").status();
             let _ = std::process::Command::new("rabbitmqctl")
                 .args(["await_startup", "--timeout", "60"])
                 .status();
@@ -747,7 +716,10 @@ async fn bench_backend_vs_raw_lapin() {
     let window = 64;
     let cx = format!("ep-test-bench-{}", uid());
     let peer = Peer::connect().await;
-    let text = format!("url = \"{}\"\npool_size = 1\nmax_in_flight = {window}\n[chat_msg_exchange]\nname = \"{cx}\"\n", amqp_url());
+    let text = format!(
+        "url = \"{}\"\npool_size = 1\nmax_in_flight = {window}\n[chat_msg_exchange]\nname = \"{cx}\"\n",
+        amqp_url()
+    );
     let cfg: RabbitConfig = toml::from_str(&text).expect("config");
     let b = RabbitBackend::new("bench", &cfg).expect("backend");
     b.start().await.expect("start");
@@ -760,8 +732,7 @@ async fn bench_backend_vs_raw_lapin() {
         })
         .collect();
     // The raw publisher sends what the backend would: same body, same properties.
-    let sample = rabbit::outgoing(&rabbit::Exchanges::from_config(&cfg), &batch[0].event)
-        .expect("published");
+    let sample = rabbit::outgoing(&rabbit::Exchanges::from_config(&cfg), &batch[0].event).expect("published");
     let props = rabbit::properties(&batch[0].event, sample.class).expect("properties");
 
     use futures::StreamExt;

@@ -57,7 +57,11 @@ pub struct Source {
 
 impl Source {
     pub(crate) fn new(file: &str, text: &str, offsets: OffsetMap) -> Self {
-        Source { file: file.to_owned(), text: text.to_owned(), offsets }
+        Source {
+            file: file.to_owned(),
+            text: text.to_owned(),
+            offsets,
+        }
     }
 
     pub fn file(&self) -> &str {
@@ -76,7 +80,13 @@ impl Source {
     /// An error at a byte offset of the original text.
     pub fn error_at(&self, offset: usize, key: Option<String>, message: impl Into<String>) -> ConfigError {
         let (line, column) = self.position(offset);
-        ConfigError { file: self.file.clone(), line, column, key, message: message.into() }
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key,
+            message: message.into(),
+        }
     }
 
     /// An error at a span of the interpolated text (as serde_spanned and
@@ -89,7 +99,13 @@ impl Source {
         let message = e.message().trim().to_owned();
         match e.span() {
             Some(span) => self.error_at_span(span, key, message),
-            None => ConfigError { file: self.file.clone(), line: 0, column: 0, key, message },
+            None => ConfigError {
+                file: self.file.clone(),
+                line: 0,
+                column: 0,
+                key,
+                message,
+            },
         }
     }
 }

@@ -231,7 +231,10 @@ mod tests {
     #[test]
     fn names_the_key_holding_an_offset() {
         let src = "[server]\nlisten = \"x\"\n\n[backends.http.a]\nurl = \"${U}\"\n";
-        assert_eq!(key_at(src, src.find("${").unwrap()).as_deref(), Some("backends.http.a.url"));
+        assert_eq!(
+            key_at(src, src.find("${").unwrap()).as_deref(),
+            Some("backends.http.a.url")
+        );
     }
 
     #[test]

@@ -42,7 +42,11 @@ pub fn parse<T: DeserializeOwned>(
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
         // serde_spanned wraps values in a private field; it is not a key.
         let path = e.path().to_string().replace(".$__serde_spanned_private_value", "");
-        let key = if path == "." || path.is_empty() { None } else { Some(path) };
+        let key = if path == "." || path.is_empty() {
+            None
+        } else {
+            Some(path)
+        };
         source.toml_error(e.inner(), key)
     })?;
     Ok((value, source))

@@ -8,7 +8,10 @@ use serde::Deserialize;
 /// A whole config file. `F` is the filter entry type and `B` the backends
 /// table, both defined by the modules that own them.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, bound(deserialize = "F: Deserialize<'de>, B: Deserialize<'de> + Default"))]
+#[serde(
+    deny_unknown_fields,
+    bound(deserialize = "F: Deserialize<'de>, B: Deserialize<'de> + Default")
+)]
 pub struct Document<F, B> {
     #[serde(default)]
     pub server: ServerConfig,
@@ -68,6 +71,10 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { dir: PathBuf::from("./data"), max_queue: 1_000_000, max_bytes: 1 << 30 }
+        SpoolConfig {
+            dir: PathBuf::from("./data"),
+            max_queue: 1_000_000,
+            max_bytes: 1 << 30,
+        }
     }
 }

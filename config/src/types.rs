@@ -35,7 +35,9 @@ impl<'de> Deserialize<'de> for EventClassList {
             set = set.with(class);
         }
         if names.is_empty() {
-            return Err(serde::de::Error::custom("`events` is empty: the backend would receive nothing"));
+            return Err(serde::de::Error::custom(
+                "`events` is empty: the backend would receive nothing",
+            ));
         }
         Ok(EventClassList(set))
     }
@@ -52,7 +54,11 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig { max_attempts: 8, initial_backoff_ms: 500, max_backoff_ms: 60_000 }
+        RetryConfig {
+            max_attempts: 8,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 60_000,
+        }
     }
 }
 

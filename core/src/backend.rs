@@ -39,12 +39,22 @@ pub struct DeliveryError {
 impl DeliveryError {
     /// A failure that may succeed later (timeouts, 5xx, broker down).
     pub fn retryable(message: impl Into<String>) -> Self {
-        DeliveryError { retryable: true, retry_after: None, status: None, message: message.into() }
+        DeliveryError {
+            retryable: true,
+            retry_after: None,
+            status: None,
+            message: message.into(),
+        }
     }
 
     /// A failure that no retry can fix (400, 404, invalid parameter).
     pub fn permanent(message: impl Into<String>) -> Self {
-        DeliveryError { retryable: false, retry_after: None, status: None, message: message.into() }
+        DeliveryError {
+            retryable: false,
+            retry_after: None,
+            status: None,
+            message: message.into(),
+        }
     }
 
     pub fn with_status(mut self, status: u16) -> Self {

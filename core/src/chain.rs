@@ -43,7 +43,11 @@ where
 
 enum Handler {
     Filter(Arc<dyn Filter>),
-    Backend { slot: usize, classes: EventClasses, backend: Arc<dyn Backend> },
+    Backend {
+        slot: usize,
+        classes: EventClasses,
+        backend: Arc<dyn Backend>,
+    },
 }
 
 struct Entry {
@@ -66,12 +70,20 @@ impl ChainBuilder {
     }
 
     pub fn filter(mut self, name: impl Into<String>, priority: i64, filter: impl Filter) -> Self {
-        self.entries.push(Entry { name: name.into(), priority, handler: Handler::Filter(Arc::new(filter)) });
+        self.entries.push(Entry {
+            name: name.into(),
+            priority,
+            handler: Handler::Filter(Arc::new(filter)),
+        });
         self
     }
 
     pub fn filter_arc(mut self, name: impl Into<String>, priority: i64, filter: Arc<dyn Filter>) -> Self {
-        self.entries.push(Entry { name: name.into(), priority, handler: Handler::Filter(filter) });
+        self.entries.push(Entry {
+            name: name.into(),
+            priority,
+            handler: Handler::Filter(filter),
+        });
         self
     }
 
@@ -85,7 +97,11 @@ impl ChainBuilder {
     ) -> Self {
         let slot = self.backends;
         self.backends += 1;
-        self.entries.push(Entry { name: name.into(), priority, handler: Handler::Backend { slot, classes, backend } });
+        self.entries.push(Entry {
+            name: name.into(),
+            priority,
+            handler: Handler::Backend { slot, classes, backend },
+        });
         self
     }
 
@@ -149,7 +165,10 @@ impl Chain {
                 }
                 Handler::Backend { slot, classes, backend } => {
                     if classes.contains(class) && backend.wants(event) {
-                        out.claims.push(Claim { slot: *slot, snapshot: None });
+                        out.claims.push(Claim {
+                            slot: *slot,
+                            snapshot: None,
+                        });
                         live_claims = true;
                     }
                 }
@@ -198,7 +217,9 @@ mod tests {
 
     fn chat() -> Event {
         HookTranslator
-            .translate(&serde_json::json!({"hook":"user_send_message","from":"a@x","to":"b@x","type":"chat","body":"hi"}))
+            .translate(
+                &serde_json::json!({"hook":"user_send_message","from":"a@x","to":"b@x","type":"chat","body":"hi"}),
+            )
             .unwrap()
     }
 
@@ -260,7 +281,13 @@ mod tests {
         let mut e = chat();
         let out = chain.run(&mut e);
         assert_eq!(out.claims.len(), 1);
-        assert_eq!(out.claims[0], Claim { slot: 0, snapshot: None });
+        assert_eq!(
+            out.claims[0],
+            Claim {
+                slot: 0,
+                snapshot: None
+            }
+        );
         assert!(out.snapshots.is_empty());
         assert_eq!(e.metadata["tier"], MetaValue::Int(2));
     }

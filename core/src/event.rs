@@ -370,10 +370,21 @@ mod tests {
     #[test]
     fn canonical_json_keeps_design_field_order() {
         let text = String::from_utf8(sample().to_json()).unwrap();
-        let order: Vec<usize> = ["\"id\"", "\"event\"", "\"timestamp\"", "\"type\"", "\"direction\"", "\"from\"", "\"to\"", "\"body\"", "\"message_id\"", "\"metadata\""]
-            .iter()
-            .map(|k| text.find(k).unwrap())
-            .collect();
+        let order: Vec<usize> = [
+            "\"id\"",
+            "\"event\"",
+            "\"timestamp\"",
+            "\"type\"",
+            "\"direction\"",
+            "\"from\"",
+            "\"to\"",
+            "\"body\"",
+            "\"message_id\"",
+            "\"metadata\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
     }
 

@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::event::{
-    timestamp_millis, Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence,
-    PresenceStatus, Unacked,
+    timestamp_millis, Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus,
+    Unacked,
 };
 use crate::jid;
 
@@ -28,7 +28,10 @@ pub struct HookError {
 
 impl HookError {
     fn new(message: impl Into<String>) -> Self {
-        HookError { index: None, message: message.into() }
+        HookError {
+            index: None,
+            message: message.into(),
+        }
     }
 
     pub fn at(mut self, index: usize) -> Self {
@@ -75,7 +78,10 @@ impl HookTranslator {
         let hook = match obj.get("hook") {
             Some(Value::String(h)) => h.as_str(),
             Some(other) => {
-                return Err(HookError::new(format!("field `hook` must be a string, got {}", kind_of(other))))
+                return Err(HookError::new(format!(
+                    "field `hook` must be a string, got {}",
+                    kind_of(other)
+                )))
             }
             None => return Err(HookError::new("missing field `hook`")),
         };
@@ -94,9 +100,8 @@ impl HookTranslator {
         };
         let timestamp = match obj.get("timestamp") {
             None | Some(Value::Null) => OffsetDateTime::now_utc(),
-            Some(Value::String(s)) => timestamp_millis::parse(s).map_err(|e| {
-                HookError::new(format!("field `timestamp` is not an RFC 3339 time: \"{s}\" ({e})"))
-            })?,
+            Some(Value::String(s)) => timestamp_millis::parse(s)
+                .map_err(|e| HookError::new(format!("field `timestamp` is not an RFC 3339 time: \"{s}\" ({e})")))?,
             Some(other) => {
                 return Err(HookError::new(format!(
                     "field `timestamp` must be an RFC 3339 string, got {}",
@@ -105,7 +110,12 @@ impl HookTranslator {
             }
         };
         let metadata = metadata(obj)?;
-        Ok(Event { id, body, timestamp, metadata })
+        Ok(Event {
+            id,
+            body,
+            timestamp,
+            metadata,
+        })
     }
 }
 
@@ -131,7 +141,10 @@ fn chat(obj: &Map<String, Value>, hook: &str, direction: Direction) -> Result<Ev
 }
 
 fn presence(obj: &Map<String, Value>, hook: &str, status: PresenceStatus) -> Result<EventBody, HookError> {
-    Ok(EventBody::Presence(Presence { jid: required_jid(obj, hook, "jid")?, status }))
+    Ok(EventBody::Presence(Presence {
+        jid: required_jid(obj, hook, "jid")?,
+        status,
+    }))
 }
 
 fn unacked(obj: &Map<String, Value>, hook: &str) -> Result<EventBody, HookError> {
@@ -152,7 +165,9 @@ fn unacked(obj: &Map<String, Value>, hook: &str) -> Result<EventBody, HookError>
 
 fn required_jid(obj: &Map<String, Value>, hook: &str, field: &str) -> Result<String, HookError> {
     match obj.get(field) {
-        None | Some(Value::Null) => Err(HookError::new(format!("missing field `{field}` (required by hook {hook})"))),
+        None | Some(Value::Null) => Err(HookError::new(format!(
+            "missing field `{field}` (required by hook {hook})"
+        ))),
         Some(Value::String(s)) => {
             jid::validate(s).map_err(|why| HookError::new(format!("field `{field}` {why}: \"{s}\"")))?;
             Ok(s.clone())
@@ -168,7 +183,10 @@ fn optional_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(HookError::new(format!("field `{field}` must be a string, got {}", kind_of(other)))),
+        Some(other) => Err(HookError::new(format!(
+            "field `{field}` must be a string, got {}",
+            kind_of(other)
+        ))),
     }
 }
 
@@ -188,7 +206,10 @@ fn metadata(obj: &Map<String, Value>) -> Result<Metadata, HookError> {
             }
         }
         Some(other) => {
-            return Err(HookError::new(format!("field `metadata` must be an object, got {}", kind_of(other))))
+            return Err(HookError::new(format!(
+                "field `metadata` must be an object, got {}",
+                kind_of(other)
+            )))
         }
     }
     Ok(out)
@@ -325,7 +346,10 @@ mod tests {
         let msg = |v| tr(v).unwrap_err().message;
         assert!(msg(json!({"hook":"user_login","jid":"a@x"})).contains("unknown hook \"user_login\""));
         assert!(msg(json!({"hook":"user_send_message","to":"b@x"})).contains("missing field `from`"));
-        assert!(msg(json!({"hook":"user_send_message","from":"a@x","to":"b@x","type":"weird"})).contains("unknown message type \"weird\""));
+        assert!(
+            msg(json!({"hook":"user_send_message","from":"a@x","to":"b@x","type":"weird"}))
+                .contains("unknown message type \"weird\"")
+        );
         assert!(msg(json!({"hook":"user_available"})).contains("missing field `jid`"));
         assert!(msg(json!({"hook":"user_available","jid":5})).contains("field `jid` must be a JID string"));
         assert!(msg(json!({"jid":"a@x"})).contains("missing field `hook`"));
@@ -338,17 +362,28 @@ mod tests {
     fn bodies_split() {
         assert_eq!(parse_body(br#"{"hook":"x"}"#, Framing::Json).unwrap().len(), 1);
         assert_eq!(parse_body(br#"[{"a":1},{"b":2}]"#, Framing::Json).unwrap().len(), 2);
-        assert_eq!(parse_body(b"{\"a\":1}\n\n{\"b\":2}\r\n", Framing::NdJson).unwrap().len(), 2);
+        assert_eq!(
+            parse_body(b"{\"a\":1}\n\n{\"b\":2}\r\n", Framing::NdJson)
+                .unwrap()
+                .len(),
+            2
+        );
         let e = parse_body(b"{\"a\":1}\n{oops\n", Framing::NdJson).unwrap_err();
         assert_eq!(e.index, Some(1));
         // blank lines are skipped for the index, not for the line number
         let e = parse_body(b"\n{\"a\":1}\n\n{oops\n", Framing::NdJson).unwrap_err();
         assert_eq!(e.index, Some(1));
         assert!(e.message.contains("on line 4"), "{}", e.message);
-        assert!(parse_body(b"  \n", Framing::Json).unwrap_err().message.contains("empty body"));
+        assert!(parse_body(b"  \n", Framing::Json)
+            .unwrap_err()
+            .message
+            .contains("empty body"));
         let e = parse_body(b"{\"a\":1}\n{\"b\":2}\n", Framing::Json).unwrap_err();
         assert!(e.message.contains("application/x-ndjson"), "{}", e.message);
-        assert!(parse_body(b"{oops", Framing::Json).unwrap_err().message.starts_with("malformed JSON"));
+        assert!(parse_body(b"{oops", Framing::Json)
+            .unwrap_err()
+            .message
+            .starts_with("malformed JSON"));
         assert!(parse_body(b"[]", Framing::Json).is_err());
         assert!(parse_body(b"3", Framing::Json).is_err());
     }

@@ -59,9 +59,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
             One(String),
             Many(Vec<String>),
         }
-        match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a string or a list of strings"))?
-        {
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or a list of strings"))? {
             Raw::One(s) => Ok(OneOrMany(vec![s])),
             Raw::Many(v) if v.is_empty() => Err(serde::de::Error::custom("empty list matches nothing")),
             Raw::Many(v) => Ok(OneOrMany(v)),
@@ -96,16 +94,18 @@ fn direction<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OneOrMany>, D::Er
 
 fn regex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Regex>, D::Error> {
     let s = String::deserialize(d)?;
-    Regex::new(&s).map(Some).map_err(|e| serde::de::Error::custom(format!("invalid regular expression: {e}")))
+    Regex::new(&s)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid regular expression: {e}")))
 }
 
 fn metadata<'de, D: Deserializer<'de>>(d: D) -> Result<Metadata, D::Error> {
     let raw = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(d)?;
     raw.into_iter()
         .map(|(k, v)| {
-            MetaValue::from_json(&v).map(|m| (k.clone(), m)).ok_or_else(|| {
-                serde::de::Error::custom(format!("metadata `{k}` must be a string, number or boolean"))
-            })
+            MetaValue::from_json(&v)
+                .map(|m| (k.clone(), m))
+                .ok_or_else(|| serde::de::Error::custom(format!("metadata `{k}` must be a string, number or boolean")))
         })
         .collect()
 }
@@ -162,7 +162,9 @@ impl DeclarativeFilter {
             && check(&m.jid, jid_field, jid_eq)
             && check(&m.from_domain, from.map(jid::domain), str::eq_ignore_ascii_case)
             && check(&m.to_domain, to.map(jid::domain), str::eq_ignore_ascii_case)
-            && m.body_regex.as_ref().is_none_or(|re| body.is_some_and(|b| re.is_match(b)))
+            && m.body_regex
+                .as_ref()
+                .is_none_or(|re| body.is_some_and(|b| re.is_match(b)))
     }
 }
 
@@ -207,7 +209,15 @@ fn fields(event: &Event) -> Fields<'_> {
             c.body.as_deref(),
         ),
         EventBody::Presence(p) => ("presence", None, None, None, None, Some(p.jid.as_str()), None),
-        EventBody::Unacked(u) => ("unacked", None, None, u.from.as_deref(), Some(u.to.as_str()), None, u.body.as_deref()),
+        EventBody::Unacked(u) => (
+            "unacked",
+            None,
+            None,
+            u.from.as_deref(),
+            Some(u.to.as_str()),
+            None,
+            u.body.as_deref(),
+        ),
     }
 }
 
@@ -264,16 +274,31 @@ mod tests {
     #[test]
     fn stops_on_match_only() {
         let f = filter("name='s'\nmatch={event='chat', type=['headline','normal'], to_domain='Y'}\naction='stop'");
-        assert_eq!(f.apply(&mut ev(json!({"hook":"user_send_message","from":"a@x","to":"b@y","type":"headline"}))), Verdict::Stop);
-        assert_eq!(f.apply(&mut ev(json!({"hook":"user_send_message","from":"a@x","to":"b@y","type":"chat"}))), Verdict::Continue);
-        assert_eq!(f.apply(&mut ev(json!({"hook":"user_send_message","from":"a@x","to":"b@z"}))), Verdict::Continue);
+        assert_eq!(
+            f.apply(&mut ev(
+                json!({"hook":"user_send_message","from":"a@x","to":"b@y","type":"headline"})
+            )),
+            Verdict::Stop
+        );
+        assert_eq!(
+            f.apply(&mut ev(
+                json!({"hook":"user_send_message","from":"a@x","to":"b@y","type":"chat"})
+            )),
+            Verdict::Continue
+        );
+        assert_eq!(
+            f.apply(&mut ev(json!({"hook":"user_send_message","from":"a@x","to":"b@z"}))),
+            Verdict::Continue
+        );
     }
 
     #[test]
     fn jids_bare_or_full_and_body_regex() {
         let f = filter("name='j'\nmatch={from='Alice@X', direction='in', body_regex='^urgent'}\naction='stop'");
         let m = |from: &str, body: &str| {
-            f.matches(&ev(json!({"hook":"user_send_message","from":from,"to":"b@x","body":body})))
+            f.matches(&ev(
+                json!({"hook":"user_send_message","from":from,"to":"b@x","body":body}),
+            ))
         };
         assert!(m("alice@x/phone", "urgent: call me"));
         assert!(m("alice@x", "urgent"));

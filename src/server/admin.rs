@@ -116,7 +116,11 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
 fn slots_for(state: &AppState, backend: Option<&str>) -> Result<Vec<usize>, Box<Response>> {
     match backend {
         None => Ok((0..state.engine.backends().len()).collect()),
-        Some(name) => state.engine.slot(name).map(|s| vec![s]).map_err(|e| Box::new(lookup_error(e))),
+        Some(name) => state
+            .engine
+            .slot(name)
+            .map(|s| vec![s])
+            .map_err(|e| Box::new(lookup_error(e))),
     }
 }
 

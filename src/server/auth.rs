@@ -30,7 +30,8 @@ pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, nex
                 state.metrics.request(401);
             }
             let mut resp = super::error(StatusCode::UNAUTHORIZED, msg);
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             resp.into_response()
         }
     }

@@ -46,8 +46,15 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")),
     };
     // Media types are case-insensitive (RFC 9110 §8.3.1).
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
-    let framing = match content_type.as_deref().and_then(|ct| ct.split(';').next()).map(str::trim) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let framing = match content_type
+        .as_deref()
+        .and_then(|ct| ct.split(';').next())
+        .map(str::trim)
+    {
         Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => Framing::NdJson,
         _ => Framing::Json,
     };
@@ -87,7 +94,10 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
 
     match state.spool().append(items).await {
         Ok(()) => {
-            state.metrics.events_accepted.fetch_add(ids.len() as u64, Ordering::Relaxed);
+            state
+                .metrics
+                .events_accepted
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
             state.metrics.events_stopped.fetch_add(stopped, Ordering::Relaxed);
             (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
         }
@@ -119,11 +129,18 @@ fn bad_request(message: &str, index: Option<usize>) -> Response {
 }
 
 fn too_large(limit: usize) -> Response {
-    error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than server.max_body_bytes ({limit} bytes)"))
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than server.max_body_bytes ({limit} bytes)"),
+    )
 }
 
 fn unavailable(why: &str, retry_after_secs: u64) -> Response {
-    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, format!("not accepted, try again later: {why}"));
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not accepted, try again later: {why}"),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
     resp
 }

@@ -69,7 +69,10 @@ async fn not_found() -> Response {
 /// A known path with the wrong method: a JSON error too (axum keeps the
 /// `Allow` header).
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    error(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on {}", uri.path()))
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// A JSON error answer: `{"error": "..."}`.

@@ -31,7 +31,10 @@ pub struct HttpConfig {
     pub format: Format,
     #[serde(default = "default_timeout_ms", deserialize_with = "timeout")]
     pub timeout_ms: u64,
-    #[serde(default = "default_concurrency", deserialize_with = "event_pusher_config::types::positive")]
+    #[serde(
+        default = "default_concurrency",
+        deserialize_with = "event_pusher_config::types::positive"
+    )]
     pub concurrency: usize,
     #[serde(default, deserialize_with = "headers")]
     pub headers: BTreeMap<String, String>,

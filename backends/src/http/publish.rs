@@ -46,7 +46,12 @@ impl HttpBackend {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(HttpBackend { client, url: config.url.clone(), format: config.format, secret: config.secret.clone() })
+        Ok(HttpBackend {
+            client,
+            url: config.url.clone(),
+            format: config.format,
+            secret: config.secret.clone(),
+        })
     }
 
     fn body(&self, delivery: &Delivery) -> Option<(Bytes, &'static str)> {
@@ -74,7 +79,9 @@ impl Backend for HttpBackend {
 
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
         let Some((body, content_type)) = self.body(delivery) else {
-            return Err(DeliveryError::permanent("event has no form encoding (not a chat message with a body)"));
+            return Err(DeliveryError::permanent(
+                "event has no form encoding (not a chat message with a body)",
+            ));
         };
         let id = &delivery.event.id;
         let mut req = self
@@ -83,7 +90,10 @@ impl Backend for HttpBackend {
             .header(CONTENT_TYPE, content_type)
             .header("webhook-id", id.as_str());
         if let Some(secret) = &self.secret {
-            let ts = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            let ts = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
             req = req
                 .header("webhook-timestamp", ts.to_string())
                 .header("webhook-signature", sign(&secret.0, id, ts, &body));
@@ -93,7 +103,11 @@ impl Backend for HttpBackend {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let excerpt = match resp.bytes().await {
             Ok(b) => String::from_utf8_lossy(&b[..b.len().min(BODY_EXCERPT)]).into_owned(),
             Err(_) => String::new(),
@@ -110,7 +124,11 @@ pub(crate) fn classify(status: StatusCode, retry_after: Option<Duration>, excerp
         format!("HTTP {status}: {}", excerpt.trim())
     };
     let permanent = matches!(status.as_u16(), 400 | 401 | 403 | 404 | 410 | 422);
-    let mut err = if permanent { DeliveryError::permanent(message) } else { DeliveryError::retryable(message) };
+    let mut err = if permanent {
+        DeliveryError::permanent(message)
+    } else {
+        DeliveryError::retryable(message)
+    };
     err = err.with_status(status.as_u16());
     if let Some(wait) = retry_after {
         err = err.with_retry_after(wait);
@@ -153,10 +171,16 @@ mod tests {
     #[test]
     fn classifies_statuses() {
         for s in [400, 401, 403, 404, 410, 422] {
-            assert!(!classify(StatusCode::from_u16(s).unwrap(), None, String::new()).retryable, "{s}");
+            assert!(
+                !classify(StatusCode::from_u16(s).unwrap(), None, String::new()).retryable,
+                "{s}"
+            );
         }
         for s in [408, 429, 500, 502, 503, 504, 409] {
-            assert!(classify(StatusCode::from_u16(s).unwrap(), None, String::new()).retryable, "{s}");
+            assert!(
+                classify(StatusCode::from_u16(s).unwrap(), None, String::new()).retryable,
+                "{s}"
+            );
         }
         let e = classify(StatusCode::INTERNAL_SERVER_ERROR, None, "boom".into());
         assert_eq!(e.status, Some(500));

@@ -36,7 +36,10 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 #[cfg(test)]
@@ -62,8 +65,13 @@ mod tests {
         let e = HookTranslator
             .translate(&serde_json::json!({"hook":"user_send_message","from":"alice@localhost/phone","to":"bob@example.com","type":"chat","body":"hi & bye"}))
             .unwrap();
-        assert_eq!(form_body(&e).unwrap(), "author=alice&server=localhost&receiver=bob&message=hi+%26+bye");
-        let p = HookTranslator.translate(&serde_json::json!({"hook":"user_available","jid":"a@x"})).unwrap();
+        assert_eq!(
+            form_body(&e).unwrap(),
+            "author=alice&server=localhost&receiver=bob&message=hi+%26+bye"
+        );
+        let p = HookTranslator
+            .translate(&serde_json::json!({"hook":"user_available","jid":"a@x"}))
+            .unwrap();
         assert_eq!(form_body(&p), None);
     }
 }

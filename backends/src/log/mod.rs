@@ -57,7 +57,10 @@ pub struct LogBackend {
 
 impl LogBackend {
     pub fn new(_name: &str, config: &LogConfig) -> Result<Self, String> {
-        Ok(LogBackend { path: config.path.clone(), sink: Mutex::new(None) })
+        Ok(LogBackend {
+            path: config.path.clone(),
+            sink: Mutex::new(None),
+        })
     }
 
     /// Where the lines go, for error messages.
@@ -89,8 +92,10 @@ impl Backend for LogBackend {
     }
 
     async fn start(&self) -> Result<(), BackendError> {
-        let sink =
-            self.open().await.map_err(|e| BackendError(format!("cannot open log output {}: {e}", self.target())))?;
+        let sink = self
+            .open()
+            .await
+            .map_err(|e| BackendError(format!("cannot open log output {}: {e}", self.target())))?;
         *self.sink.lock().await = Some(sink);
         Ok(())
     }
@@ -101,9 +106,10 @@ impl Backend for LogBackend {
         line.push(b'\n');
         let mut guard = self.sink.lock().await;
         if guard.is_none() {
-            let sink = self.open().await.map_err(|e| {
-                DeliveryError::retryable(format!("cannot open log output {}: {e}", self.target()))
-            })?;
+            let sink = self
+                .open()
+                .await
+                .map_err(|e| DeliveryError::retryable(format!("cannot open log output {}: {e}", self.target())))?;
             *guard = Some(sink);
         }
         let result = match guard.as_mut() {
@@ -114,7 +120,10 @@ impl Backend for LogBackend {
         if let Err(e) = result {
             // Reopen next time: the file may have been rotated away.
             *guard = None;
-            return Err(DeliveryError::retryable(format!("cannot write log line to {}: {e}", self.target())));
+            return Err(DeliveryError::retryable(format!(
+                "cannot write log line to {}: {e}",
+                self.target()
+            )));
         }
         Ok(())
     }

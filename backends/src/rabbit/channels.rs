@@ -134,10 +134,7 @@ impl Channels {
         if self.shared.supervised.swap(true, Ordering::AcqRel) {
             return;
         }
-        tokio::spawn(supervise(
-            Arc::downgrade(&self.shared),
-            self.shared.wake.clone(),
-        ));
+        tokio::spawn(supervise(Arc::downgrade(&self.shared), self.shared.wake.clone()));
     }
 
     /// A lane to publish on: the next one up in round-robin order, skipping
@@ -266,18 +263,12 @@ impl Shared {
     /// Connect, open a channel, declare the exchanges, turn on confirms.
     async fn open(&self, lane: usize) -> Result<Live, String> {
         let url = &self.url;
-        let props = ConnectionProperties::default().with_connection_name(LongString::from(
-            format!("event-pusher {} #{lane}", self.name),
-        ));
-        let connection = tokio::time::timeout(
-            SETUP_TIMEOUT,
-            Connection::connect_uri(url.uri().clone(), props),
-        )
-        .await
-        .map_err(|_| {
-            format!("cannot connect to RabbitMQ at {url}: no answer within {SETUP_TIMEOUT:?}")
-        })?
-        .map_err(|e| format!("cannot connect to RabbitMQ at {url}: {e}"))?;
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(format!("event-pusher {} #{lane}", self.name)));
+        let connection = tokio::time::timeout(SETUP_TIMEOUT, Connection::connect_uri(url.uri().clone(), props))
+            .await
+            .map_err(|_| format!("cannot connect to RabbitMQ at {url}: no answer within {SETUP_TIMEOUT:?}"))?
+            .map_err(|e| format!("cannot connect to RabbitMQ at {url}: {e}"))?;
         // On any error below, dropping `connection` closes it.
         let setup = async {
             let channel = connection

@@ -42,10 +42,7 @@ pub struct RabbitConfig {
     )]
     pub pool_size: usize,
     /// How long to wait for the broker's ack of one publish.
-    #[serde(
-        default = "default_confirm_timeout_ms",
-        deserialize_with = "confirm_timeout"
-    )]
+    #[serde(default = "default_confirm_timeout_ms", deserialize_with = "confirm_timeout")]
     pub confirm_timeout_ms: u64,
     /// Unconfirmed publishes kept in flight per channel.
     #[serde(
@@ -92,9 +89,7 @@ fn default_max_in_flight() -> usize {
 fn confirm_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let ms = u64::deserialize(d)?;
     if ms == 0 {
-        return Err(serde::de::Error::custom(
-            "confirm_timeout_ms must be at least 1",
-        ));
+        return Err(serde::de::Error::custom("confirm_timeout_ms must be at least 1"));
     }
     Ok(ms)
 }
@@ -179,8 +174,7 @@ struct MessageTable {
 
 fn presence_exchange<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Exchange>, D::Error> {
     let t = PresenceTable::deserialize(d)?;
-    let name = checked("name", t.name.unwrap_or_else(|| "presence".into()))
-        .map_err(serde::de::Error::custom)?;
+    let name = checked("name", t.name.unwrap_or_else(|| "presence".into())).map_err(serde::de::Error::custom)?;
     Ok(Some(Exchange {
         name,
         kind: t.kind,
@@ -197,9 +191,7 @@ fn chat_msg_exchange<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MessageEx
     .map_err(serde::de::Error::custom)
 }
 
-fn groupchat_msg_exchange<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<MessageExchange>, D::Error> {
+fn groupchat_msg_exchange<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MessageExchange>, D::Error> {
     message_exchange(
         MessageTable::deserialize(d)?,
         ["groupchat_msg", "groupchat_msg_sent", "groupchat_msg_recv"],
@@ -252,9 +244,8 @@ impl AmqpUrl {
     pub fn parse(s: &str) -> Result<AmqpUrl, String> {
         // Never echo the raw value: it usually holds a password. The config
         // error already points at the line.
-        let url = url::Url::parse(s).map_err(|e| {
-            format!("invalid AMQP URI: {e} (expected amqp://user:password@host:5672/vhost)")
-        })?;
+        let url = url::Url::parse(s)
+            .map_err(|e| format!("invalid AMQP URI: {e} (expected amqp://user:password@host:5672/vhost)"))?;
         let mut shown = url.clone();
         if shown.password().is_some() {
             // Only fails for URLs that cannot have credentials, and this one has some.
@@ -273,9 +264,7 @@ impl AmqpUrl {
             Some(url::Host::Ipv6(ip)) => Some(ip.to_string()),
             _ => return Err(format!("AMQP URI \"{redacted}\" has no host")),
         };
-        let mut uri: AMQPUri = s
-            .parse()
-            .map_err(|e| format!("invalid AMQP URI \"{redacted}\": {e}"))?;
+        let mut uri: AMQPUri = s.parse().map_err(|e| format!("invalid AMQP URI \"{redacted}\": {e}"))?;
         // amq-protocol-uri only keeps domain names and silently replaces an IP
         // address with "localhost"; put the address back.
         if let Some(ip) = host {
@@ -332,17 +321,12 @@ mod tests {
         assert_eq!(c.max_in_flight, 256);
         assert_eq!(c.confirm_timeout_ms, 10_000);
         assert!(!c.mandatory);
-        assert!(
-            c.presence_exchange.is_none()
-                && c.chat_msg_exchange.is_none()
-                && c.groupchat_msg_exchange.is_none()
-        );
+        assert!(c.presence_exchange.is_none() && c.chat_msg_exchange.is_none() && c.groupchat_msg_exchange.is_none());
     }
 
     #[test]
     fn empty_exchange_tables_take_mongooseim_defaults() {
-        let c =
-            parse("[presence_exchange]\n[chat_msg_exchange]\n[groupchat_msg_exchange]\n").unwrap();
+        let c = parse("[presence_exchange]\n[chat_msg_exchange]\n[groupchat_msg_exchange]\n").unwrap();
         assert_eq!(
             c.presence_exchange,
             Some(Exchange {
@@ -381,10 +365,7 @@ mod tests {
                 durable: false
             }
         );
-        assert_eq!(
-            (chat.sent_topic.as_str(), chat.recv_topic.as_str()),
-            ("s", "r")
-        );
+        assert_eq!((chat.sent_topic.as_str(), chat.recv_topic.as_str()), ("s", "r"));
     }
 
     #[test]
@@ -395,19 +376,11 @@ mod tests {
         assert!(e.contains("fan") && e.contains("topic"), "{e}");
         let e = parse("[chat_msg_exchange]\nname = \"\"\n").unwrap_err();
         assert!(e.contains("`name` must not be empty"), "{e}");
-        let e = parse(&format!(
-            "[chat_msg_exchange]\nsent_topic = \"{}\"\n",
-            "x".repeat(300)
-        ))
-        .unwrap_err();
+        let e = parse(&format!("[chat_msg_exchange]\nsent_topic = \"{}\"\n", "x".repeat(300))).unwrap_err();
         assert!(e.contains("at most 255"), "{e}");
         assert!(parse("pool_size = 0").unwrap_err().contains("at least 1"));
-        assert!(parse("max_in_flight = 0")
-            .unwrap_err()
-            .contains("at least 1"));
-        assert!(parse("confirm_timeout_ms = 0")
-            .unwrap_err()
-            .contains("at least 1"));
+        assert!(parse("max_in_flight = 0").unwrap_err().contains("at least 1"));
+        assert!(parse("confirm_timeout_ms = 0").unwrap_err().contains("at least 1"));
         assert!(parse("exchange = \"x\"").unwrap_err().contains("exchange"));
     }
 
@@ -421,17 +394,11 @@ mod tests {
             "{e}"
         );
         let e = AmqpUrl::parse("not a uri hunter2").unwrap_err();
-        assert!(
-            e.contains("invalid AMQP URI") && !e.contains("hunter2"),
-            "{e}"
-        );
+        assert!(e.contains("invalid AMQP URI") && !e.contains("hunter2"), "{e}");
         let e = AmqpUrl::parse("amqp://guest:hunter2@:5672/").unwrap_err();
         assert!(e.contains("host") && !e.contains("hunter2"), "{e}");
         let e = AmqpUrl::parse("amqp://guest:hunter2@host/?heartbeat=soon").unwrap_err();
-        assert!(
-            e.contains("invalid AMQP URI") && !e.contains("hunter2"),
-            "{e}"
-        );
+        assert!(e.contains("invalid AMQP URI") && !e.contains("hunter2"), "{e}");
         let e = toml::from_str::<RabbitConfig>("url = \"ftp://x/\"")
             .unwrap_err()
             .to_string();

@@ -26,18 +26,15 @@ pub struct Declaration {
 
 impl Declaration {
     fn wanted(&self) -> String {
-        format!(
-            "type = \"{}\", durable = {}",
-            self.exchange.kind, self.exchange.durable
-        )
+        format!("type = \"{}\", durable = {}", self.exchange.kind, self.exchange.durable)
     }
 }
 
 /// Declare one exchange. Names under `amq.` belong to the broker, which
 /// refuses to (re)declare them; they always exist, so only check that.
 pub async fn declare(channel: &Channel, d: &Declaration) -> Result<(), String> {
-    let name = ShortString::try_new(d.exchange.name.as_str())
-        .map_err(|e| format!("exchange name in [{}]: {e}", d.table))?;
+    let name =
+        ShortString::try_new(d.exchange.name.as_str()).map_err(|e| format!("exchange name in [{}]: {e}", d.table))?;
     let options = ExchangeDeclareOptions {
         passive: d.exchange.name.starts_with("amq."),
         durable: d.exchange.durable,
@@ -46,12 +43,7 @@ pub async fn declare(channel: &Channel, d: &Declaration) -> Result<(), String> {
         nowait: false,
     };
     channel
-        .exchange_declare(
-            name,
-            d.exchange.kind.to_lapin(),
-            options,
-            FieldTable::default(),
-        )
+        .exchange_declare(name, d.exchange.kind.to_lapin(), options, FieldTable::default())
         .await
         .map_err(|e| explain(d, &e))
 }
@@ -62,9 +54,7 @@ pub fn explain(d: &Declaration, error: &lapin::Error) -> String {
     if let ErrorKind::ProtocolError(amqp) = error.kind() {
         let text = amqp.get_message().as_str();
         match amqp.kind() {
-            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
-                return explain_precondition(d, text)
-            }
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => return explain_precondition(d, text),
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
                 return format!(
                     "cannot declare exchange \"{name}\" ({}) from [{}]: the broker refused access \
@@ -75,10 +65,10 @@ pub fn explain(d: &Declaration, error: &lapin::Error) -> String {
             }
             AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
                 return format!(
-                "exchange \"{name}\" from [{}] does not exist (names under amq. are only checked, \
+                    "exchange \"{name}\" from [{}] does not exist (names under amq. are only checked, \
                      never created). Broker said: {text}",
-                d.table
-            )
+                    d.table
+                )
             }
             _ => {}
         }
@@ -140,8 +130,7 @@ mod tests {
 
     #[test]
     fn names_both_settings() {
-        let text =
-            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'presence' in vhost '/': \
+        let text = "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'presence' in vhost '/': \
                     received 'topic' but current is 'fanout'";
         let m = explain_precondition(&decl(), text);
         assert!(
@@ -149,14 +138,8 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("asks for type = topic"), "{m}");
-        assert!(
-            m.contains("configured: type = \"topic\", durable = true"),
-            "{m}"
-        );
-        assert!(
-            m.contains("[backends.rabbit.main.presence_exchange]"),
-            "{m}"
-        );
+        assert!(m.contains("configured: type = \"topic\", durable = true"), "{m}");
+        assert!(m.contains("[backends.rabbit.main.presence_exchange]"), "{m}");
         assert!(m.ends_with(text), "{m}");
     }
 

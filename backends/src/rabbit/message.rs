@@ -97,27 +97,17 @@ pub fn outgoing(exchanges: &Exchanges, event: &Event) -> Option<Outgoing> {
     let route = exchanges.route(event)?;
     // Metadata first, so the wire fields below win a name clash: consumers
     // written for MongooseIM rely on them.
-    let mut body: Map<String, Value> = event
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.to_json()))
-        .collect();
+    let mut body: Map<String, Value> = event.metadata.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
     let (exchange, routing_key) = match (&event.body, route) {
         (EventBody::Presence(p), Route::Presence(ex)) => {
             body.insert("user_id".into(), Value::String(p.jid.to_lowercase()));
-            body.insert(
-                "present".into(),
-                Value::Bool(p.status == PresenceStatus::Online),
-            );
+            body.insert("present".into(), Value::Bool(p.status == PresenceStatus::Online));
             (ex, jid::bare(&p.jid).to_lowercase())
         }
         (EventBody::Chat(c), Route::Message(mx)) => {
             body.insert("from_user_id".into(), Value::String(c.from.to_lowercase()));
             body.insert("to_user_id".into(), Value::String(c.to.to_lowercase()));
-            body.insert(
-                "message".into(),
-                Value::String(c.body.clone().unwrap_or_default()),
-            );
+            body.insert("message".into(), Value::String(c.body.clone().unwrap_or_default()));
             let key = match c.direction {
                 Direction::In => format!("{}.{}", jid::bare(&c.from).to_lowercase(), mx.sent_topic),
                 Direction::Out => format!("{}.{}", jid::bare(&c.to).to_lowercase(), mx.recv_topic),
@@ -185,10 +175,7 @@ mod tests {
             (o.exchange.as_str(), o.routing_key.as_str()),
             ("presence", "alice@localhost")
         );
-        assert_eq!(
-            body(&o),
-            json!({"user_id": "alice@localhost/phone", "present": true})
-        );
+        assert_eq!(body(&o), json!({"user_id": "alice@localhost/phone", "present": true}));
         let e = event(json!({"hook":"unset_presence","jid":"bob@x"}));
         assert_eq!(
             body(&outgoing(&exchanges(), &e).unwrap()),
@@ -224,9 +211,7 @@ mod tests {
 
     #[test]
     fn metadata_is_merged_but_never_overrides_wire_fields() {
-        let e = event(
-            json!({"hook":"user_available","jid":"a@x","metadata":{"tier":2,"vip":true,"present":"no"}}),
-        );
+        let e = event(json!({"hook":"user_available","jid":"a@x","metadata":{"tier":2,"vip":true,"present":"no"}}));
         let o = outgoing(&exchanges(), &e).unwrap();
         assert_eq!(
             body(&o),
@@ -256,25 +241,19 @@ mod tests {
             .route(&event(json!({"hook":"user_available","jid":"a@x"})))
             .is_none());
         assert!(only_chat
-            .route(&event(json!({"hook":"user_send_message","from":"a@x","to":"b@x","type":"groupchat","body":"x"})))
+            .route(&event(
+                json!({"hook":"user_send_message","from":"a@x","to":"b@x","type":"groupchat","body":"x"})
+            ))
             .is_none());
     }
 
     #[test]
     fn properties_carry_id_time_and_class() {
-        let e = event(
-            json!({"hook":"user_available","jid":"a@x","timestamp":"2026-11-23T10:00:00.123Z"}),
-        );
+        let e = event(json!({"hook":"user_available","jid":"a@x","timestamp":"2026-11-23T10:00:00.123Z"}));
         let p = properties(&e, EventClass::Presence).unwrap();
-        assert_eq!(
-            p.content_type().as_ref().map(|s| s.as_str()),
-            Some("application/json")
-        );
+        assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
         assert_eq!(*p.delivery_mode(), Some(2));
-        assert_eq!(
-            p.message_id().as_ref().map(|s| s.as_str()),
-            Some(e.id.as_str())
-        );
+        assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some(e.id.as_str()));
         assert_eq!(*p.timestamp(), Some(1_795_428_000));
         assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some("presence"));
     }

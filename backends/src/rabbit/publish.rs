@@ -54,7 +54,10 @@ impl RabbitBackend {
             .collect();
         if declarations.is_empty() {
             // Legal, and MongooseIM allows it too, but it publishes nothing.
-            tracing::warn!(backend = name, "no exchange configured: set presence_exchange, chat_msg_exchange or groupchat_msg_exchange");
+            tracing::warn!(
+                backend = name,
+                "no exchange configured: set presence_exchange, chat_msg_exchange or groupchat_msg_exchange"
+            );
         }
         let channels = Channels::new(
             name,
@@ -77,9 +80,7 @@ impl RabbitBackend {
     fn classify(&self, confirmation: Confirmation) -> Result<(), DeliveryError> {
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                Err(returned_error(&returned))
-            }
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(returned_error(&returned)),
             Confirmation::Nack(None) => Err(DeliveryError::retryable(
                 "RabbitMQ nacked the publish (it could not take the message)",
             )),
@@ -141,8 +142,8 @@ impl Backend for RabbitBackend {
             ))
         })?;
         // Exchange names were checked against the same limit in config.
-        let exchange = ShortString::try_new(msg.exchange.as_str())
-            .map_err(|e| DeliveryError::permanent(e.to_string()))?;
+        let exchange =
+            ShortString::try_new(msg.exchange.as_str()).map_err(|e| DeliveryError::permanent(e.to_string()))?;
         let props = properties(event, msg.class).map_err(DeliveryError::permanent)?;
 
         let live = self
@@ -157,8 +158,7 @@ impl Backend for RabbitBackend {
         }
         // Waiting for a slot is bounded separately from the confirm, so a
         // long queue for permits cannot look like a lost confirm.
-        let _permit = match tokio::time::timeout(self.confirm_timeout, live.permits.acquire()).await
-        {
+        let _permit = match tokio::time::timeout(self.confirm_timeout, live.permits.acquire()).await {
             Ok(Ok(p)) => p,
             Ok(Err(_)) | Err(_) => {
                 return Err(DeliveryError::retryable(format!(
@@ -189,10 +189,7 @@ impl Backend for RabbitBackend {
                 // TCP connection): start over on a fresh one. The broker may
                 // still have the message, so a retry can duplicate it; the
                 // stable message_id lets consumers drop the copy.
-                let why = format!(
-                    "no publisher confirm from RabbitMQ within {:?}",
-                    self.confirm_timeout
-                );
+                let why = format!("no publisher confirm from RabbitMQ within {:?}", self.confirm_timeout);
                 self.channels.retire(&live, &why);
                 Err(DeliveryError::retryable(why))
             }

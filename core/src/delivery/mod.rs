@@ -84,7 +84,11 @@ impl std::fmt::Display for Lookup {
         match self {
             Lookup::NotFound(q) => write!(f, "no backend named \"{q}\""),
             Lookup::Ambiguous(q, ids) => {
-                write!(f, "backend name \"{q}\" is used by several kinds; say which: {}", ids.join(", "))
+                write!(
+                    f,
+                    "backend name \"{q}\" is used by several kinds; say which: {}",
+                    ids.join(", ")
+                )
             }
         }
     }
@@ -95,7 +99,10 @@ impl std::fmt::Display for Lookup {
 /// example has `rabbit.main` and `sns.main`).
 pub fn find_backend<'a>(backends: impl IntoIterator<Item = (&'a str, &'a str)>, query: &str) -> Result<usize, Lookup> {
     let all: Vec<(&str, &str)> = backends.into_iter().collect();
-    if let Some(i) = all.iter().position(|(k, n)| query.strip_prefix(*k).and_then(|r| r.strip_prefix('.')) == Some(*n)) {
+    if let Some(i) = all
+        .iter()
+        .position(|(k, n)| query.strip_prefix(*k).and_then(|r| r.strip_prefix('.')) == Some(*n))
+    {
         return Ok(i);
     }
     let named: Vec<usize> = (0..all.len()).filter(|i| all[*i].1 == query).collect();
@@ -230,7 +237,9 @@ mod lookup_tests {
         assert_eq!(find_backend(b, "notify"), Ok(2));
         assert_eq!(find_backend(b, "sns.main"), Ok(1));
         assert_eq!(find_backend(b, "http.notify"), Ok(2));
-        assert!(matches!(find_backend(b, "main"), Err(Lookup::Ambiguous(_, ids)) if ids == ["rabbit.main", "sns.main"]));
+        assert!(
+            matches!(find_backend(b, "main"), Err(Lookup::Ambiguous(_, ids)) if ids == ["rabbit.main", "sns.main"])
+        );
         assert_eq!(find_backend(b, "nope"), Err(Lookup::NotFound("nope".into())));
     }
 }
