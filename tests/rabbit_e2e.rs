@@ -63,6 +63,14 @@ async fn take_all(ch: &Channel, queue: &str, want: usize, within: Duration) -> V
     out
 }
 
+fn message_id(d: &lapin::message::Delivery) -> String {
+    d.properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default()
+}
+
 fn uid() -> String {
     event_pusher_core::Event::new_id().to_lowercase()
 }
@@ -242,24 +250,12 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
     let got = take_all(&ch, &qname, accepted.len(), Duration::from_secs(120)).await;
     let mut seen: HashMap<String, usize> = HashMap::new();
     for d in &got {
-        let mid = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default();
-        *seen.entry(mid).or_default() += 1;
+        *seen.entry(message_id(d)).or_default() += 1;
     }
     // Give stragglers (redeliveries) a moment, then count duplicates.
     let extra = take_all(&ch, &qname, usize::MAX, Duration::from_millis(500)).await;
     for d in &extra {
-        let mid = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default();
-        *seen.entry(mid).or_default() += 1;
+        *seen.entry(message_id(d)).or_default() += 1;
     }
     let missing: Vec<&String> = accepted.iter().filter(|id| !seen.contains_key(*id)).collect();
     let duplicates: usize = seen.values().map(|n| n - 1).sum();

@@ -72,6 +72,15 @@ impl RetryConfig {
     }
 }
 
+/// Deserialize a duration in milliseconds that must be at least 1 (timeouts).
+pub fn positive_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let ms = u64::deserialize(d)?;
+    if ms == 0 {
+        return Err(serde::de::Error::custom("must be at least 1 ms"));
+    }
+    Ok(ms)
+}
+
 /// Deserialize a number that must be at least 1 (concurrency, sizes).
 pub fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = usize::deserialize(d)?;

@@ -24,45 +24,33 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     for (status, n) in m.by_status() {
         let _ = writeln!(out, "event_pusher_ingest_requests_total{{status=\"{status}\"}} {n}");
     }
-    head(
+    single(
         &mut out,
         "event_pusher_ingest_events_total",
         "counter",
         "Events accepted (202).",
+        m.events_accepted.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "event_pusher_ingest_events_total {}",
-        m.events_accepted.load(Ordering::Relaxed)
-    );
-    head(
+    single(
         &mut out,
         "event_pusher_chain_stopped_total",
         "counter",
         "Events stopped by a filter.",
+        m.events_stopped.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "event_pusher_chain_stopped_total {}",
-        m.events_stopped.load(Ordering::Relaxed)
-    );
-    head(
+    single(
         &mut out,
         "event_pusher_spool_bytes",
         "gauge",
         "Bytes of event data held in the spool.",
+        state.spool().stored_bytes(),
     );
-    let _ = writeln!(out, "event_pusher_spool_bytes {}", state.spool().stored_bytes());
-    head(
+    single(
         &mut out,
         "event_pusher_spool_writable",
         "gauge",
         "0 after a spool write failed, until one succeeds again.",
-    );
-    let _ = writeln!(
-        out,
-        "event_pusher_spool_writable {}",
-        u8::from(state.spool().is_healthy())
+        u8::from(state.spool().is_healthy()),
     );
 
     let backends = state.engine.backends();
@@ -168,6 +156,12 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
 
 /// Reads one number off a backend's status row.
 type Getter = fn(&event_pusher_core::delivery::BackendStatus) -> u64;
+
+/// A series with one value and no labels.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    head(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

@@ -29,7 +29,10 @@ pub struct HttpConfig {
     pub events: EventClassList,
     #[serde(default)]
     pub format: Format,
-    #[serde(default = "default_timeout_ms", deserialize_with = "timeout")]
+    #[serde(
+        default = "default_timeout_ms",
+        deserialize_with = "event_pusher_config::types::positive_ms"
+    )]
     pub timeout_ms: u64,
     #[serde(
         default = "default_concurrency",
@@ -62,14 +65,6 @@ impl HttpConfig {
 
 fn default_timeout_ms() -> u64 {
     5000
-}
-
-fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let ms = u64::deserialize(d)?;
-    if ms == 0 {
-        return Err(serde::de::Error::custom("timeout_ms must be at least 1"));
-    }
-    Ok(ms)
 }
 
 fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {

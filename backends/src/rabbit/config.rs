@@ -42,7 +42,10 @@ pub struct RabbitConfig {
     )]
     pub pool_size: usize,
     /// How long to wait for the broker's ack of one publish.
-    #[serde(default = "default_confirm_timeout_ms", deserialize_with = "confirm_timeout")]
+    #[serde(
+        default = "default_confirm_timeout_ms",
+        deserialize_with = "event_pusher_config::types::positive_ms"
+    )]
     pub confirm_timeout_ms: u64,
     /// Unconfirmed publishes kept in flight per channel.
     #[serde(
@@ -84,14 +87,6 @@ fn default_confirm_timeout_ms() -> u64 {
 
 fn default_max_in_flight() -> usize {
     256
-}
-
-fn confirm_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let ms = u64::deserialize(d)?;
-    if ms == 0 {
-        return Err(serde::de::Error::custom("confirm_timeout_ms must be at least 1"));
-    }
-    Ok(ms)
 }
 
 /// The exchange types RabbitMQ ships with.

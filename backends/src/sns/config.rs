@@ -58,7 +58,10 @@ pub struct SnsConfig {
     #[serde(default = "default_batch")]
     pub batch: bool,
     /// Limit on one API call (connect, send, answer).
-    #[serde(default = "default_timeout_ms", deserialize_with = "timeout")]
+    #[serde(
+        default = "default_timeout_ms",
+        deserialize_with = "event_pusher_config::types::positive_ms"
+    )]
     pub timeout_ms: u64,
     #[serde(default)]
     pub priority: Priority,
@@ -115,14 +118,6 @@ fn default_batch() -> bool {
 
 fn default_timeout_ms() -> u64 {
     10_000
-}
-
-fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let ms = u64::deserialize(d)?;
-    if ms == 0 {
-        return Err(serde::de::Error::custom("timeout_ms must be at least 1"));
-    }
-    Ok(ms)
 }
 
 fn region<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
