@@ -136,6 +136,9 @@ pub struct Spool {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
+/// redb's in-process page cache.
+const SPOOL_CACHE_BYTES: usize = 32 << 20;
+
 pub(crate) fn queue_table(name: &str) -> String {
     format!("queue/{name}")
 }
@@ -333,7 +336,13 @@ impl Spool {
 /// sure every table exists, so readers never see "no such table".
 pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, SpoolError> {
     let db =
-        Database::create(path).map_err(|e| SpoolError::Io(format!("cannot open spool {}: {e}", path.display())))?;
+        Database::builder()
+            // redb caches up to 1 GiB of the file by default, so memory would
+            // grow with the queue; bounded, the queue really lives on disk
+            // (the OS page cache still keeps hot pages).
+            .set_cache_size(SPOOL_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| SpoolError::Io(format!("cannot open spool {}: {e}", path.display())))?;
     let txn = db.begin_write().map_err(io)?;
     {
         txn.open_table(STATE).map_err(io)?;
