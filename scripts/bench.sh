@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# event-pusher benchmarks, end to end, each beside its raw baseline.
+#
+#   scripts/bench.sh            full set   (~6 min on 2 cores, once built)
+#   scripts/bench.sh --quick    short runs (~2 min)
+#
+# Builds what it needs in release mode (the sidecar binary, the bench
+# binaries and the criterion bench), then runs:
+#   - the chain bench (criterion, in-process, one core)  -> rate chain N
+#   - e2e ingest / http / rabbit / memory / latency      -> ratio <case> X
+# and ends with one line per case:
+#   ratio ingest X / ratio http X / ratio rabbit X / ratio memory X / rate chain N
+# (delivery and ingest cases alternate sidecar and raw rounds and keep the
+# best of each, so other load on a shared machine hurts both alike).
+#
+# Environment:
+#   BENCH_FEATURES   cargo feature flags for the sidecar binary
+#                    (default: the default features; e.g. "--no-default-features"
+#                    builds it without rabbit/sns, and the rabbit case says n/a)
+#   BENCH_CASES      e2e cases, comma-separated (default: all)
+#   BENCH_E2E_ARGS   more arguments for the e2e binary (see `e2e --help`)
+#   BENCH_SKIP_BUILD set to 1 to use the binaries already in target/release
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=""
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK="--quick" ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (use --quick)" >&2; exit 2 ;;
+  esac
+done
+
+TARGET="${CARGO_TARGET_DIR:-target}"
+OUT="$TARGET/bench-out"
+mkdir -p "$OUT" "$TARGET/bench-tmp"
+LOG="$OUT/bench-$(date +%Y%m%d-%H%M%S)${QUICK:+-quick}.txt"
+start=$(date +%s)
+
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+  echo "== building (release)"
+  # shellcheck disable=SC2086
+  cargo build --release -p event-pusher ${BENCH_FEATURES:-} --bin event-pusher
+  cargo build --release -p event-pusher-bench --bins
+  cargo bench -p event-pusher-bench --bench chain --no-run
+fi
+built=$(date +%s)
+
+{
+  echo "event-pusher benchmarks $(date -u +%Y-%m-%dT%H:%M:%SZ) ${QUICK:-full}"
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+  echo "load before start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$LOG"
+
+echo "== chain (criterion, one core)" | tee -a "$LOG"
+if [[ -n "$QUICK" ]]; then
+  CRIT_ARGS=(--warm-up-time 1 --measurement-time 2)
+else
+  CRIT_ARGS=(--warm-up-time 2 --measurement-time 5)
+fi
+# Pin to one core so "one core" means one core.
+PIN=()
+command -v taskset >/dev/null && PIN=(taskset -c 0)
+"${PIN[@]}" cargo bench -q -p event-pusher-bench --bench chain -- "${CRIT_ARGS[@]}" 2>&1 | tee -a "$LOG"
+
+echo "== end to end" | tee -a "$LOG"
+# shellcheck disable=SC2086
+"$TARGET/release/e2e" --sidecar "$TARGET/release/event-pusher" --tmp "$TARGET/bench-tmp" $QUICK \
+  ${BENCH_CASES:+--cases "$BENCH_CASES"} ${BENCH_E2E_ARGS:-} 2>&1 | tee -a "$LOG"
+
+end=$(date +%s)
+{
+  echo
+  echo "== results ($(( end - built ))s running, $(( built - start ))s building; log: $LOG)"
+  grep -E '^ratio (ingest|http|rabbit|memory) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
+  grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
+} | tee "$OUT/last-summary.txt" | tee -a "$LOG"
