@@ -335,14 +335,13 @@ impl Spool {
 /// Open (or create, or repair after a crash) the database file and make
 /// sure every table exists, so readers never see "no such table".
 pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, SpoolError> {
-    let db =
-        Database::builder()
-            // redb caches up to 1 GiB of the file by default, so memory would
-            // grow with the queue; bounded, the queue really lives on disk
-            // (the OS page cache still keeps hot pages).
-            .set_cache_size(SPOOL_CACHE_BYTES)
-            .create(path)
-            .map_err(|e| SpoolError::Io(format!("cannot open spool {}: {e}", path.display())))?;
+    let db = Database::builder()
+        // redb caches up to 1 GiB of the file by default, so memory would
+        // grow with the queue; bounded, the queue really lives on disk
+        // (the OS page cache still keeps hot pages).
+        .set_cache_size(SPOOL_CACHE_BYTES)
+        .create(path)
+        .map_err(|e| SpoolError::Io(format!("cannot open spool {}: {e}", path.display())))?;
     let txn = db.begin_write().map_err(io)?;
     {
         txn.open_table(STATE).map_err(io)?;
