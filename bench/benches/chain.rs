@@ -84,7 +84,8 @@ fn criterion_home() -> PathBuf {
         })
 }
 
-/// Mean ns per event from criterion's saved estimates.
+/// ns per event from criterion's saved estimates: the slope (what criterion
+/// prints as `time`), else the mean.
 fn mean_ns(case: &str) -> Option<f64> {
     let path = criterion_home()
         .join("chain")
@@ -92,7 +93,9 @@ fn mean_ns(case: &str) -> Option<f64> {
         .join("new")
         .join("estimates.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    v["mean"]["point_estimate"].as_f64()
+    v["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| v["mean"]["point_estimate"].as_f64())
 }
 
 fn main() {
@@ -124,7 +127,7 @@ fn main() {
         return;
     }
     table(
-        "chain: one core, events/s (criterion mean)",
+        "chain: one core, events/s (criterion estimate)",
         &["case", "what", "ns/event", "events/s"],
         &rows,
     );
