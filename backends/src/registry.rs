@@ -70,25 +70,6 @@ impl BackendsConfig {
         out.sort_by_key(|b| b.position);
         Ok(out)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.log.is_empty()
-            && self.http.is_empty()
-            && {
-                #[cfg(feature = "rabbit")]
-                let r = self.rabbit.is_empty();
-                #[cfg(not(feature = "rabbit"))]
-                let r = true;
-                r
-            }
-            && {
-                #[cfg(feature = "sns")]
-                let s = self.sns.is_empty();
-                #[cfg(not(feature = "sns"))]
-                let s = true;
-                s
-            }
-    }
 }
 
 fn add<C, B: Backend>(

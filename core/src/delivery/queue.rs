@@ -58,7 +58,6 @@ pub struct DeliveryQueue {
     /// The events of each attempt in flight, so a task that panics does not
     /// strand them.
     inflight_seqs: HashMap<tokio::task::Id, Vec<u64>>,
-    inflight_events: usize,
     breaker: CircuitBreaker,
     /// The endpoint's last real failure: what a fail-fast attempt reports.
     last_endpoint_error: Option<DeliveryError>,
@@ -86,7 +85,6 @@ impl DeliveryQueue {
             retries: BinaryHeap::new(),
             inflight: JoinSet::new(),
             inflight_seqs: HashMap::new(),
-            inflight_events: 0,
             breaker,
             last_endpoint_error: None,
             parked: VecDeque::new(),
@@ -387,7 +385,6 @@ impl DeliveryQueue {
         let sent = seqs.len();
         let backend = self.handle.backend.clone();
         let stats = self.handle.stats.clone();
-        self.inflight_events += seqs.len();
         stats.in_flight.fetch_add(seqs.len() as i64, Ordering::Relaxed);
         let task = self.inflight.spawn(async move {
             let t = Instant::now();
@@ -431,7 +428,6 @@ impl DeliveryQueue {
 
     async fn finish(&mut self, seqs: Vec<u64>, results: Vec<Result<(), DeliveryError>>) {
         let stats = self.handle.stats.clone();
-        self.inflight_events -= seqs.len();
         stats.in_flight.fetch_sub(seqs.len() as i64, Ordering::Relaxed);
         let mut real_failure = None;
         for (seq, result) in seqs.into_iter().zip(results) {

@@ -209,10 +209,6 @@ impl Spool {
         &self.shared.slots[slot]
     }
 
-    pub fn slot_by_name(&self, name: &str) -> Option<usize> {
-        self.shared.slots.iter().position(|s| s.name == name)
-    }
-
     pub fn stored_bytes(&self) -> u64 {
         self.shared.stored_bytes.load(Ordering::Relaxed)
     }
