@@ -155,7 +155,7 @@ impl Sidecar {
         let dir = cfg.spool.dir.clone();
         let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, limits))
             .await
-            .map_err(|e| SpoolError::Io(e.to_string()))??;
+            .map_err(SpoolError::io)??;
         let handles = backends
             .into_iter()
             .map(|b| BackendHandle::new(b.name, b.backend, b.options))

@@ -199,7 +199,7 @@ impl DeliveryQueue {
             let (slot, after, limit) = (self.slot, self.cursor, (cap - self.window.len()).min(1024));
             let rows = tokio::task::spawn_blocking(move || spool.read_queue(slot, after, limit))
                 .await
-                .map_err(|e| crate::spool::SpoolError::Io(e.to_string()))??;
+                .map_err(crate::spool::SpoolError::io)??;
             if rows.is_empty() {
                 // Everything up to head_before has already left the queue
                 // (delivered or dead-lettered); nothing to load.

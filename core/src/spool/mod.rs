@@ -30,6 +30,10 @@ use tokio::sync::{oneshot, Notify};
 pub use dead_letter::{DeadLetter, LastError};
 use writer::Command;
 
+/// The error a spool failure came from, shared so [`SpoolError`] can be
+/// `Clone` (one failed commit answers every request in its group).
+pub type SpoolSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why the spool refused or failed a write.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SpoolError {
@@ -37,10 +41,31 @@ pub enum SpoolError {
     #[error("spool full: {0}")]
     Full(String),
     /// The store could not be written (disk full, permissions, I/O error).
-    #[error("spool write failed: {0}")]
-    Io(String),
+    /// `context` says what was being done, `source` is redb's or the OS's
+    /// error, kept for callers that look into it.
+    #[error("spool write failed: {context}{sep}{source}", sep = if context.is_empty() { "" } else { ": " })]
+    Io { context: String, source: SpoolSource },
+    /// Another process has the spool file open (redb allows one at a time):
+    /// a second sidecar, or `dlq` run against a live spool.
+    #[error("another process holds the spool in {} (only one event-pusher can use a spool directory at a time)", dir.display())]
+    Locked { dir: PathBuf },
     #[error("spool is shut down")]
     Closed,
+}
+
+impl SpoolError {
+    /// An I/O failure with what was being done when it happened.
+    pub fn io_in(context: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SpoolError::Io {
+            context: context.into(),
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// An I/O failure whose source says it all.
+    pub fn io(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::io_in(String::new(), source)
+    }
 }
 
 /// Limits that make ingest answer 503 instead of growing without bound.
@@ -97,7 +122,7 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or_else(|| SpoolError::Io(self.unavailable()))
+            .ok_or_else(|| SpoolError::io(self.unavailable()))
     }
 
     pub(crate) fn set_db(&self, db: Option<Arc<Database>>) -> Option<Arc<Database>> {
@@ -115,7 +140,10 @@ impl Shared {
 
     pub(crate) fn set_unhealthy(&self, e: &SpoolError) {
         let why = match e {
-            SpoolError::Io(m) => m.clone(),
+            // Without the "spool write failed" prefix: this is reported as
+            // why the spool is unavailable.
+            SpoolError::Io { context, source } if context.is_empty() => source.to_string(),
+            SpoolError::Io { context, source } => format!("{context}: {source}"),
             other => other.to_string(),
         };
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
@@ -149,8 +177,8 @@ pub(crate) fn dead_table(name: &str) -> String {
 
 pub(crate) const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 
-fn io(e: impl std::fmt::Display) -> SpoolError {
-    SpoolError::Io(e.to_string())
+fn io(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SpoolError {
+    SpoolError::io(e)
 }
 
 impl Spool {
@@ -158,7 +186,7 @@ impl Spool {
     /// names, in slot order, and start its writer thread.
     pub fn open(dir: &Path, backends: &[String], limits: SpoolLimits) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| SpoolError::Io(format!("cannot create spool dir {}: {e}", dir.display())))?;
+            .map_err(|e| SpoolError::io_in(format!("cannot create spool dir {}", dir.display()), e))?;
         let path = dir.join("spool.redb");
         let db = open_db(&path, backends)?;
         let counts = scan(&db, backends)?;
@@ -189,7 +217,7 @@ impl Spool {
         let writer = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer::SpoolWriter::new(writer_shared, rx, counts.next_seq).run())
-            .map_err(|e| SpoolError::Io(format!("cannot start spool writer: {e}")))?;
+            .map_err(|e| SpoolError::io_in("cannot start spool writer", e))?;
         Ok(Spool {
             shared,
             tx,
@@ -337,7 +365,12 @@ pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, Spoo
         // (the OS page cache still keeps hot pages).
         .set_cache_size(SPOOL_CACHE_BYTES)
         .create(path)
-        .map_err(|e| SpoolError::Io(format!("cannot open spool {}: {e}", path.display())))?;
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::Locked {
+                dir: path.parent().unwrap_or(path).to_path_buf(),
+            },
+            e => SpoolError::io_in(format!("cannot open spool {}", path.display()), e),
+        })?;
     let txn = db.begin_write().map_err(io)?;
     {
         txn.open_table(STATE).map_err(io)?;

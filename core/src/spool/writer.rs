@@ -202,7 +202,7 @@ impl SpoolWriter {
                 match self.apply(&txn, cmd, &mut fx) {
                     // An I/O error aborts the whole group: the transaction is
                     // dropped uncommitted, so nothing of it is half-stored.
-                    Err(e @ SpoolError::Io(_)) => return Err(e),
+                    Err(e @ SpoolError::Io { .. }) => return Err(e),
                     other => results.push(other),
                 }
             }
