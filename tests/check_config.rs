@@ -220,3 +220,29 @@ fn a_missing_file_exits_1() {
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("/nonexistent/event-pusher.toml"), "{}", out.stderr);
 }
+
+// `max_attempts` counts the first attempt: 0 used to become 1 silently.
+#[test]
+fn zero_retry_attempts_are_refused_at_the_key() {
+    assert_bad(
+        "[backends.http.notify]\nurl = \"http://127.0.0.1:9/x\"\n\n[backends.http.notify.retry]\nmax_attempts = 0\n",
+        &[],
+        5,
+        16,
+        "`backends.http.notify.retry.max_attempts`",
+        &["at least 1"],
+    );
+}
+
+// A first wait longer than the longest wait used to be clamped silently.
+#[test]
+fn an_initial_backoff_over_the_max_is_refused_at_the_table() {
+    assert_bad(
+        "[backends.log.console]\n\n[backends.log.console.retry]\ninitial_backoff_ms = 5000\nmax_backoff_ms = 100\n",
+        &[],
+        3,
+        1,
+        "`backends.log.console.retry`",
+        &["initial_backoff_ms (5000)", "max_backoff_ms (100)"],
+    );
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use event_pusher_config::{EventClassList, Priority, RetryConfig};
-use event_pusher_core::delivery::{BreakerPolicy, DeliveryOptions};
+use event_pusher_core::delivery::DeliveryOptions;
 use event_pusher_core::{Backend, EventClasses};
 
 /// A backend instance ready to be put in the chain and the delivery engine.
@@ -37,19 +37,7 @@ pub struct CommonKeys<'a> {
 
 impl CommonKeys<'_> {
     pub fn options(&self) -> DeliveryOptions {
-        let retry = self.retry.policy();
-        DeliveryOptions {
-            concurrency: self.concurrency,
-            retry,
-            breaker: BreakerPolicy {
-                threshold: self.breaker_threshold,
-                // Never back off the whole endpoint for longer than a single
-                // event would wait, so short test backoffs stay short.
-                initial_cooldown: retry.initial_backoff.max(std::time::Duration::from_millis(100)),
-                max_cooldown: retry.max_backoff.min(std::time::Duration::from_secs(30)),
-            },
-            ..DeliveryOptions::default()
-        }
+        event_pusher_config::types::delivery_options(self.concurrency, self.breaker_threshold, self.retry)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use event_pusher_core::delivery::{BreakerPolicy, DeliveryOptions, RetryPolicy};
 use event_pusher_core::{EventClass, EventClasses};
 use serde::{Deserialize, Deserializer};
 
@@ -43,13 +44,64 @@ impl<'de> Deserialize<'de> for EventClassList {
     }
 }
 
-/// `[backends.KIND.NAME.retry]`
+/// `[backends.KIND.NAME.retry]`, checked as a whole once its keys are read
+/// (so a bad combination is reported at the table, with its key).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "RawRetryConfig")]
 pub struct RetryConfig {
     pub max_attempts: u32,
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
+}
+
+/// The keys as written; [`RetryConfig`] is what passed the checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetryConfig {
+    #[serde(deserialize_with = "at_least_one_attempt")]
+    max_attempts: u32,
+    initial_backoff_ms: u64,
+    max_backoff_ms: u64,
+}
+
+impl Default for RawRetryConfig {
+    fn default() -> Self {
+        let d = RetryConfig::default();
+        RawRetryConfig {
+            max_attempts: d.max_attempts,
+            initial_backoff_ms: d.initial_backoff_ms,
+            max_backoff_ms: d.max_backoff_ms,
+        }
+    }
+}
+
+impl TryFrom<RawRetryConfig> for RetryConfig {
+    type Error = String;
+
+    fn try_from(raw: RawRetryConfig) -> Result<Self, String> {
+        if raw.initial_backoff_ms > raw.max_backoff_ms {
+            return Err(format!(
+                "initial_backoff_ms ({}) is greater than max_backoff_ms ({})",
+                raw.initial_backoff_ms, raw.max_backoff_ms
+            ));
+        }
+        Ok(RetryConfig {
+            max_attempts: raw.max_attempts,
+            initial_backoff_ms: raw.initial_backoff_ms,
+            max_backoff_ms: raw.max_backoff_ms,
+        })
+    }
+}
+
+/// `max_attempts` counts the first attempt, so 0 would mean "never deliver".
+fn at_least_one_attempt<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom(
+            "must be at least 1 (the first attempt counts as one)",
+        ));
+    }
+    Ok(n)
 }
 
 impl Default for RetryConfig {
@@ -63,12 +115,30 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
-    pub fn policy(&self) -> event_pusher_core::delivery::RetryPolicy {
-        event_pusher_core::delivery::RetryPolicy {
-            max_attempts: self.max_attempts.max(1),
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
             initial_backoff: Duration::from_millis(self.initial_backoff_ms),
-            max_backoff: Duration::from_millis(self.max_backoff_ms.max(self.initial_backoff_ms)),
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
         }
+    }
+}
+
+/// The delivery keys every backend table has, translated once into what the
+/// delivery engine runs with (`concurrency`, `breaker_threshold`, `retry`).
+pub fn delivery_options(concurrency: usize, breaker_threshold: u32, retry: &RetryConfig) -> DeliveryOptions {
+    let retry = retry.policy();
+    DeliveryOptions {
+        concurrency,
+        retry,
+        breaker: BreakerPolicy {
+            threshold: breaker_threshold,
+            // Never back off the whole endpoint for longer than a single
+            // event would wait, so short test backoffs stay short.
+            initial_cooldown: retry.initial_backoff.max(Duration::from_millis(100)),
+            max_cooldown: retry.max_backoff.min(Duration::from_secs(30)),
+        },
+        ..DeliveryOptions::default()
     }
 }
 
