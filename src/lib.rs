@@ -22,6 +22,7 @@ pub mod config;
 mod ingest_metrics;
 pub mod runtime;
 pub mod server;
+pub mod state;
 
 pub use event_pusher_backends as backends;
 pub use event_pusher_config as config_crate;

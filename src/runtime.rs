@@ -11,11 +11,12 @@ use event_pusher_backends::BuiltBackend;
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine};
 use event_pusher_core::spool::{Spool, SpoolError, SpoolLimits};
-use event_pusher_core::{Chain, ChainBuilder, Filter, HookTranslator};
+use event_pusher_core::{Chain, ChainBuilder, Filter, Pipeline};
 use event_pusher_filters::DeclarativeFilter;
 
 use crate::config::{self, LoadedConfig};
 use crate::ingest_metrics::IngestMetrics;
+use crate::state::AppState;
 
 /// Why the sidecar could not run.
 #[derive(Debug, thiserror::Error)]
@@ -31,24 +32,6 @@ pub enum RunError {
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
-}
-
-/// Everything the HTTP handlers share.
-pub struct AppState {
-    pub chain: Chain,
-    pub engine: DeliveryEngine,
-    pub translator: HookTranslator,
-    pub token: Option<String>,
-    pub max_body_bytes: usize,
-    pub metrics: IngestMetrics,
-    pub accepting: AtomicBool,
-    pub shutdown_grace: Duration,
-}
-
-impl AppState {
-    pub fn spool(&self) -> &Spool {
-        self.engine.spool()
-    }
 }
 
 /// A configured sidecar, ready to run.
@@ -160,6 +143,7 @@ impl Sidecar {
             .into_iter()
             .map(|b| BackendHandle::new(b.name, b.backend, b.options))
             .collect();
+        let pipeline = Pipeline::new(chain, spool.clone());
         let engine = DeliveryEngine::new(spool, handles);
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
@@ -168,9 +152,8 @@ impl Sidecar {
                 source,
             })?;
         let state = Arc::new(AppState {
-            chain,
+            pipeline,
             engine,
-            translator: HookTranslator,
             token: cfg.server.token().map(str::to_owned),
             max_body_bytes: cfg.server.max_body_bytes,
             metrics: IngestMetrics::default(),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error;
-use crate::runtime::AppState;
+use crate::state::AppState;
 use event_pusher_core::delivery::Lookup;
 
 pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {

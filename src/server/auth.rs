@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::runtime::AppState;
+use crate::state::AppState;
 
 pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let Some(expected) = state.token.as_deref() else {

@@ -1,9 +1,11 @@
 //! `POST /v1/events`: hook calls in, `202` once every event is in the spool.
 //!
-//! The request is handled all or nothing: it is read in full (up to
-//! `max_body_bytes`), every item translated, and only if all are valid is
-//! anything run through the chain and appended to the spool, in one
-//! transaction.
+//! This handler only maps HTTP onto [`Pipeline::accept`]: it reads the body
+//! in full (up to `max_body_bytes`), picks the framing from the content
+//! type, and turns the outcome into a status. Translation, the chain and the
+//! all-or-nothing spool append are the pipeline's.
+//!
+//! [`Pipeline::accept`]: event_pusher_core::Pipeline::accept
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,10 +18,11 @@ use axum::Json;
 use bytes::Bytes;
 use event_pusher_core::hook::{parse_body, Framing};
 use event_pusher_core::spool::SpoolError;
+use event_pusher_core::{Accepted, IngestError};
 use serde_json::json;
 
 use super::error;
-use crate::runtime::AppState;
+use crate::state::AppState;
 
 pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let resp = handle(&state, &headers, body).await;
@@ -63,37 +66,8 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Err(e) => return bad_request(&e.message, e.index),
     };
 
-    // Translate everything before touching the chain or the spool.
-    let mut events = Vec::with_capacity(calls.len());
-    for (i, call) in calls.iter().enumerate() {
-        match state.translator.translate(call) {
-            Ok(e) => events.push(e),
-            Err(e) => return bad_request(&e.message, Some(i)),
-        }
-    }
-
-    let mut ids = Vec::with_capacity(events.len());
-    let mut items = Vec::with_capacity(events.len());
-    let mut stopped = 0u64;
-    for mut event in events {
-        let outcome = state.chain.run(&mut event);
-        if outcome.stopped_by.is_some() {
-            stopped += 1;
-        }
-        if !outcome.claims.is_empty() {
-            // Serialize each distinct snapshot once, however many claim it.
-            let live = Bytes::from(event.to_json());
-            let snaps: Vec<Bytes> = outcome.snapshots.iter().map(|s| Bytes::from(s.to_json())).collect();
-            for claim in &outcome.claims {
-                let json = claim.snapshot.map(|i| snaps[i].clone()).unwrap_or_else(|| live.clone());
-                items.push((claim.slot, json));
-            }
-        }
-        ids.push(event.id);
-    }
-
-    match state.spool().append(items).await {
-        Ok(()) => {
+    match state.pipeline.accept(&calls).await {
+        Ok(Accepted { ids, stopped }) => {
             state
                 .metrics
                 .events_accepted
@@ -101,8 +75,9 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
             state.metrics.events_stopped.fetch_add(stopped, Ordering::Relaxed);
             (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
         }
-        Err(SpoolError::Full(why)) => unavailable(&why, 1),
-        Err(e) => {
+        Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
+        Err(IngestError::Spool(SpoolError::Full(why))) => unavailable(&why, 1),
+        Err(IngestError::Spool(e)) => {
             tracing::error!(error = %e, "ingest refused: spool write failed");
             unavailable(&e.to_string(), 5)
         }

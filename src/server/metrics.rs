@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use event_pusher_core::metrics::label;
 
-use crate::runtime::AppState;
+use crate::state::AppState;
 
 pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::with_capacity(8192);

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::runtime::AppState;
+use crate::state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()

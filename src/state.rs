@@ -1,0 +1,29 @@
+//! What the HTTP handlers share: the ingest pipeline, the delivery engine,
+//! and the listener's own settings and counters. Its own module so the
+//! server and the runtime both depend on it, not on each other.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use event_pusher_core::delivery::DeliveryEngine;
+use event_pusher_core::spool::Spool;
+use event_pusher_core::Pipeline;
+
+use crate::ingest_metrics::IngestMetrics;
+
+/// Everything the HTTP handlers share.
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub engine: DeliveryEngine,
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+    pub metrics: IngestMetrics,
+    pub accepting: AtomicBool,
+    pub shutdown_grace: Duration,
+}
+
+impl AppState {
+    pub fn spool(&self) -> &Spool {
+        self.engine.spool()
+    }
+}
