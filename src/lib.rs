@@ -24,9 +24,11 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 
+/// For `impl Backend` (its delivery methods are async).
+pub use async_trait::async_trait;
 pub use event_pusher_backends as backends;
 pub use event_pusher_config as config_crate;
 pub use event_pusher_core as core;
-pub use event_pusher_core::{Event, Filter, MetaValue, Verdict};
+pub use event_pusher_core::{Backend, Delivery, DeliveryError, Event, Filter, MetaValue, Verdict};
 pub use event_pusher_filters as filters;
 pub use runtime::{RunError, Sidecar};

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use event_pusher_backends::BuiltBackend;
 use event_pusher_config::ConfigError;
-use event_pusher_core::delivery::{BackendHandle, DeliveryEngine};
+use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{Spool, SpoolError, SpoolLimits};
-use event_pusher_core::{Chain, ChainBuilder, Filter, Pipeline};
+use event_pusher_core::{Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline};
 use event_pusher_filters::DeclarativeFilter;
 
 use crate::config::{self, LoadedConfig};
@@ -38,6 +38,14 @@ pub enum RunError {
 pub struct Sidecar {
     loaded: LoadedConfig,
     plugins: Vec<(String, i64, Arc<dyn Filter>)>,
+    backend_plugins: Vec<BackendPlugin>,
+}
+
+/// A backend added in Rust with [`Sidecar::with_backend`].
+struct BackendPlugin {
+    name: String,
+    priority: i64,
+    backend: Arc<dyn Backend>,
 }
 
 impl Sidecar {
@@ -54,6 +62,7 @@ impl Sidecar {
         Sidecar {
             loaded,
             plugins: Vec::new(),
+            backend_plugins: Vec::new(),
         }
     }
 
@@ -68,10 +77,44 @@ impl Sidecar {
         self
     }
 
+    /// Add a backend written in Rust. It receives every event class, with
+    /// the default delivery options (retries, dead letters, pause/resume all
+    /// apply); among handlers of equal priority it comes after those from
+    /// the config file. Its id (`KIND.NAME`) names its spool tables, so keep
+    /// it stable across restarts.
+    pub fn with_backend(mut self, name: impl Into<String>, priority: i64, backend: impl Backend) -> Self {
+        self.backend_plugins.push(BackendPlugin {
+            name: name.into(),
+            priority,
+            backend: Arc::new(backend),
+        });
+        self
+    }
+
     /// Build the chain and the backends without starting anything.
     pub fn build(&self) -> Result<(Chain, Vec<BuiltBackend>), ConfigError> {
         let cfg = &self.loaded.config;
-        let backends = cfg.backends.build(&self.loaded.source)?;
+        let mut backends = cfg.backends.build(&self.loaded.source)?;
+        for p in &self.backend_plugins {
+            let built = BuiltBackend {
+                name: p.name.clone(),
+                priority: p.priority,
+                classes: EventClasses::ALL,
+                options: DeliveryOptions::default(),
+                backend: p.backend.clone(),
+                position: usize::MAX,
+            };
+            if backends.iter().any(|b| b.id() == built.id()) {
+                return Err(ConfigError {
+                    file: self.loaded.source.file().to_owned(),
+                    line: 0,
+                    column: 0,
+                    key: Some(format!("backends.{}", built.id())),
+                    message: format!("a backend added in code is also called {}", built.id()),
+                });
+            }
+            backends.push(built);
+        }
         enum H<'a> {
             Filter(&'a event_pusher_filters::FilterConfig),
             Plugin(&'a (String, i64, Arc<dyn Filter>)),
@@ -82,6 +125,8 @@ impl Sidecar {
         let mut all: Vec<(usize, H)> = Vec::new();
         all.extend(cfg.filters.iter().map(|f| (f.name.span().start, H::Filter(f))));
         all.extend(backends.iter().map(|b| (b.position, H::Backend(b))));
+        // Stable: code-added backends (position MAX) keep the order they
+        // were added in, as their slots do.
         all.sort_by_key(|(pos, _)| *pos);
         all.extend(self.plugins.iter().map(|p| (usize::MAX, H::Plugin(p))));
         // `all` lists backends in the same (position) order as `backends`,

@@ -195,9 +195,4 @@ impl Backend for RabbitBackend {
             }
         }
     }
-
-    /// Publishes of one batch are pipelined like concurrent deliveries.
-    async fn deliver_batch(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
-        futures::future::join_all(batch.iter().map(|d| self.deliver(d))).await
-    }
 }
