@@ -11,7 +11,7 @@ use event_pusher_backends::BuiltBackend;
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{Spool, SpoolError, SpoolLimits};
-use event_pusher_core::{Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline};
+use event_pusher_core::{Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline, Slot, SlotRegistry};
 use event_pusher_filters::DeclarativeFilter;
 
 use crate::config::{self, LoadedConfig};
@@ -32,6 +32,15 @@ pub enum RunError {
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+}
+
+/// The chain and the backends, numbered by one slot registry; what
+/// [`Sidecar::build`] makes without starting anything.
+pub struct Assembly {
+    pub chain: Chain,
+    /// In slot order: `backends[slot.index()]`.
+    pub backends: Vec<BuiltBackend>,
+    pub slots: SlotRegistry,
 }
 
 /// A configured sidecar, ready to run.
@@ -92,55 +101,58 @@ impl Sidecar {
     }
 
     /// Build the chain and the backends without starting anything.
-    pub fn build(&self) -> Result<(Chain, Vec<BuiltBackend>), ConfigError> {
+    pub fn build(&self) -> Result<Assembly, ConfigError> {
         let cfg = &self.loaded.config;
         let mut backends = cfg.backends.build(&self.loaded.source)?;
-        for p in &self.backend_plugins {
-            let built = BuiltBackend {
-                name: p.name.clone(),
-                priority: p.priority,
-                classes: EventClasses::ALL,
-                options: DeliveryOptions::default(),
-                backend: p.backend.clone(),
-                position: usize::MAX,
-            };
-            if backends.iter().any(|b| b.id() == built.id()) {
-                return Err(ConfigError {
+        backends.extend(self.backend_plugins.iter().map(|p| BuiltBackend {
+            name: p.name.clone(),
+            priority: p.priority,
+            classes: EventClasses::ALL,
+            options: DeliveryOptions::default(),
+            backend: p.backend.clone(),
+            position: usize::MAX,
+        }));
+        // The registry numbers the backends once; chain, spool and engine
+        // all take their slots from it.
+        let mut slots = SlotRegistry::new();
+        let mut slotted = Vec::with_capacity(backends.len());
+        for b in &backends {
+            let slot = slots
+                .register(b.backend.kind(), b.name.clone())
+                .map_err(|e| ConfigError {
                     file: self.loaded.source.file().to_owned(),
                     line: 0,
                     column: 0,
-                    key: Some(format!("backends.{}", built.id())),
-                    message: format!("a backend added in code is also called {}", built.id()),
-                });
-            }
-            backends.push(built);
+                    key: Some(format!("backends.{}", b.id())),
+                    message: format!("{e}: a backend added in code has the name of one in the file"),
+                })?;
+            slotted.push((slot, b));
         }
         enum H<'a> {
             Filter(&'a event_pusher_filters::FilterConfig),
             Plugin(&'a (String, i64, Arc<dyn Filter>)),
-            Backend(&'a BuiltBackend),
+            Backend(Slot, &'a BuiltBackend),
         }
         // Order by position in the file so equal priorities keep file order;
         // the builder's stable sort then orders by priority.
         let mut all: Vec<(usize, H)> = Vec::new();
         all.extend(cfg.filters.iter().map(|f| (f.name.span().start, H::Filter(f))));
-        all.extend(backends.iter().map(|b| (b.position, H::Backend(b))));
-        // Stable: code-added backends (position MAX) keep the order they
-        // were added in, as their slots do.
+        all.extend(slotted.into_iter().map(|(slot, b)| (b.position, H::Backend(slot, b))));
         all.sort_by_key(|(pos, _)| *pos);
         all.extend(self.plugins.iter().map(|p| (usize::MAX, H::Plugin(p))));
-        // `all` lists backends in the same (position) order as `backends`,
-        // so the builder's slots (call order) equal indices into `backends`,
-        // which is also the spool's slot order.
         let mut chain = ChainBuilder::new();
         for (_, h) in all {
             chain = match h {
                 H::Filter(f) => chain.filter(f.name.get_ref().clone(), f.priority.0, DeclarativeFilter::new(f)),
                 H::Plugin((name, prio, f)) => chain.filter_arc(name.clone(), *prio, f.clone()),
-                H::Backend(b) => chain.backend(b.name.clone(), b.priority, b.classes, b.backend.clone()),
+                H::Backend(slot, b) => chain.backend_at(slot, b.name.clone(), b.priority, b.classes, b.backend.clone()),
             };
         }
-        Ok((chain.build(), backends))
+        Ok(Assembly {
+            chain: chain.build(),
+            backends,
+            slots,
+        })
     }
 
     /// Run until SIGTERM or Ctrl-C.
@@ -172,10 +184,11 @@ impl Sidecar {
     }
 
     async fn start(self) -> Result<(Arc<AppState>, tokio::net::TcpListener), RunError> {
-        let (chain, backends) = self.build()?;
+        let Assembly { chain, backends, slots } = self.build()?;
         let cfg = &self.loaded.config;
-        // Spool tables are keyed by KIND.NAME: names are unique per kind only.
-        let names: Vec<String> = backends.iter().map(|b| b.id()).collect();
+        // Spool tables are keyed by KIND.NAME (names are unique per kind
+        // only), in slot order.
+        let names = slots.ids();
         let limits = SpoolLimits {
             max_queue: cfg.spool.max_queue,
             max_bytes: cfg.spool.max_bytes,
@@ -189,7 +202,7 @@ impl Sidecar {
             .map(|b| BackendHandle::new(b.name, b.backend, b.options))
             .collect();
         let pipeline = Pipeline::new(chain, spool.clone());
-        let engine = DeliveryEngine::new(spool, handles);
+        let engine = DeliveryEngine::new(spool, slots, handles);
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
             .map_err(|source| RunError::Bind {

@@ -125,3 +125,21 @@ pub trait Backend: Send + Sync + 'static {
         out
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Claims everything, delivers nowhere: for chain and ingest tests.
+    pub(crate) struct NullBackend;
+
+    #[async_trait]
+    impl Backend for NullBackend {
+        fn kind(&self) -> &'static str {
+            "null"
+        }
+        async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
+            Ok(())
+        }
+    }
+}

@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 use crate::backend::Backend;
 use crate::class::{EventClass, EventClasses};
 use crate::event::Event;
+use crate::slot::Slot;
 
 /// What a filter decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,7 @@ where
 enum Handler {
     Filter(Arc<dyn Filter>),
     Backend {
-        slot: usize,
+        slot: Slot,
         classes: EventClasses,
         backend: Arc<dyn Backend>,
     },
@@ -61,7 +62,7 @@ struct Entry {
 #[derive(Default)]
 pub struct ChainBuilder {
     entries: Vec<Entry>,
-    backends: usize,
+    backends: u32,
 }
 
 impl ChainBuilder {
@@ -88,15 +89,28 @@ impl ChainBuilder {
     }
 
     /// Add a backend; its slot is the order of `backend` calls (0, 1, ...).
+    /// For chains built without a [`SlotRegistry`](crate::SlotRegistry).
     pub fn backend(
-        mut self,
+        self,
         name: impl Into<String>,
         priority: i64,
         classes: EventClasses,
         backend: Arc<dyn Backend>,
     ) -> Self {
-        let slot = self.backends;
-        self.backends += 1;
+        let slot = Slot::new(self.backends);
+        self.backend_at(slot, name, priority, classes, backend)
+    }
+
+    /// Add a backend whose slot the registry handed out.
+    pub fn backend_at(
+        mut self,
+        slot: Slot,
+        name: impl Into<String>,
+        priority: i64,
+        classes: EventClasses,
+        backend: Arc<dyn Backend>,
+    ) -> Self {
+        self.backends = self.backends.max(slot.id() + 1);
         self.entries.push(Entry {
             name: name.into(),
             priority,
@@ -115,8 +129,8 @@ impl ChainBuilder {
 /// One backend's claim on an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
-    /// The backend's slot (the order it was added to the builder).
-    pub slot: usize,
+    /// The backend's slot.
+    pub slot: Slot,
     /// Which snapshot it gets: an index into `ChainOutcome::snapshots`, or
     /// `None` for the event as it left the chain.
     pub snapshot: Option<usize>,
@@ -199,21 +213,10 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Delivery, DeliveryError};
+    use crate::backend::tests::NullBackend as Null;
     use crate::event::MetaValue;
     use crate::hook::HookTranslator;
     use std::sync::Mutex;
-
-    struct Null;
-    #[async_trait::async_trait]
-    impl Backend for Null {
-        fn kind(&self) -> &'static str {
-            "null"
-        }
-        async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
-            Ok(())
-        }
-    }
 
     fn chat() -> Event {
         HookTranslator
@@ -261,7 +264,10 @@ mod tests {
             .build();
         let mut e = chat();
         let out = chain.run(&mut e);
-        assert_eq!(out.claims.iter().map(|c| c.slot).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(
+            out.claims.iter().map(|c| c.slot).collect::<Vec<_>>(),
+            vec![Slot::new(0)]
+        );
         assert_eq!(chain.handler_name(out.stopped_by.unwrap()), Some("stop"));
         assert!(!e.metadata.contains_key("after"));
         // the early backend saw the event before the tag was added
@@ -284,7 +290,7 @@ mod tests {
         assert_eq!(
             out.claims[0],
             Claim {
-                slot: 0,
+                slot: Slot::new(0),
                 snapshot: None
             }
         );

@@ -126,22 +126,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::backend::{Backend, Delivery, DeliveryError};
+    use crate::backend::tests::NullBackend as Null;
     use crate::chain::{ChainBuilder, Verdict};
     use crate::class::EventClasses;
     use crate::event::Event;
+    use crate::slot::Slot;
     use crate::spool::SpoolLimits;
-
-    struct Null;
-    #[async_trait::async_trait]
-    impl Backend for Null {
-        fn kind(&self) -> &'static str {
-            "null"
-        }
-        async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
-            Ok(())
-        }
-    }
 
     fn chain(stop_first: bool) -> Chain {
         let mut b = ChainBuilder::new();
@@ -162,10 +152,10 @@ mod tests {
         let p = Pipeline::new(chain(false), spool.clone());
         let err = p.accept(&[presence(), json!({"hook": "nope"})]).await.unwrap_err();
         assert!(matches!(err, IngestError::Invalid { index: 1, .. }), "{err:?}");
-        assert_eq!(spool.slot(0).queued.load(Ordering::Relaxed), 0);
+        assert_eq!(spool.slot(Slot::new(0)).queued.load(Ordering::Relaxed), 0);
         let ok = p.accept(&[presence(), presence()]).await.unwrap();
         assert_eq!(ok.ids.len(), 2);
-        assert_eq!(spool.slot(0).queued.load(Ordering::Relaxed), 2);
+        assert_eq!(spool.slot(Slot::new(0)).queued.load(Ordering::Relaxed), 2);
         spool.close().await.unwrap();
     }
 
@@ -177,7 +167,7 @@ mod tests {
         assert_eq!(p.accept(&[presence()]).await.unwrap().stopped, 0);
         p.swap_chain(chain(true));
         assert_eq!(p.accept(&[presence()]).await.unwrap().stopped, 1);
-        assert_eq!(spool.slot(0).queued.load(Ordering::Relaxed), 1);
+        assert_eq!(spool.slot(Slot::new(0)).queued.load(Ordering::Relaxed), 1);
         spool.close().await.unwrap();
     }
 }

@@ -14,6 +14,7 @@ pub mod hook;
 pub mod ingest;
 pub mod jid;
 pub mod metrics;
+pub mod slot;
 pub mod spool;
 
 pub use backend::{Backend, BackendError, Delivery, DeliveryError};
@@ -22,3 +23,4 @@ pub use class::{EventClass, EventClasses};
 pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus, Unacked};
 pub use hook::{HookError, HookTranslator};
 pub use ingest::{Accepted, IngestError, Pipeline};
+pub use slot::{Slot, SlotRegistry};

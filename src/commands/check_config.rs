@@ -10,7 +10,7 @@ use super::CommandError;
 /// The summary printed on success.
 pub fn run(path: &Path) -> Result<String, CommandError> {
     let sidecar = Sidecar::from_file(path)?;
-    let (chain, backends) = sidecar.build()?;
+    let crate::runtime::Assembly { chain, backends, .. } = sidecar.build()?;
     let cfg = sidecar.config();
     let mut out = String::new();
     let _ = writeln!(out, "{}: OK", path.display());

@@ -5,8 +5,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use event_pusher_core::delivery::find_backend;
-use event_pusher_core::spool::{DeadLetter, Spool, SpoolLimits};
+use event_pusher_core::delivery::dead_letters;
+use event_pusher_core::spool::{DeadLetter, Spool, SpoolError, SpoolLimits};
+use event_pusher_core::Slot;
 use serde_json::json;
 
 use super::{base_url, check, client, CommandError};
@@ -85,16 +86,10 @@ async fn via_api(
 }
 
 async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> Result<String, CommandError> {
-    let (_, backends) = sidecar.build()?;
-    let names: Vec<String> = backends.iter().map(|b| b.id()).collect();
+    let slots = sidecar.build()?.slots;
+    let names = slots.ids();
     let dir = sidecar.config().spool.dir.clone();
-    let chosen = match backend {
-        Some(b) => Some(
-            find_backend(backends.iter().map(|x| (x.backend.kind(), x.name.as_str())), b)
-                .map_err(|e| CommandError(e.to_string()))?,
-        ),
-        None => None,
-    };
+    let chosen = slots.select(backend).map_err(|e| CommandError(e.to_string()))?;
     if !dir.join("spool.redb").exists() {
         return Err(CommandError(format!(
             "the sidecar is not running at {} and there is no spool in {}",
@@ -114,25 +109,16 @@ async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> R
     Ok(out)
 }
 
-async fn offline_action(spool: &Spool, chosen: Option<usize>, action: &Action) -> Result<String, CommandError> {
-    let slots: Vec<usize> = match chosen {
-        None => (0..spool.slots().len()).collect(),
-        Some(slot) => vec![slot],
-    };
+async fn offline_action(spool: &Spool, slots: Vec<Slot>, action: &Action) -> Result<String, CommandError> {
+    let failed = |e: SpoolError| CommandError(e.to_string());
     match action {
         Action::List { json } => {
-            let mut all = Vec::new();
-            for s in slots {
-                all.extend(spool.list_dead(s).map_err(|e| CommandError(e.to_string()))?);
-            }
+            let all = dead_letters::list(spool, slots).await.map_err(failed)?;
             Ok(render(&all, *json))
         }
         Action::Replay { ids } => {
-            let mut n = 0;
-            for s in slots {
-                let ids = (!ids.is_empty()).then(|| ids.clone());
-                n += spool.replay(s, ids).await.map_err(|e| CommandError(e.to_string()))?;
-            }
+            let ids = (!ids.is_empty()).then(|| ids.clone());
+            let n = dead_letters::replay(spool, slots, ids).await.map_err(failed)?;
             Ok(format!(
                 "replayed {n} dead letters (sidecar not running: they go out when it starts)\n"
             ))

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::error;
 use crate::state::AppState;
-use event_pusher_core::delivery::Lookup;
+use event_pusher_core::delivery::{dead_letters, Lookup};
+use event_pusher_core::Slot;
 
 pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {
     Json(state.engine.status()).into_response()
@@ -56,19 +57,9 @@ pub async fn list_dead_letters(State(state): State<Arc<AppState>>, Query(q): Que
         Ok(s) => s,
         Err(resp) => return *resp,
     };
-    let spool = state.spool().clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let mut all = Vec::new();
-        for slot in slots {
-            all.extend(spool.list_dead(slot)?);
-        }
-        Ok::<_, event_pusher_core::spool::SpoolError>(all)
-    })
-    .await;
-    match read {
-        Ok(Ok(records)) => Json(records).into_response(),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match dead_letters::list(state.spool(), slots).await {
+        Ok(records) => Json(records).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
@@ -101,27 +92,21 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
         Ok(s) => s,
         Err(resp) => return *resp,
     };
-    let mut replayed = 0;
-    for slot in slots {
-        match state.spool().replay(slot, req.ids.clone()).await {
-            Ok(n) => replayed += n,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        }
-    }
+    let replayed = match dead_letters::replay(state.spool(), slots, req.ids).await {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
     tracing::info!(replayed, backend = ?req.backend, "dead letters replayed");
     (StatusCode::OK, Json(json!({"replayed": replayed}))).into_response()
 }
 
 /// The slots of one backend or of all; the 404 answer for an unknown name.
-fn slots_for(state: &AppState, backend: Option<&str>) -> Result<Vec<usize>, Box<Response>> {
-    match backend {
-        None => Ok((0..state.engine.backends().len()).collect()),
-        Some(name) => state
-            .engine
-            .slot(name)
-            .map(|s| vec![s])
-            .map_err(|e| Box::new(lookup_error(e))),
-    }
+fn slots_for(state: &AppState, backend: Option<&str>) -> Result<Vec<Slot>, Box<Response>> {
+    state
+        .engine
+        .slots()
+        .select(backend)
+        .map_err(|e| Box::new(lookup_error(e)))
 }
 
 /// 404 for an unknown backend, 409 for a name several kinds share.

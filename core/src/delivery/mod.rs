@@ -20,7 +20,8 @@ pub use retry::RetryPolicy;
 
 use crate::backend::Backend;
 use crate::metrics::BackendStats;
-use crate::spool::{Spool, SpoolError};
+use crate::slot::{Slot, SlotRegistry};
+use crate::spool::{DeadLetter, Spool, SpoolError};
 
 /// How one backend instance's queue delivers.
 #[derive(Debug, Clone)]
@@ -137,26 +138,33 @@ pub struct BackendStatus {
 /// All delivery queues of a process.
 pub struct DeliveryEngine {
     spool: Spool,
+    slots: SlotRegistry,
     backends: Vec<Arc<BackendHandle>>,
     stop: watch::Sender<bool>,
 }
 
 impl DeliveryEngine {
-    /// `backends` must be in spool slot order.
-    pub fn new(spool: Spool, backends: Vec<BackendHandle>) -> Self {
+    /// `backends` holds one handle per slot of `slots`, in slot order (the
+    /// spool was opened with `slots.ids()`).
+    pub fn new(spool: Spool, slots: SlotRegistry, backends: Vec<BackendHandle>) -> Self {
         let (stop, _) = watch::channel(false);
         DeliveryEngine {
             spool,
+            slots,
             backends: backends.into_iter().map(Arc::new).collect(),
             stop,
         }
     }
 
+    pub fn slots(&self) -> &SlotRegistry {
+        &self.slots
+    }
+
     /// Start one delivery queue task per backend.
     pub fn start(&self) -> Vec<JoinHandle<()>> {
-        self.backends
-            .iter()
-            .enumerate()
+        self.slots
+            .slots()
+            .zip(&self.backends)
             .map(|(slot, b)| {
                 let q = DeliveryQueue::new(slot, b.clone(), self.spool.clone(), self.stop.subscribe());
                 tokio::spawn(q.run())
@@ -189,17 +197,17 @@ impl DeliveryEngine {
 
     /// The slot of the backend called `query`: its name, or `KIND.NAME`
     /// where two kinds use the same name.
-    pub fn slot(&self, query: &str) -> Result<usize, Lookup> {
-        find_backend(self.backends.iter().map(|b| (b.backend.kind(), b.name.as_str())), query)
+    pub fn slot(&self, query: &str) -> Result<Slot, Lookup> {
+        self.slots.find(query)
     }
 
-    pub async fn set_paused(&self, slot: usize, paused: bool) -> Result<BackendStatus, SpoolError> {
+    pub async fn set_paused(&self, slot: Slot, paused: bool) -> Result<BackendStatus, SpoolError> {
         self.spool.set_paused(slot, paused).await?;
         Ok(self.status_of(slot))
     }
 
-    pub fn status_of(&self, slot: usize) -> BackendStatus {
-        let b = &self.backends[slot];
+    pub fn status_of(&self, slot: Slot) -> BackendStatus {
+        let b = &self.backends[slot.index()];
         let s = self.spool.slot(slot);
         BackendStatus {
             name: b.name.clone(),
@@ -217,7 +225,37 @@ impl DeliveryEngine {
     }
 
     pub fn status(&self) -> Vec<BackendStatus> {
-        (0..self.backends.len()).map(|i| self.status_of(i)).collect()
+        self.slots.slots().map(|s| self.status_of(s)).collect()
+    }
+}
+
+/// Dead letters over slots: the one implementation behind the admin API
+/// and the offline `dlq` command.
+pub mod dead_letters {
+    use super::*;
+
+    /// The dead letters of `slots`, oldest first per slot.
+    pub async fn list(spool: &Spool, slots: Vec<Slot>) -> Result<Vec<DeadLetter>, SpoolError> {
+        let spool = spool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            for slot in slots {
+                all.extend(spool.list_dead(slot)?);
+            }
+            Ok(all)
+        })
+        .await
+        .map_err(SpoolError::io)?
+    }
+
+    /// Move the dead letters of `slots` (all, or those with `ids`) back to
+    /// their queues; how many moved.
+    pub async fn replay(spool: &Spool, slots: Vec<Slot>, ids: Option<Vec<String>>) -> Result<usize, SpoolError> {
+        let mut replayed = 0;
+        for slot in slots {
+            replayed += spool.replay(slot, ids.clone()).await?;
+        }
+        Ok(replayed)
     }
 }
 

@@ -27,6 +27,7 @@ use super::breaker::{Admission, CircuitBreaker};
 use super::BackendHandle;
 use crate::backend::{Delivery, DeliveryError};
 use crate::event::{timestamp_millis, Event};
+use crate::slot::Slot;
 use crate::spool::{DeadLetter, LastError, Spool};
 
 /// An event in the window.
@@ -43,7 +44,7 @@ const NOT_READY_POLL: Duration = Duration::from_millis(200);
 type BatchResult = Vec<Result<(), DeliveryError>>;
 
 pub struct DeliveryQueue {
-    slot: usize,
+    slot: Slot,
     handle: Arc<BackendHandle>,
     spool: Spool,
     stop: watch::Receiver<bool>,
@@ -72,7 +73,7 @@ pub struct DeliveryQueue {
 }
 
 impl DeliveryQueue {
-    pub fn new(slot: usize, handle: Arc<BackendHandle>, spool: Spool, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(slot: Slot, handle: Arc<BackendHandle>, spool: Spool, stop: watch::Receiver<bool>) -> Self {
         let breaker = CircuitBreaker::new(handle.options.breaker);
         DeliveryQueue {
             slot,

@@ -28,6 +28,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letter::{DeadLetter, LastError};
+
+use crate::slot::Slot;
 use writer::Command;
 
 /// The error a spool failure came from, shared so [`SpoolError`] can be
@@ -233,8 +235,8 @@ impl Spool {
         &self.shared.slots
     }
 
-    pub fn slot(&self, slot: usize) -> &SlotState {
-        &self.shared.slots[slot]
+    pub fn slot(&self, slot: Slot) -> &SlotState {
+        &self.shared.slots[slot.index()]
     }
 
     pub fn stored_bytes(&self) -> u64 {
@@ -266,24 +268,29 @@ impl Spool {
 
     /// Durably append events to backend queues: `(slot, canonical JSON)`.
     /// Returns once they are committed with fsync, all or none.
-    pub async fn append(&self, items: Vec<(usize, Bytes)>) -> Result<(), SpoolError> {
+    pub async fn append(&self, items: Vec<(Slot, Bytes)>) -> Result<(), SpoolError> {
         if items.is_empty() {
             return Ok(());
         }
+        // Same layout: collected in place.
+        let items = items.into_iter().map(|(s, b)| (s.index(), b)).collect();
         self.call(|reply| Command::Append { items, reply }).await
     }
 
     /// Mark an event delivered: remove it from its queue. Not awaited; a
     /// crash before it is committed means one duplicate delivery, never a loss.
-    pub fn ack(&self, slot: usize, seq: u64) {
-        let _ = self.tx.send(Command::Ack { slot, seq });
+    pub fn ack(&self, slot: Slot, seq: u64) {
+        let _ = self.tx.send(Command::Ack {
+            slot: slot.index(),
+            seq,
+        });
     }
 
     /// Move an event from its queue to the dead-letter table, durably.
-    pub async fn dead_letter(&self, slot: usize, seq: u64, record: DeadLetter) -> Result<(), SpoolError> {
+    pub async fn dead_letter(&self, slot: Slot, seq: u64, record: DeadLetter) -> Result<(), SpoolError> {
         let bytes = serde_json::to_vec(&record).map_err(io)?;
         self.call(|reply| Command::DeadLetter {
-            slot,
+            slot: slot.index(),
             seq,
             record: bytes,
             reply,
@@ -293,8 +300,13 @@ impl Spool {
 
     /// Move dead letters back to the queue (all of them, or those with the
     /// given event ids). Returns how many were moved.
-    pub async fn replay(&self, slot: usize, ids: Option<Vec<String>>) -> Result<usize, SpoolError> {
-        self.call(|reply| Command::Replay { slot, ids, reply }).await
+    pub async fn replay(&self, slot: Slot, ids: Option<Vec<String>>) -> Result<usize, SpoolError> {
+        self.call(|reply| Command::Replay {
+            slot: slot.index(),
+            ids,
+            reply,
+        })
+        .await
     }
 
     /// Commit with fsync whatever is pending (acks included).
@@ -318,14 +330,19 @@ impl Spool {
     }
 
     /// Persist and apply a backend's paused flag.
-    pub async fn set_paused(&self, slot: usize, paused: bool) -> Result<(), SpoolError> {
-        self.call(|reply| Command::SetPaused { slot, paused, reply }).await
+    pub async fn set_paused(&self, slot: Slot, paused: bool) -> Result<(), SpoolError> {
+        self.call(|reply| Command::SetPaused {
+            slot: slot.index(),
+            paused,
+            reply,
+        })
+        .await
     }
 
     /// Read up to `limit` queued events of a backend with sequence numbers
     /// above `after`. Blocking: call from `spawn_blocking`.
-    pub fn read_queue(&self, slot: usize, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
-        let name = &self.shared.slots[slot].name;
+    pub fn read_queue(&self, slot: Slot, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
+        let name = &self.shared.slots[slot.index()].name;
         let db = self.shared.db()?;
         let read = db.begin_read().map_err(io)?;
         let q = read
@@ -340,8 +357,8 @@ impl Spool {
     }
 
     /// All dead letters of a backend, oldest first. Blocking.
-    pub fn list_dead(&self, slot: usize) -> Result<Vec<DeadLetter>, SpoolError> {
-        let name = &self.shared.slots[slot].name;
+    pub fn list_dead(&self, slot: Slot) -> Result<Vec<DeadLetter>, SpoolError> {
+        let name = &self.shared.slots[slot.index()].name;
         let db = self.shared.db()?;
         let read = db.begin_read().map_err(io)?;
         let d = read

@@ -1,0 +1,144 @@
+//! Slots: the one numbering of backend instances that the chain's claims,
+//! the spool's tables and the delivery queues share.
+//!
+//! A [`SlotRegistry`] hands out a [`Slot`] once per backend instance
+//! (`KIND.NAME`); everything else receives the slot from it rather than
+//! working the numbering out again from build order.
+//!
+//! Lifecycle (designed for runtime webhook subscriptions):
+//! - **add**: `register` gives the next id; ids only grow and are never
+//!   reused, so a claim or a queued event can never reach the wrong backend
+//!   after a removal. The spool opens the slot's tables (`queue/ID`,
+//!   `dead/ID`) and the engine starts its delivery queue.
+//! - **claim**: config backends claim in the chain; dynamic slots will claim
+//!   through one "subscriptions" handler in the chain that maps an event to
+//!   the subscription slots that want it, so the chain need not be rebuilt
+//!   per subscription.
+//! - **remove**: stop the delivery queue, then drop the slot's tables; the
+//!   id stays retired.
+//!
+//! Today every slot comes from the config file (or `Sidecar::with_backend`)
+//! at start, so ids are dense and equal to indices; `index` is the seam the
+//! spool and engine use until they hold slots in maps.
+
+use std::fmt;
+
+use crate::delivery::{find_backend, Lookup};
+
+/// A backend instance's id within one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(u32);
+
+impl Slot {
+    /// For code that numbers slots itself (tests, benchmarks, a chain
+    /// built without a registry).
+    pub const fn new(id: u32) -> Self {
+        Slot(id)
+    }
+
+    pub const fn id(self) -> u32 {
+        self.0
+    }
+
+    /// The position in per-slot vectors (dense while slots never go away).
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// One registered backend instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotEntry {
+    pub slot: Slot,
+    pub kind: &'static str,
+    pub name: String,
+}
+
+impl SlotEntry {
+    /// `KIND.NAME`: unique in a process; names the spool tables.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.kind, self.name)
+    }
+}
+
+/// Hands out slots; the single owner of the numbering.
+#[derive(Debug, Default, Clone)]
+pub struct SlotRegistry {
+    entries: Vec<SlotEntry>,
+    next: u32,
+}
+
+/// A second backend with the same `KIND.NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("backend {0} is registered twice")]
+pub struct DuplicateSlot(pub String);
+
+impl SlotRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a backend instance and return its new slot.
+    pub fn register(&mut self, kind: &'static str, name: impl Into<String>) -> Result<Slot, DuplicateSlot> {
+        let name = name.into();
+        if self.entries.iter().any(|e| e.kind == kind && e.name == name) {
+            return Err(DuplicateSlot(format!("{kind}.{name}")));
+        }
+        let slot = Slot(self.next);
+        self.next += 1;
+        self.entries.push(SlotEntry { slot, kind, name });
+        Ok(slot)
+    }
+
+    /// Every live slot, in the order registered.
+    pub fn entries(&self) -> &[SlotEntry] {
+        &self.entries
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.entries.iter().map(|e| e.slot)
+    }
+
+    /// `KIND.NAME` of every live slot, in slot order (the spool's tables).
+    pub fn ids(&self) -> Vec<String> {
+        self.entries.iter().map(SlotEntry::id).collect()
+    }
+
+    /// The slot of `NAME`, or of `KIND.NAME` where several kinds use NAME.
+    pub fn find(&self, query: &str) -> Result<Slot, Lookup> {
+        find_backend(self.entries.iter().map(|e| (e.kind, e.name.as_str())), query).map(|i| self.entries[i].slot)
+    }
+
+    /// One backend's slot, or all of them when `query` is `None`: what the
+    /// admin API and the `dlq` command act on.
+    pub fn select(&self, query: Option<&str>) -> Result<Vec<Slot>, Lookup> {
+        match query {
+            None => Ok(self.slots().collect()),
+            Some(q) => self.find(q).map(|s| vec![s]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_handed_out_once_and_found_by_name() {
+        let mut r = SlotRegistry::new();
+        let a = r.register("rabbit", "main").unwrap();
+        let b = r.register("sns", "main").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(r.register("sns", "main"), Err(DuplicateSlot("sns.main".into())));
+        assert_eq!(r.find("sns.main"), Ok(b));
+        assert!(matches!(r.find("main"), Err(Lookup::Ambiguous(..))));
+        assert_eq!(r.select(None), Ok(vec![a, b]));
+        assert_eq!(r.ids(), ["rabbit.main", "sns.main"]);
+    }
+}
