@@ -31,3 +31,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+# Chromium and its WebDriver for the status page's browser test
+# (tests/status_page.rs). Debian's packages: nothing downloads a browser build.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium and chromium-driver"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+fi
+log "chromedriver: $(command -v chromedriver)"
