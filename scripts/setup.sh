@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672,
-# moto_server (the SNS/SQS emulator) from PyPI, cargo-nextest.
+# moto_server (the SNS/SQS emulator) from PyPI, cargo-nextest, and Debian's
+# chromium + chromium-driver for the status page's browser test.
 # Safe to run again: each step checks first.
 set -euo pipefail
 
