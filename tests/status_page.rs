@@ -146,7 +146,10 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let banner = self
-                    .js("const e = document.querySelector('[data-role=error]'); return e.hidden ? '' : e.textContent;", vec![])
+                    .js(
+                        "const e = document.querySelector('[data-role=error]'); return e.hidden ? '' : e.textContent;",
+                        vec![],
+                    )
                     .await;
                 panic!("timed out waiting for {what}: last value {v}; error banner: {banner:?}");
             }
@@ -257,14 +260,18 @@ impl WebDriverCompatibleCommand for BrowserLog {
 
 // ---- the sidecar -------------------------------------------------------
 
-/// Three backends: `http.ok` (healthy), `http.flaky` (two attempts, then
-/// dead letters; no breaker so the count is exact) and `log.audit`.
+/// Four backends: `http.ok` (healthy), `http.flaky` (two attempts, then
+/// dead letters; no breaker so the count is exact), `http.gone` (presence
+/// only, to a port nobody listens on: errors without an HTTP status) and
+/// `log.audit`.
 async fn sidecar(ok: &Receiver, flaky: &Receiver, audit: &Path) -> Sidecar {
+    let gone = format!("http://127.0.0.1:{}/hook", free_port());
     let body = format!(
         "{}{}[backends.http.flaky.retry]\nmax_attempts = 2\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\n\n\
-         [backends.log.audit]\npath = \"{}\"\n",
+         {}[backends.http.gone.retry]\nmax_attempts = 1\n\n[backends.log.audit]\npath = \"{}\"\n",
         http_backend("ok", &ok.url("/hook"), ""),
         http_backend("flaky", &flaky.url("/hook"), "breaker_threshold = 100000"),
+        http_backend("gone", &gone, "events = [\"presence\"]"),
         audit.display()
     );
     let sc = Sidecar::start(Options {
@@ -338,14 +345,23 @@ async fn status_page_is_open_embedded_and_locked_down() {
     };
     assert!(header("content-type").starts_with("text/html"), "{headers:?}");
     let csp = header("content-security-policy");
-    for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(directive), "CSP lacks {directive}: {csp}");
     }
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
     assert_eq!(header("x-content-type-options"), "nosniff");
     assert_eq!(header("x-frame-options"), "DENY");
     let unauthorized = http.get(format!("{}/v1/backends", sc.url)).send().await.expect("GET");
-    assert_eq!(unauthorized.status(), 401, "the page must grant nothing the API does not");
+    assert_eq!(
+        unauthorized.status(),
+        401,
+        "the page must grant nothing the API does not"
+    );
 
     // No inline script (the CSP would block it), and every file the page
     // names is served, with its type, from the binary.
@@ -411,7 +427,10 @@ async fn status_page_in_chromium() {
             |v| v.as_str().is_some_and(|s| s.contains("Token refused")),
         )
         .await;
-    assert!(refused.as_str().is_some_and(|s| s.contains("invalid bearer token")), "{refused}");
+    assert!(
+        refused.as_str().is_some_and(|s| s.contains("invalid bearer token")),
+        "{refused}"
+    );
 
     // The right one (typed, submitted with Enter): every backend has a row.
     let field = c.find(Locator::Css("#token")).await.expect("token field");
@@ -421,26 +440,33 @@ async fn status_page_in_chromium() {
             "the backend rows",
             "return Array.from(document.querySelectorAll('[data-role=backends] tr[data-backend]')).map(r => r.dataset.backend);",
             vec![],
-            |v| v.as_array().is_some_and(|a| a.len() == 3),
+            |v| v.as_array().is_some_and(|a| a.len() == 4),
         )
         .await;
     let rows: HashSet<String> = serde_json::from_value(rows).expect("names");
-    let want: HashSet<String> = ["http.ok", "http.flaky", "log.audit"].map(String::from).into();
+    let want: HashSet<String> = ["http.ok", "http.flaky", "http.gone", "log.audit"]
+        .map(String::from)
+        .into();
     assert_eq!(rows, want);
 
     // Events flow: the delivered counts rise by themselves (polling).
-    let calls: Vec<Value> = (0..25)
+    // 24 chat messages and one presence (which `http.gone` also takes).
+    let mut calls: Vec<Value> = (0..24)
         .map(|i| json!({"hook": "user_send_message", "from": format!("user{}@localhost/res", i % 5), "to": "peer@localhost", "type": "chat", "body": format!("m{i}")}))
         .collect();
+    calls.insert(0, json!({"hook": "user_available", "jid": "carol@localhost/laptop"}));
     let (status, answer) = sc.post(&Value::Array(calls)).await;
     assert_eq!(status, 202, "{answer}");
     let posted: HashSet<String> = serde_json::from_value(answer["ids"].clone()).expect("ids");
     browser.wait_field("http.ok", "delivered", 25).await;
     browser.wait_field("log.audit", "delivered", 25).await;
     browser.wait_field("http.flaky", "dead_letters", 25).await;
+    browser.wait_field("http.gone", "dead_letters", 1).await;
 
     // Pause from the page; the API agrees.
-    browser.click("[data-backend=\"http.ok\"] [data-action=\"pause\"]").await;
+    browser
+        .click("[data-backend=\"http.ok\"] [data-action=\"pause\"]")
+        .await;
     wait_api(&sc, "ok", "http.ok paused", |r| r["paused"] == true).await;
     browser
         .wait_js(
@@ -465,7 +491,8 @@ async fn status_page_in_chromium() {
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "not newest first: {times:?}");
     let row = browser
         .js(
-            "const r = document.querySelector('[data-role=dead-letters] tr[data-id]');
+            "const r = Array.from(document.querySelectorAll('[data-role=dead-letters] tr[data-id]'))
+               .find(r => r.querySelector('.class').textContent !== 'presence');
              return [r.querySelector('.class').textContent, r.querySelector('.user').textContent,
                      r.querySelector('.attempts').textContent, r.querySelector('.last-error').textContent];",
             vec![],
@@ -497,10 +524,46 @@ async fn status_page_in_chromium() {
     browser.wait_dead_row_count(25 - PAGE_SIZE).await;
     let second_page = browser.dead_rows().await;
     assert!(!browser.enabled("[data-action=older]").await);
-    let all: HashSet<String> = first_page.iter().chain(&second_page).map(|(id, _)| id.clone()).collect();
+    let all: HashSet<String> = first_page
+        .iter()
+        .chain(&second_page)
+        .map(|(id, _)| id.clone())
+        .collect();
     assert_eq!(all, posted, "the two pages together are every dead letter, once");
     assert!(first_page.last().map(|r| &r.1) >= second_page.first().map(|r| &r.1));
     browser.click("[data-action=newer]").await;
+    browser.wait_dead_row_count(PAGE_SIZE).await;
+
+    // An error without an HTTP status (nothing listens): just the message.
+    c.find(Locator::Css("[data-role=dead-letter-backend]"))
+        .await
+        .expect("backend choice")
+        .select_by_value("http.gone")
+        .await
+        .expect("choose http.gone");
+    browser.wait_dead_row_count(1).await;
+    let gone = browser
+        .js(
+            "const r = document.querySelector('[data-role=dead-letters] tr[data-id]');
+             return [r.querySelector('.class').textContent, r.querySelector('.user').textContent,
+                     r.querySelector('.last-error .message').textContent,
+                     r.querySelector('.last-error').firstChild.className];",
+            vec![],
+        )
+        .await;
+    assert_eq!(gone[0], "presence", "{gone}");
+    assert_eq!(gone[1], "carol@localhost/laptop", "{gone}");
+    assert!(gone[2].as_str().is_some_and(|m| !m.is_empty()), "{gone}");
+    assert_eq!(
+        gone[3], "message",
+        "a status badge (or stray text) before the message: {gone}"
+    );
+    c.find(Locator::Css("[data-role=dead-letter-backend]"))
+        .await
+        .expect("backend choice")
+        .select_by_value("http.flaky")
+        .await
+        .expect("choose http.flaky");
     browser.wait_dead_row_count(PAGE_SIZE).await;
 
     // Phone width: no sideways scrolling.
@@ -513,7 +576,10 @@ async fn status_page_in_chromium() {
             |v| v[1].as_u64().is_some_and(|w| w < 500),
         )
         .await;
-    assert!(widths[0].as_u64() <= widths[1].as_u64(), "overflows at phone width: {widths}");
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "overflows at phone width: {widths}"
+    );
     c.set_window_size(1280, 800).await.expect("resize");
 
     // Resume with the keyboard (Enter on the focused button).
@@ -537,7 +603,9 @@ async fn status_page_in_chromium() {
     flaky.set_default(Answer::status(200));
     let (one, _) = first_page[0].clone();
     browser
-        .click(&format!("[data-role=dead-letters] tr[data-id=\"{one}\"] [data-action=replay]"))
+        .click(&format!(
+            "[data-role=dead-letters] tr[data-id=\"{one}\"] [data-action=replay]"
+        ))
         .await;
     wait_received(&flaky, &HashSet::from([one.clone()]), "the replayed event").await;
     browser.wait_field("http.flaky", "dead_letters", 24).await;

@@ -344,7 +344,10 @@
       class: 'sparkline', viewBox: `0 0 ${SPARK_W} ${SPARK_H}`, width: SPARK_W, height: SPARK_H,
       role: 'img', preserveAspectRatio: 'none',
     });
-    node.append(svg('path', { class: 'area' }), svg('polyline', { class: 'line' }));
+    node.append(
+      svg('line', { class: 'base', x1: 0, y1: SPARK_H - 0.5, x2: SPARK_W, y2: SPARK_H - 0.5 }),
+      svg('path', { class: 'area' }),
+      svg('polyline', { class: 'line' }));
     return node;
   }
 
@@ -353,9 +356,10 @@
     // Newest at the right edge; the width stands for the full five minutes.
     const step = SPARK_W / HISTORY_SAMPLES;
     const x0 = SPARK_W - step * Math.max(rates.length - 1, 0);
-    const points = (rates.length ? rates : [0]).map((r, i) =>
-      `${(x0 + i * step).toFixed(1)},${(SPARK_H - 1 - (r / peak) * (SPARK_H - 3)).toFixed(1)}`);
-    if (points.length === 1) points.unshift(`0,${SPARK_H - 1}`);
+    const y = (r) => (SPARK_H - 1 - (r / peak) * (SPARK_H - 3)).toFixed(1);
+    const points = (rates.length ? rates : [0]).map((r, i) => `${(x0 + i * step).toFixed(1)},${y(r)}`);
+    // One sample: a short level stroke at the right edge, not a ramp.
+    if (points.length === 1) points.unshift(`${(SPARK_W - step).toFixed(1)},${y(rates[0] || 0)}`);
     node.querySelector('.line').setAttribute('points', points.join(' '));
     const first = points[0].split(',')[0];
     node.querySelector('.area').setAttribute('d',
@@ -533,10 +537,10 @@
     const details = h('details', {},
       h('summary', {}, 'event'),
       h('pre', {}, JSON.stringify(ev, null, 2)));
-    row.querySelector('.last-error').replaceChildren(
-      err.status !== undefined && err.status !== null ? h('span', { class: 'status' }, String(err.status)) : null,
-      h('span', { class: 'message', title: err.message || '' }, err.message || ''),
-      details);
+    const parts = [];
+    if (err.status !== undefined && err.status !== null) parts.push(h('span', { class: 'status' }, String(err.status)));
+    parts.push(h('span', { class: 'message', title: err.message || '' }, err.message || ''), details);
+    row.querySelector('.last-error').replaceChildren(...parts);
   }
 
   function renderDeadLetters(rows) {
