@@ -191,6 +191,17 @@ impl Browser {
         .await;
     }
 
+    /// Pick the backend whose dead letters the page lists.
+    async fn choose_dead_letters_of(&self, backend: &str) {
+        self.c()
+            .find(Locator::Css("[data-role=dead-letter-backend]"))
+            .await
+            .expect("the dead-letter backend choice")
+            .select_by_value(backend)
+            .await
+            .unwrap_or_else(|e| panic!("cannot choose {backend}: {e}"));
+    }
+
     async fn click(&self, css: &str) {
         self.c()
             .find(Locator::Css(css))
@@ -312,6 +323,12 @@ async fn wait_api(sc: &Sidecar, name: &str, what: &str, done: impl Fn(&Value) ->
     }
 }
 
+fn assert_contains_all(text: &str, parts: &[&str], what: &str) {
+    for part in parts {
+        assert!(text.contains(part), "{what} lacks {part}: {text}");
+    }
+}
+
 // ---- tests -------------------------------------------------------------
 
 #[tokio::test]
@@ -345,14 +362,16 @@ async fn status_page_is_open_embedded_and_locked_down() {
     };
     assert!(header("content-type").starts_with("text/html"), "{headers:?}");
     let csp = header("content-security-policy");
-    for directive in [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "frame-ancestors 'none'",
-    ] {
-        assert!(csp.contains(directive), "CSP lacks {directive}: {csp}");
-    }
+    assert_contains_all(
+        &csp,
+        &[
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ],
+        "the CSP",
+    );
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
     assert_eq!(header("x-content-type-options"), "nosniff");
     assert_eq!(header("x-frame-options"), "DENY");
@@ -382,14 +401,16 @@ async fn status_page_is_open_embedded_and_locked_down() {
         assert!(r.headers().contains_key("content-security-policy"), "{path}");
         assert!(!r.text().await.unwrap_or_default().is_empty(), "{path} is empty");
     }
-    for hook in [
-        "data-role=\"token-form\"",
-        "data-role=\"backends\"",
-        "data-role=\"dead-letters\"",
-        "data-action=\"replay-all\"",
-    ] {
-        assert!(html.contains(hook), "/ui lacks {hook}");
-    }
+    assert_contains_all(
+        &html,
+        &[
+            "data-role=\"token-form\"",
+            "data-role=\"backends\"",
+            "data-role=\"dead-letters\"",
+            "data-action=\"replay-all\"",
+        ],
+        "/ui",
+    );
 
     // `/ui/` leads to the page (relative, so a path prefix survives).
     let slash = http.get(format!("{}/ui/", sc.url)).send().await.expect("GET /ui/");
@@ -479,12 +500,7 @@ async fn status_page_in_chromium() {
         .await;
 
     // Dead letters of http.flaky: newest first, 20 a page.
-    c.find(Locator::Css("[data-role=dead-letter-backend]"))
-        .await
-        .expect("backend choice")
-        .select_by_value("http.flaky")
-        .await
-        .expect("choose http.flaky");
+    browser.choose_dead_letters_of("http.flaky").await;
     browser.wait_dead_row_count(PAGE_SIZE).await;
     let first_page = browser.dead_rows().await;
     let times: Vec<&String> = first_page.iter().map(|(_, t)| t).collect();
@@ -535,12 +551,7 @@ async fn status_page_in_chromium() {
     browser.wait_dead_row_count(PAGE_SIZE).await;
 
     // An error without an HTTP status (nothing listens): just the message.
-    c.find(Locator::Css("[data-role=dead-letter-backend]"))
-        .await
-        .expect("backend choice")
-        .select_by_value("http.gone")
-        .await
-        .expect("choose http.gone");
+    browser.choose_dead_letters_of("http.gone").await;
     browser.wait_dead_row_count(1).await;
     let gone = browser
         .js(
@@ -558,12 +569,7 @@ async fn status_page_in_chromium() {
         gone[3], "message",
         "a status badge (or stray text) before the message: {gone}"
     );
-    c.find(Locator::Css("[data-role=dead-letter-backend]"))
-        .await
-        .expect("backend choice")
-        .select_by_value("http.flaky")
-        .await
-        .expect("choose http.flaky");
+    browser.choose_dead_letters_of("http.flaky").await;
     browser.wait_dead_row_count(PAGE_SIZE).await;
 
     // Phone width: no sideways scrolling.
