@@ -127,7 +127,7 @@
     byId('content').hidden = true;
     byId('forget-token').hidden = true;
     const msg = byId('token-message');
-    msg.textContent = refusedMessage ? `Token refused: ${refusedMessage}` : 'This sidecar asks for its admin token.';
+    msg.textContent = refusedMessage ? `Token refused: ${refusedMessage}` : '';
     msg.classList.toggle('refused', Boolean(refusedMessage));
     byId('token-form').hidden = false;
     setRefreshStatus('waiting for the token');
