@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672,
-# moto_server (the SNS/SQS emulator) from PyPI, cargo-nextest.
+# moto_server (the SNS/SQS emulator) from PyPI, cargo-nextest, and Debian's
+# chromium + chromium-driver for the status page's browser test.
 # Safe to run again: each step checks first.
 set -euo pipefail
 
@@ -31,3 +32,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+# Chromium and its WebDriver for the status page's browser test
+# (tests/status_page.rs). Debian's packages: nothing downloads a browser build.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium and chromium-driver"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+fi
+log "chromedriver: $(command -v chromedriver)"

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod ingest;
 mod metrics;
+mod ui;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
+        .merge(ui::routes())
         .merge(api)
         .fallback(not_found)
         // After every route is added: it applies to the routes present.
