@@ -5,6 +5,7 @@
 mod breaker;
 mod queue;
 mod retry;
+mod scheduler;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,19 +1,14 @@
-//! One backend instance's delivery queue.
+//! One backend instance's delivery queue: the async driver of a
+//! [`Scheduler`].
 //!
-//! It holds a bounded window of the backend's spool queue in memory and
-//! runs a small state machine over it:
-//!
-//! - events of one user (bare JID) go out one at a time, in spool order; a
-//!   user's later events wait while an earlier one is in flight or retrying,
-//!   and other users' events go out in parallel, up to `concurrency`;
-//! - a failed attempt is retried after a backoff (or the peer's
-//!   `Retry-After`); a permanent failure, or the last allowed attempt, moves
-//!   the event to the dead-letter table; nothing is ever dropped;
-//! - a successful attempt removes the event from the spool;
-//! - a paused backend loads and keeps its queue but sends nothing.
+//! It holds a bounded window of the backend's spool queue in memory, lets
+//! the scheduler decide what goes out and what becomes of each attempt
+//! (events of one user one at a time, in spool order; retries; dead
+//! letters), and carries those decisions out: attempts on the backend,
+//! acks and dead letters in the spool, the circuit breaker, stats. A
+//! paused backend loads and keeps its queue but sends nothing.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,16 +19,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::breaker::{Admission, CircuitBreaker};
+use super::scheduler::{Decision, Outcome, Scheduler};
 use super::BackendHandle;
 use crate::backend::{Delivery, DeliveryError};
-use crate::event::{timestamp_millis, Event};
+use crate::event::Event;
 use crate::slot::Slot;
 use crate::spool::{DeadLetter, LastError, Spool};
 
-/// An event in the window.
+/// An event in the window: what the scheduler does not need to know.
 struct Pending {
     delivery: Delivery,
-    key: String,
     first_attempt_at: Option<OffsetDateTime>,
     last_error: Option<DeliveryError>,
 }
@@ -48,13 +43,7 @@ pub struct DeliveryQueue {
     handle: Arc<BackendHandle>,
     spool: Spool,
     stop: watch::Receiver<bool>,
-    window: HashMap<u64, Pending>,
-    /// Events whose user is free, in spool order.
-    ready: VecDeque<u64>,
-    /// Per busy user, their later events in spool order. A user is busy
-    /// while they have an event ready, in flight or waiting to retry.
-    held: HashMap<String, VecDeque<u64>>,
-    retries: BinaryHeap<Reverse<(Instant, u64)>>,
+    window: Scheduler<Pending>,
     inflight: JoinSet<BatchResult>,
     /// The events of each attempt in flight, so a task that panics does not
     /// strand them.
@@ -62,10 +51,6 @@ pub struct DeliveryQueue {
     breaker: CircuitBreaker,
     /// The endpoint's last real failure: what a fail-fast attempt reports.
     last_endpoint_error: Option<DeliveryError>,
-    /// Events whose last allowed attempt came due while the circuit was
-    /// open. They wait for a real attempt: the probe, or the endpoint's next
-    /// real failure (which dead-letters them), at most one cooldown away.
-    parked: VecDeque<u64>,
     /// Highest sequence number loaded into the window.
     cursor: u64,
     started: bool,
@@ -75,20 +60,17 @@ pub struct DeliveryQueue {
 impl DeliveryQueue {
     pub fn new(slot: Slot, handle: Arc<BackendHandle>, spool: Spool, stop: watch::Receiver<bool>) -> Self {
         let breaker = CircuitBreaker::new(handle.options.breaker);
+        let window = Scheduler::new(handle.options.retry);
         DeliveryQueue {
             slot,
             handle,
             spool,
             stop,
-            window: HashMap::new(),
-            ready: VecDeque::new(),
-            held: HashMap::new(),
-            retries: BinaryHeap::new(),
+            window,
             inflight: JoinSet::new(),
             inflight_seqs: HashMap::new(),
             breaker,
             last_endpoint_error: None,
-            parked: VecDeque::new(),
             cursor: 0,
             started: false,
             read_failing: false,
@@ -133,7 +115,7 @@ impl DeliveryQueue {
                 }
                 Err(e) => tracing::debug!(backend = %self.name(), error = %e, "cannot read the spool queue"),
             }
-            self.promote_due_retries();
+            self.window.promote_due(Instant::now());
             self.dispatch().await;
 
             self.handle
@@ -165,7 +147,7 @@ impl DeliveryQueue {
     }
 
     fn next_wake(&self, start_at: Option<Instant>) -> Option<Instant> {
-        let retry = self.retries.peek().map(|Reverse((t, _))| *t);
+        let retry = self.window.next_retry_at();
         // Only a cooldown still to come: once it is over, dispatch has
         // already had its chance to probe (or nothing waits, or the slots
         // are full and a finishing attempt wakes us); waking for a past
@@ -174,7 +156,7 @@ impl DeliveryQueue {
         let breaker = self.breaker.reopens_at().filter(|t| *t > now);
         // A backend that is not ready has no way to wake us when it is back;
         // look again shortly while events wait.
-        let waiting = !(self.ready.is_empty() && self.parked.is_empty());
+        let waiting = self.window.has_waiting();
         let not_ready = (self.started && waiting && !self.handle.backend.is_ready()).then(|| now + NOT_READY_POLL);
         [retry, breaker, start_at, not_ready].into_iter().flatten().min()
     }
@@ -222,20 +204,17 @@ impl DeliveryQueue {
                 // Should never happen: we wrote it. Keep it anyway, where an
                 // operator can see it, rather than loop on it.
                 tracing::error!(backend = %self.name(), seq, error = %e, "unreadable event in spool; dead-lettering it");
-                let now = timestamp_millis::format(&OffsetDateTime::now_utc());
-                let record = DeadLetter {
-                    id: format!("seq-{seq}"),
-                    backend: self.name().to_owned(),
-                    event: serde_json::Value::String(String::from_utf8_lossy(&json).into_owned()),
-                    attempts: 0,
-                    last_error: LastError {
+                let record = DeadLetter::new(
+                    format!("seq-{seq}"),
+                    self.name().to_owned(),
+                    serde_json::Value::String(String::from_utf8_lossy(&json).into_owned()),
+                    0,
+                    LastError {
                         status: None,
                         message: format!("unreadable event: {e}"),
                     },
-                    first_attempt_at: now.clone(),
-                    last_attempt_at: now.clone(),
-                    dead_at: now,
-                };
+                    OffsetDateTime::now_utc(),
+                );
                 let _ = self.spool.dead_letter(self.slot, seq, record).await;
                 return;
             }
@@ -247,30 +226,10 @@ impl DeliveryQueue {
                 json,
                 attempt: 0,
             },
-            key: key.clone(),
             first_attempt_at: None,
             last_error: None,
         };
-        self.window.insert(seq, pending);
-        match self.held.get_mut(&key) {
-            Some(later) => later.push_back(seq),
-            None => {
-                self.held.insert(key, VecDeque::new());
-                self.ready.push_back(seq);
-            }
-        }
-    }
-
-    fn promote_due_retries(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, seq))) = self.retries.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.retries.pop();
-            // A retry goes before fresh events: it is older.
-            self.ready.push_front(seq);
-        }
+        self.window.admit(seq, key, pending);
     }
 
     async fn dispatch(&mut self) {
@@ -285,27 +244,21 @@ impl DeliveryQueue {
         }
         let concurrency = self.handle.options.concurrency.max(1);
         let max_batch = self.handle.backend.max_batch().max(1);
-        while self.inflight.len() < concurrency && !(self.ready.is_empty() && self.parked.is_empty()) {
+        while self.inflight.len() < concurrency && self.window.has_waiting() {
             match self.breaker.admit(Instant::now()) {
                 Admission::Open => {
                     self.fail_fast_ready().await;
                     break;
                 }
                 Admission::Probe => {
-                    if self.ready.is_empty() {
-                        // Only events on their last attempt wait: the oldest
-                        // is the probe.
-                        if let Some(seq) = self.parked.pop_front() {
-                            self.ready.push_front(seq);
-                        }
-                    }
+                    self.window.ready_parked_probe();
                     if self.send(1) == 0 {
                         self.breaker.on_inconclusive();
                         break;
                     }
                 }
                 Admission::Closed => {
-                    self.unpark();
+                    self.window.unpark();
                     if self.send(max_batch) == 0 {
                         break;
                     }
@@ -318,37 +271,17 @@ impl DeliveryQueue {
     /// counted, the endpoint spared; except an event's last attempt, which
     /// is always a real one: it waits (parked) for the circuit's next probe.
     async fn fail_fast_ready(&mut self) {
-        let policy = self.handle.options.retry;
-        let seqs: Vec<u64> = self.ready.drain(..).collect();
-        for seq in seqs {
+        for seq in self.window.fail_fast_ready() {
             let err = self.fail_fast_error(seq);
-            let Some(p) = self.window.get_mut(&seq) else { continue };
-            p.first_attempt_at.get_or_insert_with(OffsetDateTime::now_utc);
-            if policy.exhausted(p.delivery.attempt + 1) {
-                self.parked.push_back(seq);
-                continue;
-            }
-            p.delivery.attempt += 1;
             self.handle.stats.failed.fetch_add(1, Ordering::Relaxed);
             self.failed(seq, err, false).await;
-        }
-    }
-
-    /// The circuit closed: parked events go first, in their order.
-    fn unpark(&mut self) {
-        while let Some(seq) = self.parked.pop_back() {
-            self.ready.push_front(seq);
         }
     }
 
     /// The endpoint failed for real while events waited for their last
     /// attempt: that failure is their last attempt.
     async fn dead_letter_parked(&mut self, err: &DeliveryError) {
-        let parked: Vec<u64> = self.parked.drain(..).collect();
-        for seq in parked {
-            if let Some(p) = self.window.get_mut(&seq) {
-                p.delivery.attempt += 1;
-            }
+        for seq in self.window.take_parked() {
             self.failed(seq, err.clone(), true).await;
         }
     }
@@ -359,7 +292,7 @@ impl DeliveryQueue {
         let last = self
             .last_endpoint_error
             .clone()
-            .or_else(|| self.window.get(&seq).and_then(|p| p.last_error.clone()));
+            .or_else(|| self.window.get(seq).and_then(|p| p.last_error.clone()));
         let mut err = DeliveryError::retryable(match &last {
             Some(l) => format!("{} (circuit open: not sent)", l.message),
             None => "circuit open: endpoint failing (not sent)".to_owned(),
@@ -370,14 +303,13 @@ impl DeliveryQueue {
 
     /// Start one attempt of up to `n` ready events; how many it took.
     fn send(&mut self, n: usize) -> usize {
-        let mut seqs = Vec::with_capacity(n);
-        let mut batch = Vec::with_capacity(n);
-        while seqs.len() < n {
-            let Some(seq) = self.ready.pop_front() else { break };
-            let Some(p) = self.window.get_mut(&seq) else { continue };
-            p.delivery.attempt += 1;
+        let seqs = self.window.take_ready(n);
+        let mut batch = Vec::with_capacity(seqs.len());
+        for &seq in &seqs {
+            let attempt = self.window.attempts(seq);
+            let Some(p) = self.window.get_mut(seq) else { continue };
+            p.delivery.attempt = attempt;
             p.first_attempt_at.get_or_insert_with(OffsetDateTime::now_utc);
-            seqs.push(seq);
             batch.push(p.delivery.clone());
         }
         if seqs.is_empty() {
@@ -440,13 +372,15 @@ impl DeliveryQueue {
                     self.breaker.on_success();
                     self.last_endpoint_error = None;
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    if let Some(p) = self.window.get(&seq) {
+                    if self.window.after_attempt(seq, Outcome::Delivered, Instant::now()) != Some(Decision::Ack) {
+                        continue;
+                    }
+                    self.spool.ack(self.slot, seq);
+                    if let Some(p) = self.window.release(seq) {
                         let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
                         let accepted = p.delivery.event.accepted_at_ms();
                         stats.latency.observe(now_ms.saturating_sub(accepted) as f64 / 1000.0);
                     }
-                    self.spool.ack(self.slot, seq);
-                    self.release(seq);
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -471,68 +405,62 @@ impl DeliveryQueue {
             }
         }
         if let Some(e) = real_failure {
-            if self.breaker.is_open() && !self.parked.is_empty() {
+            if self.breaker.is_open() && self.window.has_parked() {
                 self.dead_letter_parked(&e).await;
             }
         }
     }
 
-    /// An attempt failed: retry later, or dead-letter.
+    /// An attempt failed: retry later, or dead-letter, as the scheduler
+    /// decides.
     async fn failed(&mut self, seq: u64, err: DeliveryError, real: bool) {
-        let policy = self.handle.options.retry;
-        let Some(p) = self.window.get_mut(&seq) else { return };
-        let attempts = p.delivery.attempt;
+        let attempts = self.window.attempts(seq);
+        let outcome = Outcome::Failed {
+            retryable: err.retryable,
+            retry_after: err.retry_after,
+        };
+        let Some(decision) = self.window.after_attempt(seq, outcome, Instant::now()) else {
+            return;
+        };
+        let Some(p) = self.window.get_mut(seq) else { return };
         if real {
             tracing::debug!(backend = %self.handle.name, id = %p.delivery.event.id, attempts, error = %err, "attempt failed");
         }
-        if !err.retryable || policy.exhausted(attempts) {
-            let record = DeadLetter {
-                id: p.delivery.event.id.clone(),
-                backend: self.handle.name.clone(),
-                event: serde_json::from_slice(&p.delivery.json).unwrap_or(serde_json::Value::Null),
-                attempts,
-                last_error: LastError {
-                    status: err.status,
-                    message: err.message.clone(),
-                },
-                first_attempt_at: timestamp_millis::format(&p.first_attempt_at.unwrap_or_else(OffsetDateTime::now_utc)),
-                last_attempt_at: timestamp_millis::format(&OffsetDateTime::now_utc()),
-                dead_at: timestamp_millis::format(&OffsetDateTime::now_utc()),
-            };
-            match self.spool.dead_letter(self.slot, seq, record).await {
-                Ok(()) => {
-                    tracing::warn!(backend = %self.handle.name, id = %p.delivery.event.id, attempts, error = %err, "event dead-lettered");
-                    self.handle.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    self.release(seq);
+        match decision {
+            Decision::RetryAt(_) => {
+                if real {
+                    p.last_error = Some(err);
                 }
-                Err(e) => {
-                    // The spool cannot take it now; keep the event and try
-                    // the dead-letter move again after a backoff.
-                    tracing::error!(backend = %self.handle.name, error = %e, "cannot dead-letter; will retry");
-                    p.delivery.attempt = attempts.saturating_sub(1);
-                    let at = Instant::now() + policy.backoff(attempts.max(1), None);
-                    self.retries.push(Reverse((at, seq)));
-                }
+                self.handle.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            return;
-        }
-        if real {
-            p.last_error = Some(err.clone());
-        }
-        self.handle.stats.retries.fetch_add(1, Ordering::Relaxed);
-        let at = Instant::now() + policy.backoff(attempts, err.retry_after);
-        self.retries.push(Reverse((at, seq)));
-    }
-
-    /// An event is done (delivered or dead-lettered): drop it from the
-    /// window and let its user's next event go.
-    fn release(&mut self, seq: u64) {
-        let Some(p) = self.window.remove(&seq) else { return };
-        let next = self.held.get_mut(&p.key).and_then(VecDeque::pop_front);
-        match next {
-            Some(next) => self.ready.push_back(next),
-            None => {
-                self.held.remove(&p.key);
+            // Never after a failure.
+            Decision::Ack => {}
+            Decision::DeadLetter => {
+                let id = p.delivery.event.id.clone();
+                let record = DeadLetter::new(
+                    id.clone(),
+                    self.handle.name.clone(),
+                    serde_json::from_slice(&p.delivery.json).unwrap_or(serde_json::Value::Null),
+                    attempts,
+                    LastError {
+                        status: err.status,
+                        message: err.message.clone(),
+                    },
+                    p.first_attempt_at.unwrap_or_else(OffsetDateTime::now_utc),
+                );
+                match self.spool.dead_letter(self.slot, seq, record).await {
+                    Ok(()) => {
+                        tracing::warn!(backend = %self.handle.name, %id, attempts, error = %err, "event dead-lettered");
+                        self.handle.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        self.window.release(seq);
+                    }
+                    Err(e) => {
+                        // The spool cannot take it now; keep the event and try
+                        // the dead-letter move again after a backoff.
+                        tracing::error!(backend = %self.handle.name, error = %e, "cannot dead-letter; will retry");
+                        self.window.dead_letter_deferred(seq, Instant::now());
+                    }
+                }
             }
         }
     }

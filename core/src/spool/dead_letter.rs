@@ -2,6 +2,9 @@
 //! what happened to it, kept until an operator replays it.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::event::timestamp_millis;
 
 /// The last failure of a dead-lettered event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,4 +26,29 @@ pub struct DeadLetter {
     pub first_attempt_at: String,
     pub last_attempt_at: String,
     pub dead_at: String,
+}
+
+impl DeadLetter {
+    /// The record of an event given up now, after `attempts` attempts of
+    /// which the first was at `first_attempt_at` and the last just now.
+    pub fn new(
+        id: String,
+        backend: String,
+        event: serde_json::Value,
+        attempts: u32,
+        last_error: LastError,
+        first_attempt_at: OffsetDateTime,
+    ) -> Self {
+        let now = timestamp_millis::format(&OffsetDateTime::now_utc());
+        DeadLetter {
+            id,
+            backend,
+            event,
+            attempts,
+            last_error,
+            first_attempt_at: timestamp_millis::format(&first_attempt_at),
+            last_attempt_at: now.clone(),
+            dead_at: now,
+        }
+    }
 }

@@ -325,6 +325,7 @@ impl SpoolWriter {
         tracing::debug!("spool closed");
     }
 
+    /// Remove a delivered event from its queue.
     fn apply_ack(&self, txn: &WriteTransaction, slot: usize, seq: u64, fx: &mut Effects) -> Result<(), SpoolError> {
         let mut t = txn
             .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(
@@ -341,115 +342,152 @@ impl SpoolWriter {
     /// Apply one command inside the transaction. A refusal (limits) returns
     /// an error for that command alone; an I/O error aborts the group.
     fn apply(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<usize, SpoolError> {
-        let slots = &self.shared.slots;
         match cmd {
-            Command::Append { items, .. } => {
-                // Limits first, for the whole request: all or nothing.
-                let limits = self.shared.limits;
-                let mut per_slot = vec![0u64; slots.len()];
-                let mut bytes = 0u64;
-                for (slot, b) in items {
-                    per_slot[*slot] += 1;
-                    bytes += b.len() as u64;
-                }
-                for (slot, add) in per_slot.iter().enumerate() {
-                    let queued = slots[slot].queued.load(Ordering::Relaxed) as i64 + fx.queued_delta[slot];
-                    if *add > 0 && queued as u64 + add > limits.max_queue {
-                        return Err(SpoolError::Full(format!(
-                            "queue of backend \"{}\" holds {queued} events (limit {})",
-                            slots[slot].name, limits.max_queue
-                        )));
-                    }
-                }
-                let stored = self.shared.stored_bytes.load(Ordering::Relaxed) as i64 + fx.bytes_delta;
-                if stored as u64 + bytes > limits.max_bytes {
-                    return Err(SpoolError::Full(format!(
-                        "spool holds {stored} bytes (limit {})",
-                        limits.max_bytes
-                    )));
-                }
-                for (slot, b) in items {
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    let mut t = txn
-                        .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&slots[*slot].name)))
-                        .map_err(super::io)?;
-                    t.insert(seq, b.as_ref()).map_err(super::io)?;
-                    fx.appended.push((*slot, seq));
-                    fx.queued_delta[*slot] += 1;
-                    fx.notify.push(*slot);
-                }
-                fx.bytes_delta += bytes as i64;
-                Ok(items.len())
-            }
-            Command::Ack { slot, seq } => {
-                self.apply_ack(txn, *slot, *seq, fx)?;
-                Ok(0)
-            }
-            Command::DeadLetter { slot, seq, record, .. } => {
-                let name = &slots[*slot].name;
-                let mut q = txn
-                    .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
-                    .map_err(super::io)?;
-                if let Some(old) = q.remove(seq).map_err(super::io)? {
-                    fx.bytes_delta -= old.value().len() as i64;
-                    fx.queued_delta[*slot] -= 1;
-                }
-                let mut d = txn
-                    .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
-                    .map_err(super::io)?;
-                if d.insert(seq, record.as_slice()).map_err(super::io)?.is_none() {
-                    fx.dead_delta[*slot] += 1;
-                }
-                fx.bytes_delta += record.len() as i64;
-                Ok(1)
-            }
-            Command::Replay { slot, ids, .. } => {
-                let name = &slots[*slot].name;
-                let mut d = txn
-                    .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
-                    .map_err(super::io)?;
-                let mut q = txn
-                    .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
-                    .map_err(super::io)?;
-                let mut chosen = Vec::new();
-                for row in d.iter().map_err(super::io)? {
-                    let (k, v) = row.map_err(super::io)?;
-                    let dl: DeadLetter = match serde_json::from_slice(v.value()) {
-                        Ok(dl) => dl,
-                        Err(e) => {
-                            tracing::warn!(backend = %name, seq = k.value(), error = %e, "unreadable dead letter skipped");
-                            continue;
-                        }
-                    };
-                    if ids.as_ref().is_none_or(|ids| ids.contains(&dl.id)) {
-                        chosen.push((k.value(), v.value().len(), dl));
-                    }
-                }
-                for (key, len, dl) in &chosen {
-                    d.remove(key).map_err(super::io)?;
-                    let event = serde_json::to_vec(&dl.event).map_err(super::io)?;
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    q.insert(seq, event.as_slice()).map_err(super::io)?;
-                    fx.bytes_delta += event.len() as i64 - *len as i64;
-                    fx.dead_delta[*slot] -= 1;
-                    fx.queued_delta[*slot] += 1;
-                    fx.appended.push((*slot, seq));
-                }
-                fx.notify.push(*slot);
-                Ok(chosen.len())
-            }
+            Command::Append { items, .. } => self.apply_append(txn, items, fx),
+            Command::Ack { slot, seq } => self.apply_ack(txn, *slot, *seq, fx).map(|()| 0),
+            Command::DeadLetter { slot, seq, record, .. } => self.apply_dead_letter(txn, *slot, *seq, record, fx),
+            Command::Replay { slot, ids, .. } => self.apply_replay(txn, *slot, ids.as_deref(), fx),
+            Command::SetPaused { slot, paused, .. } => self.apply_set_paused(txn, *slot, *paused, fx),
             Command::Sync { .. } | Command::Close { .. } => Ok(0),
-            Command::SetPaused { slot, paused, .. } => {
-                let mut t = txn.open_table(STATE).map_err(super::io)?;
-                t.insert(format!("paused/{}", slots[*slot].name).as_str(), u64::from(*paused))
-                    .map_err(super::io)?;
-                fx.paused.push((*slot, *paused));
-                fx.notify.push(*slot);
-                Ok(0)
+        }
+    }
+
+    /// Store new events, all or nothing: the limits are checked for the
+    /// whole request first.
+    fn apply_append(
+        &mut self,
+        txn: &WriteTransaction,
+        items: &[(usize, Bytes)],
+        fx: &mut Effects,
+    ) -> Result<usize, SpoolError> {
+        let slots = &self.shared.slots;
+        let limits = self.shared.limits;
+        let mut per_slot = vec![0u64; slots.len()];
+        let mut bytes = 0u64;
+        for (slot, b) in items {
+            per_slot[*slot] += 1;
+            bytes += b.len() as u64;
+        }
+        for (slot, add) in per_slot.iter().enumerate() {
+            let queued = slots[slot].queued.load(Ordering::Relaxed) as i64 + fx.queued_delta[slot];
+            if *add > 0 && queued as u64 + add > limits.max_queue {
+                return Err(SpoolError::Full(format!(
+                    "queue of backend \"{}\" holds {queued} events (limit {})",
+                    slots[slot].name, limits.max_queue
+                )));
             }
         }
+        let stored = self.shared.stored_bytes.load(Ordering::Relaxed) as i64 + fx.bytes_delta;
+        if stored as u64 + bytes > limits.max_bytes {
+            return Err(SpoolError::Full(format!(
+                "spool holds {stored} bytes (limit {})",
+                limits.max_bytes
+            )));
+        }
+        for (slot, b) in items {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let mut t = txn
+                .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&slots[*slot].name)))
+                .map_err(super::io)?;
+            t.insert(seq, b.as_ref()).map_err(super::io)?;
+            fx.appended.push((*slot, seq));
+            fx.queued_delta[*slot] += 1;
+            fx.notify.push(*slot);
+        }
+        fx.bytes_delta += bytes as i64;
+        Ok(items.len())
+    }
+
+    /// Move an event from its queue to the dead letters.
+    fn apply_dead_letter(
+        &self,
+        txn: &WriteTransaction,
+        slot: usize,
+        seq: u64,
+        record: &[u8],
+        fx: &mut Effects,
+    ) -> Result<usize, SpoolError> {
+        let name = &self.shared.slots[slot].name;
+        let mut q = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
+            .map_err(super::io)?;
+        if let Some(old) = q.remove(seq).map_err(super::io)? {
+            fx.bytes_delta -= old.value().len() as i64;
+            fx.queued_delta[slot] -= 1;
+        }
+        let mut d = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+            .map_err(super::io)?;
+        if d.insert(seq, record).map_err(super::io)?.is_none() {
+            fx.dead_delta[slot] += 1;
+        }
+        fx.bytes_delta += record.len() as i64;
+        Ok(1)
+    }
+
+    /// Put dead letters (all, or those with the given event ids) back at
+    /// the end of their queue; how many.
+    fn apply_replay(
+        &mut self,
+        txn: &WriteTransaction,
+        slot: usize,
+        ids: Option<&[String]>,
+        fx: &mut Effects,
+    ) -> Result<usize, SpoolError> {
+        let name = &self.shared.slots[slot].name;
+        let mut d = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+            .map_err(super::io)?;
+        let mut q = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
+            .map_err(super::io)?;
+        let mut chosen = Vec::new();
+        for row in d.iter().map_err(super::io)? {
+            let (k, v) = row.map_err(super::io)?;
+            let dl: DeadLetter = match serde_json::from_slice(v.value()) {
+                Ok(dl) => dl,
+                Err(e) => {
+                    tracing::warn!(backend = %name, seq = k.value(), error = %e, "unreadable dead letter skipped");
+                    continue;
+                }
+            };
+            if ids.is_none_or(|ids| ids.contains(&dl.id)) {
+                chosen.push((k.value(), v.value().len(), dl));
+            }
+        }
+        for (key, len, dl) in &chosen {
+            d.remove(key).map_err(super::io)?;
+            let event = serde_json::to_vec(&dl.event).map_err(super::io)?;
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            q.insert(seq, event.as_slice()).map_err(super::io)?;
+            fx.bytes_delta += event.len() as i64 - *len as i64;
+            fx.dead_delta[slot] -= 1;
+            fx.queued_delta[slot] += 1;
+            fx.appended.push((slot, seq));
+        }
+        fx.notify.push(slot);
+        Ok(chosen.len())
+    }
+
+    /// Remember a pause or resume across restarts.
+    fn apply_set_paused(
+        &self,
+        txn: &WriteTransaction,
+        slot: usize,
+        paused: bool,
+        fx: &mut Effects,
+    ) -> Result<usize, SpoolError> {
+        let mut t = txn.open_table(STATE).map_err(super::io)?;
+        t.insert(
+            format!("paused/{}", self.shared.slots[slot].name).as_str(),
+            u64::from(paused),
+        )
+        .map_err(super::io)?;
+        fx.paused.push((slot, paused));
+        fx.notify.push(slot);
+        Ok(0)
     }
 
     /// Make committed changes visible to the delivery queues.
