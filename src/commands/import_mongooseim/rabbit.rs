@@ -18,6 +18,12 @@ const TYPES: [&str; 4] = ["topic", "direct", "fanout", "headers"];
 pub fn import(root: &Table<'_, '_>, module: &Table<'_, '_>, legacy: bool) -> Result<Vec<Section>> {
     const EXCHANGES: [&str; 3] = ["presence_exchange", "chat_msg_exchange", "groupchat_msg_exchange"];
     module.check_keys(&EXCHANGES)?;
+    // A mistyped exchange setting is reported before a missing pool.
+    for ex in EXCHANGES {
+        if let Some(t) = module.table(ex)? {
+            t.check_keys(&exchange_keys(ex))?;
+        }
+    }
     let Some(pool_table) = pools::find(root, "rabbit", "event_pusher")? else {
         return Err(module.error(
             "mod_event_pusher's rabbit backend publishes through [outgoing_pools.rabbit.event_pusher], \
@@ -48,10 +54,6 @@ pub fn import(root: &Table<'_, '_>, module: &Table<'_, '_>, legacy: bool) -> Res
             "chat_msg_exchange" => ["chat_msg", "chat_msg_sent", "chat_msg_recv"],
             _ => ["groupchat_msg", "groupchat_msg_sent", "groupchat_msg_recv"],
         };
-        let mut keys = vec!["name", "type", "durable"];
-        if ex != "presence_exchange" {
-            keys.extend(["sent_topic", "recv_topic"]);
-        }
         let read = |key: &str, default: &str| -> Result<String> {
             Ok(match &table {
                 Some(t) => t.str(key)?.map(|v| v.value),
@@ -60,7 +62,6 @@ pub fn import(root: &Table<'_, '_>, module: &Table<'_, '_>, legacy: bool) -> Res
             .unwrap_or_else(|| default.to_owned()))
         };
         if let Some(t) = &table {
-            t.check_keys(&keys)?;
             if let Some(kind) = t.str("type")? {
                 if !TYPES.contains(&kind.value.as_str()) {
                     return Err(t.error_at(
@@ -103,4 +104,13 @@ pub fn import(root: &Table<'_, '_>, module: &Table<'_, '_>, legacy: bool) -> Res
         ));
     }
     Ok(sections)
+}
+
+/// The settings an exchange table may hold.
+fn exchange_keys(exchange: &str) -> Vec<&'static str> {
+    let mut keys = vec!["name", "type", "durable"];
+    if exchange != "presence_exchange" {
+        keys.extend(["sent_topic", "recv_topic"]);
+    }
+    keys
 }
