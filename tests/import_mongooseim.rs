@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{path_str, run_cli, Options, Receiver, Sidecar};
+use support::{path_str, run_cli, Receiver};
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mongooseim");
@@ -185,14 +185,7 @@ async fn an_imported_http_handler_posts_forms_to_the_endpoint() {
          [modules.mod_event_pusher.http]\n  handlers = [{{pool_name = \"http_pool\", path = \"/notifications\"}}]\n",
         rx.addr
     );
-    let (_, out) = import_text(&mim);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let sc = Sidecar::start(Options {
-        body: out.stdout.clone(),
-        ..Default::default()
-    })
-    .await;
-    sc.wait_ready().await;
+    let (sc, imported) = support::start_imported_mongooseim(&mim).await;
 
     // Delivered to bob (direction out): MongooseIM's handler would not post it.
     let (status, answer) = sc
@@ -211,7 +204,7 @@ async fn an_imported_http_handler_posts_forms_to_the_endpoint() {
     assert_eq!(status, 202, "{answer}");
 
     let got = rx.wait_for(1, Duration::from_secs(15)).await;
-    assert!(!got.is_empty(), "nothing posted; config was:\n{}", out.stdout);
+    assert!(!got.is_empty(), "nothing posted; config was:\n{imported}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = rx.received();
     assert_eq!(got.len(), 1, "only the sent message is posted: {got:?}");
