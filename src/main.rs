@@ -27,6 +27,16 @@ enum Command {
     },
     /// Validate a config file and print the handler chain.
     CheckConfig { file: PathBuf },
+    /// Write an event-pusher config from a MongooseIM config's mod_event_pusher.
+    ImportMongooseim {
+        file: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Overwrite the --output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// List or replay dead letters.
     Dlq {
         #[command(subcommand)]
@@ -84,6 +94,9 @@ fn main() -> ExitCode {
                 sidecar.run().await.map(|_| String::new()).map_err(|e| e.to_string())
             }
             Command::CheckConfig { file } => commands::check_config::run(&file).map_err(|e| e.to_string()),
+            Command::ImportMongooseim { file, output, force } => {
+                commands::import_mongooseim::run(&file, output.as_deref(), force).map_err(|e| e.to_string())
+            }
             Command::Status { url, token } => commands::status::run(&url, token.as_deref())
                 .await
                 .map_err(|e| e.to_string()),

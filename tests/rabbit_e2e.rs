@@ -11,9 +11,9 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{json, Value};
 use support::{Options, Sidecar};
 
@@ -272,4 +272,67 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
+}
+
+/// `import-mongooseim` on a MongooseIM rabbit config: the imported backend
+/// declares the exchange transient, as MongooseIM does by default (so an
+/// exchange MongooseIM already declared is accepted), and publishes with
+/// MongooseIM's routing keys.
+#[tokio::test]
+async fn an_imported_mongooseim_rabbit_config_publishes_to_its_transient_exchange() {
+    let id = uid();
+    let exchange = format!("mim-chat-{id}");
+    let (sc, imported) = support::start_imported_mongooseim(&format!(
+        "[outgoing_pools.rabbit.event_pusher]\n  workers = 4\n\
+             [outgoing_pools.rabbit.event_pusher.connection]\n  host = \"127.0.0.1\"\n  port = 5672\n  \
+             username = \"guest\"\n  password = \"guest\"\n  confirms_enabled = true\n\
+             [modules.mod_event_pusher.rabbit]\n  chat_msg_exchange.name = \"{exchange}\"\n"
+    ))
+    .await;
+
+    let (conn, _) = channel().await;
+    // Wait until the sidecar has declared it (a failed passive declare
+    // closes its channel, so each try gets a new one).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ch = conn.create_channel().await.expect("channel");
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = ch
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                passive,
+                FieldTable::default(),
+            )
+            .await;
+        if declared.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sidecar never declared {exchange}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // RabbitMQ refuses this re-declare unless the exchange is transient.
+    let ch = conn.create_channel().await.expect("channel");
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("the imported exchange is transient, as MongooseIM declares it");
+    queue(&ch, &format!("mim-q-{id}"), &exchange).await;
+
+    let (status, body) = sc
+        .post(&json!({"hook":"user_send_message","from":"Alice@localhost/phone","to":"bob@localhost","type":"chat","body":"hi"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let got = take_all(&ch, &format!("mim-q-{id}"), 1, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 1, "config was:\n{imported}");
+    assert_eq!(got[0].routing_key.as_str(), "alice@localhost.chat_msg_sent");
+    let msg: Value = serde_json::from_slice(&got[0].data).expect("json body");
+    assert_eq!(msg["message"], "hi");
 }

@@ -64,6 +64,13 @@ impl Source {
         }
     }
 
+    /// A file read as is, without `${VAR}` interpolation (e.g. another
+    /// program's config that is being imported), so its errors are reported
+    /// the same way as ours.
+    pub fn plain(file: &str, text: &str) -> Self {
+        Source::new(file, text, OffsetMap::default())
+    }
+
     pub fn file(&self) -> &str {
         &self.file
     }

@@ -2,6 +2,7 @@
 
 pub mod check_config;
 pub mod dlq;
+pub mod import_mongooseim;
 pub mod status;
 
 /// A command failed; the message is printed and the process exits 1.

@@ -508,3 +508,21 @@ impl Sidecar {
         self.child.as_ref().map(|c| c.id())
     }
 }
+
+/// Import MongooseIM config `text` with `event-pusher import-mongooseim`
+/// and start the binary on the result (ready); also returns the imported
+/// config, for failure messages.
+pub async fn start_imported_mongooseim(text: &str) -> (Sidecar, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mongooseim.toml");
+    std::fs::write(&file, text).expect("write MongooseIM config");
+    let out = run_cli(&["import-mongooseim", &path_str(&file)], &[]);
+    assert_eq!(out.code, Some(0), "import-mongooseim failed: {}", out.stderr);
+    let sc = Sidecar::start(Options {
+        body: out.stdout.clone(),
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    (sc, out.stdout)
+}
