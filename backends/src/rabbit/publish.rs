@@ -65,7 +65,7 @@ impl RabbitBackend {
             declarations,
             config.pool_size,
             config.max_in_flight,
-        );
+        )?;
         Ok(RabbitBackend {
             exchanges,
             channels,
@@ -146,19 +146,20 @@ impl Backend for RabbitBackend {
             ShortString::try_new(msg.exchange.as_str()).map_err(|e| DeliveryError::permanent(e.to_string()))?;
         let props = properties(event, msg.class).map_err(DeliveryError::permanent)?;
 
-        let live = self
+        let lane = self
             .channels
-            .pick_within(self.reconnect_grace)
+            .checkout(self.reconnect_grace)
             .await
             .map_err(DeliveryError::retryable)?;
-        if live.blocked() {
+        let health = lane.health.clone();
+        if health.blocked() {
             return Err(DeliveryError::retryable(
                 "RabbitMQ is blocking publishers (a memory or disk alarm on the broker)",
             ));
         }
         // Waiting for a slot is bounded separately from the confirm, so a
         // long queue for permits cannot look like a lost confirm.
-        let _permit = match tokio::time::timeout(self.confirm_timeout, live.permits.acquire()).await {
+        let _permit = match tokio::time::timeout(self.confirm_timeout, lane.permits.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
             Ok(Err(_)) | Err(_) => {
                 return Err(DeliveryError::retryable(format!(
@@ -171,17 +172,26 @@ impl Backend for RabbitBackend {
             mandatory: self.mandatory,
             immediate: false,
         };
-        let publish = async {
-            live.channel
-                .basic_publish(exchange, routing_key, options, &msg.body, props)
-                .await?
-                .await
+        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
+        let published = tokio::time::timeout_at(
+            deadline,
+            lane.channel
+                .basic_publish(exchange, routing_key, options, &msg.body, props),
+        )
+        .await;
+        // The lane goes back to the pool before the confirm is awaited, so
+        // other publishes follow this one on the same channel meanwhile.
+        drop(lane);
+        let confirmed = match published {
+            Ok(Ok(confirm)) => tokio::time::timeout_at(deadline, confirm).await,
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
         };
-        match tokio::time::timeout(self.confirm_timeout, publish).await {
+        match confirmed {
             Ok(Ok(confirmation)) => self.classify(confirmation),
             Ok(Err(e)) => {
                 let why = format!("publish to RabbitMQ failed: {e}");
-                self.channels.retire(&live, &why);
+                self.channels.retire(&health, &why);
                 Err(DeliveryError::retryable(why))
             }
             Err(_) => {
@@ -190,7 +200,7 @@ impl Backend for RabbitBackend {
                 // still have the message, so a retry can duplicate it; the
                 // stable message_id lets consumers drop the copy.
                 let why = format!("no publisher confirm from RabbitMQ within {:?}", self.confirm_timeout);
-                self.channels.retire(&live, &why);
+                self.channels.retire(&health, &why);
                 Err(DeliveryError::retryable(why))
             }
         }
