@@ -10,11 +10,12 @@
 //! declares the exchanges on it, and on every checkout checks that it is
 //! still open.
 //!
-//! A delivery checks a lane out only for the `basic_publish` call and gives
-//! it back before it awaits the confirm, so publishes on one channel still
-//! go out back to back with their confirms outstanding together (up to
-//! `max_in_flight` per channel, bounded by the lane's semaphore) instead of
-//! one round trip per event. The pool supplies what a hand-made one would
+//! A delivery checks a lane out only to take handles to its channel and
+//! permits, and gives it back before it publishes (holding it across the
+//! `basic_publish` await serialized a lane's publishes: see publish.rs), so
+//! publishes on one channel go out back to back with their confirms
+//! outstanding together (up to `max_in_flight` per channel, bounded by the
+//! lane's semaphore) instead of one round trip per event. The pool supplies what a hand-made one would
 //! have to: wait and create timeouts, health checks on recycle, status.
 //!
 //! A lane that fails (an I/O or channel error, a missing confirm, the
@@ -61,7 +62,7 @@ pub struct Lane {
     _connection: Connection,
     pub channel: Channel,
     /// One permit per unconfirmed publish. Belongs to this channel (and
-    /// outlives a checkout: a confirm is awaited after the lane went back),
+    /// outlives a checkout: a publish runs after the lane went back),
     /// so a reopened lane starts with a full set even while publishes on
     /// the old one are still timing out.
     pub permits: Arc<Semaphore>,

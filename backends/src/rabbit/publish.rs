@@ -146,12 +146,21 @@ impl Backend for RabbitBackend {
             ShortString::try_new(msg.exchange.as_str()).map_err(|e| DeliveryError::permanent(e.to_string()))?;
         let props = properties(event, msg.class).map_err(DeliveryError::permanent)?;
 
-        let lane = self
-            .channels
-            .checkout(self.reconnect_grace)
-            .await
-            .map_err(DeliveryError::retryable)?;
-        let health = lane.health.clone();
+        // The lane is checked out only to take handles to its channel (a
+        // lapin channel is shared by cloning) and goes back to the pool at
+        // once: holding it across the `basic_publish` await serialized
+        // every publish on a lane behind the previous one's socket write
+        // (rabbit bench, pool_size 1, window 64: 0.24-0.31 of raw lapin
+        // against 0.86-0.97), where publishes sharing the channel go out
+        // together.
+        let (channel, permits, health) = {
+            let lane = self
+                .channels
+                .checkout(self.reconnect_grace)
+                .await
+                .map_err(DeliveryError::retryable)?;
+            (lane.channel.clone(), lane.permits.clone(), lane.health.clone())
+        };
         if health.blocked() {
             return Err(DeliveryError::retryable(
                 "RabbitMQ is blocking publishers (a memory or disk alarm on the broker)",
@@ -159,7 +168,7 @@ impl Backend for RabbitBackend {
         }
         // Waiting for a slot is bounded separately from the confirm, so a
         // long queue for permits cannot look like a lost confirm.
-        let _permit = match tokio::time::timeout(self.confirm_timeout, lane.permits.clone().acquire_owned()).await {
+        let _permit = match tokio::time::timeout(self.confirm_timeout, permits.acquire_owned()).await {
             Ok(Ok(p)) => p,
             Ok(Err(_)) | Err(_) => {
                 return Err(DeliveryError::retryable(format!(
@@ -172,21 +181,13 @@ impl Backend for RabbitBackend {
             mandatory: self.mandatory,
             immediate: false,
         };
-        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
-        let published = tokio::time::timeout_at(
-            deadline,
-            lane.channel
-                .basic_publish(exchange, routing_key, options, &msg.body, props),
-        )
-        .await;
-        // The lane goes back to the pool before the confirm is awaited, so
-        // other publishes follow this one on the same channel meanwhile.
-        drop(lane);
-        let confirmed = match published {
-            Ok(Ok(confirm)) => tokio::time::timeout_at(deadline, confirm).await,
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(elapsed) => Err(elapsed),
+        let publish = async {
+            channel
+                .basic_publish(exchange, routing_key, options, &msg.body, props)
+                .await?
+                .await
         };
+        let confirmed = tokio::time::timeout(self.confirm_timeout, publish).await;
         match confirmed {
             Ok(Ok(confirmation)) => self.classify(confirmation),
             Ok(Err(e)) => {
