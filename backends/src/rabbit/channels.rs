@@ -1,34 +1,41 @@
-//! The publishing channels, and keeping them open.
+//! The publishing channels: a `deadpool` pool of lanes, and keeping them
+//! open.
 //!
-//! `pool_size` lanes, each one connection with one channel in confirm mode.
-//! A lane's channel is shared by every delivery that picks it: publishes go
-//! out back to back and their confirms come back asynchronously, so up to
-//! `max_in_flight` of them are outstanding per channel (a semaphore bounds
-//! it) instead of one round trip per event. One connection per lane rather
-//! than many channels on one: lapin runs one I/O loop per connection, and
-//! losing one connection then only takes down one lane.
+//! A lane is one connection with one channel in confirm mode. One
+//! connection per lane rather than many channels on one: lapin runs one I/O
+//! loop per connection, and losing one connection then only takes down one
+//! lane. The pool ([`LanePool`], a `deadpool::managed::Pool`) holds up to
+//! `pool_size` of them; [`LaneManager`] opens a lane from the parsed URL
+//! (not a URI string, which would turn an IP host into `localhost`),
+//! declares the exchanges on it, and on every checkout checks that it is
+//! still open.
+//!
+//! A delivery checks a lane out only to take handles to its channel and
+//! permits, and gives it back before it publishes (holding it across the
+//! `basic_publish` await serialized a lane's publishes: see publish.rs), so
+//! publishes on one channel go out back to back with their confirms
+//! outstanding together (up to `max_in_flight` per channel, bounded by the
+//! lane's semaphore) instead of one round trip per event. The pool supplies what a hand-made one would
+//! have to: wait and create timeouts, health checks on recycle, status.
 //!
 //! A lane that fails (an I/O or channel error, a missing confirm, the
-//! broker closing the connection) is retired: taken out of rotation at
-//! once, its channel closed when the last publish using it lets go. A
-//! supervisor task reopens retired lanes with exponential backoff and
-//! declares the exchanges again on each new channel. While no lane is up,
-//! `pick` fails fast with a retryable reason and the delivery engine keeps
+//! broker closing the connection) is retired: marked broken, so the pool
+//! drops it at its next checkout instead of handing it out. A supervisor
+//! task drops dead idle lanes and, while no lane is up, opens one with
+//! exponential backoff, so the backend reports itself ready again without
+//! waiting for a delivery; the pool opens more as deliveries find every
+//! lane busy. While no lane can be opened, a checkout fails within the
+//! reconnect grace with a retryable reason and the delivery engine keeps
 //! the events in the spool.
-//!
-//! (Why not deadpool-lapin: a pool hands an object to one user at a time,
-//! which is exactly the one-round-trip-per-event pattern confirms
-//! pipelining avoids, and its manager connects from a URI string, which
-//! amq-protocol-uri resolves to `localhost` whenever the host is an IP
-//! address. The lanes below are the pool.)
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::LongString;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus};
 use tokio::sync::{Notify, Semaphore};
 
 use super::config::AmqpUrl;
@@ -39,232 +46,101 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// First wait after a failed reconnect; doubles up to `RECONNECT_MAX`.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
-/// How often the supervisor looks at healthy-looking lanes. Failures seen
-/// by a publish wake it at once; this catches idle lanes that died.
+/// How often the supervisor looks at idle lanes. Failures seen by a
+/// publish wake it at once; this catches idle lanes that died.
 const HEALTH_CHECK: Duration = Duration::from_millis(500);
+
+/// The pool of lanes.
+pub type LanePool = managed::Pool<LaneManager>;
+/// A lane checked out of the pool; back in the pool when dropped.
+pub type PooledLane = managed::Object<LaneManager>;
 
 /// One open lane: a connection, its channel in confirm mode, and the
 /// permits for unconfirmed publishes on that channel.
-pub struct Live {
-    lane: usize,
-    connection: Connection,
+pub struct Lane {
+    /// Kept for its lifetime: dropping the last handle closes it.
+    _connection: Connection,
     pub channel: Channel,
-    /// One permit per unconfirmed publish. Belongs to this channel, so a
-    /// reopened lane starts with a full set even while publishes on the old
-    /// one are still timing out.
-    pub permits: Semaphore,
+    /// One permit per unconfirmed publish. Belongs to this channel (and
+    /// outlives a checkout: a publish runs after the lane went back),
+    /// so a reopened lane starts with a full set even while publishes on
+    /// the old one are still timing out.
+    pub permits: Arc<Semaphore>,
+    pub health: Arc<LaneHealth>,
+    registry: Arc<Registry>,
 }
 
-impl Live {
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.registry.remove(&self.health);
+    }
+}
+
+/// What a lane's users need to know about it after giving it back: is it
+/// still good, and a way to retire it.
+pub struct LaneHealth {
+    id: u64,
+    broken: AtomicBool,
+    connection: ConnectionStatus,
+    channel: lapin::ChannelStatus,
+}
+
+impl LaneHealth {
     fn healthy(&self) -> bool {
-        self.connection.status().connected() && self.channel.status().connected()
+        !self.broken.load(Ordering::Acquire) && self.connection.connected() && self.channel.connected()
     }
 
     /// The broker stopped reading from this connection (a memory or disk
     /// alarm); publishes would only wait for their timeout.
     pub fn blocked(&self) -> bool {
-        self.connection.status().blocked()
+        self.connection.blocked()
     }
 }
 
-pub struct Channels {
-    shared: Arc<Shared>,
+/// Every lane that exists, checked out or idle, so readiness can be told
+/// without checking one out.
+#[derive(Default)]
+struct Registry(Mutex<Vec<Arc<LaneHealth>>>);
+
+impl Registry {
+    fn lanes(&self) -> MutexGuard<'_, Vec<Arc<LaneHealth>>> {
+        // A poisoned lock only means another thread panicked while holding
+        // it; the list is still valid.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remove(&self, health: &Arc<LaneHealth>) {
+        self.lanes().retain(|h| !Arc::ptr_eq(h, health));
+    }
 }
 
-struct Shared {
+/// Opens lanes for the pool and checks them on checkout.
+pub struct LaneManager {
     /// The backend instance name, for logs and the connection name.
     name: String,
     url: AmqpUrl,
     declarations: Vec<Declaration>,
     max_in_flight: usize,
-    lanes: Vec<Mutex<Option<Arc<Live>>>>,
-    /// Round-robin start for `pick`.
-    next: AtomicUsize,
-    /// Held while opening lanes, so `start` and the supervisor never open
-    /// the same lane twice.
-    opening: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+    registry: Arc<Registry>,
     last_error: Mutex<Option<String>>,
-    /// A lane was retired or none was found: reconnect now.
-    wake: Arc<Notify>,
-    /// A lane was (re)opened: deliveries waiting in `pick_within` go on.
-    opened: Notify,
-    supervised: AtomicBool,
 }
 
-/// A poisoned lock only means another thread panicked while holding it;
-/// the `Option` inside is still a valid value.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Channels {
-    pub fn new(
-        name: &str,
-        url: AmqpUrl,
-        declarations: Vec<Declaration>,
-        pool_size: usize,
-        max_in_flight: usize,
-    ) -> Self {
-        Channels {
-            shared: Arc::new(Shared {
-                name: name.to_owned(),
-                url,
-                declarations,
-                max_in_flight,
-                lanes: (0..pool_size.max(1)).map(|_| Mutex::new(None)).collect(),
-                next: AtomicUsize::new(0),
-                opening: tokio::sync::Mutex::new(()),
-                last_error: Mutex::new(None),
-                wake: Arc::new(Notify::new()),
-                opened: Notify::new(),
-                supervised: AtomicBool::new(false),
-            }),
-        }
+impl LaneManager {
+    fn set_last_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
     }
 
-    /// Open every lane that is not up. The first failure is returned (and
-    /// the lanes opened so far stay open).
-    pub async fn open_missing(&self) -> Result<(), String> {
-        self.shared.open_missing().await
-    }
-
-    /// Start the task that reopens lost lanes. Idempotent. The task holds
-    /// only a weak reference and ends when the backend is dropped.
-    pub fn supervise(&self) {
-        if self.shared.supervised.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        tokio::spawn(supervise(Arc::downgrade(&self.shared), self.shared.wake.clone()));
-    }
-
-    /// A lane to publish on: the next one up in round-robin order, skipping
-    /// those with no free permit when another has one.
-    pub fn pick(&self) -> Result<Arc<Live>, String> {
-        let s = &self.shared;
-        let n = s.lanes.len();
-        let start = s.next.fetch_add(1, Ordering::Relaxed);
-        let mut fallback = None;
-        for i in 0..n {
-            let lane = (start + i) % n;
-            let Some(live) = lock(&s.lanes[lane]).clone() else {
-                continue;
-            };
-            if !live.healthy() {
-                s.retire(&live, "the connection or channel is closed");
-                continue;
-            }
-            if live.permits.available_permits() > 0 {
-                return Ok(live);
-            }
-            fallback.get_or_insert(live);
-        }
-        if let Some(live) = fallback {
-            return Ok(live);
-        }
-        s.wake.notify_one();
-        let why = lock(&s.last_error).clone().unwrap_or_else(|| {
-            let state = if s.supervised.load(Ordering::Acquire) {
-                "reconnecting"
-            } else {
-                "not started yet"
-            };
-            state.to_owned()
-        });
-        Err(format!("not connected to RabbitMQ at {}: {why}", s.url))
-    }
-
-    /// Like [`pick`](Self::pick), but when no lane is up and the supervisor
-    /// is reconnecting, wait up to `grace` for one. A connection reset is
-    /// usually repaired in well under a second; waiting for that costs the
-    /// event nothing, where failing would spend one of its attempts.
-    pub async fn pick_within(&self, grace: Duration) -> Result<Arc<Live>, String> {
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            // Registered before looking, so an opening in between is not missed.
-            let opened = self.shared.opened.notified();
-            tokio::pin!(opened);
-            opened.as_mut().enable();
-            match self.pick() {
-                Ok(live) => return Ok(live),
-                Err(e) if !self.shared.supervised.load(Ordering::Acquire) => return Err(e),
-                Err(e) => {
-                    if tokio::time::timeout_at(deadline, opened).await.is_err() {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Take a lane out of rotation after a failure on it; the supervisor
-    /// reopens it. A no-op if the lane was already replaced.
-    pub fn retire(&self, live: &Arc<Live>, why: &str) {
-        self.shared.retire(live, why);
-    }
-
-    /// At least one lane is up.
-    pub fn is_up(&self) -> bool {
-        self.shared
-            .lanes
-            .iter()
-            .any(|l| lock(l).as_ref().is_some_and(|live| live.healthy()))
-    }
-}
-
-impl Shared {
-    fn retire(&self, live: &Arc<Live>, why: &str) {
-        let mut slot = lock(&self.lanes[live.lane]);
-        if slot.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, live)) {
-            *slot = None;
-            drop(slot);
-            tracing::warn!(backend = %self.name, lane = live.lane, reason = why, "RabbitMQ channel lost; reconnecting");
-            *lock(&self.last_error) = Some(why.to_owned());
-            self.wake.notify_one();
-        }
-    }
-
-    fn all_up(&self) -> bool {
-        self.lanes.iter().all(|l| lock(l).is_some())
-    }
-
-    /// Retire lanes whose connection or channel has closed.
-    fn check_health(&self) {
-        for l in &self.lanes {
-            let live = lock(l).clone();
-            if let Some(live) = live.filter(|live| !live.healthy()) {
-                self.retire(&live, "the connection or channel was closed");
-            }
-        }
-    }
-
-    async fn open_missing(&self) -> Result<(), String> {
-        let _guard = self.opening.lock().await;
-        self.check_health();
-        for lane in 0..self.lanes.len() {
-            if lock(&self.lanes[lane]).is_some() {
-                continue;
-            }
-            match self.open(lane).await {
-                Ok(live) => {
-                    tracing::info!(backend = %self.name, lane, url = %self.url, "RabbitMQ channel open, exchanges declared");
-                    *lock(&self.lanes[lane]) = Some(Arc::new(live));
-                    self.opened.notify_waiters();
-                }
-                Err(e) => {
-                    *lock(&self.last_error) = Some(e.clone());
-                    return Err(e);
-                }
-            }
-        }
-        *lock(&self.last_error) = None;
-        Ok(())
+    fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Connect, open a channel, declare the exchanges, turn on confirms.
-    async fn open(&self, lane: usize) -> Result<Live, String> {
+    async fn open(&self) -> Result<Lane, String> {
         let url = &self.url;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let props = ConnectionProperties::default()
-            .with_connection_name(LongString::from(format!("event-pusher {} #{lane}", self.name)));
+            .with_connection_name(LongString::from(format!("event-pusher {} #{id}", self.name)));
         let connection = tokio::time::timeout(SETUP_TIMEOUT, Connection::connect_uri(url.uri().clone(), props))
             .await
             .map_err(|_| format!("cannot connect to RabbitMQ at {url}: no answer within {SETUP_TIMEOUT:?}"))?
@@ -287,32 +163,189 @@ impl Shared {
         let channel = tokio::time::timeout(SETUP_TIMEOUT, setup).await.map_err(|_| {
             format!("RabbitMQ at {url} did not answer within {SETUP_TIMEOUT:?} while opening a channel and declaring")
         })??;
-        Ok(Live {
-            lane,
-            connection,
+        let health = Arc::new(LaneHealth {
+            id,
+            broken: AtomicBool::new(false),
+            connection: connection.status().clone(),
+            channel: channel.status().clone(),
+        });
+        self.registry.lanes().push(health.clone());
+        Ok(Lane {
+            _connection: connection,
             channel,
-            permits: Semaphore::new(self.max_in_flight),
+            permits: Arc::new(Semaphore::new(self.max_in_flight)),
+            health,
+            registry: self.registry.clone(),
         })
     }
 }
 
-async fn supervise(shared: Weak<Shared>, wake: Arc<Notify>) {
+impl managed::Manager for LaneManager {
+    type Type = Lane;
+    type Error = String;
+
+    async fn create(&self) -> Result<Lane, String> {
+        match self.open().await {
+            Ok(lane) => {
+                tracing::info!(backend = %self.name, lane = lane.health.id, url = %self.url, "RabbitMQ channel open, exchanges declared");
+                self.set_last_error(None);
+                Ok(lane)
+            }
+            Err(e) => {
+                self.set_last_error(Some(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Only an open, unretired lane goes out again. (The exchanges were
+    /// declared when its channel opened; a channel that lost its connection
+    /// is never reused, so a reconnect always declares again.)
+    async fn recycle(&self, lane: &mut Lane, _: &Metrics) -> RecycleResult<String> {
+        if lane.health.healthy() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("the connection or channel is closed"))
+        }
+    }
+}
+
+pub struct Channels {
+    pool: LanePool,
+    /// A lane was retired or none could be had: reconnect now.
+    wake: Arc<Notify>,
+    supervised: AtomicBool,
+}
+
+impl Channels {
+    pub fn new(
+        name: &str,
+        url: AmqpUrl,
+        declarations: Vec<Declaration>,
+        pool_size: usize,
+        max_in_flight: usize,
+    ) -> Result<Self, String> {
+        let manager = LaneManager {
+            name: name.to_owned(),
+            url,
+            declarations,
+            max_in_flight,
+            next_id: AtomicU64::new(0),
+            registry: Arc::default(),
+            last_error: Mutex::new(None),
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| format!("cannot build the RabbitMQ channel pool: {e}"))?;
+        Ok(Channels {
+            pool,
+            wake: Arc::new(Notify::new()),
+            supervised: AtomicBool::new(false),
+        })
+    }
+
+    /// Open every lane that is not up. The first failure is returned (and
+    /// the lanes opened so far stay open).
+    pub async fn open_missing(&self) -> Result<(), String> {
+        open_missing(&self.pool, true).await
+    }
+
+    /// Start the task that reopens lost lanes. Idempotent. The task holds
+    /// only a weak reference to the pool and ends when the backend is
+    /// dropped.
+    pub fn supervise(&self) {
+        if self.supervised.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(supervise(self.pool.weak(), self.wake.clone()));
+    }
+
+    /// A lane to publish on, waiting up to `grace` for one to be free or
+    /// (re)opened. A connection reset is usually repaired in well under a
+    /// second; waiting for that costs the event nothing, where failing would
+    /// spend one of its attempts.
+    pub async fn checkout(&self, grace: Duration) -> Result<PooledLane, String> {
+        let timeouts = Timeouts {
+            wait: Some(grace),
+            create: Some(grace),
+            recycle: Some(grace),
+        };
+        self.pool.timeout_get(&timeouts).await.map_err(|e| {
+            self.wake.notify_one();
+            let url = &self.pool.manager().url;
+            let why = match e {
+                PoolError::Backend(why) => why,
+                PoolError::Timeout(_) => self
+                    .pool
+                    .manager()
+                    .last_error()
+                    .unwrap_or_else(|| format!("no channel free or opened within {grace:?}")),
+                other => other.to_string(),
+            };
+            format!("not connected to RabbitMQ at {url}: {why}")
+        })
+    }
+
+    /// Take a lane out of rotation after a failure on it: the pool drops it
+    /// at its next checkout, and the supervisor opens a new one.
+    pub fn retire(&self, health: &LaneHealth, why: &str) {
+        if !health.broken.swap(true, Ordering::AcqRel) {
+            let m = self.pool.manager();
+            tracing::warn!(backend = %m.name, lane = health.id, reason = why, "RabbitMQ channel lost; reconnecting");
+            m.set_last_error(Some(why.to_owned()));
+            self.wake.notify_one();
+        }
+    }
+
+    /// At least one lane is up.
+    pub fn is_up(&self) -> bool {
+        is_up(&self.pool)
+    }
+}
+
+/// Drop dead idle lanes, then make sure lanes are open: all `max_size` of
+/// them (at start, when nothing else uses the pool), or at least one (the
+/// supervisor: the pool opens more when deliveries find every lane busy).
+/// The first failure is returned.
+async fn open_missing(pool: &LanePool, all: bool) -> Result<(), String> {
+    pool.retain(|lane, _| lane.health.healthy());
+    let timeouts = Timeouts {
+        // Lanes checked out by deliveries come back within one publish.
+        wait: Some(SETUP_TIMEOUT),
+        create: Some(SETUP_TIMEOUT * 2),
+        recycle: Some(SETUP_TIMEOUT),
+    };
+    let want = if all { pool.status().max_size } else { 1 };
+    // Lanes are held until the end so that each checkout opens a new one.
+    let mut held = Vec::with_capacity(want);
+    while held.len() < want && (all || !is_up(pool)) {
+        match pool.timeout_get(&timeouts).await {
+            Ok(lane) => held.push(lane),
+            Err(PoolError::Backend(e)) => return Err(e),
+            Err(e) => return Err(format!("cannot open a RabbitMQ channel: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn is_up(pool: &LanePool) -> bool {
+    pool.manager().registry.lanes().iter().any(|h| h.healthy())
+}
+
+async fn supervise(pool: managed::WeakPool<LaneManager>, wake: Arc<Notify>) {
     let mut backoff = RECONNECT_MIN;
     loop {
-        // Hold the backend only while working, never while sleeping, so
-        // dropping it ends this task.
+        // Hold the pool only while working, never while sleeping, so
+        // dropping the backend ends this task.
         let failed = {
-            let Some(s) = shared.upgrade() else { return };
-            s.check_health();
-            if s.all_up() {
-                false
-            } else {
-                match s.open_missing().await {
-                    Ok(()) => false,
-                    Err(e) => {
-                        tracing::warn!(backend = %s.name, error = %e, retry_in = ?backoff, "cannot reopen RabbitMQ channel");
-                        true
-                    }
+            let Some(pool) = pool.upgrade() else { return };
+            match open_missing(&pool, false).await {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!(backend = %pool.manager().name, error = %e, retry_in = ?backoff, "cannot reopen RabbitMQ channel");
+                    true
                 }
             }
         };

@@ -15,7 +15,7 @@
 //! - `message.rs`: which events are published, and their exchange, routing
 //!   key, body and properties.
 //! - `declare.rs`: declaring the exchanges, and explaining a refusal.
-//! - `channels.rs`: the confirm-mode channels, pipelining, reconnecting.
+//! - `channels.rs`: the deadpool pool of confirm-mode channels, pipelining, reconnecting.
 //! - `publish.rs`: the `Backend`: one publish, and what its confirm means.
 
 mod channels;
