@@ -7,9 +7,11 @@
 //! cargo run --example custom_backend -- FILE.toml
 //! ```
 //!
-//! A backend implements `event_pusher::Backend`: `kind` (as it would appear
+//! A backend implements `event_pusher::Backend`: `KIND` (as it would appear
 //! in config), optionally `wants` (runs in the chain: cheap, no I/O), and
-//! `deliver` (runs in its delivery queue: all the I/O). Retries with
+//! `deliver` (runs in its delivery queue: all the I/O; it takes a batch of
+//! up to `max_batch()` events, 1 by default, and `one_by_one` adapts a
+//! function that sends one). Retries with
 //! backoff, dead letters, pause/resume and the spool are the engine's;
 //! the backend only says how one attempt went.
 //!
@@ -21,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use event_pusher::core::event::EventBody;
-use event_pusher::{Backend, Delivery, DeliveryError, Event, Sidecar};
+use event_pusher::{one_by_one, Backend, Delivery, DeliveryError, Event, Sidecar};
 use tokio::io::AsyncWriteExt;
 
 /// Appends `ID FROM -> TO: BODY` for every chat message.
@@ -31,15 +33,19 @@ struct ChatLog {
 
 #[event_pusher::async_trait]
 impl Backend for ChatLog {
-    fn kind(&self) -> &'static str {
-        "chatlog"
-    }
+    const KIND: &'static str = "chatlog";
 
     fn wants(&self, event: &Event) -> bool {
         matches!(event.body, EventBody::Chat(_))
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        one_by_one(batch, |d| self.append(d)).await
+    }
+}
+
+impl ChatLog {
+    async fn append(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
         let EventBody::Chat(chat) = &delivery.event.body else {
             return Err(DeliveryError::permanent("not a chat message"));
         };

@@ -29,6 +29,8 @@ pub use async_trait::async_trait;
 pub use event_pusher_backends as backends;
 pub use event_pusher_config as config_crate;
 pub use event_pusher_core as core;
-pub use event_pusher_core::{Backend, Delivery, DeliveryError, Event, Filter, MetaValue, Verdict};
+pub use event_pusher_core::{
+    one_by_one, Backend, BackendError, Delivery, DeliveryError, Event, Filter, MetaValue, Verdict,
+};
 pub use event_pusher_filters as filters;
 pub use runtime::{RunError, Sidecar};

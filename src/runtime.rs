@@ -11,7 +11,7 @@ use event_pusher_backends::BuiltBackend;
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{Spool, SpoolError, SpoolLimits};
-use event_pusher_core::{Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline, Slot, SlotRegistry};
+use event_pusher_core::{AnyBackend, Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline, Slot, SlotRegistry};
 use event_pusher_filters::DeclarativeFilter;
 
 use crate::config::{self, LoadedConfig};
@@ -54,7 +54,7 @@ pub struct Sidecar {
 struct BackendPlugin {
     name: String,
     priority: i64,
-    backend: Arc<dyn Backend>,
+    backend: AnyBackend,
 }
 
 impl Sidecar {
@@ -95,7 +95,7 @@ impl Sidecar {
         self.backend_plugins.push(BackendPlugin {
             name: name.into(),
             priority,
-            backend: Arc::new(backend),
+            backend: AnyBackend::new(backend),
         });
         self
     }
@@ -118,7 +118,7 @@ impl Sidecar {
         let mut slotted = Vec::with_capacity(backends.len());
         for b in &backends {
             let slot = slots
-                .register(b.backend.kind(), b.name.clone())
+                .register(b.backend.kind, b.name.clone())
                 .map_err(|e| ConfigError {
                     file: self.loaded.source.file().to_owned(),
                     line: 0,

@@ -77,11 +77,7 @@ async fn run(backend: Arc<SnsBackend>, events: Vec<Delivery>) -> (Duration, usiz
             Err(_) => break,
         };
         tasks.spawn(async move {
-            let results = if chunk.len() == 1 {
-                vec![b.deliver(&chunk[0]).await]
-            } else {
-                b.deliver_batch(&chunk).await
-            };
+            let results = b.deliver(&chunk).await;
             drop(permit);
             results.iter().filter(|r| r.is_err()).count()
         });

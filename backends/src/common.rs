@@ -1,10 +1,8 @@
 //! What every backend's config has in common, and what building one yields.
 
-use std::sync::Arc;
-
 use event_pusher_config::{EventClassList, Priority, RetryConfig};
 use event_pusher_core::delivery::DeliveryOptions;
-use event_pusher_core::{Backend, EventClasses};
+use event_pusher_core::{AnyBackend, EventClasses};
 
 /// A backend instance ready to be put in the chain and the delivery engine.
 pub struct BuiltBackend {
@@ -12,7 +10,7 @@ pub struct BuiltBackend {
     pub priority: i64,
     pub classes: EventClasses,
     pub options: DeliveryOptions,
-    pub backend: Arc<dyn Backend>,
+    pub backend: AnyBackend,
     /// Byte offset of its table in the config file: equal priorities keep
     /// the order of the file.
     pub position: usize,
@@ -21,7 +19,7 @@ pub struct BuiltBackend {
 impl BuiltBackend {
     /// `KIND.NAME`: unique across the config (names are unique per kind).
     pub fn id(&self) -> String {
-        format!("{}.{}", self.backend.kind(), self.name)
+        format!("{}.{}", self.backend.kind, self.name)
     }
 }
 

@@ -1,9 +1,7 @@
 //! The `[backends.KIND.NAME]` tables: one line per kind.
 
-use std::sync::Arc;
-
 use event_pusher_config::{ConfigError, Source, Spanned};
-use event_pusher_core::Backend;
+use event_pusher_core::{AnyBackend, Backend};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -101,7 +99,7 @@ fn add<C, B: Backend>(
             priority: keys.priority.0,
             classes: keys.events.0,
             options: keys.options(),
-            backend: Arc::new(backend),
+            backend: AnyBackend::new(backend),
             position,
         });
     }

@@ -221,7 +221,7 @@ async fn every_kind_lands_with_exchange_key_body_and_properties() {
         );
         for e in [&online, &offline, &chat_in, &chat_out, &gc_in, &gc_out] {
             assert!(b.wants(e), "{e:?}");
-            b.deliver(&delivery(e.clone())).await.unwrap_or_else(|err| panic!("deliver {e:?}: {err}"));
+            b.publish(&delivery(e.clone())).await.unwrap_or_else(|err| panic!("deliver {e:?}: {err}"));
         }
 
         let got = peer.take_exactly(&qp, 2).await;
@@ -289,7 +289,7 @@ async fn metadata_from_the_hook_and_a_filter_is_in_the_body() {
         e.metadata.insert("tier".into(), MetaValue::Int(2));
         e.metadata.insert("vip".into(), MetaValue::Bool(true));
         e.metadata.insert("score".into(), MetaValue::Float(0.5));
-        b.deliver(&delivery(e.clone())).await.expect("deliver");
+        b.publish(&delivery(e.clone())).await.expect("deliver");
 
         let got = peer.take_exactly(&q, 1).await;
         assert_eq!(
@@ -323,7 +323,7 @@ async fn skipped_kinds_are_not_claimed() {
         let e = event(call.clone());
         assert!(!b.wants(&e), "claimed {call}");
         // Handed one anyway, it says why instead of panicking.
-        let err = b.deliver(&delivery(e)).await.expect_err("not publishable");
+        let err = b.publish(&delivery(e)).await.expect_err("not publishable");
         assert!(!err.retryable, "{err}");
     }
 }
@@ -366,7 +366,7 @@ async fn conflicting_exchange_gives_a_readable_error() {
         assert!(err.contains("PRECONDITION_FAILED"), "{err}");
         assert!(!b.is_ready());
         let e = event(json!({"hook":"user_available","jid":"a@x"}));
-        let d = b.deliver(&delivery(e)).await.expect_err("not connected");
+        let d = b.publish(&delivery(e)).await.expect_err("not connected");
         assert!(d.retryable, "{d}");
         // The engine calls start again; it fails the same way, still without panicking.
         assert!(b.start().await.is_err());
@@ -397,7 +397,7 @@ async fn unroutable_with_mandatory_is_a_permanent_failure() {
 
         let b = backend(&format!("mandatory = true\n[chat_msg_exchange]\nname = \"{cx}\"\n"));
         b.start().await.expect("start");
-        let err = b.deliver(&delivery(e.clone())).await.expect_err("no queue is bound");
+        let err = b.publish(&delivery(e.clone())).await.expect_err("no queue is bound");
         println!("returned: {err}");
         assert!(!err.retryable, "{err}");
         assert!(
@@ -411,7 +411,7 @@ async fn unroutable_with_mandatory_is_a_permanent_failure() {
         // Without mandatory the broker drops it and acks, as in MongooseIM.
         let b = backend(&format!("[chat_msg_exchange]\nname = \"{cx}\"\n"));
         b.start().await.expect("start");
-        b.deliver(&delivery(e)).await.expect("acked");
+        b.publish(&delivery(e)).await.expect("acked");
         Peer::connect().await.delete_exchange(&cx).await;
     })
     .await;
@@ -429,7 +429,7 @@ async fn lost_channel_is_reopened_and_the_exchange_declared_again() {
         let mk = |n: usize| {
             event(json!({"hook":"user_send_message","from":"a@x/r","to":"b@x","type":"chat","body":format!("m{n}")}))
         };
-        b.deliver(&delivery(mk(1))).await.expect("first");
+        b.publish(&delivery(mk(1))).await.expect("first");
 
         // Someone deletes the exchange: the next publish kills the channel
         // (404 NOT_FOUND), which must be retryable, not a crash.
@@ -437,14 +437,14 @@ async fn lost_channel_is_reopened_and_the_exchange_declared_again() {
             .exchange_delete(cx.as_str().into(), ExchangeDeleteOptions::default())
             .await
             .expect("delete");
-        let err = b.deliver(&delivery(mk(2))).await.expect_err("exchange is gone");
+        let err = b.publish(&delivery(mk(2))).await.expect_err("exchange is gone");
         println!("after delete: {err}");
         assert!(err.retryable, "{err}");
 
         // Retried until the lane is back, with the exchange declared again.
         let started = Instant::now();
         let mut attempts = 1;
-        while let Err(e) = b.deliver(&delivery(mk(3))).await {
+        while let Err(e) = b.publish(&delivery(mk(3))).await {
             assert!(e.retryable, "{e}");
             assert!(started.elapsed() < Duration::from_secs(20), "not reconnected: {e}");
             attempts += 1;
@@ -465,7 +465,7 @@ async fn lost_channel_is_reopened_and_the_exchange_declared_again() {
             .await
             .expect("the backend declared the exchange again");
         peer.bind(&q, &cx, "#").await;
-        b.deliver(&delivery(mk(4))).await.expect("after rebind");
+        b.publish(&delivery(mk(4))).await.expect("after rebind");
         let got = peer.take(&q, 10, Duration::from_secs(2)).await;
         let bodies: Vec<Value> = got.iter().map(|d| body(d)["message"].clone()).collect();
         assert_eq!(bodies, vec![json!("m1"), json!("m4")]);
@@ -487,7 +487,7 @@ async fn unreachable_broker_fails_start_and_delivery_retryably() {
     assert!(err.contains("127.0.0.1:1") && !err.contains("hunter2"), "{err}");
     assert!(!b.is_ready());
     let d = b
-        .deliver(&delivery(event(json!({"hook":"user_available","jid":"a@x"}))))
+        .publish(&delivery(event(json!({"hook":"user_available","jid":"a@x"}))))
         .await
         .expect_err("down");
     assert!(d.retryable && !d.message.contains("hunter2"), "{d}");
@@ -513,7 +513,7 @@ async fn confirms_overlap_on_one_channel() {
         let serial_n = 200;
         let t = Instant::now();
         for i in 0..serial_n {
-            b.deliver(&mk(i)).await.expect("serial");
+            b.publish(&mk(i)).await.expect("serial");
         }
         let serial = t.elapsed().as_secs_f64() / serial_n as f64;
 
@@ -522,7 +522,7 @@ async fn confirms_overlap_on_one_channel() {
         let n = 3000;
         let batch: Vec<Delivery> = (serial_n..serial_n + n).map(mk).collect();
         let t = Instant::now();
-        let results = futures::future::join_all(batch.iter().map(|d| b.deliver(d))).await;
+        let results = futures::future::join_all(batch.iter().map(|d| b.publish(d))).await;
         let piped = t.elapsed().as_secs_f64() / n as f64;
         assert!(
             results.iter().all(Result::is_ok),
@@ -647,7 +647,7 @@ async fn serial_broker_restart_loses_nothing() {
                 let _slot = slots.acquire_owned().await.expect("semaphore");
                 let d = delivery(e);
                 loop {
-                    match b.deliver(&d).await {
+                    match b.publish(&d).await {
                         Ok(()) => break,
                         Err(err) => {
                             assert!(err.retryable, "permanent failure: {err}");
@@ -705,7 +705,7 @@ async fn serial_broker_restart_loses_nothing() {
     .await;
 }
 
-/// Not a timed test: events/s through `RabbitBackend::deliver` beside a raw
+/// Not a timed test: events/s through `RabbitBackend::publish` beside a raw
 /// lapin publisher with the same body size and confirm window. Run with
 /// `--ignored bench_ --nocapture`.
 #[tokio::test]
@@ -738,7 +738,7 @@ async fn bench_backend_vs_raw_lapin() {
     use futures::StreamExt;
     let t = Instant::now();
     let ok = futures::stream::iter(batch.iter())
-        .map(|d| b.deliver(d))
+        .map(|d| b.publish(d))
         .buffer_unordered(window)
         .filter(|r| futures::future::ready(r.is_ok()))
         .count()
@@ -774,7 +774,7 @@ async fn bench_backend_vs_raw_lapin() {
     let raw_rate = n as f64 / t.elapsed().as_secs_f64();
     assert_eq!(ok, n);
     println!(
-        "RabbitBackend::deliver: {backend_rate:.0} events/s; raw lapin: {raw_rate:.0} msgs/s; ratio {:.2}",
+        "RabbitBackend::publish: {backend_rate:.0} events/s; raw lapin: {raw_rate:.0} msgs/s; ratio {:.2}",
         backend_rate / raw_rate
     );
     let _ = peer

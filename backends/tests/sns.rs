@@ -112,9 +112,9 @@ pm_messages_topic = "user_message_sent"
     let built = doc.backends.build(&source).expect("backend builds");
     assert_eq!(built.len(), 1);
     let b = &built[0];
-    assert_eq!((b.name.as_str(), b.backend.kind(), b.priority), ("main", "sns", 50));
+    assert_eq!((b.name.as_str(), b.backend.kind, b.priority), ("main", "sns", 50));
     assert_eq!(b.options.concurrency, 32);
-    assert_eq!(b.backend.max_batch(), 10);
+    assert_eq!(b.backend.deliver.max_batch(), 10);
 }
 
 #[test]
@@ -186,7 +186,7 @@ async fn each_kind_reaches_its_topic_with_body_and_attributes() {
         let room = chat("carol@localhost/x", "Room@muc.localhost", "groupchat", "hello room");
         for e in [&online, &offline, &dm, &room] {
             assert!(b.wants(e));
-            b.deliver(&delivery(e.clone()))
+            b.publish(&delivery(e.clone()))
                 .await
                 .unwrap_or_else(|err| panic!("deliver {}: {err}", e.id));
         }
@@ -240,14 +240,14 @@ async fn full_arn_and_fifo_topic_get_group_and_deduplication_ids() {
         b.start().await.expect("starts");
 
         let one = chat("Dave@LocalHost/a", "erin@localhost", "chat", "one");
-        b.deliver(&delivery(one.clone())).await.expect("publish to FIFO topic");
+        b.publish(&delivery(one.clone())).await.expect("publish to FIFO topic");
         // Two users in one batch: PublishBatch entries carry the ids too.
         let batch = [
             chat("dave@localhost/a", "erin@localhost", "chat", "two"),
             chat("frank@localhost/b", "erin@localhost", "chat", "three"),
         ];
         let results = b
-            .deliver_batch(&batch.iter().cloned().map(delivery).collect::<Vec<_>>())
+            .deliver(&batch.iter().cloned().map(delivery).collect::<Vec<_>>())
             .await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
 
@@ -318,7 +318,7 @@ async fn batches_deliver_every_event_once_with_fewer_calls() {
             .collect();
         let deliveries: Vec<Delivery> = events.iter().cloned().map(delivery).collect();
         for chunk in deliveries.chunks(b.max_batch()) {
-            let results = b.deliver_batch(chunk).await;
+            let results = b.deliver(chunk).await;
             assert_eq!(results.len(), chunk.len());
             assert!(results.iter().all(Result::is_ok), "{results:?}");
         }
@@ -326,7 +326,7 @@ async fn batches_deliver_every_event_once_with_fewer_calls() {
         let many: Vec<Delivery> = (0..23)
             .map(|i| delivery(chat(&format!("bulk{i}@localhost"), "peer@localhost", "chat", "bulk")))
             .collect();
-        let results = b.deliver_batch(&many).await;
+        let results = b.deliver(&many).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
 
         let calls = proxy.count("Publish") + proxy.count("PublishBatch");
@@ -375,7 +375,7 @@ async fn batch_entry_failures_are_reported_per_event() {
             &["0", "2"],
             &[("1", "InternalError", false), ("3", "InvalidParameter", true)],
         ));
-        let r = b.deliver_batch(&batch).await;
+        let r = b.deliver(&batch).await;
         assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
         assert!(assert_retryable(&r[1]).message.contains("InternalError"));
         let e = assert_permanent(&r[3]);
@@ -387,13 +387,13 @@ async fn batch_entry_failures_are_reported_per_event() {
 
         // An entry SNS does not mention is retried, not lost.
         proxy.inject(Fault::batch_result(&["0", "1", "2"], &[]));
-        let r = b.deliver_batch(&batch).await;
+        let r = b.deliver(&batch).await;
         assert!(r[..3].iter().all(Result::is_ok), "{r:?}");
         assert_retryable(&r[3]);
 
         // The engine then retries only the failed event: it goes out alone.
         let before = proxy.requests().len();
-        let r = b.deliver_batch(&batch[1..2]).await;
+        let r = b.deliver(&batch[1..2]).await;
         assert!(r[0].is_ok(), "{r:?}");
         let after = proxy.requests();
         assert_eq!(after.len(), before + 1);
@@ -411,7 +411,7 @@ async fn missing_topic_is_permanent_and_names_the_arn() {
         b.start().await.expect("a missing topic is logged at start, not fatal");
 
         let r = b
-            .deliver(&delivery(chat("a@localhost/r", "b@localhost", "chat", "hi")))
+            .publish(&delivery(chat("a@localhost/r", "b@localhost", "chat", "hi")))
             .await;
         let e = assert_permanent(&r);
         assert!(e.message.contains(&arn), "{}", e.message);
@@ -425,7 +425,7 @@ async fn missing_topic_is_permanent_and_names_the_arn() {
         let batch: Vec<Delivery> = (0..3)
             .map(|i| delivery(chat(&format!("u{i}@localhost"), "b@localhost", "chat", "hi")))
             .collect();
-        for r in b.deliver_batch(&batch).await {
+        for r in b.deliver(&batch).await {
             assert!(assert_permanent(&r).message.contains(&arn));
         }
     })
@@ -443,16 +443,16 @@ async fn throttling_server_errors_and_transport_failures_are_retryable() {
         let one = || delivery(chat("a@localhost/r", "b@localhost", "chat", "hi"));
 
         proxy.inject(Fault::error("Publish", 400, "Throttling", "Rate exceeded"));
-        let r = b.deliver(&one()).await;
+        let r = b.publish(&one()).await;
         let e = assert_retryable(&r);
         assert!(e.message.contains("Throttling"), "{}", e.message);
         assert!(e.retry_after.is_some());
 
         proxy.inject(Fault::error("Publish", 500, "InternalError", "oops"));
-        assert_eq!(assert_retryable(&b.deliver(&one()).await).status, Some(500));
+        assert_eq!(assert_retryable(&b.publish(&one()).await).status, Some(500));
 
         proxy.inject(Fault::error("Publish", 503, "ServiceUnavailable", "later"));
-        assert_retryable(&b.deliver(&one()).await);
+        assert_retryable(&b.publish(&one()).await);
 
         proxy.inject(Fault::error(
             "Publish",
@@ -460,7 +460,7 @@ async fn throttling_server_errors_and_transport_failures_are_retryable() {
             "AuthorizationError",
             "not allowed to publish",
         ));
-        let r = b.deliver(&one()).await;
+        let r = b.publish(&one()).await;
         let e = assert_permanent(&r);
         assert!(
             e.message.contains("AuthorizationError") && e.message.contains("not allowed"),
@@ -469,26 +469,26 @@ async fn throttling_server_errors_and_transport_failures_are_retryable() {
         );
 
         proxy.inject(Fault::error("Publish", 400, "InvalidParameter", "bad attribute"));
-        assert_permanent(&b.deliver(&one()).await);
+        assert_permanent(&b.publish(&one()).await);
 
         // A whole PublishBatch throttled: every event in it is retryable.
         proxy.inject(Fault::error("PublishBatch", 400, "Throttling", "Rate exceeded"));
         let batch: Vec<Delivery> = (0..3)
             .map(|i| delivery(chat(&format!("u{i}@localhost"), "b@localhost", "chat", "hi")))
             .collect();
-        for r in b.deliver_batch(&batch).await {
+        for r in b.deliver(&batch).await {
             assert_retryable(&r);
         }
 
         // After all that, the real thing still works.
-        b.deliver(&one()).await.expect("publishes once the faults are gone");
+        b.publish(&one()).await.expect("publishes once the faults are gone");
 
         // Nobody listening.
         let closed = backend(
             &format!("http://127.0.0.1:{}", free_port()),
             &format!("pm_messages_topic = \"{pm}\"\n"),
         );
-        let r = closed.deliver(&one()).await;
+        let r = closed.publish(&one()).await;
         assert!(assert_retryable(&r).message.contains("cannot reach SNS"), "{r:?}");
     })
     .await
@@ -501,7 +501,7 @@ async fn oversize_message_is_permanent_without_a_call() {
         let b = backend(&proxy.url(), "pm_messages_topic = \"big\"\n");
         let huge = "x".repeat(300 * 1024);
         let r = b
-            .deliver(&delivery(chat("a@localhost", "b@localhost", "chat", &huge)))
+            .publish(&delivery(chat("a@localhost", "b@localhost", "chat", &huge)))
             .await;
         assert!(assert_permanent(&r).message.contains("262144"), "{r:?}");
         assert_eq!(proxy.count("Publish") + proxy.count("PublishBatch"), 0);
@@ -532,7 +532,7 @@ async fn credentials_from_config_sign_the_requests() {
         );
         let b = backend(&proxy.url(), &keys);
         b.start().await.expect("starts");
-        b.deliver(&delivery(chat("a@localhost", "b@localhost", "chat", "hi"))).await.expect("publishes");
+        b.publish(&delivery(chat("a@localhost", "b@localhost", "chat", "hi"))).await.expect("publishes");
         let publish = proxy.requests().into_iter().find(|r| r.action == "Publish").expect("a Publish call");
         assert_eq!(signed_with(&publish.authorization), "AKIDFROMCONFIG", "{}", publish.authorization);
     })
@@ -633,7 +633,7 @@ async fn child_env_credentials() {
         let config: SnsConfig = toml::from_str(&text).expect("config");
         let b = SnsBackend::new("env", &config).expect("builds");
         b.start().await.expect("finds credentials in the environment");
-        b.deliver(&delivery(chat("a@localhost", "b@localhost", "chat", "hi")))
+        b.publish(&delivery(chat("a@localhost", "b@localhost", "chat", "hi")))
             .await
             .expect("publishes");
         let publish = proxy
@@ -661,10 +661,10 @@ async fn child_no_credentials() {
         let config: SnsConfig = toml::from_str(&text).expect("config");
         let b = SnsBackend::new("none", &config).expect("builds");
         let err = b.start().await.expect_err("no credentials anywhere: start must fail");
-        assert!(err.0.contains("no AWS credentials"), "{err}");
+        assert!(err.message().contains("no AWS credentials"), "{err}");
         // Should it be called anyway, nothing is sent and the event stays retryable.
         let r = b
-            .deliver(&delivery(chat("a@localhost", "b@localhost", "chat", "hi")))
+            .publish(&delivery(chat("a@localhost", "b@localhost", "chat", "hi")))
             .await;
         assert_retryable(&r);
         assert_eq!(proxy.count("Publish"), 0);

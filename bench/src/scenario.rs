@@ -2,13 +2,12 @@
 //! messages the sidecar produces for a mix, computed in-process so the raw
 //! baselines move exactly the same bytes.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use event_pusher_core::event::{ChatType, Direction, EventBody};
 use event_pusher_core::{
-    jid, Backend, Chain, ChainBuilder, Delivery, DeliveryError, Event, EventClass, EventClasses, HookTranslator,
+    jid, AnyBackend, Backend, Chain, ChainBuilder, Delivery, DeliveryError, Event, EventClass, EventClasses,
+    HookTranslator,
 };
 use event_pusher_filters::{DeclarativeFilter, FilterConfig};
 use serde::Deserialize;
@@ -54,11 +53,9 @@ pub struct ClaimAll;
 
 #[async_trait]
 impl Backend for ClaimAll {
-    fn kind(&self) -> &'static str {
-        "bench-all"
-    }
-    async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
-        Ok(())
+    const KIND: &'static str = "bench-all";
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        batch.iter().map(|_| Ok(())).collect()
     }
 }
 
@@ -68,9 +65,7 @@ pub struct ClaimLikeRabbit;
 
 #[async_trait]
 impl Backend for ClaimLikeRabbit {
-    fn kind(&self) -> &'static str {
-        "bench-rabbit"
-    }
+    const KIND: &'static str = "bench-rabbit";
     fn wants(&self, event: &Event) -> bool {
         match &event.body {
             EventBody::Presence(_) => true,
@@ -81,8 +76,8 @@ impl Backend for ClaimLikeRabbit {
             EventBody::Unacked(_) => false,
         }
     }
-    async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
-        Ok(())
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        batch.iter().map(|_| Ok(())).collect()
     }
 }
 
@@ -96,8 +91,8 @@ pub fn bench_chain() -> Chain {
     let rabbit: EventClasses = [EventClass::Presence, EventClass::Chat, EventClass::Groupchat]
         .into_iter()
         .collect();
-    b.backend("http", 50, EventClasses::ALL, Arc::new(ClaimAll))
-        .backend("rabbit", 50, rabbit, Arc::new(ClaimLikeRabbit))
+    b.backend("http", 50, EventClasses::ALL, AnyBackend::new(ClaimAll))
+        .backend("rabbit", 50, rabbit, AnyBackend::new(ClaimLikeRabbit))
         .build()
 }
 
@@ -108,7 +103,8 @@ pub fn single_backend_chain() -> Chain {
     for f in filter_configs() {
         b = b.filter(f.name.get_ref().clone(), f.priority.0, DeclarativeFilter::new(&f));
     }
-    b.backend("one", 50, EventClasses::ALL, Arc::new(ClaimAll)).build()
+    b.backend("one", 50, EventClasses::ALL, AnyBackend::new(ClaimAll))
+        .build()
 }
 
 /// Events as the sidecar stores them for a backend that claims everything:

@@ -6,8 +6,13 @@
 //! happens. Retries, backoff, ordering, dead letters and pausing are the
 //! delivery engine's job, not the backend's: a backend only reports what
 //! happened to one attempt.
+//!
+//! Implementors write `impl Backend`; the sidecar keeps it as an
+//! [`AnyBackend`] (kind + [`Claims`] + [`Deliver`]), see [`Backend`] for why.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -79,15 +84,60 @@ impl fmt::Display for DeliveryError {
 
 impl std::error::Error for DeliveryError {}
 
-/// A backend could not start (bad endpoint, failed declare).
+/// A backend could not start (bad endpoint, failed declare), or could not
+/// be built from its config. The message is what logs and `/status` show;
+/// the source, when there is one, is kept for `Error::source` chains. It is
+/// `Clone` (the engine keeps the last start error), so the source is shared.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct BackendError(pub String);
+#[error("{message}")]
+pub struct BackendError {
+    message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
 
+impl BackendError {
+    /// An error with only a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        BackendError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error caused by `source`; `message` says what was being done and
+    /// (as before typed errors) may already quote the source.
+    pub fn with_source(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// What a delivery target implements.
+///
+/// Implementors write one `impl Backend`; the sidecar stores it through two
+/// narrow object-safe views, [`Claims`] for the chain and [`Deliver`] for the
+/// delivery queue, plus the kind, in an [`AnyBackend`]. Why not one `dyn
+/// Backend`: the kind is an associated constant (a backend kind is a type,
+/// not a per-instance choice), and a trait with a constant cannot be a
+/// trait object; and the chain and the queue need different halves, so each
+/// holds only the one it uses.
+///
+/// There is one way to deliver: [`Backend::deliver`] takes a batch of at
+/// most [`Backend::max_batch`] events (1 unless the backend says more) and
+/// returns one result per event, in order. A backend that sends one event
+/// at a time writes `one_by_one(batch, |d| self.publish(d)).await`
+/// ([`one_by_one`]).
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The kind, as in config: `http`, `log`, `rabbit`, ...
-    fn kind(&self) -> &'static str;
+    const KIND: &'static str;
 
     /// Whether to claim this event, beyond the `events` class mask. Runs in
     /// the chain, so it must be cheap and must not block.
@@ -107,22 +157,95 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
 
-    /// How many events `deliver_batch` takes at once. 1 means one at a time.
+    /// The most events one `deliver` call takes. 1 means one at a time.
     fn max_batch(&self) -> usize {
         1
     }
 
-    /// Deliver one event.
-    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError>;
+    /// Deliver a batch of 1..=`max_batch()` events: one result per event,
+    /// in order. A short answer counts the missing ones as retryable
+    /// failures.
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>>;
+}
 
-    /// Deliver several events; one result per event, in order. The default
-    /// delivers them one after the other.
-    async fn deliver_batch(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
-        let mut out = Vec::with_capacity(batch.len());
-        for d in batch {
-            out.push(self.deliver(d).await);
+/// Deliver a batch one event after the other with `deliver_one`: the
+/// adapter for backends that have no batch call.
+pub async fn one_by_one<'a, F, Fut>(batch: &'a [Delivery], mut deliver_one: F) -> Vec<Result<(), DeliveryError>>
+where
+    F: FnMut(&'a Delivery) -> Fut,
+    Fut: Future<Output = Result<(), DeliveryError>>,
+{
+    let mut out = Vec::with_capacity(batch.len());
+    for d in batch {
+        out.push(deliver_one(d).await);
+    }
+    out
+}
+
+/// The chain's view of a backend: which events it claims. Object-safe.
+pub trait Claims: Send + Sync + 'static {
+    fn wants(&self, event: &Event) -> bool;
+}
+
+impl<B: Backend> Claims for B {
+    fn wants(&self, event: &Event) -> bool {
+        Backend::wants(self, event)
+    }
+}
+
+/// The delivery queue's view of a backend. Object-safe.
+#[async_trait]
+pub trait Deliver: Send + Sync + 'static {
+    async fn start(&self) -> Result<(), BackendError>;
+    fn is_ready(&self) -> bool;
+    fn max_batch(&self) -> usize;
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>>;
+}
+
+#[async_trait]
+impl<B: Backend> Deliver for B {
+    async fn start(&self) -> Result<(), BackendError> {
+        Backend::start(self).await
+    }
+    fn is_ready(&self) -> bool {
+        Backend::is_ready(self)
+    }
+    fn max_batch(&self) -> usize {
+        Backend::max_batch(self)
+    }
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        Backend::deliver(self, batch).await
+    }
+}
+
+/// A backend of any kind as the registry, chain and engine store it: its
+/// kind next to its two views (both the same instance).
+#[derive(Clone)]
+pub struct AnyBackend {
+    pub kind: &'static str,
+    pub claims: Arc<dyn Claims>,
+    pub deliver: Arc<dyn Deliver>,
+}
+
+impl AnyBackend {
+    pub fn new<B: Backend>(backend: B) -> Self {
+        Self::from_arc(Arc::new(backend))
+    }
+
+    pub fn from_arc<B: Backend>(backend: Arc<B>) -> Self {
+        AnyBackend {
+            kind: B::KIND,
+            claims: backend.clone(),
+            deliver: backend,
         }
-        out
+    }
+}
+
+impl fmt::Debug for AnyBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnyBackend")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,11 +258,9 @@ pub(crate) mod tests {
 
     #[async_trait]
     impl Backend for NullBackend {
-        fn kind(&self) -> &'static str {
-            "null"
-        }
-        async fn deliver(&self, _: &Delivery) -> Result<(), DeliveryError> {
-            Ok(())
+        const KIND: &'static str = "null";
+        async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+            batch.iter().map(|_| Ok(())).collect()
         }
     }
 }

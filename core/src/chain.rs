@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::backend::Backend;
+use crate::backend::{AnyBackend, Claims};
 use crate::class::{EventClass, EventClasses};
 use crate::event::Event;
 use crate::slot::Slot;
@@ -47,7 +47,8 @@ enum Handler {
     Backend {
         slot: Slot,
         classes: EventClasses,
-        backend: Arc<dyn Backend>,
+        kind: &'static str,
+        claims: Arc<dyn Claims>,
     },
 }
 
@@ -90,13 +91,7 @@ impl ChainBuilder {
 
     /// Add a backend; its slot is the order of `backend` calls (0, 1, ...).
     /// For chains built without a [`SlotRegistry`](crate::SlotRegistry).
-    pub fn backend(
-        self,
-        name: impl Into<String>,
-        priority: i64,
-        classes: EventClasses,
-        backend: Arc<dyn Backend>,
-    ) -> Self {
+    pub fn backend(self, name: impl Into<String>, priority: i64, classes: EventClasses, backend: AnyBackend) -> Self {
         let slot = Slot::new(self.backends);
         self.backend_at(slot, name, priority, classes, backend)
     }
@@ -108,13 +103,18 @@ impl ChainBuilder {
         name: impl Into<String>,
         priority: i64,
         classes: EventClasses,
-        backend: Arc<dyn Backend>,
+        backend: AnyBackend,
     ) -> Self {
         self.backends = self.backends.max(slot.id() + 1);
         self.entries.push(Entry {
             name: name.into(),
             priority,
-            handler: Handler::Backend { slot, classes, backend },
+            handler: Handler::Backend {
+                slot,
+                classes,
+                kind: backend.kind,
+                claims: backend.claims,
+            },
         });
         self
     }
@@ -177,8 +177,10 @@ impl Chain {
                         break;
                     }
                 }
-                Handler::Backend { slot, classes, backend } => {
-                    if classes.contains(class) && backend.wants(event) {
+                Handler::Backend {
+                    slot, classes, claims, ..
+                } => {
+                    if classes.contains(class) && claims.wants(event) {
                         out.claims.push(Claim {
                             slot: *slot,
                             snapshot: None,
@@ -198,7 +200,7 @@ impl Chain {
             .map(|e| {
                 let what = match &e.handler {
                     Handler::Filter(_) => "filter",
-                    Handler::Backend { backend, .. } => backend.kind(),
+                    Handler::Backend { kind, .. } => kind,
                 };
                 (e.name.clone(), e.priority, what)
             })
@@ -256,10 +258,10 @@ mod tests {
     #[test]
     fn stop_hides_the_event_from_later_handlers_only() {
         let chain = ChainBuilder::new()
-            .backend("early", 5, EventClasses::ALL, Arc::new(Null))
+            .backend("early", 5, EventClasses::ALL, AnyBackend::new(Null))
             .filter("tag", 10, tag("t", 1))
             .filter("stop", 30, |_: &mut Event| Verdict::Stop)
-            .backend("late", 50, EventClasses::ALL, Arc::new(Null))
+            .backend("late", 50, EventClasses::ALL, AnyBackend::new(Null))
             .filter("after", 60, tag("after", 1))
             .build();
         let mut e = chat();
@@ -281,8 +283,8 @@ mod tests {
         let only_presence: EventClasses = [EventClass::Presence].into_iter().collect();
         let chain = ChainBuilder::new()
             .filter("tag", 10, tag("tier", 2))
-            .backend("all", 50, EventClasses::ALL, Arc::new(Null))
-            .backend("presence", 50, only_presence, Arc::new(Null))
+            .backend("all", 50, EventClasses::ALL, AnyBackend::new(Null))
+            .backend("presence", 50, only_presence, AnyBackend::new(Null))
             .build();
         let mut e = chat();
         let out = chain.run(&mut e);

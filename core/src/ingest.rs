@@ -138,7 +138,8 @@ mod tests {
         if stop_first {
             b = b.filter("stop", 1, |_: &mut Event| Verdict::Stop);
         }
-        b.backend("n", 50, EventClasses::ALL, Arc::new(Null)).build()
+        b.backend("n", 50, EventClasses::ALL, crate::AnyBackend::new(Null))
+            .build()
     }
 
     fn presence() -> Value {

@@ -57,7 +57,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     let statuses = state.engine.status();
     let labels: Vec<String> = backends
         .iter()
-        .map(|b| format!("backend=\"{}\",kind=\"{}\"", label(&b.name), b.backend.kind()))
+        .map(|b| format!("backend=\"{}\",kind=\"{}\"", label(&b.name), b.kind))
         .collect();
     let series: [(&str, &str, &str, Getter); 9] = [
         ("event_pusher_delivered_total", "counter", "Events delivered.", |s| {

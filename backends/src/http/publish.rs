@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use event_pusher_core::{Backend, Delivery, DeliveryError, Event};
+use event_pusher_core::{one_by_one, Backend, Delivery, DeliveryError, Event};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
@@ -64,9 +64,7 @@ impl HttpBackend {
 
 #[async_trait]
 impl Backend for HttpBackend {
-    fn kind(&self) -> &'static str {
-        "http"
-    }
+    const KIND: &'static str = "http";
 
     fn wants(&self, event: &Event) -> bool {
         // The form format only exists for chat messages with a body, as in
@@ -77,7 +75,15 @@ impl Backend for HttpBackend {
         }
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    /// One event at a time: there is no batch call to use.
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        one_by_one(batch, |d| self.publish(d)).await
+    }
+}
+
+impl HttpBackend {
+    /// POST one event and classify the answer.
+    pub async fn publish(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
         let Some((body, content_type)) = self.body(delivery) else {
             return Err(DeliveryError::permanent(
                 "event has no form encoding (not a chat message with a body)",

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use event_pusher_config::{EventClassList, Priority, RetryConfig};
-use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError};
+use event_pusher_core::{one_by_one, Backend, BackendError, Delivery, DeliveryError};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
@@ -87,20 +87,26 @@ impl LogBackend {
 
 #[async_trait]
 impl Backend for LogBackend {
-    fn kind(&self) -> &'static str {
-        "log"
-    }
+    const KIND: &'static str = "log";
 
     async fn start(&self) -> Result<(), BackendError> {
         let sink = self
             .open()
             .await
-            .map_err(|e| BackendError(format!("cannot open log output {}: {e}", self.target())))?;
+            .map_err(|e| BackendError::with_source(format!("cannot open log output {}: {e}", self.target()), e))?;
         *self.sink.lock().await = Some(sink);
         Ok(())
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    /// One event at a time: there is no batch call to use.
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        one_by_one(batch, |d| self.publish(d)).await
+    }
+}
+
+impl LogBackend {
+    /// Write one event's line.
+    pub async fn publish(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
         let mut line = Vec::with_capacity(delivery.json.len() + 1);
         line.extend_from_slice(&delivery.json);
         line.push(b'\n');

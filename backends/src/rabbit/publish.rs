@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError, Event};
+use event_pusher_core::{one_by_one, Backend, BackendError, Delivery, DeliveryError, Event};
 use lapin::message::BasicReturnMessage;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
@@ -105,9 +105,7 @@ fn returned_error(r: &BasicReturnMessage) -> DeliveryError {
 
 #[async_trait]
 impl Backend for RabbitBackend {
-    fn kind(&self) -> &'static str {
-        "rabbit"
-    }
+    const KIND: &'static str = "rabbit";
 
     fn wants(&self, event: &Event) -> bool {
         self.exchanges.route(event).is_some()
@@ -117,7 +115,7 @@ impl Backend for RabbitBackend {
     /// comes back as the error, naming the exchange and both settings; the
     /// engine calls `start` again with backoff.
     async fn start(&self) -> Result<(), BackendError> {
-        self.channels.open_missing().await.map_err(BackendError)?;
+        self.channels.open_missing().await.map_err(BackendError::new)?;
         self.channels.supervise();
         self.started.store(true, Ordering::Release);
         Ok(())
@@ -127,7 +125,15 @@ impl Backend for RabbitBackend {
         self.started.load(Ordering::Acquire) && self.channels.is_up()
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    /// One event at a time: there is no batch call to use.
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        one_by_one(batch, |d| self.publish(d)).await
+    }
+}
+
+impl RabbitBackend {
+    /// Publish one event and wait for its confirm.
+    pub async fn publish(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
         let event = &delivery.event;
         let Some(msg) = outgoing(&self.exchanges, event) else {
             return Err(DeliveryError::permanent(

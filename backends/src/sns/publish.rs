@@ -8,7 +8,7 @@
 //! order, opens its circuit breaker and dead-letters, and two retry layers
 //! would multiply attempts and hide failures from it.
 //!
-//! Batching: the engine hands `deliver_batch` up to `max_batch()` events
+//! Batching: the engine hands `deliver` up to `max_batch()` events
 //! (one per user at a time). They are grouped by topic and sent as
 //! `PublishBatch` calls of at most 10 entries and 256 KiB, all topics at
 //! once. Each entry's own Successful/Failed answer becomes that event's
@@ -107,6 +107,12 @@ impl SnsBackend {
             tracing::warn!(backend = %name, "no SNS topic is configured; this backend publishes nothing");
         }
         Ok(backend)
+    }
+
+    /// Publish one event with `Publish`.
+    pub async fn publish(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let (topic, p) = self.prepare(&delivery.event)?;
+        publish_one(&self.aws().await.client, topic, p).await
     }
 
     /// The ARN an event would be published to, if any.
@@ -318,9 +324,7 @@ fn chunks(items: Vec<(usize, Publication)>) -> Vec<Vec<(usize, Publication)>> {
 
 #[async_trait]
 impl Backend for SnsBackend {
-    fn kind(&self) -> &'static str {
-        "sns"
-    }
+    const KIND: &'static str = "sns";
 
     fn wants(&self, event: &Event) -> bool {
         self.topic(event).is_some()
@@ -335,16 +339,19 @@ impl Backend for SnsBackend {
         match &aws.credentials {
             Some(provider) => {
                 if let Err(e) = provider.provide_credentials().await {
-                    return Err(BackendError(format!(
-                        "SNS backend {}: no AWS credentials ({}); set access_key_id and secret_access_key, or \
-                         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or an instance role",
-                        self.name,
-                        DisplayErrorContext(&e)
-                    )));
+                    return Err(BackendError::with_source(
+                        format!(
+                            "SNS backend {}: no AWS credentials ({}); set access_key_id and secret_access_key, or \
+                             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or an instance role",
+                            self.name,
+                            DisplayErrorContext(&e)
+                        ),
+                        e,
+                    ));
                 }
             }
             None => {
-                return Err(BackendError(format!(
+                return Err(BackendError::new(format!(
                     "SNS backend {}: no AWS credential provider",
                     self.name
                 )))
@@ -376,12 +383,9 @@ impl Backend for SnsBackend {
         }
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
-        let (topic, p) = self.prepare(&delivery.event)?;
-        publish_one(&self.aws().await.client, topic, p).await
-    }
-
-    async fn deliver_batch(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+    /// Events for the same topic go out with `PublishBatch`, up to ten per
+    /// call; a lone one with `Publish`.
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
         let mut results: Vec<Option<Result<(), DeliveryError>>> = vec![None; batch.len()];
         // Group by topic, in order of first appearance.
         let mut groups: Vec<(&Topic, Vec<(usize, Publication)>)> = Vec::new();

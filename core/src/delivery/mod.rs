@@ -19,7 +19,7 @@ pub use breaker::BreakerPolicy;
 pub use queue::DeliveryQueue;
 pub use retry::RetryPolicy;
 
-use crate::backend::Backend;
+use crate::backend::{AnyBackend, Deliver};
 use crate::metrics::BackendStats;
 use crate::slot::{Slot, SlotRegistry};
 use crate::spool::{DeadLetter, Spool, SpoolError};
@@ -49,7 +49,9 @@ impl Default for DeliveryOptions {
 /// One backend instance as the engine runs it.
 pub struct BackendHandle {
     pub name: String,
-    pub backend: Arc<dyn Backend>,
+    /// As in config: `http`, `rabbit`, ...
+    pub kind: &'static str,
+    pub backend: Arc<dyn Deliver>,
     pub options: DeliveryOptions,
     pub stats: Arc<BackendStats>,
     /// Set once the backend's `start` has succeeded.
@@ -57,10 +59,11 @@ pub struct BackendHandle {
 }
 
 impl BackendHandle {
-    pub fn new(name: impl Into<String>, backend: Arc<dyn Backend>, options: DeliveryOptions) -> Self {
+    pub fn new(name: impl Into<String>, backend: AnyBackend, options: DeliveryOptions) -> Self {
         BackendHandle {
             name: name.into(),
-            backend,
+            kind: backend.kind,
+            backend: backend.deliver,
             options,
             stats: Arc::new(BackendStats::default()),
             started: AtomicBool::new(false),
@@ -212,7 +215,7 @@ impl DeliveryEngine {
         let s = self.spool.slot(slot);
         BackendStatus {
             name: b.name.clone(),
-            kind: b.backend.kind().to_owned(),
+            kind: b.kind.to_owned(),
             paused: s.paused.load(Ordering::Relaxed),
             ready: b.is_ready(),
             queued: s.queued.load(Ordering::Relaxed),

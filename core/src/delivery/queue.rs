@@ -321,16 +321,11 @@ impl DeliveryQueue {
         stats.in_flight.fetch_add(seqs.len() as i64, Ordering::Relaxed);
         let task = self.inflight.spawn(async move {
             let t = Instant::now();
-            let results = if batch.len() == 1 {
-                vec![backend.deliver(&batch[0]).await]
-            } else {
-                let mut r = backend.deliver_batch(&batch).await;
-                // A backend that answers short must not lose events.
-                r.resize_with(batch.len(), || {
-                    Err(DeliveryError::retryable("backend returned no result"))
-                });
-                r
-            };
+            let mut results = backend.deliver(&batch).await;
+            // A backend that answers short must not lose events.
+            results.resize_with(batch.len(), || {
+                Err(DeliveryError::retryable("backend returned no result"))
+            });
             stats.publish.observe(t.elapsed().as_secs_f64());
             results
         });
