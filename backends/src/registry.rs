@@ -1,7 +1,7 @@
 //! The `[backends.KIND.NAME]` tables: one line per kind.
 
 use event_pusher_config::{ConfigError, Source, Spanned};
-use event_pusher_core::{AnyBackend, Backend};
+use event_pusher_core::{AnyBackend, Backend, BackendError};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -76,7 +76,7 @@ fn add<C, B: Backend>(
     instances: &Instances<C>,
     source: &Source,
     common: impl Fn(&C) -> CommonKeys<'_>,
-    build: impl Fn(&str, &C) -> Result<B, String>,
+    build: impl Fn(&str, &C) -> Result<B, BackendError>,
 ) -> Result<(), ConfigError> {
     for (name, cfg) in instances {
         let position = cfg.span().start;
@@ -93,7 +93,8 @@ fn add<C, B: Backend>(
             ));
         }
         let keys = common(cfg.get_ref());
-        let backend = build(name, cfg.get_ref()).map_err(|e| source.error_at_span(cfg.span(), Some(key.clone()), e))?;
+        let backend = build(name, cfg.get_ref())
+            .map_err(|e| source.error_at_span(cfg.span(), Some(key.clone()), e.to_string()))?;
         out.push(BuiltBackend {
             name: name.clone(),
             priority: keys.priority.0,

@@ -88,12 +88,23 @@ impl std::error::Error for DeliveryError {}
 /// be built from its config. The message is what logs and `/status` show;
 /// the source, when there is one, is kept for `Error::source` chains. It is
 /// `Clone` (the engine keeps the last start error), so the source is shared.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+#[derive(Debug, Clone)]
 pub struct BackendError {
     message: String,
-    #[source]
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackendError {
+    /// The error itself, not the `Arc` around it, so callers can downcast.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl BackendError {
@@ -252,6 +263,16 @@ impl fmt::Debug for AnyBackend {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn backend_error_keeps_its_message_and_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = BackendError::with_source("cannot open log output x: denied", io);
+        assert_eq!(e.to_string(), "cannot open log output x: denied");
+        let source = std::error::Error::source(&e.clone()).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("denied"));
+        assert!(std::error::Error::source(&BackendError::new("plain")).is_none());
+    }
 
     /// Claims everything, delivers nowhere: for chain and ingest tests.
     pub(crate) struct NullBackend;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use event_pusher_core::{one_by_one, Backend, Delivery, DeliveryError, Event};
+use event_pusher_core::{one_by_one, Backend, BackendError, Delivery, DeliveryError, Event};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
@@ -28,7 +28,7 @@ const USER_AGENT: &str = concat!("event-pusher/", env!("CARGO_PKG_VERSION"));
 const BODY_EXCERPT: usize = 512;
 
 impl HttpBackend {
-    pub fn new(_name: &str, config: &HttpConfig) -> Result<Self, String> {
+    pub fn new(_name: &str, config: &HttpConfig) -> Result<Self, BackendError> {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
             // Validated when the config was read.
@@ -45,7 +45,7 @@ impl HttpBackend {
             // A redirected POST would silently turn into a GET; report it.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))?;
         Ok(HttpBackend {
             client,
             url: config.url.clone(),

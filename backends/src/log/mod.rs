@@ -56,7 +56,7 @@ pub struct LogBackend {
 }
 
 impl LogBackend {
-    pub fn new(_name: &str, config: &LogConfig) -> Result<Self, String> {
+    pub fn new(_name: &str, config: &LogConfig) -> Result<Self, BackendError> {
         Ok(LogBackend {
             path: config.path.clone(),
             sink: Mutex::new(None),
@@ -138,4 +138,26 @@ impl LogBackend {
 async fn write<W: AsyncWriteExt + Unpin>(w: &mut W, line: &[u8]) -> std::io::Result<()> {
     w.write_all(line).await?;
     w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start error names the output and keeps the I/O error as its source.
+    #[tokio::test]
+    async fn start_error_keeps_the_io_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"").expect("write");
+        let config = LogConfig {
+            path: Some(not_a_dir.join("events.jsonl")),
+            ..toml::from_str("").expect("empty log config")
+        };
+        let backend = LogBackend::new("audit", &config).expect("builds");
+        let err = Backend::start(&backend).await.expect_err("parent is a file");
+        assert!(err.to_string().starts_with("cannot open log output "), "{err}");
+        let source = std::error::Error::source(&err).expect("source kept");
+        assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
+    }
 }

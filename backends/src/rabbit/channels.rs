@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
+use event_pusher_core::BackendError;
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::LongString;
 use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus};
@@ -136,32 +137,40 @@ impl LaneManager {
     }
 
     /// Connect, open a channel, declare the exchanges, turn on confirms.
-    async fn open(&self) -> Result<Lane, String> {
+    async fn open(&self) -> Result<Lane, BackendError> {
         let url = &self.url;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(format!("event-pusher {} #{id}", self.name)));
         let connection = tokio::time::timeout(SETUP_TIMEOUT, Connection::connect_uri(url.uri().clone(), props))
             .await
-            .map_err(|_| format!("cannot connect to RabbitMQ at {url}: no answer within {SETUP_TIMEOUT:?}"))?
-            .map_err(|e| format!("cannot connect to RabbitMQ at {url}: {e}"))?;
+            .map_err(|_| {
+                BackendError::new(format!(
+                    "cannot connect to RabbitMQ at {url}: no answer within {SETUP_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| BackendError::with_source(format!("cannot connect to RabbitMQ at {url}: {e}"), e))?;
         // On any error below, dropping `connection` closes it.
         let setup = async {
             let channel = connection
                 .create_channel()
                 .await
-                .map_err(|e| format!("cannot open a channel on {url}: {e}"))?;
+                .map_err(|e| BackendError::with_source(format!("cannot open a channel on {url}: {e}"), e))?;
             for d in &self.declarations {
                 declare(&channel, d).await?;
             }
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
-                .map_err(|e| format!("cannot turn on publisher confirms on {url}: {e}"))?;
-            Ok::<_, String>(channel)
+                .map_err(|e| {
+                    BackendError::with_source(format!("cannot turn on publisher confirms on {url}: {e}"), e)
+                })?;
+            Ok::<_, BackendError>(channel)
         };
         let channel = tokio::time::timeout(SETUP_TIMEOUT, setup).await.map_err(|_| {
-            format!("RabbitMQ at {url} did not answer within {SETUP_TIMEOUT:?} while opening a channel and declaring")
+            BackendError::new(format!(
+                "RabbitMQ at {url} did not answer within {SETUP_TIMEOUT:?} while opening a channel and declaring"
+            ))
         })??;
         let health = Arc::new(LaneHealth {
             id,
@@ -182,9 +191,9 @@ impl LaneManager {
 
 impl managed::Manager for LaneManager {
     type Type = Lane;
-    type Error = String;
+    type Error = BackendError;
 
-    async fn create(&self) -> Result<Lane, String> {
+    async fn create(&self) -> Result<Lane, BackendError> {
         match self.open().await {
             Ok(lane) => {
                 tracing::info!(backend = %self.name, lane = lane.health.id, url = %self.url, "RabbitMQ channel open, exchanges declared");
@@ -192,7 +201,7 @@ impl managed::Manager for LaneManager {
                 Ok(lane)
             }
             Err(e) => {
-                self.set_last_error(Some(e.clone()));
+                self.set_last_error(Some(e.to_string()));
                 Err(e)
             }
         }
@@ -201,7 +210,7 @@ impl managed::Manager for LaneManager {
     /// Only an open, unretired lane goes out again. (The exchanges were
     /// declared when its channel opened; a channel that lost its connection
     /// is never reused, so a reconnect always declares again.)
-    async fn recycle(&self, lane: &mut Lane, _: &Metrics) -> RecycleResult<String> {
+    async fn recycle(&self, lane: &mut Lane, _: &Metrics) -> RecycleResult<BackendError> {
         if lane.health.healthy() {
             Ok(())
         } else {
@@ -224,7 +233,7 @@ impl Channels {
         declarations: Vec<Declaration>,
         pool_size: usize,
         max_in_flight: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BackendError> {
         let manager = LaneManager {
             name: name.to_owned(),
             url,
@@ -238,7 +247,7 @@ impl Channels {
             .max_size(pool_size.max(1))
             .runtime(deadpool::Runtime::Tokio1)
             .build()
-            .map_err(|e| format!("cannot build the RabbitMQ channel pool: {e}"))?;
+            .map_err(|e| BackendError::with_source(format!("cannot build the RabbitMQ channel pool: {e}"), e))?;
         Ok(Channels {
             pool,
             wake: Arc::new(Notify::new()),
@@ -248,7 +257,7 @@ impl Channels {
 
     /// Open every lane that is not up. The first failure is returned (and
     /// the lanes opened so far stay open).
-    pub async fn open_missing(&self) -> Result<(), String> {
+    pub async fn open_missing(&self) -> Result<(), BackendError> {
         open_missing(&self.pool, true).await
     }
 
@@ -276,7 +285,7 @@ impl Channels {
             self.wake.notify_one();
             let url = &self.pool.manager().url;
             let why = match e {
-                PoolError::Backend(why) => why,
+                PoolError::Backend(why) => why.to_string(),
                 PoolError::Timeout(_) => self
                     .pool
                     .manager()
@@ -309,7 +318,7 @@ impl Channels {
 /// them (at start, when nothing else uses the pool), or at least one (the
 /// supervisor: the pool opens more when deliveries find every lane busy).
 /// The first failure is returned.
-async fn open_missing(pool: &LanePool, all: bool) -> Result<(), String> {
+async fn open_missing(pool: &LanePool, all: bool) -> Result<(), BackendError> {
     pool.retain(|lane, _| lane.health.healthy());
     let timeouts = Timeouts {
         // Lanes checked out by deliveries come back within one publish.
@@ -324,7 +333,12 @@ async fn open_missing(pool: &LanePool, all: bool) -> Result<(), String> {
         match pool.timeout_get(&timeouts).await {
             Ok(lane) => held.push(lane),
             Err(PoolError::Backend(e)) => return Err(e),
-            Err(e) => return Err(format!("cannot open a RabbitMQ channel: {e}")),
+            Err(e) => {
+                return Err(BackendError::with_source(
+                    format!("cannot open a RabbitMQ channel: {e}"),
+                    e,
+                ))
+            }
         }
     }
     Ok(())

@@ -9,6 +9,7 @@
 //! which [`explain`] turns into a message that says what the config asks
 //! for, what the broker has, and where to change it.
 
+use event_pusher_core::BackendError;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{FieldTable, ShortString};
@@ -32,9 +33,9 @@ impl Declaration {
 
 /// Declare one exchange. Names under `amq.` belong to the broker, which
 /// refuses to (re)declare them; they always exist, so only check that.
-pub async fn declare(channel: &Channel, d: &Declaration) -> Result<(), String> {
-    let name =
-        ShortString::try_new(d.exchange.name.as_str()).map_err(|e| format!("exchange name in [{}]: {e}", d.table))?;
+pub async fn declare(channel: &Channel, d: &Declaration) -> Result<(), BackendError> {
+    let name = ShortString::try_new(d.exchange.name.as_str())
+        .map_err(|e| BackendError::new(format!("exchange name in [{}]: {e}", d.table)))?;
     let options = ExchangeDeclareOptions {
         passive: d.exchange.name.starts_with("amq."),
         durable: d.exchange.durable,
@@ -45,7 +46,7 @@ pub async fn declare(channel: &Channel, d: &Declaration) -> Result<(), String> {
     channel
         .exchange_declare(name, d.exchange.kind.to_lapin(), options, FieldTable::default())
         .await
-        .map_err(|e| explain(d, &e))
+        .map_err(|e| BackendError::with_source(explain(d, &e), e))
 }
 
 /// A readable reason for a failed declare.

@@ -42,7 +42,7 @@ pub struct RabbitBackend {
 
 impl RabbitBackend {
     /// Build from config. Nothing connects until [`Backend::start`].
-    pub fn new(name: &str, config: &RabbitConfig) -> Result<Self, String> {
+    pub fn new(name: &str, config: &RabbitConfig) -> Result<Self, BackendError> {
         let exchanges = Exchanges::from_config(config);
         let declarations: Vec<Declaration> = exchanges
             .all()
@@ -115,7 +115,7 @@ impl Backend for RabbitBackend {
     /// comes back as the error, naming the exchange and both settings; the
     /// engine calls `start` again with backoff.
     async fn start(&self) -> Result<(), BackendError> {
-        self.channels.open_missing().await.map_err(BackendError::new)?;
+        self.channels.open_missing().await?;
         self.channels.supervise();
         self.started.store(true, Ordering::Release);
         Ok(())

@@ -64,7 +64,7 @@ pub struct SnsBackend {
 }
 
 impl SnsBackend {
-    pub fn new(name: &str, config: &SnsConfig) -> Result<Self, String> {
+    pub fn new(name: &str, config: &SnsConfig) -> Result<Self, BackendError> {
         let credentials = match (&config.access_key_id, &config.secret_access_key) {
             (Some(id), Some(secret)) if !id.is_empty() && !secret.expose().is_empty() => Some((
                 id.clone(),
@@ -73,17 +73,16 @@ impl SnsBackend {
             )),
             (None, None) if config.session_token.is_none() => None,
             _ => {
-                return Err(
+                return Err(BackendError::new(
                     "access_key_id and secret_access_key must both be set and non-empty (session_token \
-                            optional), or all be left out to use the standard AWS credential chain"
-                        .to_owned(),
-                )
+                            optional), or all be left out to use the standard AWS credential chain",
+                ))
             }
         };
-        let topic = |key: &str, value: &Option<String>| -> Result<Option<Topic>, String> {
+        let topic = |key: &str, value: &Option<String>| -> Result<Option<Topic>, BackendError> {
             value
                 .as_deref()
-                .map(|v| resolve_topic(key, v, &config.region, config.account_id.as_deref()))
+                .map(|v| resolve_topic(key, v, &config.region, config.account_id.as_deref()).map_err(BackendError::new))
                 .transpose()
         };
         let backend = SnsBackend {
