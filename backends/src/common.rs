@@ -46,3 +46,85 @@ pub fn default_concurrency() -> usize {
 pub fn default_breaker_threshold() -> u32 {
     10
 }
+
+/// What the registry needs from any backend's config table.
+pub trait BackendConfig {
+    fn common(&self) -> CommonKeys<'_>;
+}
+
+/// Declare a backend's config struct: its own keys as written, then the
+/// common keys (`priority`, `events`, `concurrency`, `breaker_threshold`,
+/// `retry`), defined here once, and its [`BackendConfig`] impl.
+///
+/// A macro rather than `#[serde(flatten)]`: flatten cannot be combined with
+/// `deny_unknown_fields`, and unknown keys must stay errors with a position.
+/// `one_writer` backends (log) have no `concurrency` or
+/// `breaker_threshold` keys: one writer keeps lines whole and in order.
+macro_rules! backend_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($body:tt)* }
+    ) => {
+        $crate::common::backend_config! {
+            @declare $(#[$meta])* $name { $($body)* }
+            tuning {
+                #[serde(
+                    default = "crate::common::default_concurrency",
+                    deserialize_with = "event_pusher_config::types::positive"
+                )]
+                pub concurrency: usize,
+                /// Consecutive failures that open the circuit breaker (0: never).
+                #[serde(default = "crate::common::default_breaker_threshold")]
+                pub breaker_threshold: u32,
+            }
+            |c| (c.concurrency, c.breaker_threshold)
+        }
+    };
+    (
+        one_writer;
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($body:tt)* }
+    ) => {
+        $crate::common::backend_config! {
+            @declare $(#[$meta])* $name { $($body)* }
+            tuning {}
+            |_c| (1, $crate::common::default_breaker_threshold())
+        }
+    };
+    (
+        @declare $(#[$meta:meta])* $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
+        }
+        tuning { $($tuning:tt)* }
+        |$c:ident| $concurrency_and_breaker:expr
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+            #[serde(default)]
+            pub priority: event_pusher_config::Priority,
+            #[serde(default)]
+            pub events: event_pusher_config::EventClassList,
+            $($tuning)*
+            #[serde(default)]
+            pub retry: event_pusher_config::RetryConfig,
+        }
+
+        impl $crate::common::BackendConfig for $name {
+            fn common(&self) -> $crate::common::CommonKeys<'_> {
+                let $c = self;
+                let (concurrency, breaker_threshold) = $concurrency_and_breaker;
+                $crate::common::CommonKeys {
+                    priority: self.priority,
+                    events: self.events,
+                    concurrency,
+                    retry: &self.retry,
+                    breaker_threshold,
+                }
+            }
+        }
+    };
+}
+pub(crate) use backend_config;

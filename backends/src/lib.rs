@@ -1,7 +1,8 @@
 //! Delivery backends, one folder each: its config struct, how it builds
 //! requests, how it publishes, and its tests. The only thing about a backend
-//! outside its folder is its line in [`BackendsConfig`] and in
-//! [`BackendsConfig::build`].
+//! outside its folder is its `mod` line here and its one line in the
+//! `backend_kinds!` list of `registry.rs` (which declares
+//! [`BackendsConfig`] and its `build`).
 
 pub mod common;
 pub mod http;

@@ -5,77 +5,57 @@ use event_pusher_core::{AnyBackend, Backend, BackendError};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::common::{BuiltBackend, CommonKeys};
+use crate::common::{BackendConfig, BuiltBackend};
 
 type Instances<T> = IndexMap<String, Spanned<T>>;
 
-/// `[backends]`: instances by kind, then by name.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendsConfig {
-    #[serde(default)]
-    pub log: Instances<crate::log::LogConfig>,
-    #[serde(default)]
-    pub http: Instances<crate::http::HttpConfig>,
+/// Declares `BackendsConfig` (one field per kind, instances by name) and
+/// its `build`: each kind is one line, `KIND: Config => Backend`, behind its
+/// feature when it has one.
+macro_rules! backend_kinds {
+    ($( $(#[$cfg:meta])* $kind:ident : $config:ty => $backend:ty, )*) => {
+        /// `[backends]`: instances by kind, then by name.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct BackendsConfig {
+            $(
+                $(#[$cfg])*
+                #[serde(default)]
+                pub $kind: Instances<$config>,
+            )*
+        }
+
+        impl BackendsConfig {
+            /// Build every configured instance, in config-file order. Names
+            /// are unique within a kind (TOML guarantees it); across kinds
+            /// the admin API tells them apart as `KIND.NAME`.
+            pub fn build(&self, source: &Source) -> Result<Vec<BuiltBackend>, ConfigError> {
+                let mut out = Vec::new();
+                $(
+                    $(#[$cfg])*
+                    add(&mut out, stringify!($kind), &self.$kind, source, <$backend>::new)?;
+                )*
+                out.sort_by_key(|b| b.position);
+                Ok(out)
+            }
+        }
+    };
+}
+
+backend_kinds! {
+    log: crate::log::LogConfig => crate::log::LogBackend,
+    http: crate::http::HttpConfig => crate::http::HttpBackend,
     #[cfg(feature = "rabbit")]
-    #[serde(default)]
-    pub rabbit: Instances<crate::rabbit::RabbitConfig>,
+    rabbit: crate::rabbit::RabbitConfig => crate::rabbit::RabbitBackend,
     #[cfg(feature = "sns")]
-    #[serde(default)]
-    pub sns: Instances<crate::sns::SnsConfig>,
+    sns: crate::sns::SnsConfig => crate::sns::SnsBackend,
 }
 
-impl BackendsConfig {
-    /// Build every configured instance, in config-file order. Names are
-    /// unique within a kind (TOML guarantees it); across kinds the admin API
-    /// tells them apart as `KIND.NAME`.
-    pub fn build(&self, source: &Source) -> Result<Vec<BuiltBackend>, ConfigError> {
-        let mut out = Vec::new();
-        add(
-            &mut out,
-            "log",
-            &self.log,
-            source,
-            |c| c.common(),
-            crate::log::LogBackend::new,
-        )?;
-        add(
-            &mut out,
-            "http",
-            &self.http,
-            source,
-            |c| c.common(),
-            crate::http::HttpBackend::new,
-        )?;
-        #[cfg(feature = "rabbit")]
-        add(
-            &mut out,
-            "rabbit",
-            &self.rabbit,
-            source,
-            |c| c.common(),
-            crate::rabbit::RabbitBackend::new,
-        )?;
-        #[cfg(feature = "sns")]
-        add(
-            &mut out,
-            "sns",
-            &self.sns,
-            source,
-            |c| c.common(),
-            crate::sns::SnsBackend::new,
-        )?;
-        out.sort_by_key(|b| b.position);
-        Ok(out)
-    }
-}
-
-fn add<C, B: Backend>(
+fn add<C: BackendConfig, B: Backend>(
     out: &mut Vec<BuiltBackend>,
     kind: &str,
     instances: &Instances<C>,
     source: &Source,
-    common: impl Fn(&C) -> CommonKeys<'_>,
     build: impl Fn(&str, &C) -> Result<B, BackendError>,
 ) -> Result<(), ConfigError> {
     for (name, cfg) in instances {
@@ -92,7 +72,7 @@ fn add<C, B: Backend>(
                 format!("backend name \"{name}\" may only hold letters, digits, '-', '_' and '.'"),
             ));
         }
-        let keys = common(cfg.get_ref());
+        let keys = cfg.get_ref().common();
         let backend = build(name, cfg.get_ref())
             .map_err(|e| source.error_at_span(cfg.span(), Some(key.clone()), e.to_string()))?;
         out.push(BuiltBackend {

@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use event_pusher_config::{EventClassList, Priority, RetryConfig};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Deserializer};
 
-use crate::common::{default_breaker_threshold, default_concurrency, CommonKeys};
+use crate::common::backend_config;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -18,15 +17,10 @@ pub enum Format {
     Form,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+backend_config! {
 pub struct HttpConfig {
     #[serde(deserialize_with = "http_url")]
     pub url: url::Url,
-    #[serde(default)]
-    pub priority: Priority,
-    #[serde(default)]
-    pub events: EventClassList,
     #[serde(default)]
     pub format: Format,
     #[serde(
@@ -34,33 +28,12 @@ pub struct HttpConfig {
         deserialize_with = "event_pusher_config::types::positive_ms"
     )]
     pub timeout_ms: u64,
-    #[serde(
-        default = "default_concurrency",
-        deserialize_with = "event_pusher_config::types::positive"
-    )]
-    pub concurrency: usize,
     #[serde(default, deserialize_with = "headers")]
     pub headers: BTreeMap<String, String>,
     /// `whsec_` + base64: sign requests the Standard Webhooks way.
     #[serde(default)]
     pub secret: Option<WebhookSecret>,
-    /// Consecutive failures that open the circuit breaker (0: never).
-    #[serde(default = "default_breaker_threshold")]
-    pub breaker_threshold: u32,
-    #[serde(default)]
-    pub retry: RetryConfig,
 }
-
-impl HttpConfig {
-    pub fn common(&self) -> CommonKeys<'_> {
-        CommonKeys {
-            priority: self.priority,
-            events: self.events,
-            concurrency: self.concurrency,
-            retry: &self.retry,
-            breaker_threshold: self.breaker_threshold,
-        }
-    }
 }
 
 fn default_timeout_ms() -> u64 {

@@ -10,39 +10,19 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use event_pusher_config::{EventClassList, Priority, RetryConfig};
 use event_pusher_core::{one_by_one, Backend, BackendError, Delivery, DeliveryError};
-use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use crate::common::{default_breaker_threshold, CommonKeys};
+use crate::common::backend_config;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+backend_config! {
+one_writer;
 pub struct LogConfig {
     /// Append to this file instead of writing to stdout.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    #[serde(default)]
-    pub priority: Priority,
-    #[serde(default)]
-    pub events: EventClassList,
-    #[serde(default)]
-    pub retry: RetryConfig,
 }
-
-impl LogConfig {
-    pub fn common(&self) -> CommonKeys<'_> {
-        CommonKeys {
-            priority: self.priority,
-            events: self.events,
-            // One writer: lines must not interleave, and order is kept.
-            concurrency: 1,
-            retry: &self.retry,
-            breaker_threshold: default_breaker_threshold(),
-        }
-    }
 }
 
 enum Sink {

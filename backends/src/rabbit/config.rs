@@ -6,35 +6,19 @@
 
 use std::fmt;
 
-use event_pusher_config::{EventClassList, Priority, RetryConfig};
 use lapin::uri::AMQPUri;
 use serde::{Deserialize, Deserializer};
 
-use crate::common::{default_breaker_threshold, default_concurrency, CommonKeys};
+use crate::common::backend_config;
 
 /// AMQP short strings (exchange names, routing keys, property values) hold
 /// at most this many bytes.
 pub const MAX_SHORT_STRING: usize = 255;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+backend_config! {
 pub struct RabbitConfig {
     /// `amqp://user:password@host:5672/vhost` (or `amqps://`).
     pub url: AmqpUrl,
-    #[serde(default)]
-    pub priority: Priority,
-    #[serde(default)]
-    pub events: EventClassList,
-    #[serde(
-        default = "default_concurrency",
-        deserialize_with = "event_pusher_config::types::positive"
-    )]
-    pub concurrency: usize,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Consecutive failures that open the circuit breaker (0: never).
-    #[serde(default = "default_breaker_threshold")]
-    pub breaker_threshold: u32,
     /// Publishing channels, each on its own connection.
     #[serde(
         default = "default_pool_size",
@@ -64,17 +48,6 @@ pub struct RabbitConfig {
     #[serde(default, deserialize_with = "groupchat_msg_exchange")]
     pub groupchat_msg_exchange: Option<MessageExchange>,
 }
-
-impl RabbitConfig {
-    pub fn common(&self) -> CommonKeys<'_> {
-        CommonKeys {
-            priority: self.priority,
-            events: self.events,
-            concurrency: self.concurrency,
-            retry: &self.retry,
-            breaker_threshold: self.breaker_threshold,
-        }
-    }
 }
 
 fn default_pool_size() -> usize {
@@ -310,7 +283,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse("").unwrap();
-        assert_eq!(c.priority, Priority(50));
+        assert_eq!(c.priority, event_pusher_config::Priority(50));
         assert_eq!(c.concurrency, 32);
         assert_eq!(c.pool_size, 2);
         assert_eq!(c.max_in_flight, 256);

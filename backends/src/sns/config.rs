@@ -19,13 +19,11 @@
 //! build an ARN, a full ARN in another region) is checked when the backend
 //! is built, and reported at the backend's table.
 
-use event_pusher_config::{EventClassList, Priority, RetryConfig};
 use serde::{Deserialize, Deserializer};
 
-use crate::common::{default_breaker_threshold, default_concurrency, CommonKeys};
+use crate::common::backend_config;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+backend_config! {
 pub struct SnsConfig {
     /// The AWS region of the topics and of the API endpoint.
     #[serde(deserialize_with = "region")]
@@ -63,32 +61,7 @@ pub struct SnsConfig {
         deserialize_with = "event_pusher_config::types::positive_ms"
     )]
     pub timeout_ms: u64,
-    #[serde(default)]
-    pub priority: Priority,
-    #[serde(default)]
-    pub events: EventClassList,
-    #[serde(
-        default = "default_concurrency",
-        deserialize_with = "event_pusher_config::types::positive"
-    )]
-    pub concurrency: usize,
-    /// Consecutive failures that open the circuit breaker (0: never).
-    #[serde(default = "default_breaker_threshold")]
-    pub breaker_threshold: u32,
-    #[serde(default)]
-    pub retry: RetryConfig,
 }
-
-impl SnsConfig {
-    pub fn common(&self) -> CommonKeys<'_> {
-        CommonKeys {
-            priority: self.priority,
-            events: self.events,
-            concurrency: self.concurrency,
-            retry: &self.retry,
-            breaker_threshold: self.breaker_threshold,
-        }
-    }
 }
 
 /// A secret config value: kept out of `Debug` output and logs.
