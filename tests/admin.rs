@@ -1,13 +1,12 @@
 //! The operator's view: `GET /v1/backends`, pause/resume, `/metrics`,
 //! `event-pusher status`, and the token on all of them.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
-use harness::{chat, cli, fast_retry, metric, post_ok, wait_backend};
 use serde_json::json;
+use support::{chat, cli, fast_retry, metric, post_ok, wait_backend};
 use support::{http_backend, Answer, Options, Receiver, Sidecar};
 
 #[tokio::test]

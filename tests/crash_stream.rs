@@ -1,7 +1,6 @@
 //! The hard cases: kill -9 in the middle of a stream of thousands of
 //! events, and a spool that cannot be written (a full disk).
 
-mod harness;
 mod support;
 
 use std::collections::HashSet;
@@ -9,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{chat, duplicates, fast_retry, post, post_ok, received_ids, wait_all, wait_backend, Tmpfs};
 use serde_json::Value;
+use support::{chat, duplicates, fast_retry, post, post_ok, received_ids, wait_all, wait_backend, Tmpfs};
 use support::{http_backend, Options, Receiver, Sidecar};
 
 const NOTIFY: &str = "notify";
@@ -49,7 +48,7 @@ async fn kill_9_mid_stream_loses_nothing() {
                 match client.post(format!("{url}/v1/events")).json(&calls).send().await {
                     Ok(r) if r.status() == 202 => {
                         let v: Value = r.json().await.unwrap_or(Value::Null);
-                        accepted.lock().unwrap().extend(harness::ids(&v));
+                        accepted.lock().unwrap().extend(support::ids(&v));
                     }
                     // Refused or cut off by the kill: not accepted.
                     _ => errors += 1,
@@ -149,7 +148,7 @@ async fn a_full_disk_answers_503_and_recovers() {
         match status {
             202 => {
                 accepted_full += 1;
-                accepted.extend(harness::ids(&v));
+                accepted.extend(support::ids(&v));
             }
             503 => {
                 refused = Some((v, retry_after));
@@ -178,7 +177,7 @@ async fn a_full_disk_answers_503_and_recovers() {
             .collect();
         let (status, v, retry_after) = post(&sc, &Value::Array(calls)).await;
         match status {
-            202 => accepted.extend(harness::ids(&v)),
+            202 => accepted.extend(support::ids(&v)),
             503 => {
                 assert!(retry_after.is_some());
                 refused_again = true;
@@ -198,7 +197,7 @@ async fn a_full_disk_answers_503_and_recovers() {
     let ids = loop {
         let (status, v, _) = post(&sc, &chat("u1@localhost", "after")).await;
         if status == 202 {
-            break harness::ids(&v);
+            break support::ids(&v);
         }
         assert!(t.elapsed() < Duration::from_secs(15), "never recovered: {status} {v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -289,7 +288,7 @@ async fn an_unwritable_spool_file_answers_503_and_recovers() {
     accepted.extend(post_ok(&sc, &chat("u0@localhost", "queued")).await);
 
     let file = sc.spool_dir().join("spool.redb");
-    let Some(lock) = harness::Immutable::set(&file) else {
+    let Some(lock) = support::Immutable::set(&file) else {
         eprintln!("SKIPPED an_unwritable_spool_file_answers_503_and_recovers: chattr +i not supported here");
         return;
     };
@@ -307,9 +306,9 @@ async fn an_unwritable_spool_file_answers_503_and_recovers() {
         .await;
     assert_eq!(status, 503, "resume cannot be stored now: {v}");
     // Failing steadily, not spinning.
-    let t0 = harness::cpu_ticks(pid);
+    let t0 = support::cpu_ticks(pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    if let (Some(t0), Some(t1)) = (t0, harness::cpu_ticks(pid)) {
+    if let (Some(t0), Some(t1)) = (t0, support::cpu_ticks(pid)) {
         eprintln!("spool file immutable: {} CPU ticks in 2 s of refusing", t1 - t0);
         assert!(t1 - t0 < 30, "spinning while the spool is unwritable");
     }
@@ -319,7 +318,7 @@ async fn an_unwritable_spool_file_answers_503_and_recovers() {
     loop {
         let (status, v, _) = post(&sc, &chat("u1@localhost", "after")).await;
         if status == 202 {
-            accepted.extend(harness::ids(&v));
+            accepted.extend(support::ids(&v));
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(10), "never recovered: {status} {v}");

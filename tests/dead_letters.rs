@@ -3,14 +3,13 @@
 //! operator can list and replay it through the admin API or the CLI, with
 //! the sidecar running or not.
 
-mod harness;
 mod support;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use harness::{chat, cli, fast_retry, post_ok, received_ids, wait_all, wait_backend};
 use serde_json::{json, Value};
+use support::{chat, cli, fast_retry, post_ok, received_ids, wait_all, wait_backend};
 use support::{http_backend, Answer, Options, Receiver, Sidecar};
 
 const NOTIFY: &str = "notify";
@@ -91,12 +90,12 @@ async fn endpoint_failing_forever_dead_letters_then_replay_delivers() {
     let (_, text) = sc.get_text("/metrics").await;
     let lab = format!("backend=\"{NOTIFY}\"");
     assert_eq!(
-        harness::metric(&text, "event_pusher_dead_letters", &[&lab]),
+        support::metric(&text, "event_pusher_dead_letters", &[&lab]),
         Some(12.0),
         "{text}"
     );
     assert_eq!(
-        harness::metric(&text, "event_pusher_dead_lettered_total", &[&lab]),
+        support::metric(&text, "event_pusher_dead_lettered_total", &[&lab]),
         Some(12.0)
     );
 
@@ -209,7 +208,7 @@ async fn other_permanent_statuses_are_not_retried_but_408_and_5xx_are() {
     let ids = post_ok(&sc, &chat("solo@localhost", "retried")).await;
     let got = rx.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 1);
-    assert_eq!(harness::id_of(&got[0]), ids[0]);
+    assert_eq!(support::id_of(&got[0]), ids[0]);
     assert_eq!(rx.attempts().len(), 5 + 7, "six retryable failures, then the success");
     let row = sc.backend(NOTIFY).await;
     assert_eq!(row["dead_letters"], 5, "{row}");
@@ -223,7 +222,7 @@ async fn too_many_requests_with_retry_after_waits() {
     let ids = post_ok(&sc, &chat("alice@localhost", "throttled")).await;
     let got = rx.wait_for(1, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 1);
-    assert_eq!(harness::id_of(&got[0]), ids[0]);
+    assert_eq!(support::id_of(&got[0]), ids[0]);
     let attempts = rx.attempts();
     assert_eq!(attempts.len(), 2);
     let waited = attempts[1].at - attempts[0].at;
@@ -338,5 +337,5 @@ async fn dlq_cli_works_offline_and_replayed_events_go_out_at_start() {
     let row = wait_backend(&sc, NOTIFY, Duration::from_secs(5), |r| r["queued"] == 0).await;
     assert_eq!(row["dead_letters"], 0, "{row}");
     assert!(dead_letters(&sc).await.is_empty());
-    assert_eq!(harness::duplicates(&rx), 0);
+    assert_eq!(support::duplicates(&rx), 0);
 }

@@ -2,14 +2,13 @@
 //! down for a while, an endpoint that keeps failing (circuit breaker),
 //! pause across a restart with per-user order, and backpressure.
 
-mod harness;
 mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use harness::{bodies_by_user, chat, duplicates, fast_retry, post, post_ok, wait_all, wait_backend};
 use serde_json::{json, Value};
+use support::{bodies_by_user, chat, duplicates, fast_retry, post, post_ok, wait_all, wait_backend};
 use support::{http_backend, Answer, Options, Receiver, Sidecar};
 
 const NOTIFY: &str = "notify";
@@ -111,7 +110,7 @@ async fn a_failing_endpoint_is_not_hammered_and_recovers_by_itself() {
     let hits = rx.attempts().len();
     let row = sc.backend(NOTIFY).await;
     let (_, metrics) = sc.get_text("/metrics").await;
-    let open = harness::metric(&metrics, "event_pusher_circuit_open", &["backend=\"notify\""]);
+    let open = support::metric(&metrics, "event_pusher_circuit_open", &["backend=\"notify\""]);
     eprintln!(
         "endpoint answering 503 for {outage:?} with 400 events queued: {hits} requests reached it \
          ({} attempts counted, {} retries scheduled); circuit_open={open:?}",
@@ -194,7 +193,7 @@ async fn full_queue_answers_503_with_retry_after_and_delivers_what_it_accepted()
     for i in 0..40 {
         let (status, v, retry_after) = post(&sc, &chat(&format!("u{}@localhost", i % 4), &format!("m{i}"))).await;
         match status {
-            202 => accepted.extend(harness::ids(&v)),
+            202 => accepted.extend(support::ids(&v)),
             503 => {
                 refused = Some((v, retry_after));
                 break;
@@ -220,7 +219,7 @@ async fn full_queue_answers_503_with_retry_after_and_delivers_what_it_accepted()
     assert_eq!(status, 503);
     assert_eq!(sc.backend(NOTIFY).await["queued"], 25);
     let (_, metrics) = sc.get_text("/metrics").await;
-    assert!(harness::metric(&metrics, "event_pusher_ingest_requests_total", &["status=\"503\""]) >= Some(2.0));
+    assert!(support::metric(&metrics, "event_pusher_ingest_requests_total", &["status=\"503\""]) >= Some(2.0));
 
     sc.admin_post(&format!("/v1/backends/{NOTIFY}/resume"), &json!({}))
         .await;
@@ -244,7 +243,7 @@ async fn spool_size_limit_answers_503_until_delivery_frees_room() {
     for i in 0..100 {
         let (status, v, retry_after) = post(&sc, &chat(&format!("u{}@localhost", i % 3), &body)).await;
         match status {
-            202 => accepted.extend(harness::ids(&v)),
+            202 => accepted.extend(support::ids(&v)),
             503 => {
                 assert!(retry_after.is_some(), "503 without Retry-After");
                 assert!(v["error"].as_str().unwrap().contains("bytes"), "{v}");
@@ -313,7 +312,7 @@ async fn a_last_attempt_is_never_spent_on_an_open_circuit() {
     let ids = post_ok(&sc, &chat("alice@localhost", "late")).await;
     let got = rx.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1, "not delivered; backend: {}", sc.backend(NOTIFY).await);
-    assert_eq!(harness::id_of(&got[0]), ids[0]);
+    assert_eq!(support::id_of(&got[0]), ids[0]);
     let row = sc.backend(NOTIFY).await;
     assert_eq!(row["dead_letters"], 0, "{row}");
     assert_eq!(rx.attempts().len(), 2);
@@ -359,12 +358,12 @@ async fn an_open_circuit_with_nothing_to_send_does_not_spin() {
     let row = wait_backend(&sc, NOTIFY, Duration::from_secs(15), |r| r["dead_letters"] == 12).await;
     assert_eq!(row["circuit_open"], true, "{row}");
     let pid = sc.pid().unwrap();
-    let Some(t0) = harness::cpu_ticks(pid) else {
+    let Some(t0) = support::cpu_ticks(pid) else {
         eprintln!("SKIPPED the CPU check: no /proc");
         return;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = harness::cpu_ticks(pid).unwrap() - t0;
+    let used = support::cpu_ticks(pid).unwrap() - t0;
     eprintln!("idle with an open circuit: {used} CPU ticks in 2 s");
     assert!(used < 30, "busy loop: {used} ticks of CPU in 2 s while idle");
 }
