@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now (18088 if none could be had: the
+/// start then fails naming the port).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18088)
+    event_pusher_testkit::try_free_port().unwrap_or(18088)
 }
 
 /// Peak and current resident set of a process, from `/proc/PID/status`.
@@ -225,18 +223,7 @@ impl JsonValue for reqwest::Response {
 }
 
 /// CPU time (user + system) a process has used so far, in seconds.
+/// 0 when it cannot be read (the process is gone).
 pub fn cpu_secs(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // rest starts at field 3 (state): utime is field 14 → index 11.
-    (ticks(11) + ticks(12)) as f64 / clock_ticks_per_sec()
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    // getconf CLK_TCK is 100 on every Linux this runs on.
-    100.0
+    event_pusher_testkit::cpu_ticks(pid).unwrap_or(0) as f64 / event_pusher_testkit::CLOCK_TICKS_PER_SEC
 }

@@ -19,13 +19,6 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     })
 }
 
-/// CPU time (user + system, in clock ticks) a process has used, from
-/// `/proc`; None where there is no `/proc`.
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
+// Shared with `bench/`; not every test binary uses it.
+#[allow(unused_imports)]
+pub use event_pusher_testkit::cpu_ticks;

@@ -19,17 +19,11 @@ mod sidecar;
 #[allow(unused_imports)]
 pub use {cli::*, events::*, faults::*, metrics::*, receiver::*, sidecar::*};
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
+#[allow(unused_imports)]
+pub use event_pusher_testkit::free_port;
 
 /// Poll `f` until it returns true or the timeout passes.
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
