@@ -59,8 +59,16 @@ fn check(config: &SidecarConfig, source: &Source) -> Result<(), ConfigError> {
             ));
         }
     }
-    if config.server.max_body_bytes == 0 {
-        return Err(source.error_at(0, Some("server.max_body_bytes".into()), "must be at least 1"));
+    let server = &config.server;
+    for (key, value) in [
+        ("server.max_body_bytes", server.max_body_bytes as u64),
+        ("server.header_timeout_ms", server.header_timeout_ms),
+        ("server.body_timeout_ms", server.body_timeout_ms),
+        ("server.max_connections", server.max_connections as u64),
+    ] {
+        if value == 0 {
+            return Err(source.error_at(0, Some(key.into()), "must be at least 1"));
+        }
     }
     Ok(())
 }

@@ -163,22 +163,37 @@ impl Sidecar {
     /// Run until `shutdown` completes: stop accepting, finish in-flight
     /// requests, let deliveries drain for the grace period, sync the spool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+        let self_limits = crate::server::listener::ListenerLimits {
+            header_timeout: Duration::from_millis(self.loaded.config.server.header_timeout_ms),
+            max_connections: self.loaded.config.server.max_connections,
+        };
         let (state, listener) = self.start().await?;
         let addr = listener.local_addr().map_err(RunError::Serve)?;
         tracing::info!(%addr, "event-pusher listening");
         let handles = state.engine.start();
         let app = crate::server::router(state.clone());
         let serve_state = state.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+        let grace = state.shutdown_grace;
+        // `shutdown_grace_ms` bounds the whole shutdown: requests still open
+        // at the deadline are cut, and deliveries get what is left.
+        let deadline = Arc::new(std::sync::OnceLock::new());
+        let set_deadline = deadline.clone();
+        crate::server::listener::serve(
+            listener,
+            app,
+            self_limits,
+            async move {
                 shutdown.await;
                 serve_state.accepting.store(false, std::sync::atomic::Ordering::Release);
                 tracing::info!("shutting down: no new requests; finishing in-flight ones");
-            })
-            .await
-            .map_err(RunError::Serve)?;
-        let grace = state.shutdown_grace;
-        state.engine.shutdown(handles, grace).await;
+            },
+            move || *set_deadline.get_or_init(|| tokio::time::Instant::now() + grace),
+        )
+        .await;
+        let left = deadline
+            .get()
+            .map_or(grace, |d| d.saturating_duration_since(tokio::time::Instant::now()));
+        state.engine.shutdown(handles, left).await;
         tracing::info!("stopped; undelivered events are safe in the spool");
         Ok(())
     }
@@ -214,6 +229,7 @@ impl Sidecar {
             engine,
             token: cfg.server.token().map(str::to_owned),
             max_body_bytes: cfg.server.max_body_bytes,
+            body_timeout: Duration::from_millis(cfg.server.body_timeout_ms),
             metrics: IngestMetrics::default(),
             accepting: AtomicBool::new(true),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),

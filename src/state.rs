@@ -17,6 +17,8 @@ pub struct AppState {
     pub engine: DeliveryEngine,
     pub token: Option<String>,
     pub max_body_bytes: usize,
+    /// How long a request's whole body may take to arrive.
+    pub body_timeout: Duration,
     pub metrics: IngestMetrics,
     pub accepting: AtomicBool,
     pub shutdown_grace: Duration,

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::body::read_bounded;
 use super::error;
 use crate::state::AppState;
 use event_pusher_core::delivery::{dead_letters, Lookup};
@@ -34,7 +36,7 @@ async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
     match state.engine.set_paused(slot, paused).await {
         Ok(status) => {
             tracing::info!(
-                backend = name,
+                backend = %state.spool().slot(slot).name,
                 paused,
                 "backend {}",
                 if paused { "paused" } else { "resumed" }
@@ -72,7 +74,20 @@ pub struct ReplayRequest {
 
 /// `POST /v1/dead-letters/replay {"backend": NAME, "ids": [...]}`: move dead
 /// letters back into the delivery queue (all of them when `ids` is absent).
-pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+pub async fn replay(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    // Bounded like ingest: a list of ids is the most a replay names.
+    let body = match read_bounded(
+        &headers,
+        body,
+        state.max_body_bytes,
+        "server.max_body_bytes",
+        state.body_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     // No body, `null` or `{}`: everything.
     let req: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayRequest {

@@ -1,7 +1,7 @@
 //! `POST /v1/events`: hook calls in, `202` once every event is in the spool.
 //!
 //! This handler only maps HTTP onto [`Pipeline::accept`]: it reads the body
-//! in full (up to `max_body_bytes`), picks the framing from the content
+//! in full (up to `max_body_bytes`, within `body_timeout_ms`), picks the framing from the content
 //! type, and turns the outcome into a status. Translation, the chain and the
 //! all-or-nothing spool append are the pipeline's.
 //!
@@ -15,12 +15,12 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use event_pusher_core::hook::{parse_body, Framing};
 use event_pusher_core::spool::SpoolError;
 use event_pusher_core::{Accepted, IngestError};
 use serde_json::json;
 
+use super::body::read_bounded;
 use super::error;
 use crate::state::AppState;
 
@@ -34,19 +34,17 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     if !state.accepting.load(Ordering::Acquire) {
         return unavailable("shutting down", 5);
     }
-    let limit = state.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large(limit);
-    }
-    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_bounded(
+        headers,
+        body,
+        state.max_body_bytes,
+        "server.max_body_bytes",
+        state.body_timeout,
+    )
+    .await
+    {
         Ok(b) => b,
-        // to_bytes fails either on the limit or on a broken connection.
-        Err(e) if is_length_limit(&e) => return too_large(limit),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")),
+        Err(e) => return e.into_response(),
     };
     // Media types are case-insensitive (RFC 9110 §8.3.1).
     let content_type = headers
@@ -84,30 +82,12 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     }
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = src {
-        if s.to_string().contains("length limit exceeded") {
-            return true;
-        }
-        src = s.source();
-    }
-    false
-}
-
 fn bad_request(message: &str, index: Option<usize>) -> Response {
     let mut body = json!({"error": message});
     if let Some(i) = index {
         body["index"] = json!(i);
     }
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
-}
-
-fn too_large(limit: usize) -> Response {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body is larger than server.max_body_bytes ({limit} bytes)"),
-    )
 }
 
 fn unavailable(why: &str, retry_after_secs: u64) -> Response {

@@ -3,7 +3,9 @@
 
 mod admin;
 mod auth;
+mod body;
 mod ingest;
+pub mod listener;
 mod metrics;
 mod ui;
 
@@ -42,14 +44,15 @@ async fn health() -> Response {
     (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
 }
 
-/// 200 once the spool is open and every backend has started.
+/// 200 once the spool is open and every backend has started. Backends are
+/// named `KIND.NAME`: names are unique per kind only.
 async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     let not_ready: Vec<String> = state
         .engine
         .backends()
         .iter()
         .filter(|b| !b.is_ready())
-        .map(|b| b.name.clone())
+        .map(|b| format!("{}.{}", b.backend.kind(), b.name))
         .collect();
     if !state.spool().is_healthy() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "spool is not writable");
