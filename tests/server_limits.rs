@@ -143,7 +143,10 @@ async fn idle_connections_are_closed_and_do_not_block_a_real_client() {
             open += 1;
         }
     }
-    assert_eq!(open, 0, "{open} of 600 idle connections still open after the header timeout");
+    assert_eq!(
+        open, 0,
+        "{open} of 600 idle connections still open after the header timeout"
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use serde::Deserialize;
 
+use super::target::Target;
 use super::{check, client, CommandError};
 
 #[derive(Deserialize)]
@@ -22,9 +23,9 @@ struct Row {
     circuit_open: bool,
 }
 
-pub async fn run(url: &str, token: Option<&str>) -> Result<String, CommandError> {
-    let url = format!("{}/v1/backends", url.trim_end_matches('/'));
-    let resp = client(token)?
+pub async fn run(target: Target) -> Result<String, CommandError> {
+    let url = format!("{}/v1/backends", target.url);
+    let resp = client(target.token.as_deref())?
         .get(&url)
         .send()
         .await

@@ -22,7 +22,7 @@ pub use retry::RetryPolicy;
 use crate::backend::Backend;
 use crate::metrics::BackendStats;
 use crate::slot::{Slot, SlotRegistry};
-use crate::spool::{DeadLetter, Spool, SpoolError};
+use crate::spool::{DeadLetter, Order, Spool, SpoolError};
 
 /// How one backend instance's queue delivers.
 #[derive(Debug, Clone)]
@@ -247,6 +247,81 @@ pub mod dead_letters {
         })
         .await
         .map_err(SpoolError::io)?
+    }
+
+    /// Largest page a caller may ask for.
+    pub const MAX_PAGE: usize = 10_000;
+    /// Page size when the caller does not say.
+    pub const DEFAULT_PAGE: usize = 1_000;
+
+    /// Which page of a dead-letter listing.
+    #[derive(Debug, Clone)]
+    pub struct PageRequest {
+        /// The event id of the last record of the previous page.
+        pub after: Option<String>,
+        pub limit: usize,
+        pub order: Order,
+    }
+
+    /// One page, and the cursor of the next one when more records remain.
+    #[derive(Debug, Clone)]
+    pub struct Page {
+        pub records: Vec<DeadLetter>,
+        /// The `after` of the next page: the last record's event id.
+        pub next_after: Option<String>,
+    }
+
+    /// Why a page could not be read.
+    #[derive(Debug, Clone, thiserror::Error)]
+    pub enum PageError {
+        #[error("after: no dead letter with id \"{0}\" (it may have been replayed since)")]
+        UnknownAfter(String),
+        #[error(transparent)]
+        Spool(#[from] SpoolError),
+    }
+
+    /// A page of the dead letters of `slots`, merged by sequence number
+    /// (the order events entered their queue) across slots. Reads at most
+    /// `limit + 1` records per slot.
+    ///
+    /// `after` names a record by event id. One event dead in two backends
+    /// has two records with the same id; the cursor then resumes after the
+    /// earlier of them in page order, so a page boundary between the two
+    /// repeats a record rather than skipping one.
+    pub async fn page(spool: &Spool, slots: Vec<Slot>, req: PageRequest) -> Result<Page, PageError> {
+        let spool = spool.clone();
+        tokio::task::spawn_blocking(move || {
+            let after = match &req.after {
+                None => None,
+                Some(id) => {
+                    let mut seqs = Vec::new();
+                    for slot in &slots {
+                        seqs.extend(spool.find_dead(*slot, id)?);
+                    }
+                    let pick = match req.order {
+                        Order::Asc => seqs.into_iter().min(),
+                        Order::Desc => seqs.into_iter().max(),
+                    };
+                    Some(pick.ok_or_else(|| PageError::UnknownAfter(id.clone()))?)
+                }
+            };
+            let want = req.limit.saturating_add(1);
+            let mut rows = Vec::new();
+            for slot in slots {
+                rows.extend(spool.read_dead(slot, after, req.order, want)?);
+            }
+            match req.order {
+                Order::Asc => rows.sort_by_key(|(seq, _)| *seq),
+                Order::Desc => rows.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq)),
+            }
+            let more = rows.len() > req.limit;
+            rows.truncate(req.limit);
+            let records: Vec<DeadLetter> = rows.into_iter().map(|(_, d)| d).collect();
+            let next_after = more.then(|| records.last().map(|r| r.id.clone())).flatten();
+            Ok(Page { records, next_after })
+        })
+        .await
+        .map_err(|e| PageError::Spool(SpoolError::io(e)))?
     }
 
     /// Move the dead letters of `slots` (all, or those with `ids`) back to

@@ -358,19 +358,89 @@ impl Spool {
 
     /// All dead letters of a backend, oldest first. Blocking.
     pub fn list_dead(&self, slot: Slot) -> Result<Vec<DeadLetter>, SpoolError> {
+        Ok(self
+            .read_dead(slot, None, Order::Asc, usize::MAX)?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
+    }
+
+    /// Up to `limit` dead letters of a backend with their sequence numbers,
+    /// in `order`, starting after sequence number `after` (exclusive). A
+    /// range scan: reads only what it returns. Blocking.
+    pub fn read_dead(
+        &self,
+        slot: Slot,
+        after: Option<u64>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(u64, DeadLetter)>, SpoolError> {
         let name = &self.shared.slots[slot.index()].name;
         let db = self.shared.db()?;
         let read = db.begin_read().map_err(io)?;
         let d = read
             .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
             .map_err(io)?;
-        let mut out = Vec::new();
-        for row in d.iter().map_err(io)? {
-            let (_, v) = row.map_err(io)?;
-            out.push(serde_json::from_slice(v.value()).map_err(io)?);
+        let rows = match (order, after) {
+            (Order::Asc, None) => d.range::<u64>(..),
+            (Order::Asc, Some(a)) => d.range(a.saturating_add(1)..),
+            (Order::Desc, None) => d.range::<u64>(..),
+            (Order::Desc, Some(a)) => d.range(..a),
+        }
+        .map_err(io)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut push = |row: Result<(redb::AccessGuard<u64>, redb::AccessGuard<&[u8]>), redb::StorageError>| {
+            let (k, v) = row.map_err(io)?;
+            out.push((k.value(), serde_json::from_slice(v.value()).map_err(io)?));
+            Ok::<_, SpoolError>(())
+        };
+        match order {
+            Order::Asc => rows.take(limit).try_for_each(&mut push)?,
+            Order::Desc => rows.rev().take(limit).try_for_each(&mut push)?,
         }
         Ok(out)
     }
+
+    /// The sequence numbers of a backend's dead letters for event `id`
+    /// (one, unless the event was dead-lettered, replayed and dead-lettered
+    /// again). Scans the table but parses only each record's leading `id`
+    /// field. Blocking.
+    pub fn find_dead(&self, slot: Slot, id: &str) -> Result<Vec<u64>, SpoolError> {
+        let name = &self.shared.slots[slot.index()].name;
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let d = read
+            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+            .map_err(io)?;
+        // Records are written by `DeadLetter`'s serializer: `id` first.
+        let prefix = format!("{{\"id\":{}", serde_json::Value::from(id));
+        let mut out = Vec::new();
+        for row in d.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            let bytes = v.value();
+            let hit = if bytes.starts_with(b"{\"id\":") {
+                bytes.starts_with(prefix.as_bytes()) && matches!(bytes.get(prefix.len()), Some(b',') | Some(b'}'))
+            } else {
+                // Not our serializer's layout: parse it.
+                serde_json::from_slice::<DeadLetter>(bytes).is_ok_and(|d| d.id == id)
+            };
+            if hit {
+                out.push(k.value());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Which way a listing runs: by sequence number, which is the order events
+/// entered (or re-entered) their queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
 }
 
 /// Open (or create, or repair after a crash) the database file and make
