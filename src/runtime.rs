@@ -10,7 +10,7 @@ use std::time::Duration;
 use event_pusher_backends::BuiltBackend;
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
-use event_pusher_core::spool::{Spool, SpoolError, SpoolLimits};
+use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
 use event_pusher_core::{Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline, Slot, SlotRegistry};
 use event_pusher_filters::DeclarativeFilter;
 
@@ -207,6 +207,10 @@ impl Sidecar {
         let limits = SpoolLimits {
             max_queue: cfg.spool.max_queue,
             max_bytes: cfg.spool.max_bytes,
+            keys: KeyPolicy {
+                window: Duration::from_secs(cfg.server.idempotency_window_s),
+                max_keys: cfg.server.idempotency_max_keys,
+            },
         };
         let dir = cfg.spool.dir.clone();
         let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, limits))

@@ -3,9 +3,12 @@
 //! This handler only maps HTTP onto [`Pipeline::accept`]: it reads the body
 //! in full (up to `max_body_bytes`, within `body_timeout_ms`), picks the framing from the content
 //! type, and turns the outcome into a status. Translation, the chain and the
-//! all-or-nothing spool append are the pipeline's.
+//! all-or-nothing spool append are the pipeline's. An `Idempotency-Key`
+//! goes to [`Pipeline::accept_keyed`]: a retry gets the first answer with
+//! `Idempotent-Replayed: true`, other content under the key gets 422.
 //!
 //! [`Pipeline::accept`]: event_pusher_core::Pipeline::accept
+//! [`Pipeline::accept_keyed`]: event_pusher_core::Pipeline::accept_keyed
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use event_pusher_core::hook::{parse_body, Framing};
 use event_pusher_core::spool::SpoolError;
-use event_pusher_core::{Accepted, IngestError};
+use event_pusher_core::{Accepted, IngestError, KeyedOutcome};
 use serde_json::json;
 
 use super::body::read_bounded;
@@ -64,21 +67,67 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Err(e) => return bad_request(&e.message, e.index),
     };
 
-    match state.pipeline.accept(&calls).await {
-        Ok(Accepted { ids, stopped }) => {
+    let key = match idempotency_key(headers) {
+        Ok(k) => k,
+        Err(resp) => return *resp,
+    };
+    let outcome = match key {
+        None => state.pipeline.accept(&calls).await.map(KeyedOutcome::Stored),
+        Some(key) => state.pipeline.accept_keyed(&calls, key).await,
+    };
+    match outcome {
+        Ok(KeyedOutcome::Stored(Accepted { ids, stopped })) => {
             state
                 .metrics
                 .events_accepted
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
             state.metrics.events_stopped.fetch_add(stopped, Ordering::Relaxed);
-            (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
+            accepted(&ids)
         }
+        Ok(KeyedOutcome::Replayed(Accepted { ids, .. })) => {
+            let mut resp = accepted(&ids);
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            resp
+        }
+        Ok(KeyedOutcome::Conflict) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Idempotency-Key \"{}\" was already used for a request with different content",
+                key.unwrap_or_default()
+            ),
+        ),
         Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
         Err(IngestError::Spool(SpoolError::Full(why))) => unavailable(&why, 1),
         Err(IngestError::Spool(e)) => {
             tracing::error!(error = %e, "ingest refused: spool write failed");
             unavailable(&e.to_string(), 5)
         }
+    }
+}
+
+fn accepted(ids: &[String]) -> Response {
+    (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
+}
+
+/// Longest `Idempotency-Key` taken; keys are stored, so they are bounded.
+const MAX_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key`: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Box<Response>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key =
+        v.to_str().ok().map(str::trim).filter(|k| {
+            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        });
+    match key {
+        Some(k) => Ok(Some(k)),
+        None => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        ))),
     }
 }
 

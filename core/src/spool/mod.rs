@@ -17,6 +17,7 @@
 //! 503 and nothing already stored is lost.
 
 mod dead_letter;
+mod idempotency;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letter::{DeadLetter, LastError};
+pub use idempotency::{now_ms, KeyPolicy, KeyRecord, KeyedAppend};
 
 use crate::slot::Slot;
 use writer::Command;
@@ -77,6 +79,8 @@ pub struct SpoolLimits {
     pub max_queue: u64,
     /// Bytes of event data held (queues and dead letters together).
     pub max_bytes: u64,
+    /// How long and how many idempotency keys are remembered.
+    pub keys: KeyPolicy,
 }
 
 impl Default for SpoolLimits {
@@ -84,6 +88,7 @@ impl Default for SpoolLimits {
         SpoolLimits {
             max_queue: 1_000_000,
             max_bytes: 1 << 30,
+            keys: KeyPolicy::default(),
         }
     }
 }
@@ -277,6 +282,37 @@ impl Spool {
         self.call(|reply| Command::Append { items, reply }).await
     }
 
+    /// Like [`append`](Self::append), under an idempotency key: the events
+    /// and `record` are committed together, unless `key` is already live,
+    /// in which case nothing is stored and its first record comes back.
+    pub async fn append_keyed(
+        &self,
+        items: Vec<(Slot, Bytes)>,
+        key: String,
+        record: KeyRecord,
+    ) -> Result<KeyedAppend, SpoolError> {
+        let items = items.into_iter().map(|(s, b)| (s.index(), b)).collect();
+        self.call(|reply| Command::AppendKeyed {
+            items,
+            key,
+            record,
+            reply,
+        })
+        .await
+    }
+
+    /// The record of a live idempotency key. Blocking.
+    pub fn lookup_key(&self, key: &str) -> Result<Option<KeyRecord>, SpoolError> {
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        idempotency::lookup(&read, key, &self.shared.limits.keys)
+    }
+
+    /// How long and how many idempotency keys this spool remembers.
+    pub fn key_policy(&self) -> KeyPolicy {
+        self.shared.limits.keys
+    }
+
     /// Mark an event delivered: remove it from its queue. Not awaited; a
     /// crash before it is committed means one duplicate delivery, never a loss.
     pub fn ack(&self, slot: Slot, seq: u64) {
@@ -461,6 +497,8 @@ pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, Spoo
     let txn = db.begin_write().map_err(io)?;
     {
         txn.open_table(STATE).map_err(io)?;
+        txn.open_table(idempotency::KEYS).map_err(io)?;
+        txn.open_table(idempotency::KEYS_BY_TIME).map_err(io)?;
         for name in backends {
             txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
                 .map_err(io)?;
