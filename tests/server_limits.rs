@@ -166,3 +166,15 @@ async fn at_the_connection_cap_a_new_client_waits_for_a_free_slot() {
         t.elapsed()
     );
 }
+
+#[test]
+fn zero_limits_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for key in ["header_timeout_ms", "body_timeout_ms", "max_connections"] {
+        let file = dir.path().join(format!("{key}.toml"));
+        std::fs::write(&file, format!("[server]\n{key} = 0\n")).expect("write");
+        let out = support::run_cli(&["check-config", &support::path_str(&file)], &[]);
+        assert_eq!(out.code, Some(1), "{key}: {}", out.stdout);
+        assert!(out.stderr.contains(&format!("server.{key}")), "{key}: {}", out.stderr);
+    }
+}
