@@ -156,11 +156,14 @@ pub async fn replay(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         Ok(s) => s,
         Err(resp) => return *resp,
     };
+    // `KIND.NAME` of what was chosen, for the log: the request may give a
+    // bare name.
+    let chosen: Vec<String> = slots.iter().map(|s| state.spool().slot(*s).name.clone()).collect();
     let replayed = match dead_letters::replay(state.spool(), slots, req.ids).await {
         Ok(n) => n,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    tracing::info!(replayed, backend = ?req.backend, "dead letters replayed");
+    tracing::info!(replayed, backends = %chosen.join(","), "dead letters replayed");
     (StatusCode::OK, Json(json!({"replayed": replayed}))).into_response()
 }
 

@@ -280,8 +280,8 @@ pub mod dead_letters {
         Spool(#[from] SpoolError),
     }
 
-    /// A page of the dead letters of `slots`, merged by sequence number
-    /// (the order events entered their queue) across slots. Reads at most
+    /// A page of the dead letters of `slots`, merged by dead-letter key
+    /// (the order the events died, one sequence across slots). Reads at most
     /// `limit + 1` records per slot.
     ///
     /// `after` names a record by event id. One event dead in two backends
@@ -355,5 +355,71 @@ mod lookup_tests {
             matches!(find_backend(b, "main"), Err(Lookup::Ambiguous(_, ids)) if ids == ["rabbit.main", "sns.main"])
         );
         assert_eq!(find_backend(b, "nope"), Err(Lookup::NotFound("nope".into())));
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::dead_letters::{page, PageError, PageRequest};
+    use super::*;
+    use crate::spool::{LastError, SpoolLimits};
+    use bytes::Bytes;
+
+    fn dead(id: &str, backend: &str) -> DeadLetter {
+        DeadLetter::new(
+            id.to_owned(),
+            backend.to_owned(),
+            serde_json::json!({"id": id}),
+            1,
+            LastError {
+                status: Some(500),
+                message: "boom".into(),
+            },
+            time::OffsetDateTime::now_utc(),
+        )
+    }
+
+    fn ids(p: &dead_letters::Page) -> Vec<&str> {
+        p.records.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    /// Pages run in the order events died (not the order they were queued),
+    /// merged across backends, and the cursor resumes right after its record.
+    #[tokio::test]
+    async fn pages_follow_the_order_of_dying_across_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["http.a".to_owned(), "http.b".to_owned()];
+        let spool = Spool::open(dir.path(), &names, SpoolLimits::default()).unwrap();
+        let (a, b) = (Slot::new(0), Slot::new(1));
+        let ev = || Bytes::from_static(b"{}");
+        spool.append(vec![(a, ev()), (a, ev()), (b, ev())]).await.unwrap();
+        // Queued as 1, 2 (a) and 3 (b); they die as 3, 2, 1.
+        spool.dead_letter(b, 3, dead("E3", "b")).await.unwrap();
+        spool.dead_letter(a, 2, dead("E2", "a")).await.unwrap();
+        spool.dead_letter(a, 1, dead("E1", "a")).await.unwrap();
+
+        let req = |after: Option<&str>, limit, order| PageRequest {
+            after: after.map(str::to_owned),
+            limit,
+            order,
+        };
+        let all = vec![a, b];
+        let p = page(&spool, all.clone(), req(None, 2, Order::Asc)).await.unwrap();
+        assert_eq!(ids(&p), ["E3", "E2"]);
+        assert_eq!(p.next_after.as_deref(), Some("E2"));
+        let p = page(&spool, all.clone(), req(Some("E2"), 2, Order::Asc)).await.unwrap();
+        assert_eq!(ids(&p), ["E1"]);
+        assert_eq!(p.next_after, None);
+        let p = page(&spool, all.clone(), req(None, 1, Order::Desc)).await.unwrap();
+        assert_eq!(ids(&p), ["E1"]);
+        let p = page(&spool, all.clone(), req(Some("E1"), 5, Order::Desc))
+            .await
+            .unwrap();
+        assert_eq!(ids(&p), ["E2", "E3"]);
+        let p = page(&spool, vec![a], req(None, 5, Order::Desc)).await.unwrap();
+        assert_eq!(ids(&p), ["E1", "E2"]);
+        let err = page(&spool, all, req(Some("nope"), 5, Order::Asc)).await.unwrap_err();
+        assert!(matches!(err, PageError::UnknownAfter(_)), "{err}");
+        spool.close().await.unwrap();
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! One redb file holds, per backend instance, a queue table (`queue/NAME`,
 //! sequence number → canonical event JSON) and a dead-letter table
-//! (`dead/NAME`), plus a small `state` table (paused flags). All writes go
+//! (`dead/NAME`, keyed by a sequence number taken when the event died, so
+//! in dying order), plus a small `state` table (paused flags) and the
+//! idempotency keys of recent requests. All writes go
 //! through one [`SpoolWriter`](writer) thread that commits whatever has
 //! queued up in a single fsync'd transaction (group commit), so durability
 //! costs one fsync per batch of concurrent requests, not one per event.
@@ -468,8 +470,8 @@ impl Spool {
     }
 }
 
-/// Which way a listing runs: by sequence number, which is the order events
-/// entered (or re-entered) their queue.
+/// Which way a dead-letter listing runs: by key, which is the order the
+/// events were dead-lettered (each gets a fresh sequence number then).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
     /// Oldest first.

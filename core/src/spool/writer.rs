@@ -439,7 +439,7 @@ impl SpoolWriter {
 
     /// Move an event from its queue to the dead letters.
     fn apply_dead_letter(
-        &self,
+        &mut self,
         txn: &WriteTransaction,
         slot: usize,
         seq: u64,
@@ -450,16 +450,23 @@ impl SpoolWriter {
         let mut q = txn
             .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
             .map_err(super::io)?;
-        if let Some(old) = q.remove(seq).map_err(super::io)? {
-            fx.bytes_delta -= old.value().len() as i64;
-            fx.queued_delta[slot] -= 1;
-        }
+        let Some(old) = q.remove(seq).map_err(super::io)? else {
+            // Already acked or dead-lettered: nothing to move.
+            return Ok(0);
+        };
+        fx.bytes_delta -= old.value().len() as i64;
+        fx.queued_delta[slot] -= 1;
+        drop(old);
+        // A fresh sequence number, not the queue's: the dead-letter table
+        // is then in the order events died, across backends too, which is
+        // what "newest first" in a listing means.
+        let key = self.next_seq;
+        self.next_seq += 1;
         let mut d = txn
             .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
             .map_err(super::io)?;
-        if d.insert(seq, record).map_err(super::io)?.is_none() {
-            fx.dead_delta[slot] += 1;
-        }
+        d.insert(key, record).map_err(super::io)?;
+        fx.dead_delta[slot] += 1;
         fx.bytes_delta += record.len() as i64;
         Ok(1)
     }
