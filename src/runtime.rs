@@ -12,7 +12,7 @@ use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine};
 use event_pusher_core::spool::{Spool, SpoolError, SpoolLimits};
 use event_pusher_core::{Chain, ChainBuilder, Filter, HookTranslator};
-use event_pusher_filters::DeclarativeFilter;
+use event_pusher_filters::BuiltFilter;
 
 use crate::config::{self, LoadedConfig};
 use crate::ingest_metrics::IngestMetrics;
@@ -89,15 +89,16 @@ impl Sidecar {
     pub fn build(&self) -> Result<(Chain, Vec<BuiltBackend>), ConfigError> {
         let cfg = &self.loaded.config;
         let backends = cfg.backends.build(&self.loaded.source)?;
+        let filters = event_pusher_filters::build(&cfg.filters, &self.loaded.source)?;
         enum H<'a> {
-            Filter(&'a event_pusher_filters::FilterConfig),
+            Filter(&'a BuiltFilter),
             Plugin(&'a (String, i64, Arc<dyn Filter>)),
             Backend(&'a BuiltBackend),
         }
         // Order by position in the file so equal priorities keep file order;
         // the builder's stable sort then orders by priority.
         let mut all: Vec<(usize, H)> = Vec::new();
-        all.extend(cfg.filters.iter().map(|f| (f.name.span().start, H::Filter(f))));
+        all.extend(filters.iter().map(|f| (f.position, H::Filter(f))));
         all.extend(backends.iter().map(|b| (b.position, H::Backend(b))));
         all.sort_by_key(|(pos, _)| *pos);
         all.extend(self.plugins.iter().map(|p| (usize::MAX, H::Plugin(p))));
@@ -107,7 +108,7 @@ impl Sidecar {
         let mut chain = ChainBuilder::new();
         for (_, h) in all {
             chain = match h {
-                H::Filter(f) => chain.filter(f.name.get_ref().clone(), f.priority.0, DeclarativeFilter::new(f)),
+                H::Filter(f) => chain.filter_arc(f.name.clone(), f.priority, f.filter.clone()),
                 H::Plugin((name, prio, f)) => chain.filter_arc(name.clone(), *prio, f.clone()),
                 H::Backend(b) => chain.backend(b.name.clone(), b.priority, b.classes, b.backend.clone()),
             };

@@ -5,10 +5,10 @@
 //!
 //! This is the one function both startup and a reload call.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use event_pusher_config::{ConfigError, Source, Spanned};
+use event_pusher_config::{ConfigError, Source};
 use event_pusher_core::Filter;
 
 use crate::entry::{FilterKind, ScriptOrigin};
@@ -22,8 +22,6 @@ pub struct BuiltFilter {
     /// Byte offset of its entry in the config file, to keep file order
     /// among equal priorities.
     pub position: usize,
-    /// `"filter"` or `"script"`, for summaries.
-    pub kind: &'static str,
     pub filter: Arc<dyn Filter>,
 }
 
@@ -40,8 +38,8 @@ pub fn build(configs: &[FilterConfig], source: &Source) -> Result<Vec<BuiltFilte
 
 fn build_one(config: &FilterConfig, index: usize, source: &Source, base: &Path) -> Result<BuiltFilter, ConfigError> {
     let name = config.name.get_ref().clone();
-    let (kind, filter): (&'static str, Arc<dyn Filter>) = match config.kind(source, index)? {
-        FilterKind::Declarative => ("filter", Arc::new(DeclarativeFilter::new(config))),
+    let filter: Arc<dyn Filter> = match config.kind(source, index)? {
+        FilterKind::Declarative => Arc::new(DeclarativeFilter::new(config)),
         FilterKind::Script {
             origin,
             max_operations,
@@ -51,17 +49,13 @@ fn build_one(config: &FilterConfig, index: usize, source: &Source, base: &Path) 
                 max_operations,
                 ..Limits::default()
             };
-            (
-                "script",
-                Arc::new(compile(&name, origin, limits, on_error, index, source, base)?),
-            )
+            Arc::new(compile(&name, origin, limits, on_error, index, source, base)?)
         }
     };
     Ok(BuiltFilter {
         name,
         priority: config.priority.0,
         position: config.name.span().start,
-        kind,
         filter,
     })
 }
@@ -78,7 +72,7 @@ fn compile(
     let counter = metrics::error_counter(name);
     match origin {
         ScriptOrigin::File(path) => {
-            let file = script_path(base, path);
+            let file = base.join(path.get_ref());
             let code = std::fs::read_to_string(&file).map_err(|e| {
                 source.error_at_span(
                     path.span(),
@@ -106,8 +100,4 @@ fn compile(
             })
         }
     }
-}
-
-fn script_path(base: &Path, path: &Spanned<String>) -> PathBuf {
-    base.join(path.get_ref())
 }
