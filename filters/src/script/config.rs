@@ -21,9 +21,10 @@ pub enum OnError {
 pub struct Limits {
     /// Rhai operations per event (`max_operations`).
     pub max_operations: u64,
-    /// Nested function calls. Rhai's own default (8 in debug builds, whose
-    /// frames are large, 64 in release) keeps a deep recursion from
-    /// overflowing a worker thread's stack, which no error could catch.
+    /// Nested function calls: 8 in debug builds (as Rhai's own default:
+    /// their frames are large), 32 in release, so a deep recursion ends in an
+    /// error, not in overflowing a worker thread's stack, which nothing
+    /// could catch.
     pub max_call_levels: usize,
     /// Bytes in one string. At least as large as an ingest body, so any
     /// field of an accepted event can be read.

@@ -18,7 +18,7 @@ use rhai::{CallFnOptions, Dynamic, Engine, Scope, AST};
 
 use super::event::ScriptEvent;
 use super::log_limit::LogLimit;
-use super::{sandbox, Limits, OnError, RegexCache};
+use super::{deadline, sandbox, Limits, OnError, RegexCache};
 
 /// The function every script defines.
 const ENTRY: &str = "filter";
@@ -116,7 +116,7 @@ impl ScriptFilter {
         // event its verdict, not the worker.
         let outcome = match catch_unwind(AssertUnwindSafe(|| self.call(arg))) {
             Ok(Ok(value)) => verdict(value),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(describe(&e)),
             Err(_) => Err("the script engine panicked".to_owned()),
         };
         *event = lent.give_back(outcome.is_ok());
@@ -127,8 +127,10 @@ impl ScriptFilter {
         // A new scope per call: no state between events. Top-level
         // statements are not run; only functions exist.
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
-        self.engine
-            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, ENTRY, (event,))
+        deadline::with_budget(|| {
+            self.engine
+                .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, ENTRY, (event,))
+        })
     }
 
     fn failed(&self, event: &Event, message: &str) -> Verdict {
@@ -155,6 +157,17 @@ impl Filter for ScriptFilter {
             Ok(v) => v,
             Err(message) => self.failed(event, &message),
         }
+    }
+}
+
+/// Rhai's message, except for a call ended by the time budget, which Rhai
+/// calls just "Script terminated".
+fn describe(e: &rhai::EvalAltResult) -> String {
+    match e.unwrap_inner() {
+        rhai::EvalAltResult::ErrorTerminated(_, pos) => {
+            format!("ran over its time budget of {:?} ({pos})", deadline::BUDGET)
+        }
+        _ => e.to_string(),
     }
 }
 

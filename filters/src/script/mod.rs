@@ -6,6 +6,7 @@
 //! except `metadata`. See `design/scripts.md` for the contract.
 
 mod config;
+mod deadline;
 mod event;
 mod filter;
 mod helpers;

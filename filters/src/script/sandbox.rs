@@ -22,7 +22,7 @@ use rhai::packages::{
 };
 use rhai::Engine;
 
-use super::{event, helpers, Limits, RegexCache};
+use super::{deadline, event, helpers, Limits, RegexCache};
 
 /// An engine for one script filter, with `name` in its log lines.
 pub fn engine(name: &str, limits: &Limits, regexes: Arc<RegexCache>) -> Engine {
@@ -46,6 +46,7 @@ pub fn engine(name: &str, limits: &Limits, regexes: Arc<RegexCache>) -> Engine {
     engine.set_max_string_size(limits.max_string_size);
     engine.set_max_array_size(limits.max_array_size);
     engine.set_max_map_size(limits.max_map_size);
+    engine.on_progress(|ops| deadline::passed(ops).then_some(rhai::Dynamic::UNIT));
     let print_name = name.to_owned();
     engine.on_print(move |s| tracing::debug!(filter = %print_name, "script print: {s}"));
     let debug_name = name.to_owned();

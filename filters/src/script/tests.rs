@@ -288,3 +288,22 @@ fn compile_errors_have_positions() {
     let e = err("fn other(x) { true }");
     assert!(e.message.contains("fn filter(event)"), "{e:?}");
 }
+
+#[test]
+fn costly_operations_are_cut_by_the_time_budget() {
+    // Few operations, each copying half a megabyte: max_operations alone
+    // would let this run for minutes.
+    let limits = Limits {
+        max_operations: u64::MAX,
+        ..Limits::default()
+    };
+    let f = compile_with(
+        r#"fn filter(event) { let s = "x"; s.pad(500000, "y"); loop { let t = s + "z"; } }"#,
+        limits,
+        OnError::Continue,
+    );
+    let started = Instant::now();
+    let err = f.run(&mut chat("a@x", "hi")).unwrap_err();
+    assert!(err.contains("time budget"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
