@@ -14,30 +14,12 @@
 //! bare JID, ignoring ASCII case. An event that does not match passes on
 //! untouched.
 
-use event_pusher_config::{Priority, Spanned};
 use event_pusher_core::event::{Direction, EventBody};
 use event_pusher_core::{jid, Event, Filter, MetaValue, Metadata, Verdict};
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
-/// One `[[filters]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterConfig {
-    pub name: Spanned<String>,
-    #[serde(default = "filter_priority")]
-    pub priority: Priority,
-    #[serde(default, rename = "match")]
-    pub matcher: MatchConfig,
-    #[serde(default)]
-    pub action: Action,
-    #[serde(default, deserialize_with = "metadata")]
-    pub metadata: Metadata,
-}
-
-fn filter_priority() -> Priority {
-    Priority(10)
-}
+use crate::FilterConfig;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,15 +81,22 @@ fn regex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Regex>, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("invalid regular expression: {e}")))
 }
 
-fn metadata<'de, D: Deserializer<'de>>(d: D) -> Result<Metadata, D::Error> {
-    let raw = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(d)?;
-    raw.into_iter()
-        .map(|(k, v)| {
-            MetaValue::from_json(&v)
-                .map(|m| (k.clone(), m))
-                .ok_or_else(|| serde::de::Error::custom(format!("metadata `{k}` must be a string, number or boolean")))
-        })
-        .collect()
+/// `metadata = { ... }`: values are strings, numbers or booleans.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataTable(pub Metadata);
+
+impl<'de> Deserialize<'de> for MetadataTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                MetaValue::from_json(&v).map(|m| (k.clone(), m)).ok_or_else(|| {
+                    serde::de::Error::custom(format!("metadata `{k}` must be a string, number or boolean"))
+                })
+            })
+            .collect::<Result<Metadata, _>>()
+            .map(MetadataTable)
+    }
 }
 
 /// `match = { ... }`
@@ -145,9 +134,13 @@ pub struct DeclarativeFilter {
 impl DeclarativeFilter {
     pub fn new(config: &FilterConfig) -> Self {
         DeclarativeFilter {
-            matcher: lowercase(config.matcher.clone()),
-            stop: config.action == Action::Stop,
-            metadata: config.metadata.clone(),
+            matcher: lowercase(config.matcher.as_ref().map(|m| m.get_ref().clone()).unwrap_or_default()),
+            stop: config.action.as_ref().is_some_and(|a| *a.get_ref() == Action::Stop),
+            metadata: config
+                .metadata
+                .as_ref()
+                .map(|m| m.get_ref().0.clone())
+                .unwrap_or_default(),
         }
     }
 
