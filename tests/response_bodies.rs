@@ -146,4 +146,17 @@ async fn an_endless_error_body_neither_grows_memory_nor_stops_retries() {
     assert!(error.starts_with("HTTP 500"), "{dead}");
     assert_eq!(dead[0]["last_error"]["status"], 500, "{dead}");
     assert!(error.contains("eee") && error.len() < 1024, "{error}");
+
+    // Failed attempts reach the log at WARN, named KIND.NAME, rate-limited:
+    // three failures within a second make one line.
+    let log = sc.stderr();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("delivery attempt failed"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(
+        warned[0].contains("backend=http.sink") && warned[0].contains("status=500"),
+        "{log}"
+    );
 }

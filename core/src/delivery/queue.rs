@@ -482,7 +482,7 @@ impl DeliveryQueue {
         let Some(p) = self.window.get_mut(&seq) else { return };
         let attempts = p.delivery.attempt;
         if real {
-            tracing::debug!(backend = %self.handle.name, id = %p.delivery.event.id, attempts, error = %err, "attempt failed");
+            self.handle.attempt_log.failed(&p.delivery.event.id, attempts, &err);
         }
         if !err.retryable || policy.exhausted(attempts) {
             let record = DeadLetter {
