@@ -12,7 +12,7 @@ use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
 use event_pusher_core::{Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline, Slot, SlotRegistry};
-use event_pusher_filters::DeclarativeFilter;
+use event_pusher_filters::BuiltFilter;
 
 use crate::config::{self, LoadedConfig};
 use crate::ingest_metrics::IngestMetrics;
@@ -104,6 +104,7 @@ impl Sidecar {
     pub fn build(&self) -> Result<Assembly, ConfigError> {
         let cfg = &self.loaded.config;
         let mut backends = cfg.backends.build(&self.loaded.source)?;
+        let filters = event_pusher_filters::build(&cfg.filters, &self.loaded.source)?;
         backends.extend(self.backend_plugins.iter().map(|p| BuiltBackend {
             name: p.name.clone(),
             priority: p.priority,
@@ -129,21 +130,21 @@ impl Sidecar {
             slotted.push((slot, b));
         }
         enum H<'a> {
-            Filter(&'a event_pusher_filters::FilterConfig),
+            Filter(&'a BuiltFilter),
             Plugin(&'a (String, i64, Arc<dyn Filter>)),
             Backend(Slot, &'a BuiltBackend),
         }
         // Order by position in the file so equal priorities keep file order;
         // the builder's stable sort then orders by priority.
         let mut all: Vec<(usize, H)> = Vec::new();
-        all.extend(cfg.filters.iter().map(|f| (f.name.span().start, H::Filter(f))));
+        all.extend(filters.iter().map(|f| (f.position, H::Filter(f))));
         all.extend(slotted.into_iter().map(|(slot, b)| (b.position, H::Backend(slot, b))));
         all.sort_by_key(|(pos, _)| *pos);
         all.extend(self.plugins.iter().map(|p| (usize::MAX, H::Plugin(p))));
         let mut chain = ChainBuilder::new();
         for (_, h) in all {
             chain = match h {
-                H::Filter(f) => chain.filter(f.name.get_ref().clone(), f.priority.0, DeclarativeFilter::new(f)),
+                H::Filter(f) => chain.filter_arc(f.name.clone(), f.priority, f.filter.clone()),
                 H::Plugin((name, prio, f)) => chain.filter_arc(name.clone(), *prio, f.clone()),
                 H::Backend(slot, b) => chain.backend_at(slot, b.name.clone(), b.priority, b.classes, b.backend.clone()),
             };

@@ -424,11 +424,9 @@ impl DeliveryQueue {
         let Some(decision) = self.window.after_attempt(seq, outcome, Instant::now()) else {
             return;
         };
-        // A handle of its own: `p` borrows the window mutably below.
-        let spool = self.spool.clone();
         let Some(p) = self.window.get_mut(seq) else { return };
         if real {
-            tracing::debug!(backend = %spool.slot(self.slot).name, id = %p.delivery.event.id, attempts, error = %err, "attempt failed");
+            self.handle.attempt_log.failed(&p.delivery.event.id, attempts, &err);
         }
         match decision {
             Decision::RetryAt(_) => {
