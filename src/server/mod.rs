@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod filters;
 mod ingest;
 mod metrics;
 mod ui;
@@ -25,6 +26,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/backends/{name}/resume", post(admin::resume))
         .route("/v1/dead-letters", get(admin::list_dead_letters))
         .route("/v1/dead-letters/replay", post(admin::replay))
+        .route("/v1/filters/reload", post(filters::reload))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/health", get(health))
