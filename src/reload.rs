@@ -237,7 +237,7 @@ fn table_positions(path: &Path, text: &str) -> BTreeMap<String, usize> {
 fn sections(text: &str) -> Option<toml::Table> {
     let interpolated = event_pusher_config::interpolate(text, |n| std::env::var(n).ok()).ok()?;
     let mut all: toml::Table = toml::from_str(&interpolated.text).ok()?;
-    all.retain(|k, _| NOT_RELOADED.iter().any(|s| *s == k));
+    all.retain(|k, _| NOT_RELOADED.contains(&k));
     Some(all)
 }
 
@@ -254,4 +254,18 @@ pub fn on_sighup(state: Arc<crate::state::AppState>) -> std::io::Result<tokio::t
             let _ = state.reloader.reload(&state.pipeline).await;
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_has_no_file_to_reload() {
+        let loaded = config::load(None).expect("embedded default");
+        let reloader = FilterReloader::new(&loaded, Vec::new(), Vec::new());
+        let err = reloader.parts.build().err();
+        assert!(matches!(err, Some(ReloadError::NoFile)), "{err:?}");
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("--config"));
+    }
 }
