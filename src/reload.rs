@@ -268,4 +268,29 @@ mod tests {
         assert!(matches!(err, Some(ReloadError::NoFile)), "{err:?}");
         assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("--config"));
     }
+
+    fn names(chain: &event_pusher_core::Chain) -> Vec<String> {
+        chain.describe().into_iter().map(|(name, _, _)| name).collect()
+    }
+
+    /// Equal priorities keep file order after a reload too, with the
+    /// backends' positions read from the edited file.
+    #[test]
+    fn a_reloaded_chain_keeps_file_order_among_equal_priorities() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sidecar.toml");
+        let backend = "[backends.log.console]\npriority = 50\n\n";
+        let after = "[[filters]]\nname = \"after\"\npriority = 50\n\n";
+        std::fs::write(&file, format!("{backend}{after}")).unwrap();
+        let sidecar = crate::Sidecar::from_config(config::load(Some(&file)).unwrap());
+        let assembly = sidecar.build().unwrap();
+        assert_eq!(names(&assembly.chain), ["console", "after"]);
+
+        // A new filter before the backend's table moves the table's offset.
+        let before = "[[filters]]\nname = \"before\"\npriority = 50\n\n";
+        std::fs::write(&file, format!("{before}{backend}{after}")).unwrap();
+        let (chain, not_applied) = assembly.reloader.parts.build().unwrap();
+        assert_eq!(names(&chain), ["before", "console", "after"]);
+        assert!(not_applied.is_empty(), "{not_applied:?}");
+    }
 }
