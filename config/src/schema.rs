@@ -27,7 +27,9 @@ pub struct Document<F, B> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address of the ingest and admin listener.
+    /// Address of the ingest and admin listener (a host name is resolved
+    /// when the config is read).
+    #[serde(deserialize_with = "crate::listen::listen_addr")]
     pub listen: SocketAddr,
     /// When set (non-empty), every request needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,

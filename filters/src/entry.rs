@@ -96,6 +96,11 @@ impl FilterConfig {
                     format!("`{name}` applies only to script filters (with `script` or `source`)"),
                 ));
             }
+            if let Some(m) = &self.matcher {
+                m.get_ref()
+                    .check_satisfiable()
+                    .map_err(|e| source.error_at_span(m.span(), key("match"), e))?;
+            }
             return Ok(FilterKind::Declarative);
         };
         let declarative_only = [

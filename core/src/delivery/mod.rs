@@ -2,6 +2,7 @@
 //! its queue from the spool and carrying each event to the backend with
 //! retries, per-user ordering, a circuit breaker and dead letters.
 
+mod attempt_log;
 mod breaker;
 mod queue;
 mod retry;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use attempt_log::AttemptLog;
 pub use breaker::BreakerPolicy;
 pub use queue::DeliveryQueue;
 pub use retry::RetryPolicy;
@@ -54,12 +56,16 @@ pub struct BackendHandle {
     pub stats: Arc<BackendStats>,
     /// Set once the backend's `start` has succeeded.
     pub started: AtomicBool,
+    /// Failed attempts at WARN, rate-limited; also holds the `KIND.NAME` label.
+    pub attempt_log: AttemptLog,
 }
 
 impl BackendHandle {
     pub fn new(name: impl Into<String>, backend: Arc<dyn Backend>, options: DeliveryOptions) -> Self {
+        let name = name.into();
         BackendHandle {
-            name: name.into(),
+            attempt_log: AttemptLog::new(backend.kind(), &name),
+            name,
             backend,
             options,
             stats: Arc::new(BackendStats::default()),

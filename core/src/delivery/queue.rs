@@ -424,7 +424,7 @@ impl DeliveryQueue {
         };
         let Some(p) = self.window.get_mut(seq) else { return };
         if real {
-            tracing::debug!(backend = %self.handle.name, id = %p.delivery.event.id, attempts, error = %err, "attempt failed");
+            self.handle.attempt_log.failed(&p.delivery.event.id, attempts, &err);
         }
         match decision {
             Decision::RetryAt(_) => {
