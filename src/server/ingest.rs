@@ -34,30 +34,11 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     if !state.accepting.load(Ordering::Acquire) {
         return unavailable("shutting down", 5);
     }
-    let limit = state.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large(limit);
-    }
-    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_body(state, headers, body).await {
         Ok(b) => b,
-        // to_bytes fails either on the limit or on a broken connection.
-        Err(e) if is_length_limit(&e) => return too_large(limit),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")),
+        Err(answer) => return answer,
     };
-    // Media types are case-insensitive (RFC 9110 §8.3.1).
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    let framing = match content_type
-        .as_deref()
-        .and_then(|ct| ct.split(';').next())
-        .map(str::trim)
-    {
+    let framing = match media_type(headers).as_deref() {
         Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => Framing::NdJson,
         _ => Framing::Json,
     };
@@ -68,16 +49,45 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
 
     match state.pipeline.accept(&calls).await {
         Ok(Accepted { ids, stopped }) => {
-            state
-                .metrics
-                .events_accepted
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            state.metrics.events_stopped.fetch_add(stopped, Ordering::Relaxed);
+            state.metrics.accepted(ids.len(), stopped);
             (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
         }
         Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
-        Err(IngestError::Spool(SpoolError::Full(why))) => unavailable(&why, 1),
-        Err(IngestError::Spool(e)) => {
+        Err(IngestError::Spool(e)) => spool_refused(e),
+    }
+}
+
+/// The whole body, up to `server.max_body_bytes`; the answer to give
+/// instead when it is larger (413) or the connection breaks (400).
+pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        // to_bytes fails either on the limit or on a broken connection.
+        Err(e) if is_length_limit(&e) => Err(too_large(limit)),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"))),
+    }
+}
+
+/// The request's media type without parameters, lower-case (media types
+/// are case-insensitive, RFC 9110 §8.3.1).
+pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(content_type.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// 503 with `Retry-After` when the spool refused or failed the write.
+pub(super) fn spool_refused(e: SpoolError) -> Response {
+    match e {
+        SpoolError::Full(why) => unavailable(&why, 1),
+        e => {
             tracing::error!(error = %e, "ingest refused: spool write failed");
             unavailable(&e.to_string(), 5)
         }
@@ -110,7 +120,7 @@ fn too_large(limit: usize) -> Response {
     )
 }
 
-fn unavailable(why: &str, retry_after_secs: u64) -> Response {
+pub(super) fn unavailable(why: &str, retry_after_secs: u64) -> Response {
     let mut resp = error(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("not accepted, try again later: {why}"),
