@@ -2,7 +2,7 @@
 //! and backends plugged in, the embedded default, and the checks that span
 //! sections.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use event_pusher_backends::BackendsConfig;
 use event_pusher_config::{ConfigError, Document, Source};
@@ -26,6 +26,9 @@ dir = "./data"
 pub struct LoadedConfig {
     pub config: SidecarConfig,
     pub source: Source,
+    /// The file it was read from, which a filter reload reads again;
+    /// `None` for the embedded default and for text given to [`parse`].
+    pub path: Option<PathBuf>,
 }
 
 pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
@@ -36,13 +39,21 @@ pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
         })?,
     };
     check(&config, &source)?;
-    Ok(LoadedConfig { config, source })
+    Ok(LoadedConfig {
+        config,
+        source,
+        path: path.map(Path::to_path_buf),
+    })
 }
 
 pub fn parse(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
     let (config, source) = event_pusher_config::parse::<SidecarConfig>(file, text, |n| std::env::var(n).ok())?;
     check(&config, &source)?;
-    Ok(LoadedConfig { config, source })
+    Ok(LoadedConfig {
+        config,
+        source,
+        path: None,
+    })
 }
 
 fn check(config: &SidecarConfig, source: &Source) -> Result<(), ConfigError> {

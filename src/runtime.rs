@@ -11,11 +11,12 @@ use event_pusher_backends::BuiltBackend;
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
-use event_pusher_core::{Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline, Slot, SlotRegistry};
-use event_pusher_filters::BuiltFilter;
+use event_pusher_core::{Backend, Chain, EventClasses, Filter, Pipeline, SlotRegistry};
 
+use crate::chain_plan::{assemble, ChainBackend, PluginFilter};
 use crate::config::{self, LoadedConfig};
 use crate::ingest_metrics::IngestMetrics;
+use crate::reload::FilterReloader;
 use crate::state::AppState;
 
 /// Why the sidecar could not run.
@@ -41,12 +42,14 @@ pub struct Assembly {
     /// In slot order: `backends[slot.index()]`.
     pub backends: Vec<BuiltBackend>,
     pub slots: SlotRegistry,
+    /// Rebuilds the chain's filters from the config file at runtime.
+    pub reloader: FilterReloader,
 }
 
 /// A configured sidecar, ready to run.
 pub struct Sidecar {
     loaded: LoadedConfig,
-    plugins: Vec<(String, i64, Arc<dyn Filter>)>,
+    plugins: Vec<PluginFilter>,
     backend_plugins: Vec<BackendPlugin>,
 }
 
@@ -82,7 +85,11 @@ impl Sidecar {
     /// Add a filter written in Rust. Among handlers of equal priority it runs
     /// after those from the config file.
     pub fn with_filter(mut self, name: impl Into<String>, priority: i64, filter: impl Filter) -> Self {
-        self.plugins.push((name.into(), priority, Arc::new(filter)));
+        self.plugins.push(PluginFilter {
+            name: name.into(),
+            priority,
+            filter: Arc::new(filter),
+        });
         self
     }
 
@@ -129,30 +136,24 @@ impl Sidecar {
                 })?;
             slotted.push((slot, b));
         }
-        enum H<'a> {
-            Filter(&'a BuiltFilter),
-            Plugin(&'a (String, i64, Arc<dyn Filter>)),
-            Backend(Slot, &'a BuiltBackend),
-        }
-        // Order by position in the file so equal priorities keep file order;
-        // the builder's stable sort then orders by priority.
-        let mut all: Vec<(usize, H)> = Vec::new();
-        all.extend(filters.iter().map(|f| (f.position, H::Filter(f))));
-        all.extend(slotted.into_iter().map(|(slot, b)| (b.position, H::Backend(slot, b))));
-        all.sort_by_key(|(pos, _)| *pos);
-        all.extend(self.plugins.iter().map(|p| (usize::MAX, H::Plugin(p))));
-        let mut chain = ChainBuilder::new();
-        for (_, h) in all {
-            chain = match h {
-                H::Filter(f) => chain.filter_arc(f.name.clone(), f.priority, f.filter.clone()),
-                H::Plugin((name, prio, f)) => chain.filter_arc(name.clone(), *prio, f.clone()),
-                H::Backend(slot, b) => chain.backend_at(slot, b.name.clone(), b.priority, b.classes, b.backend.clone()),
-            };
-        }
+        let chain_backends: Vec<ChainBackend> = slotted
+            .into_iter()
+            .map(|(slot, b)| ChainBackend {
+                slot,
+                name: b.name.clone(),
+                priority: b.priority,
+                classes: b.classes,
+                backend: b.backend.clone(),
+                position: b.position,
+            })
+            .collect();
+        let chain = assemble(&filters, &chain_backends, &self.plugins);
+        let reloader = FilterReloader::new(&self.loaded, chain_backends, self.plugins.clone());
         Ok(Assembly {
-            chain: chain.build(),
+            chain,
             backends,
             slots,
+            reloader,
         })
     }
 
@@ -171,6 +172,8 @@ impl Sidecar {
         let (state, listener) = self.start().await?;
         let addr = listener.local_addr().map_err(RunError::Serve)?;
         tracing::info!(%addr, "event-pusher listening");
+        #[cfg(unix)]
+        let sighup = crate::reload::on_sighup(state.clone()).map_err(RunError::Serve)?;
         let handles = state.engine.start();
         let app = crate::server::router(state.clone());
         let serve_state = state.clone();
@@ -191,6 +194,8 @@ impl Sidecar {
             move || *set_deadline.get_or_init(|| tokio::time::Instant::now() + grace),
         )
         .await;
+        #[cfg(unix)]
+        sighup.abort();
         let left = deadline
             .get()
             .map_or(grace, |d| d.saturating_duration_since(tokio::time::Instant::now()));
@@ -200,7 +205,12 @@ impl Sidecar {
     }
 
     async fn start(self) -> Result<(Arc<AppState>, tokio::net::TcpListener), RunError> {
-        let Assembly { chain, backends, slots } = self.build()?;
+        let Assembly {
+            chain,
+            backends,
+            slots,
+            reloader,
+        } = self.build()?;
         let cfg = &self.loaded.config;
         // Spool tables are keyed by KIND.NAME (names are unique per kind
         // only), in slot order.
@@ -238,6 +248,7 @@ impl Sidecar {
             metrics: IngestMetrics::default(),
             accepting: AtomicBool::new(true),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+            reloader,
         });
         Ok((state, listener))
     }

@@ -10,6 +10,7 @@ use event_pusher_core::spool::Spool;
 use event_pusher_core::Pipeline;
 
 use crate::ingest_metrics::IngestMetrics;
+use crate::reload::FilterReloader;
 
 /// Everything the HTTP handlers share.
 pub struct AppState {
@@ -22,6 +23,7 @@ pub struct AppState {
     pub metrics: IngestMetrics,
     pub accepting: AtomicBool,
     pub shutdown_grace: Duration,
+    pub reloader: FilterReloader,
 }
 
 impl AppState {

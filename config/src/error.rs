@@ -75,6 +75,11 @@ impl Source {
         &self.file
     }
 
+    /// The original text, before `${VAR}` interpolation.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// 1-based line and column of a byte offset in the original text.
     pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());

@@ -26,7 +26,7 @@ pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, nex
     match problem {
         None => next.run(req).await,
         Some(msg) => {
-            if req.uri().path() == "/v1/events" {
+            if is_ingest(req.uri().path()) {
                 state.metrics.request(401);
             }
             let mut resp = super::error(StatusCode::UNAUTHORIZED, msg);
@@ -42,6 +42,12 @@ pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, nex
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim_start().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+/// Whether `path` is an ingest endpoint, whose refusals count in the ingest
+/// metrics.
+fn is_ingest(path: &str) -> bool {
+    path == "/v1/events" || path == "/v1/mongooseim/http" || path.starts_with("/v1/mongooseim/http/")
 }
 
 /// Compare without leaking, through timing, how much of the token matched.

@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use event_pusher_core::hook::{parse_body, Framing};
 use event_pusher_core::spool::SpoolError;
 use event_pusher_core::{Accepted, IngestError, KeyedOutcome};
@@ -37,28 +38,11 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     if !state.accepting.load(Ordering::Acquire) {
         return unavailable("shutting down", 5);
     }
-    let bytes = match read_bounded(
-        headers,
-        body,
-        state.max_body_bytes,
-        "server.max_body_bytes",
-        state.body_timeout,
-    )
-    .await
-    {
+    let bytes = match read_body(state, headers, body).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(answer) => return answer,
     };
-    // Media types are case-insensitive (RFC 9110 §8.3.1).
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    let framing = match content_type
-        .as_deref()
-        .and_then(|ct| ct.split(';').next())
-        .map(str::trim)
-    {
+    let framing = match media_type(headers).as_deref() {
         Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => Framing::NdJson,
         _ => Framing::Json,
     };
@@ -77,11 +61,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     };
     match outcome {
         Ok(KeyedOutcome::Stored(Accepted { ids, stopped })) => {
-            state
-                .metrics
-                .events_accepted
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            state.metrics.events_stopped.fetch_add(stopped, Ordering::Relaxed);
+            state.metrics.accepted(ids.len(), stopped);
             accepted(&ids)
         }
         Ok(KeyedOutcome::Replayed(Accepted { ids, .. })) => {
@@ -98,8 +78,36 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
             ),
         ),
         Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
-        Err(IngestError::Spool(SpoolError::Full(why))) => unavailable(&why, 1),
-        Err(IngestError::Spool(e)) => {
+        Err(IngestError::Spool(e)) => spool_refused(e),
+    }
+}
+
+/// The whole body, up to `server.max_body_bytes`; the answer to give
+/// instead when it is larger (413) or the connection breaks (400).
+pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    read_bounded(
+        headers,
+        body,
+        state.max_body_bytes,
+        "server.max_body_bytes",
+        state.body_timeout,
+    )
+    .await
+    .map_err(super::body::BodyError::into_response)
+}
+
+/// The request's media type without parameters, lower-case (media types
+/// are case-insensitive, RFC 9110 §8.3.1).
+pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(content_type.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// 503 with `Retry-After` when the spool refused or failed the write.
+pub(super) fn spool_refused(e: SpoolError) -> Response {
+    match e {
+        SpoolError::Full(why) => unavailable(&why, 1),
+        e => {
             tracing::error!(error = %e, "ingest refused: spool write failed");
             unavailable(&e.to_string(), 5)
         }
@@ -139,7 +147,7 @@ fn bad_request(message: &str, index: Option<usize>) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-fn unavailable(why: &str, retry_after_secs: u64) -> Response {
+pub(super) fn unavailable(why: &str, retry_after_secs: u64) -> Response {
     let mut resp = error(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("not accepted, try again later: {why}"),

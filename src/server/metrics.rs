@@ -39,6 +39,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         m.events_stopped.load(Ordering::Relaxed),
     );
     event_pusher_filters::metrics::render(&mut out);
+    state.reloader.render_metrics(&mut out);
     single(
         &mut out,
         "event_pusher_spool_bytes",
