@@ -19,7 +19,9 @@
 #                    builds it without rabbit/sns, and the rabbit case says n/a)
 #   BENCH_CASES      e2e cases, comma-separated (default: all)
 #   BENCH_E2E_ARGS   more arguments for the e2e binary (see `e2e --help`)
-#   BENCH_SKIP_BUILD set to 1 to use the binaries already in target/release
+#   BENCH_SKIP_BUILD set to 1 to use the binaries already built
+#   BENCH_PROFILE    cargo profile (default: release, what users run;
+#                    "profiling" is release with debug info, for perf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,22 +29,23 @@ QUICK=""
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK="--quick" ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (use --quick)" >&2; exit 2 ;;
   esac
 done
 
 TARGET="${CARGO_TARGET_DIR:-target}"
+PROFILE="${BENCH_PROFILE:-release}"
 OUT="$TARGET/bench-out"
 mkdir -p "$OUT" "$TARGET/bench-tmp"
 LOG="$OUT/bench-$(date +%Y%m%d-%H%M%S)${QUICK:+-quick}.txt"
 start=$(date +%s)
 
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  echo "== building (release)"
+  echo "== building ($PROFILE)"
   # shellcheck disable=SC2086
-  cargo build --release -p event-pusher ${BENCH_FEATURES:-} --bin event-pusher
-  cargo build --release -p event-pusher-bench --bins
+  cargo build --profile "$PROFILE" -p event-pusher ${BENCH_FEATURES:-} --bin event-pusher
+  cargo build --profile "$PROFILE" -p event-pusher-bench --bins
   cargo bench -p event-pusher-bench --bench chain --no-run
 fi
 built=$(date +%s)
@@ -66,7 +69,7 @@ command -v taskset >/dev/null && PIN=(taskset -c 0)
 
 echo "== end to end" | tee -a "$LOG"
 # shellcheck disable=SC2086
-"$TARGET/release/e2e" --sidecar "$TARGET/release/event-pusher" --tmp "$TARGET/bench-tmp" $QUICK \
+"$TARGET/$PROFILE/e2e" --sidecar "$TARGET/$PROFILE/event-pusher" --tmp "$TARGET/bench-tmp" $QUICK \
   ${BENCH_CASES:+--cases "$BENCH_CASES"} ${BENCH_E2E_ARGS:-} 2>&1 | tee -a "$LOG"
 
 end=$(date +%s)

@@ -2,7 +2,7 @@
 //! and backends plugged in, the embedded default, and the checks that span
 //! sections.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use event_pusher_backends::BackendsConfig;
 use event_pusher_config::{ConfigError, Document, Source};
@@ -26,6 +26,9 @@ dir = "./data"
 pub struct LoadedConfig {
     pub config: SidecarConfig,
     pub source: Source,
+    /// The file it was read from, which a filter reload reads again;
+    /// `None` for the embedded default and for text given to [`parse`].
+    pub path: Option<PathBuf>,
 }
 
 pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
@@ -36,13 +39,21 @@ pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
         })?,
     };
     check(&config, &source)?;
-    Ok(LoadedConfig { config, source })
+    Ok(LoadedConfig {
+        config,
+        source,
+        path: path.map(Path::to_path_buf),
+    })
 }
 
 pub fn parse(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
     let (config, source) = event_pusher_config::parse::<SidecarConfig>(file, text, |n| std::env::var(n).ok())?;
     check(&config, &source)?;
-    Ok(LoadedConfig { config, source })
+    Ok(LoadedConfig {
+        config,
+        source,
+        path: None,
+    })
 }
 
 fn check(config: &SidecarConfig, source: &Source) -> Result<(), ConfigError> {
@@ -59,8 +70,16 @@ fn check(config: &SidecarConfig, source: &Source) -> Result<(), ConfigError> {
             ));
         }
     }
-    if config.server.max_body_bytes == 0 {
-        return Err(source.error_at(0, Some("server.max_body_bytes".into()), "must be at least 1"));
+    let server = &config.server;
+    for (key, value) in [
+        ("server.max_body_bytes", server.max_body_bytes as u64),
+        ("server.header_timeout_ms", server.header_timeout_ms),
+        ("server.body_timeout_ms", server.body_timeout_ms),
+        ("server.max_connections", server.max_connections as u64),
+    ] {
+        if value == 0 {
+            return Err(source.error_at(0, Some(key.into()), "must be at least 1"));
+        }
     }
     Ok(())
 }

@@ -17,9 +17,11 @@
 //! The pieces live in their own crates, re-exported here: [`core`] (event
 //! record, chain, spool, delivery), [`config`], [`filters`], [`backends`].
 
+mod chain_plan;
 pub mod commands;
 pub mod config;
 mod ingest_metrics;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod state;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use event_pusher::commands::target::TargetArgs;
 use event_pusher::commands::{self, dlq};
 use event_pusher::Sidecar;
 
@@ -11,7 +12,10 @@ use event_pusher::Sidecar;
 #[command(
     name = "event-pusher",
     version,
-    about = "Durable event-pushing sidecar for chat servers"
+    about = "Durable event-pushing sidecar for chat servers",
+    after_help = "`status` and `dlq` talk to a running sidecar over its admin API \
+(--url, --token / EVENT_PUSHER_TOKEN, or both from --config FILE). \
+`dlq` reads the spool directly only when --config is given and no sidecar answers."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,36 +41,44 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// List or replay dead letters.
+    /// List or replay dead letters (talks to a running sidecar; with
+    /// --config and none answering, reads that config's spool directly).
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
     },
-    /// Show each backend's queue, deliveries and dead letters.
+    /// Show each backend's queue, deliveries and dead letters (talks to a
+    /// running sidecar).
     Status {
-        #[arg(long, default_value = "http://127.0.0.1:8088")]
-        url: String,
-        #[arg(long, env = "EVENT_PUSHER_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
     },
 }
 
 #[derive(Subcommand)]
 enum DlqAction {
     List {
+        /// One backend: NAME, or KIND.NAME where kinds share a name.
         #[arg(long)]
         backend: Option<String>,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Print the records as JSON.
         #[arg(long)]
         json: bool,
+        /// Records per page (1 to 10000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+        /// Start after this event id (the cursor a previous page printed).
+        #[arg(long)]
+        after: Option<String>,
     },
     Replay {
+        /// One backend: NAME, or KIND.NAME where kinds share a name.
         #[arg(long)]
         backend: Option<String>,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Only these event ids (default: all).
         #[arg(long = "id")]
         ids: Vec<String>,
@@ -97,15 +109,31 @@ fn main() -> ExitCode {
             Command::ImportMongooseim { file, output, force } => {
                 commands::import_mongooseim::run(&file, output.as_deref(), force).map_err(|e| e.to_string())
             }
-            Command::Status { url, token } => commands::status::run(&url, token.as_deref())
-                .await
-                .map_err(|e| e.to_string()),
+            Command::Status { target } => {
+                let target = target.resolve().map_err(|e| e.to_string())?;
+                commands::status::run(target).await.map_err(|e| e.to_string())
+            }
             Command::Dlq { action } => {
-                let (config, backend, action) = match action {
-                    DlqAction::List { backend, config, json } => (config, backend, dlq::Action::List { json }),
-                    DlqAction::Replay { backend, config, ids } => (config, backend, dlq::Action::Replay { ids }),
+                let (target, backend, action) = match action {
+                    DlqAction::List {
+                        backend,
+                        target,
+                        json,
+                        limit,
+                        after,
+                    } => (
+                        target,
+                        backend,
+                        dlq::Action::List {
+                            json,
+                            limit: limit as usize,
+                            after,
+                        },
+                    ),
+                    DlqAction::Replay { backend, target, ids } => (target, backend, dlq::Action::Replay { ids }),
                 };
-                dlq::run(config.as_deref(), backend.as_deref(), action)
+                let target = target.resolve().map_err(|e| e.to_string())?;
+                dlq::run(target, backend.as_deref(), action)
                     .await
                     .map_err(|e| e.to_string())
             }

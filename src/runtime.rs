@@ -10,12 +10,13 @@ use std::time::Duration;
 use event_pusher_backends::BuiltBackend;
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
-use event_pusher_core::spool::{Spool, SpoolError, SpoolLimits};
-use event_pusher_core::{AnyBackend, Backend, Chain, ChainBuilder, EventClasses, Filter, Pipeline, Slot, SlotRegistry};
-use event_pusher_filters::DeclarativeFilter;
+use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
+use event_pusher_core::{AnyBackend, Backend, Chain, EventClasses, Filter, Pipeline, SlotRegistry};
 
+use crate::chain_plan::{assemble, ChainBackend, PluginFilter};
 use crate::config::{self, LoadedConfig};
 use crate::ingest_metrics::IngestMetrics;
+use crate::reload::FilterReloader;
 use crate::state::AppState;
 
 /// Why the sidecar could not run.
@@ -41,12 +42,14 @@ pub struct Assembly {
     /// In slot order: `backends[slot.index()]`.
     pub backends: Vec<BuiltBackend>,
     pub slots: SlotRegistry,
+    /// Rebuilds the chain's filters from the config file at runtime.
+    pub reloader: FilterReloader,
 }
 
 /// A configured sidecar, ready to run.
 pub struct Sidecar {
     loaded: LoadedConfig,
-    plugins: Vec<(String, i64, Arc<dyn Filter>)>,
+    plugins: Vec<PluginFilter>,
     backend_plugins: Vec<BackendPlugin>,
 }
 
@@ -82,7 +85,11 @@ impl Sidecar {
     /// Add a filter written in Rust. Among handlers of equal priority it runs
     /// after those from the config file.
     pub fn with_filter(mut self, name: impl Into<String>, priority: i64, filter: impl Filter) -> Self {
-        self.plugins.push((name.into(), priority, Arc::new(filter)));
+        self.plugins.push(PluginFilter {
+            name: name.into(),
+            priority,
+            filter: Arc::new(filter),
+        });
         self
     }
 
@@ -104,6 +111,7 @@ impl Sidecar {
     pub fn build(&self) -> Result<Assembly, ConfigError> {
         let cfg = &self.loaded.config;
         let mut backends = cfg.backends.build(&self.loaded.source)?;
+        let filters = event_pusher_filters::build(&cfg.filters, &self.loaded.source)?;
         backends.extend(self.backend_plugins.iter().map(|p| BuiltBackend {
             name: p.name.clone(),
             priority: p.priority,
@@ -128,30 +136,24 @@ impl Sidecar {
                 })?;
             slotted.push((slot, b));
         }
-        enum H<'a> {
-            Filter(&'a event_pusher_filters::FilterConfig),
-            Plugin(&'a (String, i64, Arc<dyn Filter>)),
-            Backend(Slot, &'a BuiltBackend),
-        }
-        // Order by position in the file so equal priorities keep file order;
-        // the builder's stable sort then orders by priority.
-        let mut all: Vec<(usize, H)> = Vec::new();
-        all.extend(cfg.filters.iter().map(|f| (f.name.span().start, H::Filter(f))));
-        all.extend(slotted.into_iter().map(|(slot, b)| (b.position, H::Backend(slot, b))));
-        all.sort_by_key(|(pos, _)| *pos);
-        all.extend(self.plugins.iter().map(|p| (usize::MAX, H::Plugin(p))));
-        let mut chain = ChainBuilder::new();
-        for (_, h) in all {
-            chain = match h {
-                H::Filter(f) => chain.filter(f.name.get_ref().clone(), f.priority.0, DeclarativeFilter::new(f)),
-                H::Plugin((name, prio, f)) => chain.filter_arc(name.clone(), *prio, f.clone()),
-                H::Backend(slot, b) => chain.backend_at(slot, b.name.clone(), b.priority, b.classes, b.backend.clone()),
-            };
-        }
+        let chain_backends: Vec<ChainBackend> = slotted
+            .into_iter()
+            .map(|(slot, b)| ChainBackend {
+                slot,
+                name: b.name.clone(),
+                priority: b.priority,
+                classes: b.classes,
+                backend: b.backend.clone(),
+                position: b.position,
+            })
+            .collect();
+        let chain = assemble(&filters, &chain_backends, &self.plugins);
+        let reloader = FilterReloader::new(&self.loaded, chain_backends, self.plugins.clone());
         Ok(Assembly {
-            chain: chain.build(),
+            chain,
             backends,
             slots,
+            reloader,
         })
     }
 
@@ -163,28 +165,52 @@ impl Sidecar {
     /// Run until `shutdown` completes: stop accepting, finish in-flight
     /// requests, let deliveries drain for the grace period, sync the spool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+        let self_limits = crate::server::listener::ListenerLimits {
+            header_timeout: Duration::from_millis(self.loaded.config.server.header_timeout_ms),
+            max_connections: self.loaded.config.server.max_connections,
+        };
         let (state, listener) = self.start().await?;
         let addr = listener.local_addr().map_err(RunError::Serve)?;
         tracing::info!(%addr, "event-pusher listening");
+        #[cfg(unix)]
+        let sighup = crate::reload::on_sighup(state.clone()).map_err(RunError::Serve)?;
         let handles = state.engine.start();
         let app = crate::server::router(state.clone());
         let serve_state = state.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+        let grace = state.shutdown_grace;
+        // `shutdown_grace_ms` bounds the whole shutdown: requests still open
+        // at the deadline are cut, and deliveries get what is left.
+        let deadline = Arc::new(std::sync::OnceLock::new());
+        let set_deadline = deadline.clone();
+        crate::server::listener::serve(
+            listener,
+            app,
+            self_limits,
+            async move {
                 shutdown.await;
                 serve_state.accepting.store(false, std::sync::atomic::Ordering::Release);
                 tracing::info!("shutting down: no new requests; finishing in-flight ones");
-            })
-            .await
-            .map_err(RunError::Serve)?;
-        let grace = state.shutdown_grace;
-        state.engine.shutdown(handles, grace).await;
+            },
+            move || *set_deadline.get_or_init(|| tokio::time::Instant::now() + grace),
+        )
+        .await;
+        #[cfg(unix)]
+        sighup.abort();
+        let left = deadline
+            .get()
+            .map_or(grace, |d| d.saturating_duration_since(tokio::time::Instant::now()));
+        state.engine.shutdown(handles, left).await;
         tracing::info!("stopped; undelivered events are safe in the spool");
         Ok(())
     }
 
     async fn start(self) -> Result<(Arc<AppState>, tokio::net::TcpListener), RunError> {
-        let Assembly { chain, backends, slots } = self.build()?;
+        let Assembly {
+            chain,
+            backends,
+            slots,
+            reloader,
+        } = self.build()?;
         let cfg = &self.loaded.config;
         // Spool tables are keyed by KIND.NAME (names are unique per kind
         // only), in slot order.
@@ -192,6 +218,10 @@ impl Sidecar {
         let limits = SpoolLimits {
             max_queue: cfg.spool.max_queue,
             max_bytes: cfg.spool.max_bytes,
+            keys: KeyPolicy {
+                window: Duration::from_secs(cfg.server.idempotency_window_s),
+                max_keys: cfg.server.idempotency_max_keys,
+            },
         };
         let dir = cfg.spool.dir.clone();
         let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, limits))
@@ -214,9 +244,11 @@ impl Sidecar {
             engine,
             token: cfg.server.token().map(str::to_owned),
             max_body_bytes: cfg.server.max_body_bytes,
+            body_timeout: Duration::from_millis(cfg.server.body_timeout_ms),
             metrics: IngestMetrics::default(),
             accepting: AtomicBool::new(true),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
+            reloader,
         });
         Ok((state, listener))
     }

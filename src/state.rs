@@ -10,6 +10,7 @@ use event_pusher_core::spool::Spool;
 use event_pusher_core::Pipeline;
 
 use crate::ingest_metrics::IngestMetrics;
+use crate::reload::FilterReloader;
 
 /// Everything the HTTP handlers share.
 pub struct AppState {
@@ -17,9 +18,12 @@ pub struct AppState {
     pub engine: DeliveryEngine,
     pub token: Option<String>,
     pub max_body_bytes: usize,
+    /// How long a request's whole body may take to arrive.
+    pub body_timeout: Duration,
     pub metrics: IngestMetrics,
     pub accepting: AtomicBool,
     pub shutdown_grace: Duration,
+    pub reloader: FilterReloader,
 }
 
 impl AppState {

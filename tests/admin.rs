@@ -69,11 +69,12 @@ async fn backends_table_pause_resume_and_status_cli() {
     let (code, out, err) = cli(&["status", "--url", &sc.url], &[("EVENT_PUSHER_TOKEN", "tok")]).await;
     assert_eq!(code, 0, "{out}{err}");
     eprintln!("event-pusher status (paused):\n{out}");
-    let line = out.lines().find(|l| l.starts_with("notify")).expect("notify row");
+    // KIND.NAME: names are unique per kind only.
+    let line = out.lines().find(|l| l.starts_with("http.notify")).expect("notify row");
     let cols: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cols[..4], ["notify", "http", "paused", "4"], "{out}");
+    assert_eq!(cols[..4], ["http.notify", "http", "paused", "4"], "{out}");
     assert!(out.lines().next().unwrap().contains("DEAD LETTERS"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("audit")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("log.audit")), "{out}");
 
     // Without the token: a clear error, exit 1.
     let (code, _, err) = cli(&["status", "--url", &sc.url], &[]).await;
@@ -91,9 +92,9 @@ async fn backends_table_pause_resume_and_status_cli() {
     let (code, out, _) = cli(&["status", "--url", &sc.url, "--token", "tok"], &[]).await;
     assert_eq!(code, 0);
     eprintln!("event-pusher status (resumed):\n{out}");
-    let line = out.lines().find(|l| l.starts_with("notify")).expect("notify row");
+    let line = out.lines().find(|l| l.starts_with("http.notify")).expect("notify row");
     let cols: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cols[..6], ["notify", "http", "ready", "0", "0", "4"], "{out}");
+    assert_eq!(cols[..6], ["http.notify", "http", "ready", "0", "0", "4"], "{out}");
 
     let (status, _) = sc.admin_post("/v1/backends/nope/pause", &json!({})).await;
     assert_eq!(status, 404);

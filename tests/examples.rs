@@ -37,3 +37,11 @@ fn small_examples_are_accepted() {
         assert!(ok, "{f}: {stderr}");
     }
 }
+
+#[test]
+fn script_example_compiles_its_script() {
+    // The script path is relative to the config file, not to the cwd.
+    let (ok, stdout, stderr) = check_config("examples/scripts.toml");
+    assert!(ok, "check-config refused examples/scripts.toml:\n{stderr}");
+    assert!(stdout.contains("moderation"), "{stdout}");
+}

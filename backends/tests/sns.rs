@@ -662,6 +662,12 @@ async fn child_no_credentials() {
         let b = SnsBackend::new("none", &config).expect("builds");
         let err = b.start().await.expect_err("no credentials anywhere: start must fail");
         assert!(err.message().contains("no AWS credentials"), "{err}");
+        // One short line, not the SDK's multi-kilobyte provider chain.
+        assert!(
+            err.message().len() < 700 && !err.message().contains('\n'),
+            "{} bytes: {err}",
+            err.message().len()
+        );
         // Should it be called anyway, nothing is sent and the event stays retryable.
         let r = b
             .publish(&delivery(chat("a@localhost", "b@localhost", "chat", "hi")))

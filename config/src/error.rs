@@ -75,6 +75,11 @@ impl Source {
         &self.file
     }
 
+    /// The original text, before `${VAR}` interpolation.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// 1-based line and column of a byte offset in the original text.
     pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
@@ -100,6 +105,50 @@ impl Source {
     /// toml report them).
     pub fn error_at_span(&self, span: Range<usize>, key: Option<String>, message: impl Into<String>) -> ConfigError {
         self.error_at(self.offsets.to_original(span.start), key, message)
+    }
+
+    /// An error at 1-based `line`:`column` of the text *inside* a string
+    /// value whose span (in the interpolated text) is `span`: e.g. a syntax
+    /// error in an inline script. Skips the opening quotes (and the newline
+    /// that TOML trims after `'''` or `"""`); exact for literal strings,
+    /// approximate where escapes change the text's shape.
+    pub fn error_in_string(
+        &self,
+        span: Range<usize>,
+        line: usize,
+        column: usize,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let start = self.offsets.to_original(span.start).min(self.text.len());
+        let rest = &self.text[floor_char_boundary(&self.text, start)..];
+        let mut skip = if rest.starts_with("'''") || rest.starts_with("\"\"\"") {
+            3
+        } else if rest.starts_with(['\'', '"']) {
+            1
+        } else {
+            0
+        };
+        if skip == 3 {
+            if rest[3..].starts_with("\r\n") {
+                skip += 2;
+            } else if rest[3..].starts_with('\n') {
+                skip += 1;
+            }
+        }
+        let (first_line, first_column) = self.position(start + skip);
+        let (line, column) = if line <= 1 {
+            (first_line, first_column + column.saturating_sub(1))
+        } else {
+            (first_line + line - 1, column.max(1))
+        };
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn toml_error(&self, e: &toml::de::Error, key: Option<String>) -> ConfigError {

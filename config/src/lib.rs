@@ -8,6 +8,7 @@
 
 mod error;
 mod interpolate;
+mod listen;
 mod schema;
 pub mod types;
 
@@ -110,6 +111,9 @@ mod tests {
         let e = err("[server]\nlisten = \"nowhere\"\n");
         assert_eq!((e.line, e.column), (2, 10), "{e}");
         assert_eq!(e.key.as_deref(), Some("server.listen"));
+        assert!(e.message.contains("HOST:PORT"), "{e}");
+        let (doc, _) = parse::<Doc>("t.toml", "[server]\nlisten = \"localhost:8090\"\n", env).unwrap();
+        assert!(doc.server.listen.ip().is_loopback(), "{}", doc.server.listen);
         let e = err("[backends.http.a]\nurl = \"x\"\nconcurrency = 0\n");
         assert!(e.message.contains("at least 1"), "{e}");
     }

@@ -27,14 +27,30 @@ pub struct Document<F, B> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address of the ingest and admin listener.
+    /// Address of the ingest and admin listener (a host name is resolved
+    /// when the config is read).
+    #[serde(deserialize_with = "crate::listen::listen_addr")]
     pub listen: SocketAddr,
     /// When set (non-empty), every request needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
     /// Requests with larger bodies get 413.
     pub max_body_bytes: usize,
-    /// On SIGTERM, how long in-flight deliveries may take to finish.
+    /// On SIGTERM, how long the whole shutdown may take: in-flight
+    /// requests, then in-flight deliveries. Connections still open at the
+    /// deadline are closed.
     pub shutdown_grace_ms: u64,
+    /// A connection must send a request's headers within this long (from
+    /// its first byte, or from the end of the previous request), else it
+    /// is closed: slowloris and idle keep-alive connections do not pile up.
+    pub header_timeout_ms: u64,
+    /// A request's whole body must arrive within this long, else 408.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long an `Idempotency-Key` is remembered (0: keys are ignored).
+    pub idempotency_window_s: u64,
+    /// Most keys remembered at once; the oldest are forgotten first.
+    pub idempotency_max_keys: u64,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +60,11 @@ impl Default for ServerConfig {
             auth_token: None,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 1024,
+            idempotency_window_s: 24 * 3600,
+            idempotency_max_keys: 1_000_000,
         }
     }
 }

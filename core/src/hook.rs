@@ -150,7 +150,7 @@ fn presence(obj: &Map<String, Value>, hook: &str, status: PresenceStatus) -> Res
 fn unacked(obj: &Map<String, Value>, hook: &str) -> Result<EventBody, HookError> {
     let from = match optional_str(obj, "from")? {
         Some(f) => {
-            jid::validate(f).map_err(|why| HookError::new(format!("field `from` {why}: \"{f}\"")))?;
+            check_jid("from", f)?;
             Some(f.to_owned())
         }
         None => None,
@@ -163,13 +163,26 @@ fn unacked(obj: &Map<String, Value>, hook: &str) -> Result<EventBody, HookError>
     }))
 }
 
+/// Validate a JID field; the error names the field and quotes at most the
+/// start of the value (a refused JID may be kilobytes long).
+fn check_jid(field: &str, value: &str) -> Result<(), HookError> {
+    const SHOWN: usize = 64;
+    jid::validate(value).map_err(|why| {
+        let shown = match value.char_indices().nth(SHOWN) {
+            Some((cut, _)) => format!("{}…", &value[..cut]),
+            None => value.to_owned(),
+        };
+        HookError::new(format!("field `{field}` {why}: \"{shown}\""))
+    })
+}
+
 fn required_jid(obj: &Map<String, Value>, hook: &str, field: &str) -> Result<String, HookError> {
     match obj.get(field) {
         None | Some(Value::Null) => Err(HookError::new(format!(
             "missing field `{field}` (required by hook {hook})"
         ))),
         Some(Value::String(s)) => {
-            jid::validate(s).map_err(|why| HookError::new(format!("field `{field}` {why}: \"{s}\"")))?;
+            check_jid(field, s)?;
             Ok(s.clone())
         }
         Some(other) => Err(HookError::new(format!(
@@ -352,6 +365,13 @@ mod tests {
         );
         assert!(msg(json!({"hook":"user_available"})).contains("missing field `jid`"));
         assert!(msg(json!({"hook":"user_available","jid":5})).contains("field `jid` must be a JID string"));
+        assert!(msg(json!({"hook":"user_available","jid":"a@b@c"})).contains("field `jid` has more than one '@'"));
+        let long = format!("{}@x", "a".repeat(1024));
+        assert!(
+            msg(json!({"hook":"user_send_message","from":"a@x","to":long,"type":"chat"}))
+                .contains("field `to` has a local part over 1023 bytes")
+        );
+        assert!(msg(json!({"hook":"user_available","jid":format!("a@{}", "d".repeat(5000))})).len() < 200);
         assert!(msg(json!({"jid":"a@x"})).contains("missing field `hook`"));
         assert!(msg(json!({"hook":"user_available","jid":"a@x","timestamp":"yesterday"})).contains("`timestamp`"));
         assert!(msg(json!({"hook":"user_available","jid":"a@x","metadata":{"x":[1]}})).contains("metadata value `x`"));

@@ -13,9 +13,17 @@
 //! in flight finishes on the chain it started on.
 //!
 //! Idempotency: a source that has a request key (HTTP `Idempotency-Key`)
-//! will pass it to `accept`; the check belongs between translation and the
-//! chain, and the key is stored in the same spool transaction as the claims,
-//! so a retried request answers with the first request's ids. Not done yet.
+//! calls [`Pipeline::accept_keyed`]. The key is checked between translation
+//! and the chain (a retry runs no filter and stores nothing), and stored in
+//! the same spool transaction as the claims, which checks it once more, so
+//! neither a crash nor two concurrent retries can store a request twice. A
+//! retry answers with the first request's ids; the same key with other
+//! content is a conflict. Keys live for `server.idempotency_window_s`.
+//!
+//! Hook calls are not deduplicated by their own `id` and sender: the id is
+//! chosen by the sending client (a stanza id), may be absent, and clients
+//! reuse ids, so dropping "duplicates" by it would lose real messages. A
+//! source that knows its ids are unique can use them as the request key.
 
 use std::sync::Arc;
 
@@ -24,8 +32,10 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::chain::Chain;
+use crate::event::Event;
 use crate::hook::HookTranslator;
-use crate::spool::{Spool, SpoolError};
+use crate::slot::Slot;
+use crate::spool::{KeyRecord, KeyedAppend, Spool, SpoolError};
 
 /// What one accepted request produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +45,18 @@ pub struct Accepted {
     /// How many of them a filter stopped (accepted, but claimed by nobody
     /// after the filter).
     pub stopped: u64,
+}
+
+/// What a request under an idempotency key came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyedOutcome {
+    /// First time for this key: stored now.
+    Stored(Accepted),
+    /// The key was seen with the same content: the first request's answer;
+    /// nothing new was stored.
+    Replayed(Accepted),
+    /// The key was seen with different content; nothing stored.
+    Conflict,
 }
 
 /// Why a request was not accepted. Nothing of it is stored.
@@ -82,6 +104,44 @@ impl Pipeline {
     /// Translate `calls`, run each event through the chain and store every
     /// claim; returns once they are fsync'd, all or none.
     pub async fn accept(&self, calls: &[Value]) -> Result<Accepted, IngestError> {
+        let (accepted, items) = self.prepare(calls)?;
+        self.spool.append(items).await?;
+        Ok(accepted)
+    }
+
+    /// [`accept`](Self::accept) under an idempotency key (see the module
+    /// doc). With keys switched off (`idempotency_window_s = 0`) the key is
+    /// ignored.
+    pub async fn accept_keyed(&self, calls: &[Value], key: &str) -> Result<KeyedOutcome, IngestError> {
+        if !self.spool.key_policy().enabled() {
+            return self.accept(calls).await.map(KeyedOutcome::Stored);
+        }
+        let fingerprint = fingerprint(calls);
+        // Translation errors first: an invalid retry is still invalid.
+        let events = self.translate(calls)?;
+        let spool = self.spool.clone();
+        let owned = key.to_owned();
+        let seen = tokio::task::spawn_blocking(move || spool.lookup_key(&owned))
+            .await
+            .map_err(SpoolError::io)??;
+        if let Some(first) = seen {
+            return Ok(answer(first, &fingerprint));
+        }
+        let (accepted, items) = self.run_chain(events);
+        let record = KeyRecord {
+            fingerprint: fingerprint.clone(),
+            ids: accepted.ids.clone(),
+            stopped: accepted.stopped,
+            at_ms: crate::spool::now_ms(),
+        };
+        match self.spool.append_keyed(items, key.to_owned(), record).await? {
+            KeyedAppend::Stored => Ok(KeyedOutcome::Stored(accepted)),
+            // A concurrent request with the key committed first.
+            KeyedAppend::Existing(first) => Ok(answer(first, &fingerprint)),
+        }
+    }
+
+    fn translate(&self, calls: &[Value]) -> Result<Vec<Event>, IngestError> {
         // Translate everything before touching the chain or the spool.
         let mut events = Vec::with_capacity(calls.len());
         for (index, call) in calls.iter().enumerate() {
@@ -91,7 +151,16 @@ impl Pipeline {
             })?;
             events.push(event);
         }
+        Ok(events)
+    }
 
+    fn prepare(&self, calls: &[Value]) -> Result<(Accepted, Vec<(Slot, Bytes)>), IngestError> {
+        let events = self.translate(calls)?;
+        Ok(self.run_chain(events))
+    }
+
+    /// Run each event through the chain: the answer and the spool items.
+    fn run_chain(&self, events: Vec<Event>) -> (Accepted, Vec<(Slot, Bytes)>) {
         let chain = self.chain.load();
         let mut ids = Vec::with_capacity(events.len());
         let mut items = Vec::with_capacity(events.len());
@@ -112,10 +181,26 @@ impl Pipeline {
             }
             ids.push(event.id);
         }
-        drop(chain);
+        (Accepted { ids, stopped }, items)
+    }
+}
 
-        self.spool.append(items).await?;
-        Ok(Accepted { ids, stopped })
+/// A hash of the request's calls, to tell a retry from another request
+/// that reuses the key.
+fn fingerprint(calls: &[Value]) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(calls).unwrap_or_default();
+    format!("{:x}", Sha256::digest(&bytes))
+}
+
+fn answer(first: KeyRecord, fingerprint: &str) -> KeyedOutcome {
+    if first.fingerprint == fingerprint {
+        KeyedOutcome::Replayed(Accepted {
+            ids: first.ids,
+            stopped: first.stopped,
+        })
+    } else {
+        KeyedOutcome::Conflict
     }
 }
 
@@ -169,6 +254,62 @@ mod tests {
         p.swap_chain(chain(true));
         assert_eq!(p.accept(&[presence()]).await.unwrap().stopped, 1);
         assert_eq!(spool.slot(Slot::new(0)).queued.load(Ordering::Relaxed), 1);
+        spool.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_key_stores_once_answers_retries_and_refuses_other_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), &["null.n".to_owned()], SpoolLimits::default()).unwrap();
+        let p = Arc::new(Pipeline::new(chain(false), spool.clone()));
+        // Concurrent first tries with one key: one of them stores.
+        let tries: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.accept_keyed(&[presence()], "k1").await.unwrap() })
+            })
+            .collect();
+        let mut stored = Vec::new();
+        let mut replayed = Vec::new();
+        for t in tries {
+            match t.await.unwrap() {
+                KeyedOutcome::Stored(a) => stored.push(a),
+                KeyedOutcome::Replayed(a) => replayed.push(a),
+                KeyedOutcome::Conflict => panic!("same content is no conflict"),
+            }
+        }
+        assert_eq!(stored.len(), 1);
+        assert!(replayed.iter().all(|a| a == &stored[0]));
+        assert_eq!(spool.slot(Slot::new(0)).queued.load(Ordering::Relaxed), 1);
+        let other = json!({"hook": "user_available", "jid": "bob@localhost/phone"});
+        assert_eq!(p.accept_keyed(&[other], "k1").await.unwrap(), KeyedOutcome::Conflict);
+        assert_eq!(spool.slot(Slot::new(0)).queued.load(Ordering::Relaxed), 1);
+        spool.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_past_the_cap_are_forgotten_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            keys: crate::spool::KeyPolicy {
+                window: std::time::Duration::from_secs(3600),
+                max_keys: 2,
+            },
+            ..SpoolLimits::default()
+        };
+        let spool = Spool::open(dir.path(), &["null.n".to_owned()], limits).unwrap();
+        let p = Pipeline::new(chain(false), spool.clone());
+        for key in ["a", "b", "c"] {
+            assert!(matches!(
+                p.accept_keyed(&[presence()], key).await.unwrap(),
+                KeyedOutcome::Stored(_)
+            ));
+            // Distinct stored-at times, so "oldest" is well defined.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(spool.lookup_key("a").unwrap().is_none(), "oldest key beyond the cap");
+        assert!(spool.lookup_key("b").unwrap().is_some());
+        assert!(spool.lookup_key("c").unwrap().is_some());
         spool.close().await.unwrap();
     }
 }

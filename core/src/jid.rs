@@ -29,9 +29,23 @@ pub fn domain(jid: &str) -> &str {
     }
 }
 
+/// RFC 7622 §3.2–3.4: each of local, domain and resource part is at most
+/// 1023 bytes.
+pub const MAX_PART_BYTES: usize = 1023;
+
+/// The resource part (after the first `/`), empty when there is none.
+pub fn resourcepart(jid: &str) -> &str {
+    match jid.find('/') {
+        Some(i) => &jid[i + 1..],
+        None => "",
+    }
+}
+
 /// Check that a string is a plausible JID: non-empty, no whitespace in the
 /// bare part (a resource may hold spaces, RFC 7622), no control characters,
-/// a non-empty domain. Returns the reason when it is not.
+/// a non-empty domain, at most one `@` before the resource (a resource may
+/// hold `@`), and no part over [`MAX_PART_BYTES`]. Returns the reason when
+/// it is not.
 pub fn validate(jid: &str) -> Result<(), &'static str> {
     if jid.is_empty() {
         return Err("is empty");
@@ -47,6 +61,18 @@ pub fn validate(jid: &str) -> Result<(), &'static str> {
     }
     if jid.starts_with('@') {
         return Err("has an empty local part before '@'");
+    }
+    if bare(jid).matches('@').count() > 1 {
+        return Err("has more than one '@' before the resource");
+    }
+    if localpart(jid).len() > MAX_PART_BYTES {
+        return Err("has a local part over 1023 bytes (RFC 7622)");
+    }
+    if domain(jid).len() > MAX_PART_BYTES {
+        return Err("has a domain part over 1023 bytes (RFC 7622)");
+    }
+    if resourcepart(jid).len() > MAX_PART_BYTES {
+        return Err("has a resource part over 1023 bytes (RFC 7622)");
     }
     Ok(())
 }
@@ -76,5 +102,24 @@ mod tests {
         assert!(validate("alice@localhost/a\u{7}").is_err());
         assert!(validate("@x").is_err());
         assert!(validate("alice@").is_err());
+    }
+
+    #[test]
+    fn refuses_two_ats_but_not_in_the_resource() {
+        assert_eq!(validate("a@b@c"), Err("has more than one '@' before the resource"));
+        assert_eq!(validate("a@b@c/r"), Err("has more than one '@' before the resource"));
+        assert!(validate("a@b/mail@home").is_ok());
+    }
+
+    #[test]
+    fn refuses_parts_over_1023_bytes() {
+        let max = "x".repeat(MAX_PART_BYTES);
+        let over = "x".repeat(MAX_PART_BYTES + 1);
+        assert!(validate(&format!("{max}@{max}/{max}")).is_ok());
+        assert!(validate(&format!("{over}@d")).unwrap_err().contains("local part"));
+        assert!(validate(&format!("a@{over}")).unwrap_err().contains("domain part"));
+        assert!(validate(&format!("a@d/{over}")).unwrap_err().contains("resource part"));
+        // Bytes, not characters: 512 two-byte characters are 1024 bytes.
+        assert!(validate(&format!("{}@d", "é".repeat(512))).is_err());
     }
 }

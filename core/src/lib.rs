@@ -22,5 +22,5 @@ pub use chain::{Chain, ChainBuilder, ChainOutcome, Filter, Verdict};
 pub use class::{EventClass, EventClasses};
 pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus, Unacked};
 pub use hook::{HookError, HookTranslator};
-pub use ingest::{Accepted, IngestError, Pipeline};
+pub use ingest::{Accepted, IngestError, KeyedOutcome, Pipeline};
 pub use slot::{Slot, SlotRegistry};

@@ -14,30 +14,12 @@
 //! bare JID, ignoring ASCII case. An event that does not match passes on
 //! untouched.
 
-use event_pusher_config::{Priority, Spanned};
 use event_pusher_core::event::{Direction, EventBody};
 use event_pusher_core::{jid, Event, Filter, MetaValue, Metadata, Verdict};
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
-/// One `[[filters]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterConfig {
-    pub name: Spanned<String>,
-    #[serde(default = "filter_priority")]
-    pub priority: Priority,
-    #[serde(default, rename = "match")]
-    pub matcher: MatchConfig,
-    #[serde(default)]
-    pub action: Action,
-    #[serde(default, deserialize_with = "metadata")]
-    pub metadata: Metadata,
-}
-
-fn filter_priority() -> Priority {
-    Priority(10)
-}
+use crate::FilterConfig;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,15 +81,22 @@ fn regex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Regex>, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("invalid regular expression: {e}")))
 }
 
-fn metadata<'de, D: Deserializer<'de>>(d: D) -> Result<Metadata, D::Error> {
-    let raw = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(d)?;
-    raw.into_iter()
-        .map(|(k, v)| {
-            MetaValue::from_json(&v)
-                .map(|m| (k.clone(), m))
-                .ok_or_else(|| serde::de::Error::custom(format!("metadata `{k}` must be a string, number or boolean")))
-        })
-        .collect()
+/// `metadata = { ... }`: values are strings, numbers or booleans.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataTable(pub Metadata);
+
+impl<'de> Deserialize<'de> for MetadataTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                MetaValue::from_json(&v).map(|m| (k.clone(), m)).ok_or_else(|| {
+                    serde::de::Error::custom(format!("metadata `{k}` must be a string, number or boolean"))
+                })
+            })
+            .collect::<Result<Metadata, _>>()
+            .map(MetadataTable)
+    }
 }
 
 /// `match = { ... }`
@@ -134,6 +123,62 @@ pub struct MatchConfig {
     pub body_regex: Option<Regex>,
 }
 
+impl MatchConfig {
+    /// The event kinds that carry every key this match uses, narrowed by
+    /// `event`. Empty means the filter can never match.
+    fn possible_kinds(&self) -> Vec<&'static str> {
+        // Which kinds have each field (see `fields` below).
+        let keys: [(&str, bool, &[&str]); 8] = [
+            ("type", self.chat_type.is_some(), &["chat"]),
+            ("direction", self.direction.is_some(), &["chat"]),
+            ("from", self.from.is_some(), &["chat", "unacked"]),
+            ("to", self.to.is_some(), &["chat", "unacked"]),
+            ("from_domain", self.from_domain.is_some(), &["chat", "unacked"]),
+            ("to_domain", self.to_domain.is_some(), &["chat", "unacked"]),
+            ("body_regex", self.body_regex.is_some(), &["chat", "unacked"]),
+            ("jid", self.jid.is_some(), &["presence"]),
+        ];
+        ["chat", "presence", "unacked"]
+            .into_iter()
+            .filter(|kind| self.event.as_ref().is_none_or(|e| e.0.iter().any(|k| k == kind)))
+            .filter(|kind| keys.iter().all(|(_, used, on)| !used || on.contains(kind)))
+            .collect()
+    }
+
+    fn used_keys(&self) -> Vec<&'static str> {
+        [
+            ("event", self.event.is_some()),
+            ("type", self.chat_type.is_some()),
+            ("direction", self.direction.is_some()),
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("jid", self.jid.is_some()),
+            ("from_domain", self.from_domain.is_some()),
+            ("to_domain", self.to_domain.is_some()),
+            ("body_regex", self.body_regex.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, used)| used.then_some(k))
+        .collect()
+    }
+}
+
+impl MatchConfig {
+    /// Refuse a `match` that no event can satisfy (e.g. `jid`, which only
+    /// presence events have, with `event = "chat"`): such a filter silently
+    /// does nothing.
+    pub fn check_satisfiable(&self) -> Result<(), String> {
+        if self.possible_kinds().is_empty() {
+            return Err(format!(
+                "this match can never hold: no event has all of {} (`jid` is on presence events only; \
+                 `type`, `direction` on chat; `from`, `to`, the domains and `body_regex` on chat and unacked)",
+                self.used_keys().join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The filter built from a [`FilterConfig`].
 #[derive(Debug, Clone)]
 pub struct DeclarativeFilter {
@@ -145,9 +190,13 @@ pub struct DeclarativeFilter {
 impl DeclarativeFilter {
     pub fn new(config: &FilterConfig) -> Self {
         DeclarativeFilter {
-            matcher: lowercase(config.matcher.clone()),
-            stop: config.action == Action::Stop,
-            metadata: config.metadata.clone(),
+            matcher: lowercase(config.matcher.as_ref().map(|m| m.get_ref().clone()).unwrap_or_default()),
+            stop: config.action.as_ref().is_some_and(|a| *a.get_ref() == Action::Stop),
+            metadata: config
+                .metadata
+                .as_ref()
+                .map(|m| m.get_ref().0.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -316,5 +365,31 @@ mod tests {
         assert!(e("name='x'\nmatch={colour='red'}").contains("unknown field `colour`"));
         assert!(e("name='x'\naction='drop'").contains("unknown variant `drop`"));
         assert!(e("name='x'\nmetadata={a=[1]}").contains("metadata `a`"));
+    }
+
+    #[test]
+    fn a_match_no_event_can_satisfy_is_refused() {
+        let e = |s: &str| {
+            let m: MatchConfig = toml::from_str(s).expect("a well-formed match table");
+            m.check_satisfiable().expect_err(s)
+        };
+        // The old examples/sidecar.toml `vip` filter.
+        let vip = e("event='chat'\nfrom='a@x'\njid='a@x'");
+        assert!(
+            vip.contains("can never hold") && vip.contains("event, from, jid"),
+            "{vip}"
+        );
+        assert!(e("event='presence'\ndirection='in'").contains("can never hold"));
+        assert!(e("jid='a@x'\nbody_regex='x'").contains("can never hold"));
+        // Satisfiable ones still load.
+        for ok in [
+            "event='chat'\nfrom='a@x'\ndirection='in'",
+            "event=['chat','presence']\njid='a@x'",
+            "to='a@x'\nbody_regex='x'",
+            "",
+        ] {
+            let m: MatchConfig = toml::from_str(ok).expect("a well-formed match table");
+            assert!(m.check_satisfiable().is_ok(), "{ok}");
+        }
     }
 }

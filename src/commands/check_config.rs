@@ -22,6 +22,20 @@ pub fn run(path: &Path) -> Result<String, CommandError> {
         if cfg.server.token().is_some() { "on" } else { "off" },
         cfg.server.max_body_bytes
     );
+    let s = &cfg.server;
+    let _ = writeln!(
+        out,
+        "connections ≤ {} · header timeout {} ms · body timeout {} ms · shutdown grace {} ms · idempotency keys {}",
+        s.max_connections,
+        s.header_timeout_ms,
+        s.body_timeout_ms,
+        s.shutdown_grace_ms,
+        if s.idempotency_window_s == 0 {
+            "off".to_owned()
+        } else {
+            format!("{} s, at most {}", s.idempotency_window_s, s.idempotency_max_keys)
+        }
+    );
     let _ = writeln!(
         out,
         "chain ({} handlers, lowest priority first):",

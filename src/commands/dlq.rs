@@ -1,40 +1,55 @@
 //! `event-pusher dlq list|replay`: dead letters, through the running
-//! sidecar's admin API, or straight from the spool when it is not running
-//! (the spool file can only be open in one process at a time).
+//! sidecar's admin API. Only when `--config` names the sidecar's config and
+//! no sidecar answers does it open that config's spool directly (the spool
+//! file can only be open in one process at a time); without `--config` it
+//! never guesses a spool.
 
 use std::fmt::Write;
-use std::path::Path;
 
-use event_pusher_core::delivery::dead_letters;
+use event_pusher_core::delivery::dead_letters::{self, Page, PageError, PageRequest};
 use event_pusher_core::spool::{DeadLetter, Spool, SpoolError, SpoolLimits};
 use event_pusher_core::Slot;
 use serde_json::json;
 
-use super::{base_url, check, client, CommandError};
+use super::target::Target;
+use super::{check, client, CommandError};
 use crate::runtime::Sidecar;
 
 pub enum Action {
-    List { json: bool },
-    Replay { ids: Vec<String> },
+    List {
+        json: bool,
+        limit: usize,
+        after: Option<String>,
+    },
+    Replay {
+        ids: Vec<String>,
+    },
 }
 
-pub async fn run(config: Option<&Path>, backend: Option<&str>, action: Action) -> Result<String, CommandError> {
-    let sidecar = match config {
-        Some(p) => Sidecar::from_file(p)?,
-        None => Sidecar::embedded_default()?,
-    };
-    let cfg = sidecar.config();
-    let base = base_url(cfg.server.listen);
-    let http = client(cfg.server.token())?;
-    match via_api(&http, &base, backend, &action).await {
+pub async fn run(target: Target, backend: Option<&str>, action: Action) -> Result<String, CommandError> {
+    let http = client(target.token.as_deref())?;
+    match via_api(&http, &target.url, backend, &action).await {
         Ok(out) => Ok(out),
-        Err(ApiError::Unreachable) => offline(&sidecar, backend, &action).await,
+        Err(ApiError::Unreachable(why)) => match &target.sidecar {
+            Some(sidecar) => {
+                eprintln!(
+                    "no sidecar at {}; reading the spool at {} directly",
+                    target.url,
+                    sidecar.config().spool.dir.display()
+                );
+                offline(sidecar, backend, &action).await
+            }
+            None => Err(CommandError(format!(
+                "no sidecar at {} ({why}); start it, pass --url, or pass --config FILE to read that config's spool directly",
+                target.url
+            ))),
+        },
         Err(ApiError::Failed(e)) => Err(e),
     }
 }
 
 enum ApiError {
-    Unreachable,
+    Unreachable(String),
     Failed(CommandError),
 }
 
@@ -45,10 +60,15 @@ async fn via_api(
     action: &Action,
 ) -> Result<String, ApiError> {
     let sent = match action {
-        Action::List { .. } => {
-            let mut req = http.get(format!("{base}/v1/dead-letters"));
+        Action::List { limit, after, .. } => {
+            let mut req = http
+                .get(format!("{base}/v1/dead-letters"))
+                .query(&[("limit", limit.to_string())]);
             if let Some(b) = backend {
                 req = req.query(&[("backend", b)]);
+            }
+            if let Some(a) = after {
+                req = req.query(&[("after", a)]);
             }
             req.send().await
         }
@@ -68,15 +88,20 @@ async fn via_api(
     };
     let resp = match sent {
         Ok(r) => r,
-        Err(e) if e.is_connect() => return Err(ApiError::Unreachable),
+        Err(e) if e.is_connect() => return Err(ApiError::Unreachable(e.to_string())),
         Err(e) => return Err(ApiError::Failed(CommandError(format!("cannot reach {base}: {e}")))),
     };
     let resp = check(resp).await.map_err(ApiError::Failed)?;
     let bad = |e: reqwest::Error| ApiError::Failed(CommandError(format!("unexpected answer: {e}")));
     match action {
-        Action::List { json } => {
+        Action::List { json, .. } => {
+            let next_after = resp
+                .headers()
+                .get("x-next-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let records: Vec<DeadLetter> = resp.json().await.map_err(bad)?;
-            Ok(render(&records, *json))
+            Ok(render(&Page { records, next_after }, *json))
         }
         Action::Replay { .. } => {
             let v: serde_json::Value = resp.json().await.map_err(bad)?;
@@ -91,16 +116,12 @@ async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> R
     let dir = sidecar.config().spool.dir.clone();
     let chosen = slots.select(backend).map_err(|e| CommandError(e.to_string()))?;
     if !dir.join("spool.redb").exists() {
-        return Err(CommandError(format!(
-            "the sidecar is not running at {} and there is no spool in {}",
-            base_url(sidecar.config().server.listen),
-            dir.display()
-        )));
+        return Err(CommandError(format!("there is no spool in {}", dir.display())));
     }
     let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, SpoolLimits::default()))
         .await
         .map_err(|e| CommandError(e.to_string()))?
-        .map_err(|e| CommandError(format!("sidecar not running and {e}")))?;
+        .map_err(|e| CommandError(format!("sidecar not answering and {e}")))?;
     let result = offline_action(&spool, chosen, action).await;
     // Close cleanly, so the sidecar's next start needs no repair.
     let closed = spool.close().await;
@@ -112,9 +133,17 @@ async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> R
 async fn offline_action(spool: &Spool, slots: Vec<Slot>, action: &Action) -> Result<String, CommandError> {
     let failed = |e: SpoolError| CommandError(e.to_string());
     match action {
-        Action::List { json } => {
-            let all = dead_letters::list(spool, slots).await.map_err(failed)?;
-            Ok(render(&all, *json))
+        Action::List { json, limit, after } => {
+            let req = PageRequest {
+                after: after.clone(),
+                limit: *limit,
+                order: Default::default(),
+            };
+            let page = dead_letters::page(spool, slots, req).await.map_err(|e| match e {
+                PageError::UnknownAfter(_) => CommandError(format!("--{e}")),
+                PageError::Spool(e) => failed(e),
+            })?;
+            Ok(render(&page, *json))
         }
         Action::Replay { ids } => {
             let ids = (!ids.is_empty()).then(|| ids.clone());
@@ -126,8 +155,14 @@ async fn offline_action(spool: &Spool, slots: Vec<Slot>, action: &Action) -> Res
     }
 }
 
-fn render(records: &[DeadLetter], as_json: bool) -> String {
+/// The page, and how to get the next one. With `--json` the records are
+/// the whole of stdout (so it stays parseable) and the cursor goes to stderr.
+fn render(page: &Page, as_json: bool) -> String {
+    let records = &page.records;
     if as_json {
+        if let Some(next) = &page.next_after {
+            eprintln!("more dead letters: next page with --after {next}");
+        }
         return serde_json::to_string_pretty(records).unwrap_or_default() + "\n";
     }
     let mut out = String::new();
@@ -147,6 +182,17 @@ fn render(records: &[DeadLetter], as_json: bool) -> String {
             r.backend, r.id, r.attempts, r.dead_at, err
         );
     }
-    let _ = writeln!(out, "{} dead letters", records.len());
+    match &page.next_after {
+        Some(next) => {
+            let _ = writeln!(
+                out,
+                "{} dead letters on this page; next page: --after {next}",
+                records.len()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "{} dead letters", records.len());
+        }
+    }
     out
 }

@@ -4,6 +4,7 @@ pub mod check_config;
 pub mod dlq;
 pub mod import_mongooseim;
 pub mod status;
+pub mod target;
 
 /// A command failed; the message is printed and the process exits 1.
 #[derive(Debug, thiserror::Error)]

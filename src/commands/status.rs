@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use serde::Deserialize;
 
+use super::target::Target;
 use super::{check, client, CommandError};
 
 #[derive(Deserialize)]
@@ -22,9 +23,9 @@ struct Row {
     circuit_open: bool,
 }
 
-pub async fn run(url: &str, token: Option<&str>) -> Result<String, CommandError> {
-    let url = format!("{}/v1/backends", url.trim_end_matches('/'));
-    let resp = client(token)?
+pub async fn run(target: Target) -> Result<String, CommandError> {
+    let url = format!("{}/v1/backends", target.url);
+    let resp = client(target.token.as_deref())?
         .get(&url)
         .send()
         .await
@@ -39,13 +40,15 @@ pub async fn run(url: &str, token: Option<&str>) -> Result<String, CommandError>
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(7);
+    // `KIND.NAME`: names are unique per kind only.
+    let ids: Vec<String> = rows.iter().map(|r| format!("{}.{}", r.kind, r.name)).collect();
+    let w = ids.iter().map(String::len).max().unwrap_or(4).max(7);
     let _ = writeln!(
         out,
         "{:<w$}  {:<6}  {:<7}  {:>9}  {:>9}  {:>10}  {:>8}  {:>12}",
         "BACKEND", "KIND", "STATE", "QUEUED", "IN FLIGHT", "DELIVERED", "FAILED", "DEAD LETTERS"
     );
-    for r in rows {
+    for (r, id) in rows.iter().zip(&ids) {
         let state = if r.paused {
             "paused"
         } else if !r.ready {
@@ -58,7 +61,7 @@ fn table(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "{:<w$}  {:<6}  {:<7}  {:>9}  {:>9}  {:>10}  {:>8}  {:>12}",
-            r.name, r.kind, state, r.queued, r.in_flight, r.delivered, r.failed, r.dead_letters
+            id, r.kind, state, r.queued, r.in_flight, r.delivered, r.failed, r.dead_letters
         );
     }
     out

@@ -2,16 +2,20 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::body::read_bounded;
 use super::error;
 use crate::state::AppState;
-use event_pusher_core::delivery::{dead_letters, Lookup};
+use event_pusher_core::delivery::dead_letters::{self, PageError};
+use event_pusher_core::delivery::Lookup;
+use event_pusher_core::spool::Order;
 use event_pusher_core::Slot;
 
 pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {
@@ -34,7 +38,7 @@ async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
     match state.engine.set_paused(slot, paused).await {
         Ok(status) => {
             tracing::info!(
-                backend = name,
+                backend = %state.spool().slot(slot).name,
                 paused,
                 "backend {}",
                 if paused { "paused" } else { "resumed" }
@@ -48,19 +52,66 @@ async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
 #[derive(Deserialize)]
 pub struct DeadLetterQuery {
     backend: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+    order: Option<String>,
 }
 
-/// `GET /v1/dead-letters[?backend=NAME]`: a JSON array of records, oldest
-/// first per backend.
+/// `GET /v1/dead-letters?backend=KIND.NAME&limit=N&after=ID&order=asc|desc`:
+/// a JSON array of records, one page. When more remain, `X-Next-After`
+/// carries the `after` of the next page and `Link` its URL (`rel="next"`).
 pub async fn list_dead_letters(State(state): State<Arc<AppState>>, Query(q): Query<DeadLetterQuery>) -> Response {
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => dead_letters::DEFAULT_PAGE,
+        Some(Ok(n)) if (1..=dead_letters::MAX_PAGE).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit: must be a number from 1 to {}", dead_letters::MAX_PAGE),
+            )
+        }
+    };
+    let order = match q.order.as_deref() {
+        None | Some("asc") => Order::Asc,
+        Some("desc") => Order::Desc,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("order: must be \"asc\" or \"desc\", not \"{other}\""),
+            )
+        }
+    };
     let slots = match slots_for(&state, q.backend.as_deref()) {
         Ok(s) => s,
         Err(resp) => return *resp,
     };
-    match dead_letters::list(state.spool(), slots).await {
-        Ok(records) => Json(records).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let req = dead_letters::PageRequest {
+        after: q.after.clone(),
+        limit,
+        order,
+    };
+    let page = match dead_letters::page(state.spool(), slots, req).await {
+        Ok(p) => p,
+        Err(e @ PageError::UnknownAfter(_)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(PageError::Spool(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mut resp = Json(page.records).into_response();
+    if let Some(next) = page.next_after {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(b) = &q.backend {
+            query.append_pair("backend", b);
+        }
+        query.append_pair("limit", &limit.to_string());
+        query.append_pair("order", if order == Order::Asc { "asc" } else { "desc" });
+        query.append_pair("after", &next);
+        let link = format!("</v1/dead-letters?{}>; rel=\"next\"", query.finish());
+        for (name, value) in [("x-next-after", next), ("link", link)] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
     }
+    resp
 }
 
 #[derive(Deserialize)]
@@ -72,7 +123,20 @@ pub struct ReplayRequest {
 
 /// `POST /v1/dead-letters/replay {"backend": NAME, "ids": [...]}`: move dead
 /// letters back into the delivery queue (all of them when `ids` is absent).
-pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+pub async fn replay(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    // Bounded like ingest: a list of ids is the most a replay names.
+    let body = match read_bounded(
+        &headers,
+        body,
+        state.max_body_bytes,
+        "server.max_body_bytes",
+        state.body_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     // No body, `null` or `{}`: everything.
     let req: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayRequest {
@@ -92,11 +156,14 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
         Ok(s) => s,
         Err(resp) => return *resp,
     };
+    // `KIND.NAME` of what was chosen, for the log: the request may give a
+    // bare name.
+    let chosen: Vec<String> = slots.iter().map(|s| state.spool().slot(*s).name.clone()).collect();
     let replayed = match dead_letters::replay(state.spool(), slots, req.ids).await {
         Ok(n) => n,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    tracing::info!(replayed, backend = ?req.backend, "dead letters replayed");
+    tracing::info!(replayed, backends = %chosen.join(","), "dead letters replayed");
     (StatusCode::OK, Json(json!({"replayed": replayed}))).into_response()
 }
 

@@ -17,7 +17,7 @@ pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(bearer_token);
     let problem = match given {
         None => Some("missing bearer token: send `Authorization: Bearer <token>`"),
         Some(t) if !constant_time_eq(t.trim().as_bytes(), expected.as_bytes()) => Some("invalid bearer token"),
@@ -26,7 +26,7 @@ pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, nex
     match problem {
         None => next.run(req).await,
         Some(msg) => {
-            if req.uri().path() == "/v1/events" {
+            if is_ingest(req.uri().path()) {
                 state.metrics.request(401);
             }
             let mut resp = super::error(StatusCode::UNAUTHORIZED, msg);
@@ -37,10 +37,37 @@ pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, nex
     }
 }
 
+/// The token of a `Bearer` credential. The scheme is case-insensitive
+/// (RFC 9110 §11.1): `Bearer`, `bearer` and `BEARER` all count.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+/// Whether `path` is an ingest endpoint, whose refusals count in the ingest
+/// metrics.
+fn is_ingest(path: &str) -> bool {
+    path == "/v1/events" || path == "/v1/mongooseim/http" || path.starts_with("/v1/mongooseim/http/")
+}
+
 /// Compare without leaking, through timing, how much of the token matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for v in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "bEaReR s3cret"] {
+            assert_eq!(bearer_token(v), Some("s3cret"), "{v}");
+        }
+        assert_eq!(bearer_token("Basic s3cret"), None);
+        assert_eq!(bearer_token("Bearers3cret"), None);
+    }
 }

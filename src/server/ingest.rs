@@ -1,11 +1,14 @@
 //! `POST /v1/events`: hook calls in, `202` once every event is in the spool.
 //!
 //! This handler only maps HTTP onto [`Pipeline::accept`]: it reads the body
-//! in full (up to `max_body_bytes`), picks the framing from the content
+//! in full (up to `max_body_bytes`, within `body_timeout_ms`), picks the framing from the content
 //! type, and turns the outcome into a status. Translation, the chain and the
-//! all-or-nothing spool append are the pipeline's.
+//! all-or-nothing spool append are the pipeline's. An `Idempotency-Key`
+//! goes to [`Pipeline::accept_keyed`]: a retry gets the first answer with
+//! `Idempotent-Replayed: true`, other content under the key gets 422.
 //!
 //! [`Pipeline::accept`]: event_pusher_core::Pipeline::accept
+//! [`Pipeline::accept_keyed`]: event_pusher_core::Pipeline::accept_keyed
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,9 +21,10 @@ use axum::Json;
 use bytes::Bytes;
 use event_pusher_core::hook::{parse_body, Framing};
 use event_pusher_core::spool::SpoolError;
-use event_pusher_core::{Accepted, IngestError};
+use event_pusher_core::{Accepted, IngestError, KeyedOutcome};
 use serde_json::json;
 
+use super::body::read_bounded;
 use super::error;
 use crate::state::AppState;
 
@@ -34,30 +38,11 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     if !state.accepting.load(Ordering::Acquire) {
         return unavailable("shutting down", 5);
     }
-    let limit = state.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large(limit);
-    }
-    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_body(state, headers, body).await {
         Ok(b) => b,
-        // to_bytes fails either on the limit or on a broken connection.
-        Err(e) if is_length_limit(&e) => return too_large(limit),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")),
+        Err(answer) => return answer,
     };
-    // Media types are case-insensitive (RFC 9110 §8.3.1).
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    let framing = match content_type
-        .as_deref()
-        .and_then(|ct| ct.split(';').next())
-        .map(str::trim)
-    {
+    let framing = match media_type(headers).as_deref() {
         Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => Framing::NdJson,
         _ => Framing::Json,
     };
@@ -66,33 +51,92 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Err(e) => return bad_request(&e.message, e.index),
     };
 
-    match state.pipeline.accept(&calls).await {
-        Ok(Accepted { ids, stopped }) => {
-            state
-                .metrics
-                .events_accepted
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            state.metrics.events_stopped.fetch_add(stopped, Ordering::Relaxed);
-            (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
+    let key = match idempotency_key(headers) {
+        Ok(k) => k,
+        Err(resp) => return *resp,
+    };
+    let outcome = match key {
+        None => state.pipeline.accept(&calls).await.map(KeyedOutcome::Stored),
+        Some(key) => state.pipeline.accept_keyed(&calls, key).await,
+    };
+    match outcome {
+        Ok(KeyedOutcome::Stored(Accepted { ids, stopped })) => {
+            state.metrics.accepted(ids.len(), stopped);
+            accepted(&ids)
         }
+        Ok(KeyedOutcome::Replayed(Accepted { ids, .. })) => {
+            let mut resp = accepted(&ids);
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            resp
+        }
+        Ok(KeyedOutcome::Conflict) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Idempotency-Key \"{}\" was already used for a request with different content",
+                key.unwrap_or_default()
+            ),
+        ),
         Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
-        Err(IngestError::Spool(SpoolError::Full(why))) => unavailable(&why, 1),
-        Err(IngestError::Spool(e)) => {
+        Err(IngestError::Spool(e)) => spool_refused(e),
+    }
+}
+
+/// The whole body, up to `server.max_body_bytes`; the answer to give
+/// instead when it is larger (413) or the connection breaks (400).
+pub(super) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    read_bounded(
+        headers,
+        body,
+        state.max_body_bytes,
+        "server.max_body_bytes",
+        state.body_timeout,
+    )
+    .await
+    .map_err(super::body::BodyError::into_response)
+}
+
+/// The request's media type without parameters, lower-case (media types
+/// are case-insensitive, RFC 9110 §8.3.1).
+pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(content_type.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// 503 with `Retry-After` when the spool refused or failed the write.
+pub(super) fn spool_refused(e: SpoolError) -> Response {
+    match e {
+        SpoolError::Full(why) => unavailable(&why, 1),
+        e => {
             tracing::error!(error = %e, "ingest refused: spool write failed");
             unavailable(&e.to_string(), 5)
         }
     }
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = src {
-        if s.to_string().contains("length limit exceeded") {
-            return true;
-        }
-        src = s.source();
+fn accepted(ids: &[String]) -> Response {
+    (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
+}
+
+/// Longest `Idempotency-Key` taken; keys are stored, so they are bounded.
+const MAX_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key`: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Box<Response>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key =
+        v.to_str().ok().map(str::trim).filter(|k| {
+            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        });
+    match key {
+        Some(k) => Ok(Some(k)),
+        None => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        ))),
     }
-    false
 }
 
 fn bad_request(message: &str, index: Option<usize>) -> Response {
@@ -103,14 +147,7 @@ fn bad_request(message: &str, index: Option<usize>) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-fn too_large(limit: usize) -> Response {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body is larger than server.max_body_bytes ({limit} bytes)"),
-    )
-}
-
-fn unavailable(why: &str, retry_after_secs: u64) -> Response {
+pub(super) fn unavailable(why: &str, retry_after_secs: u64) -> Response {
     let mut resp = error(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("not accepted, try again later: {why}"),

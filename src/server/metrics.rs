@@ -38,6 +38,8 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         "Events stopped by a filter.",
         m.events_stopped.load(Ordering::Relaxed),
     );
+    event_pusher_filters::metrics::render(&mut out);
+    state.reloader.render_metrics(&mut out);
     single(
         &mut out,
         "event_pusher_spool_bytes",

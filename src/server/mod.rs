@@ -1,10 +1,14 @@
-//! The HTTP listener: ingest (`/v1/events`), probes, the admin API and
-//! metrics, all on one port.
+//! The HTTP listener: ingest (`/v1/events`, MongooseIM's form posts),
+//! probes, the admin API and metrics, all on one port.
 
 mod admin;
 mod auth;
+mod body;
+mod filters;
 mod ingest;
+pub mod listener;
 mod metrics;
+mod mongooseim;
 mod ui;
 
 use std::sync::Arc;
@@ -25,6 +29,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/backends/{name}/resume", post(admin::resume))
         .route("/v1/dead-letters", get(admin::list_dead_letters))
         .route("/v1/dead-letters/replay", post(admin::replay))
+        .route("/v1/filters/reload", post(filters::reload))
+        // MongooseIM appends its handler's `path`: take any path below.
+        .route("/v1/mongooseim/http", post(mongooseim::post_form))
+        .route("/v1/mongooseim/http/", post(mongooseim::post_form))
+        .route("/v1/mongooseim/http/{*path}", post(mongooseim::post_form))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/health", get(health))
@@ -42,14 +51,15 @@ async fn health() -> Response {
     (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
 }
 
-/// 200 once the spool is open and every backend has started.
+/// 200 once the spool is open and every backend has started. Backends are
+/// named `KIND.NAME`: names are unique per kind only.
 async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     let not_ready: Vec<String> = state
         .engine
         .backends()
         .iter()
         .filter(|b| !b.is_ready())
-        .map(|b| b.name.clone())
+        .map(|b| format!("{}.{}", b.kind, b.name))
         .collect();
     if !state.spool().is_healthy() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "spool is not writable");

@@ -5,10 +5,12 @@
 //!   Standard Webhooks signature.
 //! - `publish.rs`: sending, and turning the answer into delivered /
 //!   retry / dead letter.
+//! - `response.rs`: reading the answer's body with a bound.
 
 mod config;
 mod publish;
 mod request;
+mod response;
 
 pub use config::{Format, HttpConfig, WebhookSecret};
 pub use publish::HttpBackend;

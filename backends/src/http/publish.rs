@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 
 use super::config::{Format, HttpConfig, WebhookSecret};
 use super::request::{form_body, sign};
+use super::response::{drain_success, error_excerpt};
 
 pub struct HttpBackend {
     client: reqwest::Client,
@@ -24,9 +25,6 @@ pub struct HttpBackend {
 }
 
 const USER_AGENT: &str = concat!("event-pusher/", env!("CARGO_PKG_VERSION"));
-/// How much of an error answer's body is kept for the dead-letter record.
-const BODY_EXCERPT: usize = 512;
-
 impl HttpBackend {
     pub fn new(_name: &str, config: &HttpConfig) -> Result<Self, BackendError> {
         let mut headers = HeaderMap::new();
@@ -107,6 +105,7 @@ impl HttpBackend {
         let resp = req.body(body).send().await.map_err(transport_error)?;
         let status = resp.status();
         if status.is_success() {
+            drain_success(resp).await;
             return Ok(());
         }
         let retry_after = resp
@@ -114,11 +113,7 @@ impl HttpBackend {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let excerpt = match resp.bytes().await {
-            Ok(b) => String::from_utf8_lossy(&b[..b.len().min(BODY_EXCERPT)]).into_owned(),
-            Err(_) => String::new(),
-        };
-        Err(classify(status, retry_after, excerpt))
+        Err(classify(status, retry_after, error_excerpt(resp).await))
     }
 }
 

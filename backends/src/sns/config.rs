@@ -52,6 +52,11 @@ pub struct SnsConfig {
     /// Group messages (`type = "groupchat"`, direction in).
     #[serde(default, deserialize_with = "topic")]
     pub muc_messages_topic: Option<String>,
+    /// Create the configured topics at start (`CreateTopic`, idempotent):
+    /// for emulators and first runs. Off by default: production topics
+    /// usually belong to infrastructure code.
+    #[serde(default)]
+    pub create_topics: bool,
     /// Send waiting events for the same topic in one `PublishBatch` call.
     #[serde(default = "default_batch")]
     pub batch: bool,

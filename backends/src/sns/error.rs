@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use aws_sdk_sns::config::http::HttpResponse;
-use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use event_pusher_core::DeliveryError;
 
 /// Error codes that mean "not now" rather than "never", whatever the status.
@@ -48,6 +48,50 @@ fn is_throttling(code: &str) -> bool {
     code.contains("Throttl") || code == "TooManyRequestsException" || code == "RequestLimitExceeded"
 }
 
+/// Most bytes of an error text (SNS's message, an SDK error chain) kept in
+/// a delivery error: these end up in logs and dead letters, and the SDK's
+/// full chain (e.g. every credential provider's failure, IMDS included) runs
+/// to kilobytes.
+pub(crate) const MAX_ERROR_TEXT: usize = 400;
+
+/// `text` cut to [`MAX_ERROR_TEXT`] bytes at a character boundary.
+pub(crate) fn bounded(text: &str) -> String {
+    if text.len() <= MAX_ERROR_TEXT {
+        return text.to_owned();
+    }
+    let mut cut = MAX_ERROR_TEXT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
+/// An error in one short line: what failed, and its root cause (the last
+/// source in the chain), bounded. The layers between say little to an
+/// operator and make the text long.
+pub(crate) fn brief(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = err;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let (top, cause) = (one_line(&err.to_string()), one_line(&root.to_string()));
+    if std::ptr::addr_eq(root, err) || top.contains(&cause) {
+        bounded(&top)
+    } else {
+        bounded(&format!("{top}: {cause}"))
+    }
+}
+
+/// Multi-line error texts (the credential chain lists one provider per
+/// line) joined into one log-friendly line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Classify an error code from SNS. `status` is the HTTP status of the
 /// answer (0 for a batch entry, which has none); `sender_fault` is what a
 /// batch entry says about whose fault it was.
@@ -58,7 +102,7 @@ pub(crate) fn classify(
     status: u16,
     sender_fault: Option<bool>,
 ) -> DeliveryError {
-    let message = message.trim();
+    let message = bounded(message.trim());
     let text = match code {
         "NotFound" | "NotFoundException" => {
             format!(
@@ -91,6 +135,7 @@ pub(crate) fn classify(
 pub(crate) fn from_sdk<E>(topic_arn: &str, err: SdkError<E, HttpResponse>) -> DeliveryError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    SdkError<E, HttpResponse>: std::error::Error + 'static,
 {
     match &err {
         SdkError::ServiceError(se) => {
@@ -102,20 +147,19 @@ where
         SdkError::TimeoutError(_) => DeliveryError::retryable(format!("publish to SNS topic {topic_arn} timed out")),
         // Connection refused or reset, DNS, TLS, and credentials that could
         // not be loaded right now (identity resolution fails at this stage).
-        SdkError::DispatchFailure(_) => DeliveryError::retryable(format!(
-            "cannot reach SNS for topic {topic_arn}: {}",
-            DisplayErrorContext(&err)
-        )),
+        SdkError::DispatchFailure(_) => {
+            DeliveryError::retryable(format!("cannot reach SNS for topic {topic_arn}: {}", brief(&err)))
+        }
         // An answer that is not SNS's (a proxy's error page, a cut body).
         SdkError::ResponseError(r) => DeliveryError::retryable(format!(
             "unreadable answer from SNS for topic {topic_arn}: {}",
-            DisplayErrorContext(&err)
+            brief(&err)
         ))
         .with_status(r.raw().status().as_u16()),
         // The request could not even be built: it will not build next time.
         _ => DeliveryError::permanent(format!(
             "cannot build the SNS request for topic {topic_arn}: {}",
-            DisplayErrorContext(&err)
+            brief(&err)
         )),
     }
 }
@@ -159,7 +203,41 @@ mod tests {
             assert!(e.message.contains(code) && e.message.contains(ARN), "{}", e.message);
         }
         let nf = classify(ARN, "NotFound", "Topic does not exist", 404, None);
+        let long = classify(ARN, "InvalidParameter", &"é".repeat(5000), 400, None);
+        assert!(long.message.len() < MAX_ERROR_TEXT + 200, "{}", long.message.len());
         assert!(nf.message.contains("does not exist"), "{}", nf.message);
+    }
+
+    #[test]
+    fn brief_keeps_the_top_and_the_root_cause_only() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let chain = Layer(
+            "dispatch failure",
+            Some(Box::new(Layer(
+                "middle",
+                Some(Box::new(Layer("connection refused", None))),
+            ))),
+        );
+        assert_eq!(brief(&chain), "dispatch failure: connection refused");
+        assert_eq!(brief(&Layer("alone", None)), "alone");
+        assert_eq!(
+            brief(&Layer("chain:\n  Env: unset\n  Imds: timeout\n", None)),
+            "chain:; Env: unset; Imds: timeout"
+        );
+        let huge = "x".repeat(10_000);
+        let leaked: &'static str = Box::leak(huge.into_boxed_str());
+        assert!(brief(&Layer(leaked, None)).len() <= MAX_ERROR_TEXT + 3);
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! - `publish.rs`: the AWS client, `Publish` and `PublishBatch`, and one
 //!   result per event.
 //! - `error.rs`: which AWS errors are retried and which are dead-lettered.
+//! - `topics.rs`: checking (or, with `create_topics`, creating) the topics
+//!   at start.
 
 mod config;
 mod error;
 mod message;
 mod publish;
+mod topics;
 
 pub use config::{Secret, SnsConfig};
 pub use message::{

@@ -20,17 +20,17 @@ use async_trait::async_trait;
 use aws_sdk_sns::config::retry::RetryConfig as SdkRetryConfig;
 use aws_sdk_sns::config::timeout::TimeoutConfig;
 use aws_sdk_sns::config::{BehaviorVersion, Credentials, ProvideCredentials, Region, SharedCredentialsProvider};
-use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sns::types::PublishBatchRequestEntry;
 use aws_sdk_sns::Client;
 use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError, Event};
 use tokio::sync::OnceCell;
 
 use super::config::{parse_arn, partition, Secret, SnsConfig};
-use super::error::{classify, from_sdk};
+use super::error::{brief, classify, from_sdk};
 use super::message::{
     publication, topic_kind, Publication, TopicKind, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES,
 };
+use super::topics::{check_topics, create_topics};
 
 /// One configured topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,12 +54,15 @@ struct Aws {
 }
 
 pub struct SnsBackend {
-    name: String,
+    /// `sns.NAME`, for logs and errors.
+    label: String,
     settings: Settings,
     presence: Option<Topic>,
     pm: Option<Topic>,
     muc: Option<Topic>,
     batch: bool,
+    /// Create the topics at start (emulators, first runs).
+    create_topics: bool,
     aws: OnceCell<Aws>,
 }
 
@@ -86,7 +89,7 @@ impl SnsBackend {
                 .transpose()
         };
         let backend = SnsBackend {
-            name: name.to_owned(),
+            label: format!("sns.{name}"),
             settings: Settings {
                 region: config.region.clone(),
                 endpoint_url: config
@@ -100,10 +103,11 @@ impl SnsBackend {
             pm: topic("pm_messages_topic", &config.pm_messages_topic)?,
             muc: topic("muc_messages_topic", &config.muc_messages_topic)?,
             batch: config.batch,
+            create_topics: config.create_topics,
             aws: OnceCell::new(),
         };
         if backend.presence.is_none() && backend.pm.is_none() && backend.muc.is_none() {
-            tracing::warn!(backend = %name, "no SNS topic is configured; this backend publishes nothing");
+            tracing::warn!(backend = %format!("sns.{name}"), "no SNS topic is configured; this backend publishes nothing");
         }
         Ok(backend)
     }
@@ -143,7 +147,7 @@ impl SnsBackend {
             return Err(DeliveryError::permanent(format!(
                 "SNS backend {} has no topic for this event (presence needs presence_updates_topic, incoming chat \
                  pm_messages_topic, incoming groupchat muc_messages_topic)",
-                self.name
+                self.label
             )));
         };
         let p = publication(event).map_err(DeliveryError::permanent)?;
@@ -331,8 +335,8 @@ impl Backend for SnsBackend {
 
     /// Build the client and check that credentials can be found, so that a
     /// machine without any keeps its events queued (and `/ready` false)
-    /// instead of burning their attempts. Missing topics are only logged:
-    /// publishing may be allowed where `GetTopicAttributes` is not.
+    /// instead of burning their attempts. Then create the topics
+    /// (`create_topics = true`) or check that they exist (see `topics.rs`).
     async fn start(&self) -> Result<(), BackendError> {
         let aws = self.aws().await;
         match &aws.credentials {
@@ -340,36 +344,22 @@ impl Backend for SnsBackend {
                 if let Err(e) = provider.provide_credentials().await {
                     return Err(BackendError::with_source(
                         format!(
-                            "SNS backend {}: no AWS credentials ({}); set access_key_id and secret_access_key, or \
-                             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or an instance role",
-                            self.name,
-                            DisplayErrorContext(&e)
+                            "{}: no AWS credentials ({}); set access_key_id and secret_access_key (any \
+                             non-empty pair for an emulator), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a \
+                             profile, or an instance role",
+                            self.label,
+                            brief(&e)
                         ),
                         e,
                     ));
                 }
             }
-            None => {
-                return Err(BackendError::new(format!(
-                    "SNS backend {}: no AWS credential provider",
-                    self.name
-                )))
-            }
+            None => return Err(BackendError::new(format!("{}: no AWS credential provider", self.label))),
         }
-        for topic in self.topics() {
-            match aws.client.get_topic_attributes().topic_arn(&topic.arn).send().await {
-                Ok(_) => {
-                    tracing::debug!(backend = %self.name, topic = %topic.arn, "SNS topic found")
-                }
-                Err(e) if e.code().is_some_and(|c| c.starts_with("NotFound")) => tracing::warn!(
-                    backend = %self.name,
-                    topic = %topic.arn,
-                    "SNS topic does not exist; events for it will be dead-lettered until it is created"
-                ),
-                Err(e) => {
-                    tracing::debug!(backend = %self.name, topic = %topic.arn, error = %DisplayErrorContext(&e), "cannot check SNS topic")
-                }
-            }
+        if self.create_topics {
+            create_topics(&aws.client, &self.label, self.topics()).await?;
+        } else {
+            check_topics(&aws.client, &self.label, self.topics()).await;
         }
         Ok(())
     }

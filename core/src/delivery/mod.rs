@@ -2,6 +2,7 @@
 //! its queue from the spool and carrying each event to the backend with
 //! retries, per-user ordering, a circuit breaker and dead letters.
 
+mod attempt_log;
 mod breaker;
 mod queue;
 mod retry;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use attempt_log::AttemptLog;
 pub use breaker::BreakerPolicy;
 pub use queue::DeliveryQueue;
 pub use retry::RetryPolicy;
@@ -22,7 +24,7 @@ pub use retry::RetryPolicy;
 use crate::backend::{AnyBackend, Deliver};
 use crate::metrics::BackendStats;
 use crate::slot::{Slot, SlotRegistry};
-use crate::spool::{DeadLetter, Spool, SpoolError};
+use crate::spool::{DeadLetter, Order, Spool, SpoolError};
 
 /// How one backend instance's queue delivers.
 #[derive(Debug, Clone)]
@@ -56,12 +58,16 @@ pub struct BackendHandle {
     pub stats: Arc<BackendStats>,
     /// Set once the backend's `start` has succeeded.
     pub started: AtomicBool,
+    /// Failed attempts at WARN, rate-limited; also holds the `KIND.NAME` label.
+    pub attempt_log: AttemptLog,
 }
 
 impl BackendHandle {
     pub fn new(name: impl Into<String>, backend: AnyBackend, options: DeliveryOptions) -> Self {
+        let name = name.into();
         BackendHandle {
-            name: name.into(),
+            attempt_log: AttemptLog::new(backend.kind, &name),
+            name,
             kind: backend.kind,
             backend: backend.deliver,
             options,
@@ -252,6 +258,81 @@ pub mod dead_letters {
         .map_err(SpoolError::io)?
     }
 
+    /// Largest page a caller may ask for.
+    pub const MAX_PAGE: usize = 10_000;
+    /// Page size when the caller does not say.
+    pub const DEFAULT_PAGE: usize = 1_000;
+
+    /// Which page of a dead-letter listing.
+    #[derive(Debug, Clone)]
+    pub struct PageRequest {
+        /// The event id of the last record of the previous page.
+        pub after: Option<String>,
+        pub limit: usize,
+        pub order: Order,
+    }
+
+    /// One page, and the cursor of the next one when more records remain.
+    #[derive(Debug, Clone)]
+    pub struct Page {
+        pub records: Vec<DeadLetter>,
+        /// The `after` of the next page: the last record's event id.
+        pub next_after: Option<String>,
+    }
+
+    /// Why a page could not be read.
+    #[derive(Debug, Clone, thiserror::Error)]
+    pub enum PageError {
+        #[error("after: no dead letter with id \"{0}\" (it may have been replayed since)")]
+        UnknownAfter(String),
+        #[error(transparent)]
+        Spool(#[from] SpoolError),
+    }
+
+    /// A page of the dead letters of `slots`, merged by dead-letter key
+    /// (the order the events died, one sequence across slots). Reads at most
+    /// `limit + 1` records per slot.
+    ///
+    /// `after` names a record by event id. One event dead in two backends
+    /// has two records with the same id; the cursor then resumes after the
+    /// earlier of them in page order, so a page boundary between the two
+    /// repeats a record rather than skipping one.
+    pub async fn page(spool: &Spool, slots: Vec<Slot>, req: PageRequest) -> Result<Page, PageError> {
+        let spool = spool.clone();
+        tokio::task::spawn_blocking(move || {
+            let after = match &req.after {
+                None => None,
+                Some(id) => {
+                    let mut seqs = Vec::new();
+                    for slot in &slots {
+                        seqs.extend(spool.find_dead(*slot, id)?);
+                    }
+                    let pick = match req.order {
+                        Order::Asc => seqs.into_iter().min(),
+                        Order::Desc => seqs.into_iter().max(),
+                    };
+                    Some(pick.ok_or_else(|| PageError::UnknownAfter(id.clone()))?)
+                }
+            };
+            let want = req.limit.saturating_add(1);
+            let mut rows = Vec::new();
+            for slot in slots {
+                rows.extend(spool.read_dead(slot, after, req.order, want)?);
+            }
+            match req.order {
+                Order::Asc => rows.sort_by_key(|(seq, _)| *seq),
+                Order::Desc => rows.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq)),
+            }
+            let more = rows.len() > req.limit;
+            rows.truncate(req.limit);
+            let records: Vec<DeadLetter> = rows.into_iter().map(|(_, d)| d).collect();
+            let next_after = more.then(|| records.last().map(|r| r.id.clone())).flatten();
+            Ok(Page { records, next_after })
+        })
+        .await
+        .map_err(|e| PageError::Spool(SpoolError::io(e)))?
+    }
+
     /// Move the dead letters of `slots` (all, or those with `ids`) back to
     /// their queues; how many moved.
     pub async fn replay(spool: &Spool, slots: Vec<Slot>, ids: Option<Vec<String>>) -> Result<usize, SpoolError> {
@@ -283,5 +364,71 @@ mod lookup_tests {
             matches!(find_backend(b, "main"), Err(Lookup::Ambiguous(_, ids)) if ids == ["rabbit.main", "sns.main"])
         );
         assert_eq!(find_backend(b, "nope"), Err(Lookup::NotFound("nope".into())));
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::dead_letters::{page, PageError, PageRequest};
+    use super::*;
+    use crate::spool::{LastError, SpoolLimits};
+    use bytes::Bytes;
+
+    fn dead(id: &str, backend: &str) -> DeadLetter {
+        DeadLetter::new(
+            id.to_owned(),
+            backend.to_owned(),
+            serde_json::json!({"id": id}),
+            1,
+            LastError {
+                status: Some(500),
+                message: "boom".into(),
+            },
+            time::OffsetDateTime::now_utc(),
+        )
+    }
+
+    fn ids(p: &dead_letters::Page) -> Vec<&str> {
+        p.records.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    /// Pages run in the order events died (not the order they were queued),
+    /// merged across backends, and the cursor resumes right after its record.
+    #[tokio::test]
+    async fn pages_follow_the_order_of_dying_across_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["http.a".to_owned(), "http.b".to_owned()];
+        let spool = Spool::open(dir.path(), &names, SpoolLimits::default()).unwrap();
+        let (a, b) = (Slot::new(0), Slot::new(1));
+        let ev = || Bytes::from_static(b"{}");
+        spool.append(vec![(a, ev()), (a, ev()), (b, ev())]).await.unwrap();
+        // Queued as 1, 2 (a) and 3 (b); they die as 3, 2, 1.
+        spool.dead_letter(b, 3, dead("E3", "b")).await.unwrap();
+        spool.dead_letter(a, 2, dead("E2", "a")).await.unwrap();
+        spool.dead_letter(a, 1, dead("E1", "a")).await.unwrap();
+
+        let req = |after: Option<&str>, limit, order| PageRequest {
+            after: after.map(str::to_owned),
+            limit,
+            order,
+        };
+        let all = vec![a, b];
+        let p = page(&spool, all.clone(), req(None, 2, Order::Asc)).await.unwrap();
+        assert_eq!(ids(&p), ["E3", "E2"]);
+        assert_eq!(p.next_after.as_deref(), Some("E2"));
+        let p = page(&spool, all.clone(), req(Some("E2"), 2, Order::Asc)).await.unwrap();
+        assert_eq!(ids(&p), ["E1"]);
+        assert_eq!(p.next_after, None);
+        let p = page(&spool, all.clone(), req(None, 1, Order::Desc)).await.unwrap();
+        assert_eq!(ids(&p), ["E1"]);
+        let p = page(&spool, all.clone(), req(Some("E1"), 5, Order::Desc))
+            .await
+            .unwrap();
+        assert_eq!(ids(&p), ["E2", "E3"]);
+        let p = page(&spool, vec![a], req(None, 5, Order::Desc)).await.unwrap();
+        assert_eq!(ids(&p), ["E1", "E2"]);
+        let err = page(&spool, all, req(Some("nope"), 5, Order::Asc)).await.unwrap_err();
+        assert!(matches!(err, PageError::UnknownAfter(_)), "{err}");
+        spool.close().await.unwrap();
     }
 }

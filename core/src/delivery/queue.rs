@@ -77,8 +77,10 @@ impl DeliveryQueue {
         }
     }
 
+    /// `KIND.NAME` (the spool's name for the slot), for logs: a bare name
+    /// can be shared by several kinds.
     fn name(&self) -> &str {
-        &self.handle.name
+        &self.spool.slot(self.slot).name
     }
 
     pub async fn run(mut self) {
@@ -419,7 +421,7 @@ impl DeliveryQueue {
         };
         let Some(p) = self.window.get_mut(seq) else { return };
         if real {
-            tracing::debug!(backend = %self.handle.name, id = %p.delivery.event.id, attempts, error = %err, "attempt failed");
+            self.handle.attempt_log.failed(&p.delivery.event.id, attempts, &err);
         }
         match decision {
             Decision::RetryAt(_) => {
@@ -445,14 +447,14 @@ impl DeliveryQueue {
                 );
                 match self.spool.dead_letter(self.slot, seq, record).await {
                     Ok(()) => {
-                        tracing::warn!(backend = %self.handle.name, %id, attempts, error = %err, "event dead-lettered");
+                        tracing::warn!(backend = %self.name(), %id, attempts, error = %err, "event dead-lettered");
                         self.handle.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         self.window.release(seq);
                     }
                     Err(e) => {
                         // The spool cannot take it now; keep the event and try
                         // the dead-letter move again after a backoff.
-                        tracing::error!(backend = %self.handle.name, error = %e, "cannot dead-letter; will retry");
+                        tracing::error!(backend = %self.name(), error = %e, "cannot dead-letter; will retry");
                         self.window.dead_letter_deferred(seq, Instant::now());
                     }
                 }

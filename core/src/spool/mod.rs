@@ -2,7 +2,9 @@
 //!
 //! One redb file holds, per backend instance, a queue table (`queue/NAME`,
 //! sequence number → canonical event JSON) and a dead-letter table
-//! (`dead/NAME`), plus a small `state` table (paused flags). All writes go
+//! (`dead/NAME`, keyed by a sequence number taken when the event died, so
+//! in dying order), plus a small `state` table (paused flags) and the
+//! idempotency keys of recent requests. All writes go
 //! through one [`SpoolWriter`](writer) thread that commits whatever has
 //! queued up in a single fsync'd transaction (group commit), so durability
 //! costs one fsync per batch of concurrent requests, not one per event.
@@ -17,6 +19,7 @@
 //! 503 and nothing already stored is lost.
 
 mod dead_letter;
+mod idempotency;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letter::{DeadLetter, LastError};
+pub use idempotency::{now_ms, KeyPolicy, KeyRecord, KeyedAppend};
 
 use crate::slot::Slot;
 use writer::Command;
@@ -77,6 +81,8 @@ pub struct SpoolLimits {
     pub max_queue: u64,
     /// Bytes of event data held (queues and dead letters together).
     pub max_bytes: u64,
+    /// How long and how many idempotency keys are remembered.
+    pub keys: KeyPolicy,
 }
 
 impl Default for SpoolLimits {
@@ -84,6 +90,7 @@ impl Default for SpoolLimits {
         SpoolLimits {
             max_queue: 1_000_000,
             max_bytes: 1 << 30,
+            keys: KeyPolicy::default(),
         }
     }
 }
@@ -277,6 +284,37 @@ impl Spool {
         self.call(|reply| Command::Append { items, reply }).await
     }
 
+    /// Like [`append`](Self::append), under an idempotency key: the events
+    /// and `record` are committed together, unless `key` is already live,
+    /// in which case nothing is stored and its first record comes back.
+    pub async fn append_keyed(
+        &self,
+        items: Vec<(Slot, Bytes)>,
+        key: String,
+        record: KeyRecord,
+    ) -> Result<KeyedAppend, SpoolError> {
+        let items = items.into_iter().map(|(s, b)| (s.index(), b)).collect();
+        self.call(|reply| Command::AppendKeyed {
+            items,
+            key,
+            record,
+            reply,
+        })
+        .await
+    }
+
+    /// The record of a live idempotency key. Blocking.
+    pub fn lookup_key(&self, key: &str) -> Result<Option<KeyRecord>, SpoolError> {
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        idempotency::lookup(&read, key, &self.shared.limits.keys)
+    }
+
+    /// How long and how many idempotency keys this spool remembers.
+    pub fn key_policy(&self) -> KeyPolicy {
+        self.shared.limits.keys
+    }
+
     /// Mark an event delivered: remove it from its queue. Not awaited; a
     /// crash before it is committed means one duplicate delivery, never a loss.
     pub fn ack(&self, slot: Slot, seq: u64) {
@@ -358,19 +396,89 @@ impl Spool {
 
     /// All dead letters of a backend, oldest first. Blocking.
     pub fn list_dead(&self, slot: Slot) -> Result<Vec<DeadLetter>, SpoolError> {
+        Ok(self
+            .read_dead(slot, None, Order::Asc, usize::MAX)?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
+    }
+
+    /// Up to `limit` dead letters of a backend with their sequence numbers,
+    /// in `order`, starting after sequence number `after` (exclusive). A
+    /// range scan: reads only what it returns. Blocking.
+    pub fn read_dead(
+        &self,
+        slot: Slot,
+        after: Option<u64>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(u64, DeadLetter)>, SpoolError> {
         let name = &self.shared.slots[slot.index()].name;
         let db = self.shared.db()?;
         let read = db.begin_read().map_err(io)?;
         let d = read
             .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
             .map_err(io)?;
-        let mut out = Vec::new();
-        for row in d.iter().map_err(io)? {
-            let (_, v) = row.map_err(io)?;
-            out.push(serde_json::from_slice(v.value()).map_err(io)?);
+        let rows = match (order, after) {
+            (Order::Asc, None) => d.range::<u64>(..),
+            (Order::Asc, Some(a)) => d.range(a.saturating_add(1)..),
+            (Order::Desc, None) => d.range::<u64>(..),
+            (Order::Desc, Some(a)) => d.range(..a),
+        }
+        .map_err(io)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut push = |row: Result<(redb::AccessGuard<u64>, redb::AccessGuard<&[u8]>), redb::StorageError>| {
+            let (k, v) = row.map_err(io)?;
+            out.push((k.value(), serde_json::from_slice(v.value()).map_err(io)?));
+            Ok::<_, SpoolError>(())
+        };
+        match order {
+            Order::Asc => rows.take(limit).try_for_each(&mut push)?,
+            Order::Desc => rows.rev().take(limit).try_for_each(&mut push)?,
         }
         Ok(out)
     }
+
+    /// The sequence numbers of a backend's dead letters for event `id`
+    /// (one, unless the event was dead-lettered, replayed and dead-lettered
+    /// again). Scans the table but parses only each record's leading `id`
+    /// field. Blocking.
+    pub fn find_dead(&self, slot: Slot, id: &str) -> Result<Vec<u64>, SpoolError> {
+        let name = &self.shared.slots[slot.index()].name;
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let d = read
+            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+            .map_err(io)?;
+        // Records are written by `DeadLetter`'s serializer: `id` first.
+        let prefix = format!("{{\"id\":{}", serde_json::Value::from(id));
+        let mut out = Vec::new();
+        for row in d.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            let bytes = v.value();
+            let hit = if bytes.starts_with(b"{\"id\":") {
+                bytes.starts_with(prefix.as_bytes()) && matches!(bytes.get(prefix.len()), Some(b',') | Some(b'}'))
+            } else {
+                // Not our serializer's layout: parse it.
+                serde_json::from_slice::<DeadLetter>(bytes).is_ok_and(|d| d.id == id)
+            };
+            if hit {
+                out.push(k.value());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Which way a dead-letter listing runs: by key, which is the order the
+/// events were dead-lettered (each gets a fresh sequence number then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
 }
 
 /// Open (or create, or repair after a crash) the database file and make
@@ -391,6 +499,8 @@ pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, Spoo
     let txn = db.begin_write().map_err(io)?;
     {
         txn.open_table(STATE).map_err(io)?;
+        txn.open_table(idempotency::KEYS).map_err(io)?;
+        txn.open_table(idempotency::KEYS_BY_TIME).map_err(io)?;
         for name in backends {
             txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
                 .map_err(io)?;

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::idempotency::{self, KeyRecord, KeyedAppend};
 use super::{dead_table, queue_table, DeadLetter, Shared, SpoolError, STATE};
 
 type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
@@ -28,6 +29,14 @@ pub(crate) enum Command {
     Append {
         items: Vec<(usize, Bytes)>,
         reply: Reply<()>,
+    },
+    /// An append under an idempotency key: stored with the key, unless the
+    /// key is already there.
+    AppendKeyed {
+        items: Vec<(usize, Bytes)>,
+        key: String,
+        record: KeyRecord,
+        reply: Reply<KeyedAppend>,
     },
     Ack {
         slot: usize,
@@ -186,7 +195,7 @@ impl SpoolWriter {
 
         // Results per command, decided while applying; replies are sent only
         // after the commit so nobody hears "stored" before it is.
-        let mut results: Vec<Result<usize, SpoolError>> = Vec::with_capacity(group.len());
+        let mut results: Vec<Result<Applied, SpoolError>> = Vec::with_capacity(group.len());
         let outcome = self.ensure_open().and_then(|db| {
             let mut txn = db.begin_write().map_err(super::io)?;
             txn.set_durability(if durable {
@@ -341,15 +350,44 @@ impl SpoolWriter {
 
     /// Apply one command inside the transaction. A refusal (limits) returns
     /// an error for that command alone; an I/O error aborts the group.
-    fn apply(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<usize, SpoolError> {
+    fn apply(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<Applied, SpoolError> {
+        if let Command::AppendKeyed { items, key, record, .. } = cmd {
+            return self.apply_append_keyed(txn, items, key, record, fx);
+        }
+        self.apply_counted(txn, cmd, fx).map(Applied::Count)
+    }
+
+    fn apply_counted(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<usize, SpoolError> {
         match cmd {
             Command::Append { items, .. } => self.apply_append(txn, items, fx),
+            Command::AppendKeyed { .. } => Ok(0),
             Command::Ack { slot, seq } => self.apply_ack(txn, *slot, *seq, fx).map(|()| 0),
             Command::DeadLetter { slot, seq, record, .. } => self.apply_dead_letter(txn, *slot, *seq, record, fx),
             Command::Replay { slot, ids, .. } => self.apply_replay(txn, *slot, ids.as_deref(), fx),
             Command::SetPaused { slot, paused, .. } => self.apply_set_paused(txn, *slot, *paused, fx),
             Command::Sync { .. } | Command::Close { .. } => Ok(0),
         }
+    }
+
+    /// Store new events under an idempotency key: nothing when the key is
+    /// live already (its record is the answer), else the events and the
+    /// key together; then forget keys past the window or the cap.
+    fn apply_append_keyed(
+        &mut self,
+        txn: &WriteTransaction,
+        items: &[(usize, Bytes)],
+        key: &str,
+        record: &KeyRecord,
+        fx: &mut Effects,
+    ) -> Result<Applied, SpoolError> {
+        let policy = self.shared.limits.keys;
+        if let Some(existing) = idempotency::take_live(txn, key, &policy)? {
+            return Ok(Applied::Existing(existing));
+        }
+        self.apply_append(txn, items, fx)?;
+        idempotency::store(txn, key, record)?;
+        idempotency::prune(txn, &policy)?;
+        Ok(Applied::Count(items.len()))
     }
 
     /// Store new events, all or nothing: the limits are checked for the
@@ -401,7 +439,7 @@ impl SpoolWriter {
 
     /// Move an event from its queue to the dead letters.
     fn apply_dead_letter(
-        &self,
+        &mut self,
         txn: &WriteTransaction,
         slot: usize,
         seq: u64,
@@ -412,16 +450,23 @@ impl SpoolWriter {
         let mut q = txn
             .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
             .map_err(super::io)?;
-        if let Some(old) = q.remove(seq).map_err(super::io)? {
-            fx.bytes_delta -= old.value().len() as i64;
-            fx.queued_delta[slot] -= 1;
-        }
+        let Some(old) = q.remove(seq).map_err(super::io)? else {
+            // Already acked or dead-lettered: nothing to move.
+            return Ok(0);
+        };
+        fx.bytes_delta -= old.value().len() as i64;
+        fx.queued_delta[slot] -= 1;
+        drop(old);
+        // A fresh sequence number, not the queue's: the dead-letter table
+        // is then in the order events died, across backends too, which is
+        // what "newest first" in a listing means.
+        let key = self.next_seq;
+        self.next_seq += 1;
         let mut d = txn
             .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
             .map_err(super::io)?;
-        if d.insert(seq, record).map_err(super::io)?.is_none() {
-            fx.dead_delta[slot] += 1;
-        }
+        d.insert(key, record).map_err(super::io)?;
+        fx.dead_delta[slot] += 1;
         fx.bytes_delta += record.len() as i64;
         Ok(1)
     }
@@ -523,8 +568,30 @@ fn add(counter: &std::sync::atomic::AtomicU64, delta: i64) {
     }
 }
 
-fn reply(cmd: Command, res: Result<usize, SpoolError>) {
+/// What applying one command gave: a count, or for a keyed append whose
+/// key was there, the first request's record.
+enum Applied {
+    Count(usize),
+    Existing(KeyRecord),
+}
+
+impl Applied {
+    fn count(self) -> usize {
+        match self {
+            Applied::Count(n) => n,
+            Applied::Existing(_) => 0,
+        }
+    }
+}
+
+fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
     match cmd {
+        Command::AppendKeyed { reply, .. } => {
+            let _ = reply.send(res.map(|a| match a {
+                Applied::Existing(r) => KeyedAppend::Existing(r),
+                Applied::Count(_) => KeyedAppend::Stored,
+            }));
+        }
         Command::Append { reply, .. }
         | Command::DeadLetter { reply, .. }
         | Command::SetPaused { reply, .. }
@@ -533,7 +600,7 @@ fn reply(cmd: Command, res: Result<usize, SpoolError>) {
             let _ = reply.send(res.map(|_| ()));
         }
         Command::Replay { reply, .. } => {
-            let _ = reply.send(res);
+            let _ = reply.send(res.map(Applied::count));
         }
         Command::Ack { .. } => {}
     }

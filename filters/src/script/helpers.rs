@@ -1,0 +1,41 @@
+//! Functions a script may call besides Rhai's own: the JID parts `bare`,
+//! `domain` and `resource`, and `matches(text, regex)` with its patterns
+//! compiled once per filter.
+
+use std::sync::Arc;
+
+use event_pusher_core::jid;
+use rhai::{Engine, EvalAltResult};
+
+use super::RegexCache;
+
+/// `resource("a@b/phone")` is `"phone"`; empty when the JID has none.
+fn resource(full: &str) -> &str {
+    full.find('/').map_or("", |i| &full[i + 1..])
+}
+
+pub fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
+    engine.register_fn("bare", |j: &str| jid::bare(j).to_owned());
+    engine.register_fn("domain", |j: &str| jid::domain(j).to_owned());
+    engine.register_fn("resource", |j: &str| resource(j).to_owned());
+    engine.register_fn(
+        "matches",
+        move |text: &str, pattern: &str| -> Result<bool, Box<EvalAltResult>> {
+            let re = regexes
+                .get(pattern)
+                .map_err(|e| format!("matches(): invalid regular expression: {e}"))?;
+            Ok(re.is_match(text))
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_part() {
+        assert_eq!(resource("a@b/phone/x"), "phone/x");
+        assert_eq!(resource("a@b"), "");
+    }
+}

@@ -1,0 +1,57 @@
+//! The Rhai engine a script runs in: the language and its data functions,
+//! and nothing that reaches outside the process or blocks.
+//!
+//! What is left out, and why:
+//! - no module resolver and no `import` (crate feature `no_module`): no
+//!   file access;
+//! - no `timestamp` (feature `no_time`): no clock;
+//! - `eval` disabled: everything that runs is what `check-config` compiled;
+//! - Rhai's `LanguageCorePackage` is not loaded: it holds `sleep`, which
+//!   would block a worker, and `exit`;
+//! - `print` and `debug` go to the log at debug level, never to stdout,
+//!   where the `log` backend may be writing JSON lines.
+//!
+//! Rhai itself has no file, network or process functions. Limits (see
+//! [`Limits`]) bound operations, call depth and data sizes per call.
+
+use std::sync::Arc;
+
+use rhai::packages::{
+    ArithmeticPackage, BasicArrayPackage, BasicBlobPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
+    BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage, MoreStringPackage, Package,
+};
+use rhai::Engine;
+
+use super::{deadline, event, helpers, Limits, RegexCache};
+
+/// An engine for one script filter, with `name` in its log lines.
+pub fn engine(name: &str, limits: &Limits, regexes: Arc<RegexCache>) -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(ArithmeticPackage::new().as_shared_module());
+    engine.register_global_module(BasicStringPackage::new().as_shared_module());
+    engine.register_global_module(BasicIteratorPackage::new().as_shared_module());
+    engine.register_global_module(BasicFnPackage::new().as_shared_module());
+    engine.register_global_module(BitFieldPackage::new().as_shared_module());
+    engine.register_global_module(LogicPackage::new().as_shared_module());
+    engine.register_global_module(BasicMathPackage::new().as_shared_module());
+    engine.register_global_module(BasicArrayPackage::new().as_shared_module());
+    engine.register_global_module(BasicBlobPackage::new().as_shared_module());
+    engine.register_global_module(BasicMapPackage::new().as_shared_module());
+    engine.register_global_module(MoreStringPackage::new().as_shared_module());
+    engine.disable_symbol("eval");
+    // Undeclared variables are compile errors, so check-config catches typos.
+    engine.set_strict_variables(true);
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_levels);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.on_progress(|ops| deadline::passed(ops).then_some(rhai::Dynamic::UNIT));
+    let print_name = name.to_owned();
+    engine.on_print(move |s| tracing::debug!(filter = %print_name, "script print: {s}"));
+    let debug_name = name.to_owned();
+    engine.on_debug(move |s, _, pos| tracing::debug!(filter = %debug_name, "script debug at {pos}: {s}"));
+    event::register(&mut engine);
+    helpers::register(&mut engine, regexes);
+    engine
+}
