@@ -117,7 +117,7 @@ impl Registry {
 
 /// Opens lanes for the pool and checks them on checkout.
 pub struct LaneManager {
-    /// The backend instance name, for logs and the connection name.
+    /// `rabbit.NAME`: the backend instance, for logs and the connection name.
     name: String,
     url: AmqpUrl,
     declarations: Vec<Declaration>,
@@ -235,7 +235,7 @@ impl Channels {
         max_in_flight: usize,
     ) -> Result<Self, BackendError> {
         let manager = LaneManager {
-            name: name.to_owned(),
+            name: format!("rabbit.{name}"),
             url,
             declarations,
             max_in_flight,

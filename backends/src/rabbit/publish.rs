@@ -55,7 +55,7 @@ impl RabbitBackend {
         if declarations.is_empty() {
             // Legal, and MongooseIM allows it too, but it publishes nothing.
             tracing::warn!(
-                backend = name,
+                backend = %format!("rabbit.{name}"),
                 "no exchange configured: set presence_exchange, chat_msg_exchange or groupchat_msg_exchange"
             );
         }
