@@ -121,7 +121,9 @@ fn accepted(ids: &[String]) -> Response {
 /// Longest `Idempotency-Key` taken; keys are stored, so they are bounded.
 const MAX_KEY_LEN: usize = 255;
 
-/// The request's `Idempotency-Key`: 1 to 255 visible ASCII characters.
+/// The request's `Idempotency-Key`: 1 to 255 printable ASCII characters
+/// (visible ones and spaces: the IETF draft makes the key a structured-field
+/// string, which may hold spaces), surrounding spaces trimmed.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Box<Response>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -134,7 +136,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Box<Response>> {
         Some(k) => Ok(Some(k)),
         None => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
-            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters (letters, digits, punctuation, spaces)"),
         ))),
     }
 }

@@ -18,6 +18,14 @@ pub fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
     engine.register_fn("bare", |j: &str| jid::bare(j).to_owned());
     engine.register_fn("domain", |j: &str| jid::domain(j).to_owned());
     engine.register_fn("resource", |j: &str| resource(j).to_owned());
+    // A missing field reads as `()` (an unacked event has no `from` and no
+    // `jid`), so `domain(event.from ?? event.jid)` must not fail on it: the
+    // JID helpers give `()` back and `matches` is false, instead of an error
+    // that would hit `on_error` for every such event.
+    engine.register_fn("bare", |_: ()| ());
+    engine.register_fn("domain", |_: ()| ());
+    engine.register_fn("resource", |_: ()| ());
+    engine.register_fn("matches", |_: (), _: &str| false);
     engine.register_fn(
         "matches",
         move |text: &str, pattern: &str| -> Result<bool, Box<EvalAltResult>> {

@@ -238,6 +238,27 @@ fn design_example_runs() {
     let mut vip = presence("boss@vip.example.com/desk");
     assert_eq!(f.apply(&mut vip), Verdict::Continue);
     assert_eq!(vip.metadata["tier"], MetaValue::Int(1));
+    // An unacked event has neither `from` nor `jid`: `domain(())` is `()`,
+    // not an error (it used to hit on_error for every unacked event).
+    let mut unacked = HookTranslator
+        .translate(&json!({"hook":"unacknowledged_message","to":"bob@x/pc"}))
+        .unwrap();
+    assert_eq!(f.apply(&mut unacked), Verdict::Continue);
+    assert!(unacked.metadata.is_empty());
+    assert_eq!(f.errors(), 0);
+}
+
+#[test]
+fn helpers_take_a_missing_field() {
+    let f = compile(
+        r#"
+        fn filter(event) {
+            if bare(event.jid) != () || resource(event.jid) != () || domain(event.jid) != () { throw "not unit"; }
+            !matches(event.jid, "x")
+        }
+        "#,
+    );
+    assert_eq!(f.apply(&mut chat("a@x", "hi")), Verdict::Continue);
     assert_eq!(f.errors(), 0);
 }
 
