@@ -9,15 +9,11 @@ use rhai::{Engine, EvalAltResult};
 
 use super::RegexCache;
 
-/// `resource("a@b/phone")` is `"phone"`; empty when the JID has none.
-fn resource(full: &str) -> &str {
-    full.find('/').map_or("", |i| &full[i + 1..])
-}
-
 pub fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
     engine.register_fn("bare", |j: &str| jid::bare(j).to_owned());
     engine.register_fn("domain", |j: &str| jid::domain(j).to_owned());
-    engine.register_fn("resource", |j: &str| resource(j).to_owned());
+    // `resource("a@b/phone")` is `"phone"`; empty when the JID has none.
+    engine.register_fn("resource", |j: &str| jid::resourcepart(j).to_owned());
     // A missing field reads as `()` (an unacked event has no `from` and no
     // `jid`), so `domain(event.from ?? event.jid)` must not fail on it: the
     // JID helpers give `()` back and `matches` is false, instead of an error
@@ -43,7 +39,7 @@ mod tests {
 
     #[test]
     fn resource_part() {
-        assert_eq!(resource("a@b/phone/x"), "phone/x");
-        assert_eq!(resource("a@b"), "");
+        assert_eq!(jid::resourcepart("a@b/phone/x"), "phone/x");
+        assert_eq!(jid::resourcepart("a@b"), "");
     }
 }
