@@ -92,6 +92,17 @@ impl Source {
     /// An error at a byte offset of the original text.
     pub fn error_at(&self, offset: usize, key: Option<String>, message: impl Into<String>) -> ConfigError {
         let (line, column) = self.position(offset);
+        self.error_at_line(line, column, key, message)
+    }
+
+    /// An error at `line:column` of this file (0:0 when no position is known).
+    fn error_at_line(
+        &self,
+        line: usize,
+        column: usize,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
             line,
@@ -142,26 +153,14 @@ impl Source {
         } else {
             (first_line + line - 1, column.max(1))
         };
-        ConfigError {
-            file: self.file.clone(),
-            line,
-            column,
-            key,
-            message: message.into(),
-        }
+        self.error_at_line(line, column, key, message)
     }
 
     pub(crate) fn toml_error(&self, e: &toml::de::Error, key: Option<String>) -> ConfigError {
         let message = e.message().trim().to_owned();
         match e.span() {
             Some(span) => self.error_at_span(span, key, message),
-            None => ConfigError {
-                file: self.file.clone(),
-                line: 0,
-                column: 0,
-                key,
-                message,
-            },
+            None => self.error_at_line(0, 0, key, message),
         }
     }
 }
