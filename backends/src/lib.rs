@@ -7,6 +7,8 @@
 pub mod common;
 pub mod http;
 pub mod log;
+#[cfg(feature = "push")]
+pub mod push;
 #[cfg(feature = "rabbit")]
 pub mod rabbit;
 #[cfg(feature = "sns")]
