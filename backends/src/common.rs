@@ -1,5 +1,6 @@
 //! What every backend's config has in common, and what building one yields.
 
+use event_pusher_config::types::OrderingConfig;
 use event_pusher_config::{EventClassList, Priority, RetryConfig};
 use event_pusher_core::delivery::DeliveryOptions;
 use event_pusher_core::{AnyBackend, EventClasses};
@@ -24,18 +25,22 @@ impl BuiltBackend {
 }
 
 /// The keys every backend table has (`priority`, `events`, `concurrency`,
-/// `retry`), gathered so the registry can build any backend the same way.
+/// `breaker_threshold`, `ordering`, `retry`), gathered so the registry can build any backend the same way.
 pub struct CommonKeys<'a> {
     pub priority: Priority,
     pub events: EventClassList,
     pub concurrency: usize,
     pub retry: &'a RetryConfig,
     pub breaker_threshold: u32,
+    pub ordering: OrderingConfig,
 }
 
 impl CommonKeys<'_> {
     pub fn options(&self) -> DeliveryOptions {
-        event_pusher_config::types::delivery_options(self.concurrency, self.breaker_threshold, self.retry)
+        let mut options =
+            event_pusher_config::types::delivery_options(self.concurrency, self.breaker_threshold, self.retry);
+        options.ordering = self.ordering.delivery_order();
+        options
     }
 }
 
@@ -54,12 +59,12 @@ pub trait BackendConfig {
 
 /// Declare a backend's config struct: its own keys as written, then the
 /// common keys (`priority`, `events`, `concurrency`, `breaker_threshold`,
-/// `retry`), defined here once, and its [`BackendConfig`] impl.
+/// `ordering`, `retry`), defined here once, and its [`BackendConfig`] impl.
 ///
 /// A macro rather than `#[serde(flatten)]`: flatten cannot be combined with
 /// `deny_unknown_fields`, and unknown keys must stay errors with a position.
-/// `one_writer` backends (log) have no `concurrency` or
-/// `breaker_threshold` keys: one writer keeps lines whole and in order.
+/// `one_writer` backends (log) have no `concurrency`, `breaker_threshold`
+/// or `ordering` keys: one writer keeps lines whole and in order.
 macro_rules! backend_config {
     (
         $(#[$meta:meta])*
@@ -76,8 +81,11 @@ macro_rules! backend_config {
                 /// Consecutive failures that open the circuit breaker (0: never).
                 #[serde(default = "crate::common::default_breaker_threshold")]
                 pub breaker_threshold: u32,
+                /// `per_user` (default) or `none`.
+                #[serde(default)]
+                pub ordering: event_pusher_config::types::OrderingConfig,
             }
-            |c| (c.concurrency, c.breaker_threshold)
+            |c| (c.concurrency, c.breaker_threshold, c.ordering)
         }
     };
     (
@@ -88,7 +96,11 @@ macro_rules! backend_config {
         $crate::common::backend_config! {
             @declare $(#[$meta])* $name { $($body)* }
             tuning {}
-            |_c| (1, $crate::common::default_breaker_threshold())
+            |_c| (
+                1,
+                $crate::common::default_breaker_threshold(),
+                event_pusher_config::types::OrderingConfig::PerUser,
+            )
         }
     };
     (
@@ -115,13 +127,14 @@ macro_rules! backend_config {
         impl $crate::common::BackendConfig for $name {
             fn common(&self) -> $crate::common::CommonKeys<'_> {
                 let $c = self;
-                let (concurrency, breaker_threshold) = $concurrency_and_breaker;
+                let (concurrency, breaker_threshold, ordering) = $concurrency_and_breaker;
                 $crate::common::CommonKeys {
                     priority: self.priority,
                     events: self.events,
                     concurrency,
                     retry: &self.retry,
                     breaker_threshold,
+                    ordering,
                 }
             }
         }

@@ -124,6 +124,26 @@ impl RetryConfig {
     }
 }
 
+/// `ordering`: whether a backend keeps each user's events in order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderingConfig {
+    /// One event per user in flight, in order (the default).
+    #[default]
+    PerUser,
+    /// No per-user order: a user's backlog drains at full concurrency.
+    None,
+}
+
+impl OrderingConfig {
+    pub fn delivery_order(self) -> event_pusher_core::delivery::DeliveryOrder {
+        match self {
+            OrderingConfig::PerUser => event_pusher_core::delivery::DeliveryOrder::PerUser,
+            OrderingConfig::None => event_pusher_core::delivery::DeliveryOrder::Unordered,
+        }
+    }
+}
+
 /// The delivery keys every backend table has, translated once into what the
 /// delivery engine runs with (`concurrency`, `breaker_threshold`, `retry`).
 pub fn delivery_options(concurrency: usize, breaker_threshold: u32, retry: &RetryConfig) -> DeliveryOptions {

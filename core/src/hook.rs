@@ -7,15 +7,18 @@
 //! missing or ill-typed field is an error that names the field, so that a
 //! request is either wholly valid or wholly refused.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::time::SystemTime;
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::event::{
-    timestamp_millis, Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus,
-    Unacked,
+    timestamp_millis, Chat, ChatType, Direction, Event, EventBody, Metadata, Presence, PresenceStatus, Unacked,
 };
+pub use crate::hook_call::{CallItem, Field, HookCall, MetaField};
 use crate::jid;
 
 /// Why a hook call could not be translated. `index` is the position of the
@@ -60,6 +63,30 @@ pub const HOOKS: [&str; 5] = [
     "unacknowledged_message",
 ];
 
+/// Anything a hook call can be read from: a typed [`CallItem`] borrowed
+/// from a request body (the ingest fast path) or a `serde_json::Value`
+/// (form input, tests, library users). Both translate through
+/// [`HookTranslator::translate_call`], so they accept and refuse the same.
+pub trait HookInput {
+    /// The call's fields, or the type name of what it is instead.
+    fn call(&self) -> Result<Cow<'_, CallItem<'_>>, HookError>;
+}
+
+impl HookInput for CallItem<'_> {
+    fn call(&self) -> Result<Cow<'_, CallItem<'_>>, HookError> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+impl HookInput for Value {
+    fn call(&self) -> Result<Cow<'_, CallItem<'_>>, HookError> {
+        // A `&Value` deserializer lends its strings, so nothing is copied.
+        CallItem::deserialize(self)
+            .map(Cow::Owned)
+            .map_err(|e| HookError::new(e.to_string()))
+    }
+}
+
 /// Translates hook calls into events. Stateless; one per process is enough.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HookTranslator;
@@ -67,30 +94,41 @@ pub struct HookTranslator;
 impl HookTranslator {
     /// Translate one hook call, giving the event a fresh id and, unless the
     /// call carries its own, the current time.
-    pub fn translate(&self, call: &Value) -> Result<Event, HookError> {
-        self.translate_with_id(call, Event::new_id())
+    pub fn translate(&self, call: &impl HookInput) -> Result<Event, HookError> {
+        self.translate_at(call, SystemTime::now())
     }
 
-    pub fn translate_with_id(&self, call: &Value, id: String) -> Result<Event, HookError> {
-        let obj = call
-            .as_object()
-            .ok_or_else(|| HookError::new(format!("a hook call must be a JSON object, got {}", kind_of(call))))?;
-        let hook = match obj.get("hook") {
-            Some(Value::String(h)) => h.as_str(),
-            Some(other) => {
-                return Err(HookError::new(format!(
-                    "field `hook` must be a string, got {}",
-                    kind_of(other)
-                )))
-            }
-            None => return Err(HookError::new("missing field `hook`")),
+    /// [`translate`](Self::translate) with the clock read once by the
+    /// caller (one read per request, not per event): the id's time and the
+    /// default timestamp both come from `now`.
+    pub fn translate_at(&self, call: &impl HookInput, now: SystemTime) -> Result<Event, HookError> {
+        match call.call()?.as_ref() {
+            CallItem::Call(c) => self.translate_call(c, ulid::Ulid::from_datetime(now).to_string(), now),
+            CallItem::NotObject(kind) => Err(HookError::new(format!("a hook call must be a JSON object, got {kind}"))),
+        }
+    }
+
+    pub fn translate_with_id(&self, call: &impl HookInput, id: String) -> Result<Event, HookError> {
+        match call.call()?.as_ref() {
+            CallItem::Call(c) => self.translate_call(c, id, SystemTime::now()),
+            CallItem::NotObject(kind) => Err(HookError::new(format!("a hook call must be a JSON object, got {kind}"))),
+        }
+    }
+
+    /// Translate typed fields: `id` becomes the event id, `now` the
+    /// timestamp when the call has none.
+    pub fn translate_call(&self, call: &HookCall<'_>, id: String, now: SystemTime) -> Result<Event, HookError> {
+        let hook = match &call.hook {
+            Field::Str(h) => h.as_ref(),
+            Field::Absent | Field::Null => return Err(HookError::new("missing field `hook`")),
+            Field::Other(kind) => return Err(HookError::new(format!("field `hook` must be a string, got {kind}"))),
         };
         let body = match hook {
-            "user_send_message" => chat(obj, hook, Direction::In)?,
-            "filter_local_packet" => chat(obj, hook, Direction::Out)?,
-            "user_available" => presence(obj, hook, PresenceStatus::Online)?,
-            "unset_presence" => presence(obj, hook, PresenceStatus::Offline)?,
-            "unacknowledged_message" => unacked(obj, hook)?,
+            "user_send_message" => chat(call, hook, Direction::In)?,
+            "filter_local_packet" => chat(call, hook, Direction::Out)?,
+            "user_available" => presence(call, hook, PresenceStatus::Online)?,
+            "unset_presence" => presence(call, hook, PresenceStatus::Offline)?,
+            "unacknowledged_message" => unacked(call, hook)?,
             other => {
                 return Err(HookError::new(format!(
                     "unknown hook \"{other}\" (expected one of: {})",
@@ -98,31 +136,29 @@ impl HookTranslator {
                 )))
             }
         };
-        let timestamp = match obj.get("timestamp") {
-            None | Some(Value::Null) => OffsetDateTime::now_utc(),
-            Some(Value::String(s)) => timestamp_millis::parse(s)
+        let timestamp = match &call.timestamp {
+            Field::Absent | Field::Null => OffsetDateTime::from(now),
+            Field::Str(s) => timestamp_millis::parse(s)
                 .map_err(|e| HookError::new(format!("field `timestamp` is not an RFC 3339 time: \"{s}\" ({e})")))?,
-            Some(other) => {
+            Field::Other(kind) => {
                 return Err(HookError::new(format!(
-                    "field `timestamp` must be an RFC 3339 string, got {}",
-                    kind_of(other)
+                    "field `timestamp` must be an RFC 3339 string, got {kind}"
                 )))
             }
         };
-        let metadata = metadata(obj)?;
         Ok(Event {
             id,
             body,
             timestamp,
-            metadata,
+            metadata: metadata(&call.metadata)?,
         })
     }
 }
 
-fn chat(obj: &Map<String, Value>, hook: &str, direction: Direction) -> Result<EventBody, HookError> {
-    let from = required_jid(obj, hook, "from")?;
-    let to = required_jid(obj, hook, "to")?;
-    let chat_type = match optional_str(obj, "type")? {
+fn chat(call: &HookCall<'_>, hook: &str, direction: Direction) -> Result<EventBody, HookError> {
+    let from = required_jid(&call.from, hook, "from")?;
+    let to = required_jid(&call.to, hook, "to")?;
+    let chat_type = match optional_str(&call.r#type, "type")? {
         None => ChatType::Normal,
         Some(t) => ChatType::parse(t).ok_or_else(|| {
             HookError::new(format!(
@@ -135,20 +171,20 @@ fn chat(obj: &Map<String, Value>, hook: &str, direction: Direction) -> Result<Ev
         direction,
         from,
         to,
-        body: optional_str(obj, "body")?.map(str::to_owned),
-        message_id: optional_str(obj, "id")?.map(str::to_owned),
+        body: optional_str(&call.body, "body")?.map(str::to_owned),
+        message_id: optional_str(&call.id, "id")?.map(str::to_owned),
     }))
 }
 
-fn presence(obj: &Map<String, Value>, hook: &str, status: PresenceStatus) -> Result<EventBody, HookError> {
+fn presence(call: &HookCall<'_>, hook: &str, status: PresenceStatus) -> Result<EventBody, HookError> {
     Ok(EventBody::Presence(Presence {
-        jid: required_jid(obj, hook, "jid")?,
+        jid: required_jid(&call.jid, hook, "jid")?,
         status,
     }))
 }
 
-fn unacked(obj: &Map<String, Value>, hook: &str) -> Result<EventBody, HookError> {
-    let from = match optional_str(obj, "from")? {
+fn unacked(call: &HookCall<'_>, hook: &str) -> Result<EventBody, HookError> {
+    let from = match optional_str(&call.from, "from")? {
         Some(f) => {
             check_jid("from", f)?;
             Some(f.to_owned())
@@ -156,10 +192,10 @@ fn unacked(obj: &Map<String, Value>, hook: &str) -> Result<EventBody, HookError>
         None => None,
     };
     Ok(EventBody::Unacked(Unacked {
-        to: required_jid(obj, hook, "to")?,
+        to: required_jid(&call.to, hook, "to")?,
         from,
-        body: optional_str(obj, "body")?.map(str::to_owned),
-        message_id: optional_str(obj, "id")?.map(str::to_owned),
+        body: optional_str(&call.body, "body")?.map(str::to_owned),
+        message_id: optional_str(&call.id, "id")?.map(str::to_owned),
     }))
 }
 
@@ -176,52 +212,46 @@ fn check_jid(field: &str, value: &str) -> Result<(), HookError> {
     })
 }
 
-fn required_jid(obj: &Map<String, Value>, hook: &str, field: &str) -> Result<String, HookError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Err(HookError::new(format!(
+fn required_jid(value: &Field<'_>, hook: &str, field: &str) -> Result<String, HookError> {
+    match value {
+        Field::Absent | Field::Null => Err(HookError::new(format!(
             "missing field `{field}` (required by hook {hook})"
         ))),
-        Some(Value::String(s)) => {
+        Field::Str(s) => {
             check_jid(field, s)?;
-            Ok(s.clone())
+            Ok(s.as_ref().to_owned())
         }
-        Some(other) => Err(HookError::new(format!(
-            "field `{field}` must be a JID string, got {}",
-            kind_of(other)
+        Field::Other(kind) => Err(HookError::new(format!(
+            "field `{field}` must be a JID string, got {kind}"
         ))),
     }
 }
 
-fn optional_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, HookError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(HookError::new(format!(
-            "field `{field}` must be a string, got {}",
-            kind_of(other)
-        ))),
+fn optional_str<'a>(value: &'a Field<'_>, field: &str) -> Result<Option<&'a str>, HookError> {
+    match value {
+        Field::Absent | Field::Null => Ok(None),
+        Field::Str(s) => Ok(Some(s)),
+        Field::Other(kind) => Err(HookError::new(format!("field `{field}` must be a string, got {kind}"))),
     }
 }
 
-fn metadata(obj: &Map<String, Value>) -> Result<Metadata, HookError> {
+fn metadata(field: &MetaField<'_>) -> Result<Metadata, HookError> {
     let mut out = Metadata::new();
-    match obj.get("metadata") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                let value = MetaValue::from_json(v).ok_or_else(|| {
+    match field {
+        MetaField::Absent => {}
+        MetaField::Entries(entries) => {
+            for (k, v) in entries {
+                let value = v.clone().map_err(|kind| {
                     HookError::new(format!(
-                        "metadata value `{k}` must be a string, number or boolean, got {}",
-                        kind_of(v)
+                        "metadata value `{k}` must be a string, number or boolean, got {kind}"
                     ))
                 })?;
-                out.insert(k.clone(), value);
+                out.insert(k.as_ref().to_owned(), value);
             }
         }
-        Some(other) => {
+        MetaField::Other(kind) => {
             return Err(HookError::new(format!(
-                "field `metadata` must be an object, got {}",
-                kind_of(other)
+                "field `metadata` must be an object, got {kind}"
             )))
         }
     }
@@ -251,12 +281,25 @@ pub enum Framing {
 /// Split a request body into hook calls. Any JSON error names where it is;
 /// nothing is returned unless the whole body parses.
 pub fn parse_body(body: &[u8], framing: Framing) -> Result<Vec<Value>, HookError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    split(body, framing)
+}
+
+/// Split a request body into typed hook calls borrowed from it, in one
+/// pass and without a `Value` tree: the ingest fast path. Accepts and
+/// refuses exactly what [`parse_body`] does, with the same messages.
+pub fn parse_calls(body: &[u8], framing: Framing) -> Result<Vec<CallItem<'_>>, HookError> {
+    split(body, framing)
+}
+
+/// Both body parsers: a JSON object, a JSON array of them, or NDJSON, each
+/// item read as `T`.
+fn split<'a, T: Deserialize<'a>>(body: &'a [u8], framing: Framing) -> Result<Vec<T>, HookError> {
+    let Some(first) = body.iter().position(|b| !b.is_ascii_whitespace()) else {
         return Err(HookError::new("empty body: no hook calls"));
-    }
+    };
     match framing {
         Framing::Json => {
-            let v: Value = serde_json::from_slice(body).map_err(|e| {
+            let malformed = |e: serde_json::Error| {
                 // Several objects one after another: the client meant NDJSON.
                 let hint = if e.to_string().starts_with("trailing characters") {
                     " (for one hook call per line, send Content-Type: application/x-ndjson)"
@@ -264,19 +307,25 @@ pub fn parse_body(body: &[u8], framing: Framing) -> Result<Vec<Value>, HookError
                     ""
                 };
                 HookError::new(format!("malformed JSON: {e}{hint}"))
-            })?;
-            match v {
-                Value::Array(items) => {
+            };
+            match body[first] {
+                b'[' => {
+                    let items: Vec<T> = serde_json::from_slice(body).map_err(malformed)?;
                     if items.is_empty() {
                         return Err(HookError::new("empty array: no hook calls"));
                     }
                     Ok(items)
                 }
-                obj @ Value::Object(_) => Ok(vec![obj]),
-                other => Err(HookError::new(format!(
-                    "the body must be a hook call object or an array of them, got {}",
-                    kind_of(&other)
-                ))),
+                b'{' => Ok(vec![serde_json::from_slice(body).map_err(malformed)?]),
+                _ => {
+                    // Not an object or array: parse it to name what it is
+                    // (or to report the syntax error where it is).
+                    let v: Value = serde_json::from_slice(body).map_err(malformed)?;
+                    Err(HookError::new(format!(
+                        "the body must be a hook call object or an array of them, got {}",
+                        kind_of(&v)
+                    )))
+                }
             }
         }
         Framing::NdJson => {
@@ -290,9 +339,9 @@ pub fn parse_body(body: &[u8], framing: Framing) -> Result<Vec<Value>, HookError
                 // message gives the line of the body, which is what an
                 // operator looks for.
                 let index = out.len();
-                let v: Value = serde_json::from_slice(line)
+                let item: T = serde_json::from_slice(line)
                     .map_err(|e| HookError::new(format!("malformed JSON on line {}: {e}", n + 1)).at(index))?;
-                out.push(v);
+                out.push(item);
             }
             if out.is_empty() {
                 return Err(HookError::new("empty body: no hook calls"));
@@ -305,6 +354,7 @@ pub fn parse_body(body: &[u8], framing: Framing) -> Result<Vec<Value>, HookError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MetaValue;
     use serde_json::json;
 
     fn tr(v: Value) -> Result<Event, HookError> {
@@ -376,6 +426,47 @@ mod tests {
         assert!(msg(json!({"hook":"user_available","jid":"a@x","timestamp":"yesterday"})).contains("`timestamp`"));
         assert!(msg(json!({"hook":"user_available","jid":"a@x","metadata":{"x":[1]}})).contains("metadata value `x`"));
         assert!(msg(json!([1])).contains("must be a JSON object"));
+    }
+
+    /// The typed fast path (`parse_calls`) and the `Value` path accept and
+    /// refuse the same bodies, with the same messages.
+    #[test]
+    fn typed_and_value_paths_agree() {
+        let bodies: [&[u8]; 12] = [
+            br#"{"hook":"user_send_message","from":"a@x/r","to":"b@x","type":"chat","body":"h\u00e9","id":"1"}"#,
+            br#"[{"hook":"user_available","jid":"a@x"},{"hook":"unset_presence","jid":"a@x/r","metadata":{"k":1,"f":2.5,"s":"v","b":true}}]"#,
+            br#"{"hook":"unacknowledged_message","to":"b@x","from":"a@x","timestamp":"2026-11-23T10:00:00Z"}"#,
+            br#"{"hook":"user_available","jid":7}"#,
+            br#"{"hook":"user_available","jid":"a b@x"}"#,
+            br#"{"hook":"user_available"}"#,
+            br#"{"hook":["x"]}"#,
+            br#"[{"hook":"user_available","jid":"a@x"}, 3]"#,
+            br#"{"hook":"user_available","jid":"a@x","metadata":{"x":null}}"#,
+            br#"{"hook":"user_available","jid":"a@x","metadata":5}"#,
+            br#"{"hook":"user_available","jid":"a@x","timestamp":5}"#,
+            br#""just a string""#,
+        ];
+        let outcome = |r: Result<Event, HookError>| r.map(|e| (e.body, e.metadata)).map_err(|e| e.message);
+        for body in bodies {
+            let typed = parse_calls(body, Framing::Json).map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| outcome(HookTranslator.translate(c)))
+                    .collect::<Vec<_>>()
+            });
+            let value = parse_body(body, Framing::Json).map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| outcome(HookTranslator.translate(c)))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(
+                typed.map_err(|e| e.message),
+                value.map_err(|e| e.message),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -29,11 +29,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::chain::Chain;
 use crate::event::Event;
-use crate::hook::HookTranslator;
+use crate::hook::{CallItem, HookInput, HookTranslator};
 use crate::slot::Slot;
 use crate::spool::{KeyRecord, KeyedAppend, Spool, SpoolError};
 
@@ -103,7 +102,7 @@ impl Pipeline {
 
     /// Translate `calls`, run each event through the chain and store every
     /// claim; returns once they are fsync'd, all or none.
-    pub async fn accept(&self, calls: &[Value]) -> Result<Accepted, IngestError> {
+    pub async fn accept<C: HookInput>(&self, calls: &[C]) -> Result<Accepted, IngestError> {
         let (accepted, items) = self.prepare(calls)?;
         self.spool.append(items).await?;
         Ok(accepted)
@@ -112,13 +111,13 @@ impl Pipeline {
     /// [`accept`](Self::accept) under an idempotency key (see the module
     /// doc). With keys switched off (`idempotency_window_s = 0`) the key is
     /// ignored.
-    pub async fn accept_keyed(&self, calls: &[Value], key: &str) -> Result<KeyedOutcome, IngestError> {
+    pub async fn accept_keyed<C: HookInput>(&self, calls: &[C], key: &str) -> Result<KeyedOutcome, IngestError> {
         if !self.spool.key_policy().enabled() {
             return self.accept(calls).await.map(KeyedOutcome::Stored);
         }
-        let fingerprint = fingerprint(calls);
         // Translation errors first: an invalid retry is still invalid.
         let events = self.translate(calls)?;
+        let fingerprint = fingerprint(calls);
         let spool = self.spool.clone();
         let owned = key.to_owned();
         let seen = tokio::task::spawn_blocking(move || spool.lookup_key(&owned))
@@ -141,20 +140,26 @@ impl Pipeline {
         }
     }
 
-    fn translate(&self, calls: &[Value]) -> Result<Vec<Event>, IngestError> {
-        // Translate everything before touching the chain or the spool.
+    fn translate<C: HookInput>(&self, calls: &[C]) -> Result<Vec<Event>, IngestError> {
+        // Translate everything before touching the chain or the spool. One
+        // clock read for the whole request: ids stay unique (their low 80
+        // bits are random) and events of one request share a timestamp.
+        let now = std::time::SystemTime::now();
         let mut events = Vec::with_capacity(calls.len());
         for (index, call) in calls.iter().enumerate() {
-            let event = self.translator.translate(call).map_err(|e| IngestError::Invalid {
-                message: e.message,
-                index,
-            })?;
+            let event = self
+                .translator
+                .translate_at(call, now)
+                .map_err(|e| IngestError::Invalid {
+                    message: e.message,
+                    index,
+                })?;
             events.push(event);
         }
         Ok(events)
     }
 
-    fn prepare(&self, calls: &[Value]) -> Result<(Accepted, Vec<(Slot, Bytes)>), IngestError> {
+    fn prepare<C: HookInput>(&self, calls: &[C]) -> Result<(Accepted, Vec<(Slot, Bytes)>), IngestError> {
         let events = self.translate(calls)?;
         Ok(self.run_chain(events))
     }
@@ -186,11 +191,19 @@ impl Pipeline {
 }
 
 /// A hash of the request's calls, to tell a retry from another request
-/// that reuses the key.
-fn fingerprint(calls: &[Value]) -> String {
+/// that reuses the key. It hashes the fields translation reads
+/// ([`crate::hook::HookCall::fingerprint`]), so a retry matches whatever
+/// its JSON spacing, key order or framing (array or NDJSON). Only called
+/// after every call translated, so each is a valid call.
+fn fingerprint<C: HookInput>(calls: &[C]) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = serde_json::to_vec(calls).unwrap_or_default();
-    format!("{:x}", Sha256::digest(&bytes))
+    let mut hasher = Sha256::new();
+    for call in calls {
+        if let Ok(CallItem::Call(c)) = call.call().as_deref() {
+            c.fingerprint(&mut |b| hasher.update(b));
+        }
+    }
+    format!("{:x}", hasher.finalize())
 }
 
 fn answer(first: KeyRecord, fingerprint: &str) -> KeyedOutcome {
@@ -217,6 +230,7 @@ mod tests {
     use crate::event::Event;
     use crate::slot::Slot;
     use crate::spool::SpoolLimits;
+    use serde_json::Value;
 
     fn chain(stop_first: bool) -> Chain {
         let mut b = ChainBuilder::new();

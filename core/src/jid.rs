@@ -50,18 +50,44 @@ pub fn validate(jid: &str) -> Result<(), &'static str> {
     if jid.is_empty() {
         return Err("is empty");
     }
-    if jid.chars().any(char::is_control) {
-        return Err("contains control characters");
-    }
-    // Split once; the checks below only look at the parts. This runs for
-    // every JID of every hook call, so no part is searched for twice.
-    let (bare, resource) = match jid.find('/') {
-        Some(i) => (&jid[..i], &jid[i + 1..]),
-        None => (jid, ""),
+    // One pass over the bytes finds the resource separator and rejects
+    // control characters and whitespace in the bare part; it
+    // runs for every JID of every hook call. Non-ASCII JIDs (rare) take
+    // the char-by-char checks below instead, since Unicode has control and
+    // whitespace characters beyond ASCII.
+    let (bare, resource) = if jid.is_ascii() {
+        let bytes = jid.as_bytes();
+        let mut slash = bytes.len();
+        let mut space = false;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b < 0x20 || b == 0x7f {
+                return Err("contains control characters");
+            }
+            if slash == bytes.len() {
+                if b == b'/' {
+                    slash = i;
+                } else {
+                    space |= b == b' ';
+                }
+            }
+        }
+        if space {
+            return Err("contains whitespace in its local or domain part");
+        }
+        (&jid[..slash], jid.get(slash + 1..).unwrap_or(""))
+    } else {
+        if jid.chars().any(char::is_control) {
+            return Err("contains control characters");
+        }
+        let split = match jid.find('/') {
+            Some(i) => (&jid[..i], &jid[i + 1..]),
+            None => (jid, ""),
+        };
+        if split.0.chars().any(char::is_whitespace) {
+            return Err("contains whitespace in its local or domain part");
+        }
+        split
     };
-    if bare.chars().any(char::is_whitespace) {
-        return Err("contains whitespace in its local or domain part");
-    }
     let (local, domain) = match bare.find('@') {
         Some(i) => (&bare[..i], &bare[i + 1..]),
         None => ("", bare),

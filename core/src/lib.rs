@@ -11,6 +11,7 @@ pub mod class;
 pub mod delivery;
 pub mod event;
 pub mod hook;
+pub mod hook_call;
 pub mod ingest;
 pub mod jid;
 pub mod metrics;

@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use event_pusher_core::hook::{parse_body, Framing};
+use event_pusher_core::hook::{parse_calls, Framing};
 use event_pusher_core::spool::SpoolError;
 use event_pusher_core::{Accepted, IngestError, KeyedOutcome};
 use serde_json::json;
@@ -46,7 +46,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => Framing::NdJson,
         _ => Framing::Json,
     };
-    let calls = match parse_body(&bytes, framing) {
+    let calls = match parse_calls(&bytes, framing) {
         Ok(c) => c,
         Err(e) => return bad_request(&e.message, e.index),
     };

@@ -37,6 +37,8 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Hold the answer this long (a slow endpoint).
+    pub delay: Option<Duration>,
 }
 
 impl Answer {
@@ -45,7 +47,13 @@ impl Answer {
             status,
             headers: vec![],
             body: String::new(),
+            delay: None,
         }
+    }
+
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
     }
 
     pub fn with_header(mut self, k: &str, v: &str) -> Self {
@@ -161,15 +169,21 @@ async fn record(
         headers,
         body,
     };
-    let mut s = state.lock().unwrap();
-    s.attempts.push(rec.clone());
-    let answer = s
-        .script
-        .pop_front()
-        .or_else(|| s.default.clone())
-        .unwrap_or(Answer::status(200));
-    if (200..300).contains(&answer.status) {
-        s.got.push(rec);
+    let answer = {
+        let mut s = state.lock().unwrap();
+        s.attempts.push(rec.clone());
+        let answer = s
+            .script
+            .pop_front()
+            .or_else(|| s.default.clone())
+            .unwrap_or(Answer::status(200));
+        if (200..300).contains(&answer.status) {
+            s.got.push(rec);
+        }
+        answer
+    };
+    if let Some(delay) = answer.delay {
+        tokio::time::sleep(delay).await;
     }
     let mut resp = (
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),

@@ -35,6 +35,21 @@ pub struct DeliveryOptions {
     pub breaker: BreakerPolicy,
     /// Most events held in memory at once; the rest wait in the spool.
     pub window: usize,
+    pub ordering: DeliveryOrder,
+}
+
+/// Whether a backend keeps each user's events in order (`ordering` in
+/// config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryOrder {
+    /// One event per user in flight, in spool order (the default): a hot
+    /// user's backlog drains one request at a time.
+    #[default]
+    PerUser,
+    /// No per-user order: every event may go out at once, so one user's
+    /// backlog drains at full concurrency. For receivers that order by the
+    /// event's timestamp or id themselves.
+    Unordered,
 }
 
 impl Default for DeliveryOptions {
@@ -44,6 +59,7 @@ impl Default for DeliveryOptions {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             window: 4096,
+            ordering: DeliveryOrder::PerUser,
         }
     }
 }

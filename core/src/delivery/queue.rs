@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::breaker::{Admission, CircuitBreaker};
 use super::scheduler::{Decision, Outcome, Scheduler};
-use super::BackendHandle;
+use super::{BackendHandle, DeliveryOrder};
 use crate::backend::{Delivery, DeliveryError};
 use crate::event::Event;
 use crate::slot::Slot;
@@ -221,7 +221,10 @@ impl DeliveryQueue {
                 return;
             }
         };
-        let key = event.user().to_owned();
+        let key = match self.handle.options.ordering {
+            DeliveryOrder::PerUser => Some(event.user().to_owned()),
+            DeliveryOrder::Unordered => None,
+        };
         let pending = Pending {
             delivery: Delivery {
                 event,

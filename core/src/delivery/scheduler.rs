@@ -5,7 +5,8 @@
 //!
 //! - events of one user (key) go out one at a time, in the order they were
 //!   admitted: a user's later events are held while an earlier one is
-//!   ready, in flight, waiting to retry or parked;
+//!   ready, in flight, waiting to retry or parked; an event admitted
+//!   without a key (`ordering = "none"`) waits for nobody;
 //! - a failed attempt is retried at a backoff (or the peer's `Retry-After`),
 //!   ahead of fresh events; a permanent failure or the last allowed attempt
 //!   is a dead letter;
@@ -43,7 +44,8 @@ pub enum Outcome {
 /// One event in the window: its user, the attempts made so far, and the
 /// caller's payload.
 struct Entry<T> {
-    key: String,
+    /// `None`: unordered, held behind nothing and holding nothing.
+    key: Option<String>,
     attempts: u32,
     payload: T,
 }
@@ -97,15 +99,19 @@ impl<T> Scheduler<T> {
         self.events.get(&seq).map_or(0, |e| e.attempts)
     }
 
-    /// Take an event into the window, behind its user's earlier events.
-    /// Sequence numbers are the spool's: unique and increasing.
-    pub fn admit(&mut self, seq: u64, key: String, payload: T) {
-        match self.held.get_mut(&key) {
-            Some(later) => later.push_back(seq),
-            None => {
-                self.held.insert(key.clone(), VecDeque::new());
-                self.ready.push_back(seq);
-            }
+    /// Take an event into the window, behind its user's earlier events
+    /// (or, with no key, straight into the ready queue). Sequence numbers
+    /// are the spool's: unique and increasing.
+    pub fn admit(&mut self, seq: u64, key: Option<String>, payload: T) {
+        match &key {
+            None => self.ready.push_back(seq),
+            Some(k) => match self.held.get_mut(k) {
+                Some(later) => later.push_back(seq),
+                None => {
+                    self.held.insert(k.clone(), VecDeque::new());
+                    self.ready.push_back(seq);
+                }
+            },
         }
         self.events.insert(
             seq,
@@ -238,10 +244,12 @@ impl<T> Scheduler<T> {
     /// and let its user's next event go. Returns its payload.
     pub fn release(&mut self, seq: u64) -> Option<T> {
         let e = self.events.remove(&seq)?;
-        match self.held.get_mut(&e.key).and_then(VecDeque::pop_front) {
-            Some(next) => self.ready.push_back(next),
-            None => {
-                self.held.remove(&e.key);
+        if let Some(key) = &e.key {
+            match self.held.get_mut(key).and_then(VecDeque::pop_front) {
+                Some(next) => self.ready.push_back(next),
+                None => {
+                    self.held.remove(key);
+                }
             }
         }
         Some(e.payload)
@@ -276,7 +284,7 @@ mod tests {
     fn scheduler(max_attempts: u32, events: &[(u64, &str)]) -> Scheduler<()> {
         let mut s = Scheduler::new(policy(max_attempts));
         for (seq, key) in events {
-            s.admit(*seq, (*key).to_owned(), ());
+            s.admit(*seq, Some((*key).to_owned()), ());
         }
         s
     }
@@ -295,6 +303,21 @@ mod tests {
     }
 
     #[test]
+    fn unordered_events_of_one_user_go_out_together_and_a_retry_holds_nobody() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(policy(3));
+        for seq in 1..=3 {
+            s.admit(seq, None, ());
+        }
+        assert_eq!(s.take_ready(10), vec![1, 2, 3], "no key: nothing waits");
+        assert!(matches!(s.after_attempt(1, FAIL, now), Some(Decision::RetryAt(_))));
+        s.admit(4, None, ());
+        assert_eq!(s.take_ready(10), vec![4], "a retry does not hold later events");
+        assert_eq!(s.after_attempt(2, Outcome::Delivered, now), Some(Decision::Ack));
+        assert_eq!(s.release(2), Some(()));
+    }
+
+    #[test]
     fn a_retry_holds_the_user_and_goes_before_fresh_events() {
         let now = Instant::now();
         let mut s = scheduler(3, &[(1, "a"), (2, "a")]);
@@ -306,7 +329,7 @@ mod tests {
         assert_eq!(s.next_retry_at(), Some(at));
         s.promote_due(at - Duration::from_millis(1));
         assert_eq!(s.take_ready(10), Vec::<u64>::new(), "2 waits behind 1's retry");
-        s.admit(3, "b".into(), ());
+        s.admit(3, Some("b".into()), ());
         s.promote_due(at);
         assert_eq!(s.take_ready(10), vec![1, 3]);
         assert_eq!(s.attempts(1), 2);
@@ -379,7 +402,7 @@ mod tests {
     fn unparked_events_go_first_in_their_order() {
         let mut s = scheduler(1, &[(1, "a"), (2, "b")]);
         s.fail_fast_ready();
-        s.admit(3, "c".into(), ());
+        s.admit(3, Some("c".into()), ());
         s.unpark();
         assert_eq!(s.take_ready(10), vec![1, 2, 3]);
     }
@@ -488,7 +511,7 @@ mod tests {
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     self.user_of.insert(seq, user);
-                    self.s.admit(seq, format!("user{user}@example.com"), user);
+                    self.s.admit(seq, Some(format!("user{user}@example.com")), user);
                 }
                 Op::Send(n) => {
                     let seqs = self.s.take_ready(n);
