@@ -180,11 +180,28 @@ impl DeliveryQueue {
             // value is visible to the read below. Taking it afterwards could
             // skip an append committed in between.
             let head_before = self.spool.slot(self.slot).head.load(Ordering::Acquire);
-            let spool = self.spool.clone();
             let (slot, after, limit) = (self.slot, self.cursor, (cap - self.window.len()).min(1024));
-            let rows = tokio::task::spawn_blocking(move || spool.read_queue(slot, after, limit))
-                .await
-                .map_err(crate::spool::SpoolError::io)??;
+            // What was just committed is handed over in memory (see
+            // `spool/fresh.rs`); the spool is read only when the buffer
+            // does not hold everything after the cursor.
+            let fresh = self
+                .spool
+                .slot(slot)
+                .fresh
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take_after(after, limit);
+            let rows = match fresh {
+                Some(rows) if !rows.is_empty() => rows,
+                // Not complete (or, unexpectedly, empty while `head` says
+                // there is more): read the spool, which is never wrong.
+                _ => {
+                    let spool = self.spool.clone();
+                    tokio::task::spawn_blocking(move || spool.read_queue(slot, after, limit))
+                        .await
+                        .map_err(crate::spool::SpoolError::io)??
+                }
+            };
             if rows.is_empty() {
                 // Everything up to head_before has already left the queue
                 // (delivered or dead-lettered); nothing to load.

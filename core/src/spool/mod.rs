@@ -19,6 +19,7 @@
 //! 503 and nothing already stored is lost.
 
 mod dead_letter;
+mod fresh;
 mod idempotency;
 mod writer;
 
@@ -31,6 +32,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letter::{DeadLetter, LastError};
+pub use fresh::FreshRows;
 pub use idempotency::{now_ms, KeyPolicy, KeyRecord, KeyedAppend};
 
 use crate::slot::Slot;
@@ -107,6 +109,9 @@ pub struct SlotState {
     pub paused: AtomicBool,
     /// Woken when new events are committed to the queue or `paused` changes.
     pub changed: Notify,
+    /// Rows just appended, for the delivery queue to take without reading
+    /// them back (`fresh.rs`).
+    pub fresh: Mutex<FreshRows>,
 }
 
 pub(crate) struct Shared {
@@ -208,6 +213,7 @@ impl Spool {
                 queued: AtomicU64::new(c.queued),
                 dead: AtomicU64::new(c.dead),
                 head: AtomicU64::new(c.head),
+                fresh: Mutex::new(FreshRows::new(c.head)),
                 paused: AtomicBool::new(c.paused),
                 changed: Notify::new(),
             })

@@ -13,7 +13,7 @@
 //! retries on its own every [`RECOVER_EVERY`].
 
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -70,12 +70,14 @@ pub(crate) enum Command {
 
 /// Most commands taken into one transaction.
 const MAX_GROUP: usize = 4096;
-/// Acks alone are committed without fsync (losing them costs a duplicate
-/// delivery after a crash, never an event), and made durable at most this
-/// long after, with or without further traffic. This bounds the duplicates
-/// after kill -9 to what was in flight plus what was delivered in this
-/// interval.
-pub(crate) const ACK_SYNC_EVERY: Duration = Duration::from_millis(100);
+/// An ack waits at most this long for a commit to ride on. Every commit is
+/// durable; acks are not committed one by one but join the next commit
+/// (an ingest group, a dead letter, ...), and only when none comes within
+/// this delay do they get a commit of their own. Under load they ride on
+/// ingest commits for free; at low rates one commit carries many; and
+/// after kill -9 only what was delivered in the last `ACK_DELAY` (plus what
+/// was in flight) is delivered again.
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(20);
 /// While unhealthy, how often the writer tries to recover by itself.
 pub(crate) const RECOVER_EVERY: Duration = Duration::from_millis(500);
 /// How long a reopen waits for readers to let go of the old database.
@@ -86,6 +88,10 @@ const READERS_GRACE: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Effects {
     appended: Vec<(usize, u64)>,
+    /// Rows appended, for the queues' fresh buffers.
+    fresh: Vec<(usize, u64, Bytes)>,
+    /// Rows put in a queue by a replay (not in the fresh buffers).
+    replayed: Vec<(usize, u64)>,
     queued_delta: Vec<i64>,
     dead_delta: Vec<i64>,
     bytes_delta: i64,
@@ -97,10 +103,9 @@ pub(crate) struct SpoolWriter {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
     next_seq: u64,
-    last_sync: Instant,
-    /// Acks committed without fsync since the last durable commit. A reopen
-    /// rolls them back, so they are applied again after it.
-    unsynced_acks: Vec<(usize, u64)>,
+    /// Acks waiting for the next commit, and since when the oldest waits.
+    pending_acks: Vec<(usize, u64)>,
+    pending_since: Option<Instant>,
     /// Acks whose commit failed, applied with the next commit.
     retry_acks: Vec<(usize, u64)>,
     last_recover: Option<Instant>,
@@ -114,8 +119,8 @@ impl SpoolWriter {
             shared,
             rx,
             next_seq,
-            last_sync: Instant::now(),
-            unsynced_acks: Vec::new(),
+            pending_acks: Vec::new(),
+            pending_since: None,
             retry_acks: Vec::new(),
             last_recover: None,
             reopen_failures: 0,
@@ -127,13 +132,13 @@ impl SpoolWriter {
         let mut group = Vec::with_capacity(64);
         while !self.closed {
             match self.rx.recv_timeout(self.idle_wait()) {
-                Ok(cmd) => group.push(cmd),
+                Ok(cmd) => self.take(cmd, &mut group),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             while group.len() < MAX_GROUP {
                 match self.rx.try_recv() {
-                    Ok(cmd) => group.push(cmd),
+                    Ok(cmd) => self.take(cmd, &mut group),
                     Err(_) => break,
                 }
             }
@@ -144,26 +149,40 @@ impl SpoolWriter {
         }
         if !self.closed {
             // Every handle is gone without a close: still leave the file clean.
+            if !self.pending_acks.is_empty() {
+                self.commit_group(&mut group);
+            }
             self.close_db();
         }
     }
 
-    /// How long to wait for a command before doing maintenance: making
-    /// acks durable, or retrying after a failure.
+    /// Acks wait for a commit to ride on; every other command is one.
+    fn take(&mut self, cmd: Command, group: &mut Vec<Command>) {
+        match cmd {
+            Command::Ack { slot, seq } => {
+                self.pending_since.get_or_insert_with(Instant::now);
+                self.pending_acks.push((slot, seq));
+            }
+            other => group.push(other),
+        }
+    }
+
+    /// How long to wait for a command before doing maintenance: committing
+    /// acks that waited [`ACK_DELAY`], or retrying after a failure.
     fn idle_wait(&self) -> Duration {
         // While failing, retry at a steady pace (the ack deadline may be
         // long past: waiting for it would spin).
         if !self.shared.healthy.load(Ordering::Acquire) || !self.retry_acks.is_empty() {
             RECOVER_EVERY
-        } else if !self.unsynced_acks.is_empty() {
-            ACK_SYNC_EVERY.saturating_sub(self.last_sync.elapsed())
+        } else if let Some(since) = self.pending_since {
+            ACK_DELAY.saturating_sub(since.elapsed())
         } else {
             Duration::from_secs(3600)
         }
     }
 
     fn maintenance_due(&self) -> bool {
-        (!self.unsynced_acks.is_empty() && self.last_sync.elapsed() >= ACK_SYNC_EVERY)
+        self.pending_since.is_some_and(|t| t.elapsed() >= ACK_DELAY)
             || !self.retry_acks.is_empty()
             || !self.shared.healthy.load(Ordering::Acquire)
     }
@@ -177,34 +196,20 @@ impl SpoolWriter {
         };
         let seq_before = self.next_seq;
         let closing = group.iter().any(|c| matches!(c, Command::Close { .. }));
-        // Durable unless the group holds acks only; an empty group is a
-        // maintenance commit (sync, recovery probe), durable too.
-        let durable = !group.iter().all(|c| matches!(c, Command::Ack { .. }))
-            || group.is_empty()
-            || !self.retry_acks.is_empty()
-            || self.last_sync.elapsed() >= ACK_SYNC_EVERY;
-        let retried = std::mem::take(&mut self.retry_acks);
-        let acks: Vec<(usize, u64)> = retried
-            .iter()
-            .copied()
-            .chain(group.iter().filter_map(|c| match c {
-                Command::Ack { slot, seq } => Some((*slot, *seq)),
-                _ => None,
-            }))
-            .collect();
+        // Acks that failed to commit before, then those that waited.
+        let mut acks = std::mem::take(&mut self.retry_acks);
+        acks.append(&mut self.pending_acks);
+        self.pending_since = None;
 
         // Results per command, decided while applying; replies are sent only
         // after the commit so nobody hears "stored" before it is.
         let mut results: Vec<Result<Applied, SpoolError>> = Vec::with_capacity(group.len());
         let outcome = self.ensure_open().and_then(|db| {
             let mut txn = db.begin_write().map_err(super::io)?;
-            txn.set_durability(if durable {
-                Durability::Immediate
-            } else {
-                Durability::None
-            })
-            .map_err(super::io)?;
-            for (slot, seq) in &retried {
+            // Every commit is durable: a 202 waits for it, and an ack that
+            // reached disk is never delivered twice.
+            txn.set_durability(Durability::Immediate).map_err(super::io)?;
+            for (slot, seq) in &acks {
                 self.apply_ack(&txn, *slot, *seq, &mut fx)?;
             }
             for cmd in group.iter() {
@@ -220,12 +225,6 @@ impl SpoolWriter {
 
         match outcome {
             Ok(()) => {
-                if durable {
-                    self.last_sync = Instant::now();
-                    self.unsynced_acks.clear();
-                } else {
-                    self.unsynced_acks.extend(acks);
-                }
                 if !self.shared.healthy.load(Ordering::Acquire) {
                     tracing::info!("spool writable again");
                     self.shared.set_healthy();
@@ -297,7 +296,6 @@ impl SpoolWriter {
                 }
                 self.shared.stored_bytes.store(counts.stored, Ordering::Relaxed);
                 self.next_seq = self.next_seq.max(counts.next_seq);
-                self.retry_acks.append(&mut self.unsynced_acks);
                 self.shared.set_db(Some(Arc::new(db)));
                 tracing::info!(path = %self.shared.path.display(), failed_attempts = self.reopen_failures, "spool reopened");
                 self.reopen_failures = 0;
@@ -430,6 +428,7 @@ impl SpoolWriter {
                 .map_err(super::io)?;
             t.insert(seq, b.as_ref()).map_err(super::io)?;
             fx.appended.push((*slot, seq));
+            fx.fresh.push((*slot, seq, b.clone()));
             fx.queued_delta[*slot] += 1;
             fx.notify.push(*slot);
         }
@@ -511,6 +510,7 @@ impl SpoolWriter {
             fx.dead_delta[slot] -= 1;
             fx.queued_delta[slot] += 1;
             fx.appended.push((slot, seq));
+            fx.replayed.push((slot, seq));
         }
         fx.notify.push(slot);
         Ok(chosen.len())
@@ -547,6 +547,22 @@ impl SpoolWriter {
         add(&self.shared.stored_bytes, fx.bytes_delta);
         for (slot, paused) in &fx.paused {
             slots[*slot].paused.store(*paused, Ordering::Release);
+        }
+        // Fresh rows first: a queue that sees the new `head` must find
+        // them in its buffer (or find the buffer marked incomplete).
+        for (slot, seq) in &fx.replayed {
+            slots[*slot]
+                .fresh
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .gap(*seq);
+        }
+        for (slot, seq, row) in &fx.fresh {
+            slots[*slot]
+                .fresh
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(*seq, row.clone());
         }
         for (slot, seq) in &fx.appended {
             slots[*slot].head.fetch_max(*seq, Ordering::Release);
