@@ -2,7 +2,7 @@
 //! beside its raw baseline measured in the same run.
 //!
 //! ```text
-//! e2e --sidecar target/release/event-pusher [--quick] [--cases ingest,http,rabbit,memory,latency]
+//! e2e --sidecar target/release/event-pusher [--quick] [--cases ingest,http,rabbit,memory,latency,mixed,lowrate]
 //! ```
 //!
 //! Cases (each prints a table and `ratio <case> <value>`):
@@ -17,7 +17,12 @@
 //! - memory: peak RSS idle and with 1,000,000 events queued (paused);
 //!   the ratio is loaded / idle;
 //! - latency: a steady rate with delivery on; percentiles of the 202 and of
-//!   accepted → delivered (no ratio).
+//!   accepted → delivered (no ratio);
+//! - mixed: single-event ingest flat out with delivery on, over the same
+//!   with delivery paused (where ingest and delivery contend);
+//! - lowrate: CPU per event (ingest + delivery) at 200 events/s, over the
+//!   same at full load (the cost of a commit, a read and an ack per event
+//!   when nothing batches).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -49,7 +54,11 @@ struct Args {
     /// Shorter runs (for `scripts/bench.sh --quick`).
     #[arg(long)]
     quick: bool,
-    #[arg(long, value_delimiter = ',', default_value = "ingest,http,rabbit,memory,latency")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ingest,http,rabbit,memory,latency,mixed,lowrate"
+    )]
     cases: Vec<String>,
     /// Where temporary spools go (same disk as a real spool would be).
     #[arg(long)]
@@ -139,6 +148,8 @@ async fn main() -> std::process::ExitCode {
             "rabbit" => rabbit(&cx).await,
             "memory" => memory(&cx).await,
             "latency" => latency(&cx).await.map(|_| String::new()),
+            "mixed" => mixed(&cx).await,
+            "lowrate" => lowrate(&cx).await,
             other => Err(format!("unknown case \"{other}\"")),
         };
         let line = match result {
@@ -741,4 +752,143 @@ async fn latency(cx: &Cx) -> Result<(), String> {
         fmt_ms(p.p99_ms)
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------- mixed
+
+/// Single-event ingest flat out with delivery running, over the same with
+/// delivery paused, alternating over rounds (best of each). The ratio is
+/// what delivery costs ingest when both share the machine.
+async fn mixed(cx: &Cx) -> Result<String, String> {
+    let d = secs(cx, 5.0, 3.0);
+    let sink = SinkProc::start(&cx.sink_bin).await?;
+    let (mut on_best, mut off_best) = (None::<LoadReport>, None::<LoadReport>);
+    let mut delivered_rate: f64 = 0.0;
+    for round in 0..rounds(cx) {
+        let sc = Sidecar::start(
+            &cx.a.sidecar,
+            &cx.tmp,
+            BIG_SPOOL,
+            &http_body(sink.port, cx.a.http_concurrency),
+        )
+        .await?;
+        let opts = LoadOpts {
+            url: sc.url.clone(),
+            connections: cx.a.connections,
+            duration: Some(d),
+            batch: 1,
+            seed: round as u64 + 1,
+            ..LoadOpts::default()
+        };
+        sink.client.reset().await?;
+        let on = loadgen::run(opts.clone()).await?;
+        let got = sink.client.stats().await?;
+        delivered_rate = delivered_rate.max(got.count as f64 / d.as_secs_f64());
+        sc.pause("sink").await?;
+        let off = loadgen::run(opts).await?;
+        sc.stop();
+        if on_best.as_ref().is_none_or(|b| on.events_per_s() > b.events_per_s()) {
+            on_best = Some(on);
+        }
+        if off_best.as_ref().is_none_or(|b| off.events_per_s() > b.events_per_s()) {
+            off_best = Some(off);
+        }
+    }
+    let (on, off) = match (on_best, off_best) {
+        (Some(on), Some(off)) => (on, off),
+        _ => return Err("no rounds ran".into()),
+    };
+    let row = |name: &str, r: &LoadReport| {
+        let mut v = vec![name.to_owned(), thousands(r.events_per_s())];
+        v.extend(lat_cells(r));
+        v.push(errs(r));
+        v
+    };
+    table(
+        &format!(
+            "mixed: single-event ingest, {} connections, {:.0}s, delivery on vs paused (best of {} rounds)",
+            cx.a.connections,
+            d.as_secs_f64(),
+            rounds(cx)
+        ),
+        &["run", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "notes"],
+        &[row("delivery on", &on), row("delivery paused", &off)],
+    );
+    println!(
+        "  delivered meanwhile: {} events/s; ratio mixed = on / paused (target >= 0.7)",
+        thousands(delivered_rate)
+    );
+    Ok(ratio(on.events_per_s(), off.events_per_s()))
+}
+
+// ---------------------------------------------------------------- lowrate
+
+/// CPU seconds the sidecar spends per event, ingest through delivery, at a
+/// low steady rate and at full load. At low rates nothing batches: each
+/// event pays a commit, and used to pay a read and an ack commit too.
+async fn lowrate(cx: &Cx) -> Result<String, String> {
+    let d = secs(cx, 10.0, 5.0);
+    let sink = SinkProc::start(&cx.sink_bin).await?;
+    let sc = Sidecar::start(
+        &cx.a.sidecar,
+        &cx.tmp,
+        BIG_SPOOL,
+        &http_body(sink.port, cx.a.http_concurrency),
+    )
+    .await?;
+    // One run: events through to the sink; CPU per event and the split.
+    let run = |opts: LoadOpts| {
+        let (sc, sink) = (&sc, &sink);
+        async move {
+            sink.client.reset().await?;
+            let cpu0 = cpu_secs(sc.pid());
+            let r = loadgen::run(opts).await?;
+            sink.client.wait_for(r.events, Duration::from_secs(60)).await?;
+            let cpu = cpu_secs(sc.pid()) - cpu0;
+            Ok::<_, String>((r, cpu))
+        }
+    };
+    let base = LoadOpts {
+        url: sc.url.clone(),
+        duration: Some(d),
+        ..LoadOpts::default()
+    };
+    let (low, low_cpu) = run(LoadOpts {
+        connections: 4,
+        rate: 200.0,
+        batch: 1,
+        ..base.clone()
+    })
+    .await?;
+    let (high, high_cpu) = run(LoadOpts {
+        connections: cx.a.connections,
+        batch: cx.a.batch,
+        ..base.clone()
+    })
+    .await?;
+    sc.stop();
+    let per = |cpu: f64, r: &LoadReport| cpu * 1000.0 / (r.events.max(1) as f64);
+    let (low_ms, high_ms) = (per(low_cpu, &low), per(high_cpu, &high));
+    table(
+        "lowrate: sidecar CPU per event, ingest through delivery to the sink",
+        &["run", "events", "events/s", "CPU s", "CPU ms/event"],
+        &[
+            vec![
+                "200 events/s, single".into(),
+                low.events.to_string(),
+                thousands(low.events_per_s()),
+                format!("{low_cpu:.2}"),
+                format!("{low_ms:.3}"),
+            ],
+            vec![
+                format!("flat out, batch {}", cx.a.batch),
+                high.events.to_string(),
+                thousands(high.events_per_s()),
+                format!("{high_cpu:.2}"),
+                format!("{high_ms:.3}"),
+            ],
+        ],
+    );
+    println!("  ratio lowrate = CPU per event at 200/s / at full load (target <= 3)");
+    Ok(ratio(low_ms, high_ms))
 }
