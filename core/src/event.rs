@@ -16,8 +16,8 @@ use crate::jid;
 /// numbers or booleans, never nested.
 pub type Metadata = BTreeMap<String, MetaValue>;
 
-/// One metadata value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One metadata value (read back by `event_de.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum MetaValue {
     Bool(bool),
@@ -180,15 +180,12 @@ pub enum EventBody {
 ///
 /// Serialized by hand (below) so the canonical JSON keeps the field order
 /// DESIGN.md shows: `id`, `event`, `timestamp`, the kind's fields, `metadata`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Assigned at ingest; the delivery id and idempotency key.
     pub id: String,
-    #[serde(flatten)]
     pub body: EventBody,
-    #[serde(with = "timestamp_millis")]
     pub timestamp: OffsetDateTime,
-    #[serde(default)]
     pub metadata: Metadata,
 }
 

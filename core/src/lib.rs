@@ -10,6 +10,7 @@ pub mod chain;
 pub mod class;
 pub mod delivery;
 pub mod event;
+mod event_de;
 pub mod hook;
 pub mod hook_call;
 pub mod ingest;
