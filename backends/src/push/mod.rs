@@ -3,3 +3,8 @@
 //! (contract: `shared/design/push.md`).
 
 pub mod provider;
+
+pub mod apns;
+pub mod es256;
+mod transport;
+pub mod webpush;
