@@ -113,7 +113,7 @@ impl Provider for WebPushProvider {
             .ok()
             .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
             .ok_or_else(|| {
-                DeliveryError::permanent(format!("subscription endpoint \"{endpoint}\" is not an https URL"))
+                DeliveryError::permanent(format!("subscription endpoint \"{endpoint}\" is not an http(s) URL"))
             })?;
         let origin = url.origin().ascii_serialization();
         let (ua_public, auth) = check_subscription_keys(p256dh, auth)
