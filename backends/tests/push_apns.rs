@@ -297,3 +297,32 @@ fn key_file_errors_name_the_file_and_the_problem() {
     assert!(wrong.message().contains(&public), "{wrong}");
     assert!(wrong.message().contains("found -----BEGIN PUBLIC KEY-----"), "{wrong}");
 }
+
+#[tokio::test]
+async fn a_long_message_is_cut_to_fit_apns_4096_bytes() {
+    bounded(async {
+        let s = setup().await;
+        let mut note = notification("01JC3ZQ5R6S7T8V9W0X1Y2Z3AB", false);
+        let long = "Grüße ✓ ".repeat(1000);
+        note.body = Some(long.clone());
+        assert_eq!(
+            s.provider.send(&device(Mode::Prod, false), &note).await.unwrap(),
+            Sent::Delivered
+        );
+        let req = &s.peer.requests()[0];
+        assert!(req.body.len() <= 4096, "{} bytes", req.body.len());
+        assert!(
+            req.body.len() > 4000,
+            "cut no more than needed: {} bytes",
+            req.body.len()
+        );
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let shown = body["aps"]["alert"]["body"].as_str().unwrap();
+        assert!(
+            shown.ends_with('…') && long.starts_with(shown.trim_end_matches('…')),
+            "{shown}"
+        );
+        assert_eq!(body["message_id"], "m-1", "data is kept whole");
+    })
+    .await
+}

@@ -323,3 +323,27 @@ fn vapid_key_errors_name_the_file_and_the_problem() {
         "{wrong}"
     );
 }
+
+#[tokio::test]
+async fn a_long_message_is_cut_to_fit_one_web_push_message() {
+    bounded(async {
+        let service = Peer::http().await;
+        let provider = provider("vapid_test_sec1.pem", "");
+        let browser = Browser::new();
+        let device = browser.device(format!("http://127.0.0.1:{}/sub-8", service.addr.port()), false);
+        let mut note = notification("01JC3ZQ5R6S7T8V9W0X1Y2Z3B8", false);
+        let long = "\"quoted\" Grüße ✓\n".repeat(500);
+        note.body = Some(long.clone());
+        assert_eq!(provider.send(&device, &note).await.unwrap(), Sent::Delivered);
+        let req = &service.requests()[0];
+        assert!(req.body.len() <= 4096, "{} bytes", req.body.len());
+        let opened = browser.open(req).await;
+        let shown = opened.plaintext["body"].as_str().unwrap();
+        assert!(
+            shown.ends_with('…') && long.starts_with(shown.trim_end_matches('…')),
+            "{shown}"
+        );
+        assert_eq!(opened.plaintext["message_id"], "m-1", "data is kept whole");
+    })
+    .await
+}

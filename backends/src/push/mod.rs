@@ -7,4 +7,5 @@ pub mod provider;
 pub mod apns;
 pub mod es256;
 mod transport;
+mod truncate;
 pub mod webpush;

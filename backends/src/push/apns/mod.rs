@@ -12,5 +12,5 @@ mod publish;
 mod token;
 
 pub use config::ApnsConfig;
-pub use payload::{apns_id, device_url, endpoint_for, is_device_token, PRODUCTION_URL, SANDBOX_URL};
+pub use payload::{apns_id, device_url, endpoint_for, is_device_token, MAX_PAYLOAD, PRODUCTION_URL, SANDBOX_URL};
 pub use publish::ApnsProvider;

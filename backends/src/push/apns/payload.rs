@@ -7,6 +7,8 @@ use crate::push::provider::{Mode, Notification};
 
 pub const PRODUCTION_URL: &str = "https://api.push.apple.com";
 pub const SANDBOX_URL: &str = "https://api.sandbox.push.apple.com";
+/// The largest JSON payload APNs takes for alert and background pushes.
+pub const MAX_PAYLOAD: usize = 4096;
 
 /// The base URL for a device: `endpoint_url` when configured, else
 /// production for `prod` devices and the sandbox for `dev` ones.

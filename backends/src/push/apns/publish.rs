@@ -17,6 +17,7 @@ use super::token::ProviderToken;
 use crate::push::es256::Es256Key;
 use crate::push::provider::{Address, Device, Notification, Provider, Sent};
 use crate::push::transport::{self, Attempt, CredentialHealth, Refusal};
+use crate::push::truncate::render_within;
 
 pub struct ApnsProvider {
     client: reqwest::Client,
@@ -102,7 +103,11 @@ impl Provider for ApnsProvider {
             });
         }
         let url = device_url(&endpoint_for(*mode, self.endpoint_url.as_ref()), token);
-        let body = Bytes::from(payload::body(note).to_string());
+        let body = render_within(note, payload::MAX_PAYLOAD, |n| {
+            payload::body(n).to_string().into_bytes()
+        })
+        .map_err(|e| DeliveryError::permanent(format!("notification: {e}")))?;
+        let body = Bytes::from(body);
         let first = self.token.current();
         self.health
             .send_with_fresh_retry("apns", |fresh| {

@@ -13,11 +13,12 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
 use super::config::WebPushConfig;
-use super::encrypt::{check_subscription_keys, encrypt};
+use super::encrypt::{check_subscription_keys, encrypt, MAX_PLAINTEXT};
 use super::vapid::Vapid;
 use crate::push::es256::Es256Key;
 use crate::push::provider::{Address, Device, Notification, Provider, Sent};
 use crate::push::transport::{self, Attempt, CredentialHealth, Refusal};
+use crate::push::truncate::render_within;
 
 pub struct WebPushProvider {
     client: reqwest::Client,
@@ -118,7 +119,8 @@ impl Provider for WebPushProvider {
         let origin = url.origin().ascii_serialization();
         let (ua_public, auth) = check_subscription_keys(p256dh, auth)
             .map_err(|e| DeliveryError::permanent(format!("subscription: {e}")))?;
-        let body = encrypt(plaintext(note).to_string().as_bytes(), &ua_public, &auth)
+        let body = render_within(note, MAX_PLAINTEXT, |n| plaintext(n).to_string().into_bytes())
+            .and_then(|plain| encrypt(&plain, &ua_public, &auth))
             .map_err(|e| DeliveryError::permanent(format!("notification: {e}")))?;
         let body = Bytes::from(body);
         let first = self.vapid.authorization(&origin);
