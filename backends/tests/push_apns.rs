@@ -326,3 +326,38 @@ async fn a_long_message_is_cut_to_fit_apns_4096_bytes() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_plain_http_endpoint_speaks_http1_for_simple_mocks() {
+    bounded(async {
+        let mock = Peer::http().await;
+        let config: ApnsConfig = toml::from_str(&format!(
+            "key_file = \"{}\"\nkey_id = \"{KEY_ID}\"\nteam_id = \"{TEAM_ID}\"\ntopic = \"{TOPIC}\"\nendpoint_url = \"http://127.0.0.1:{}\"",
+            fixture("apns_test_AuthKey.p8"),
+            mock.addr.port()
+        ))
+        .unwrap();
+        let provider = ApnsProvider::new(&config).unwrap();
+        let note = notification("01JC3ZQ5R6S7T8V9W0X1Y2Z3AC", false);
+        assert_eq!(provider.send(&device(Mode::Dev, false), &note).await.unwrap(), Sent::Delivered);
+        let req = &mock.requests()[0];
+        assert_eq!(req.path, format!("/3/device/{TOKEN}"));
+        check_provider_token(req);
+    })
+    .await
+}
+
+#[test]
+fn a_ca_file_that_is_not_pem_is_named() {
+    let not_pem = fixture("README.md");
+    let config: ApnsConfig = toml::from_str(&format!(
+        "key_file = \"{}\"\nkey_id = \"K\"\nteam_id = \"T\"\ntopic = \"t\"\nca_file = \"{not_pem}\"",
+        fixture("apns_test_AuthKey.p8")
+    ))
+    .unwrap();
+    let err = ApnsProvider::new(&config).err().unwrap();
+    assert!(
+        err.message().contains("apns ca_file") && err.message().contains(&not_pem),
+        "{err}"
+    );
+}

@@ -21,32 +21,35 @@ const USER_AGENT: &str = concat!("event-pusher/", env!("CARGO_PKG_VERSION"));
 
 /// An HTTP client for one provider. `ca_file` (PEM, one or more
 /// certificates) is trusted in addition to the system roots; `key` names
-/// it in errors. `http2_only`: speak HTTP/2 only (APNs), negotiated by ALPN
-/// over TLS.
-pub fn client(ca_file: Option<&Path>, key: &str, http2_only: bool) -> Result<reqwest::Client, BackendError> {
-    let mut builder = reqwest::Client::builder()
+/// it in errors.
+///
+/// Over TLS the HTTP version is negotiated by ALPN, which gives HTTP/2 with
+/// APNs (it offers nothing else). No HTTP/2 prior knowledge: a plain
+/// `http://` test endpoint then speaks HTTP/1.1, what simple mocks serve.
+pub fn client(ca_file: Option<&Path>, key: &str) -> Result<reqwest::Client, BackendError> {
+    let builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         // A redirected POST would silently turn into a GET.
         .redirect(reqwest::redirect::Policy::none());
-    if http2_only {
-        builder = builder.http2_prior_knowledge();
+    let Some(path) = ca_file else {
+        return build(builder);
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| BackendError::with_source(format!("{key} {}: cannot read: {e}", path.display()), e))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| BackendError::with_source(format!("{key} {}: not PEM certificates: {e}", path.display()), e))?;
+    if certs.is_empty() {
+        return Err(BackendError::new(format!(
+            "{key} {}: no -----BEGIN CERTIFICATE----- block",
+            path.display()
+        )));
     }
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| BackendError::with_source(format!("{key} {}: cannot read: {e}", path.display()), e))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            BackendError::with_source(format!("{key} {}: not PEM certificates: {e}", path.display()), e)
-        })?;
-        if certs.is_empty() {
-            return Err(BackendError::new(format!(
-                "{key} {}: no -----BEGIN CERTIFICATE----- block",
-                path.display()
-            )));
-        }
-        builder = builder.tls_certs_merge(certs);
-    }
+    build(builder.tls_certs_merge(certs))
+}
+
+fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, BackendError> {
     builder
         .build()
         .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))

@@ -32,7 +32,7 @@ impl ApnsProvider {
     /// and what is wrong with it.
     pub fn new(config: &ApnsConfig) -> Result<Self, BackendError> {
         let key = Es256Key::from_pem_file(&config.key_file, "apns key_file")?;
-        let client = transport::client(config.ca_file.as_deref(), "apns ca_file", true)?;
+        let client = transport::client(config.ca_file.as_deref(), "apns ca_file")?;
         Ok(ApnsProvider {
             client,
             token: ProviderToken::new(key, config.key_id.clone(), config.team_id.clone()),

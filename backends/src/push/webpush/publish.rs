@@ -32,7 +32,7 @@ impl WebPushProvider {
     pub fn new(config: &WebPushConfig) -> Result<Self, BackendError> {
         let key = Es256Key::from_pem_file(&config.vapid_private_key_file, "webpush vapid_private_key_file")?;
         Ok(WebPushProvider {
-            client: transport::client(None, "", false)?,
+            client: transport::client(None, "")?,
             vapid: Vapid::new(key, config.subject.clone()),
             ttl: config.ttl_s.to_string(),
             health: CredentialHealth::default(),
