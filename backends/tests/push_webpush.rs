@@ -290,7 +290,10 @@ async fn bad_subscriptions_are_refused_without_a_request() {
             *auth = "c2hvcnQ".into();
         }
         let err = provider.send(&device, &note).await.unwrap_err();
-        assert!(!err.retryable && err.message.contains("auth must be 16 bytes"), "{err}");
+        assert!(
+            !err.retryable && err.message.contains("keys.auth must be 16 bytes"),
+            "{err}"
+        );
         if let Address::WebPush { endpoint, .. } = &mut device.address {
             *endpoint = "not a url".into();
         }

@@ -6,8 +6,6 @@
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use hkdf::Hkdf;
 use p256::ecdh::diffie_hellman;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
@@ -25,24 +23,6 @@ const TAG_LEN: usize = 16;
 /// The largest plaintext that fits one 4096-byte message: the header, the
 /// padding delimiter and the tag take the rest.
 pub const MAX_PLAINTEXT: usize = RECORD_SIZE as usize - HEADER_LEN - 1 - TAG_LEN;
-
-/// Decode and check a subscription's `p256dh` (an uncompressed P-256
-/// point) and `auth` (16 bytes), both base64url; the error names the key.
-pub fn check_subscription_keys(p256dh: &str, auth: &str) -> Result<(PublicKey, [u8; 16]), String> {
-    let point = decode(p256dh).map_err(|e| format!("p256dh is not base64url: {e}"))?;
-    let ua_public = PublicKey::from_sec1_bytes(&point).map_err(|_| "p256dh is not a P-256 public key".to_owned())?;
-    let secret = decode(auth).map_err(|e| format!("auth is not base64url: {e}"))?;
-    let auth: [u8; 16] = secret
-        .try_into()
-        .map_err(|v: Vec<u8>| format!("auth must be 16 bytes, not {}", v.len()))?;
-    Ok((ua_public, auth))
-}
-
-/// base64url, with or without `=` padding (browsers omit it, some
-/// libraries add it).
-fn decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    URL_SAFE_NO_PAD.decode(s.trim_end_matches('='))
-}
 
 /// Encrypt `plaintext` for the browser holding `ua_public` and `auth`:
 /// the whole `aes128gcm` body (header and one record).
@@ -112,7 +92,22 @@ fn expand(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), St
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
     use super::*;
+    use crate::push::webpush::subscription::Subscription;
+
+    /// The RFC 8291 example's browser keys.
+    fn rfc_browser() -> (PublicKey, [u8; 16]) {
+        let s = Subscription::parse(
+            "https://push.example.net/push/JzLQ3raZJfFBR0aqvOMsLrt54w4rJUsV",
+            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "BTBZMqHH6r4Tts7J_aSIgg",
+        )
+        .unwrap();
+        (s.ua_public, s.auth)
+    }
 
     fn b64(s: &str) -> Vec<u8> {
         URL_SAFE_NO_PAD.decode(s).unwrap()
@@ -123,11 +118,7 @@ mod tests {
     fn matches_the_rfc_8291_example() {
         let plaintext = b64("V2hlbiBJIGdyb3cgdXAsIEkgd2FudCB0byBiZSBhIHdhdGVybWVsb24");
         let sender = SecretKey::from_slice(&b64("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw")).unwrap();
-        let (ua_public, auth) = check_subscription_keys(
-            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
-            "BTBZMqHH6r4Tts7J_aSIgg",
-        )
-        .unwrap();
+        let (ua_public, auth) = rfc_browser();
         let salt: [u8; 16] = b64("DGv6ra1nlYgDCS1FRnbzlw").try_into().unwrap();
         let out = encrypt_with(&plaintext, &ua_public, &auth, &sender, salt).unwrap();
         assert_eq!(
@@ -137,27 +128,8 @@ mod tests {
     }
 
     #[test]
-    fn names_the_bad_subscription_key() {
-        let p256dh = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
-        assert!(check_subscription_keys("BCVx", "BTBZMqHH6r4Tts7J_aSIgg")
-            .unwrap_err()
-            .contains("p256dh"));
-        assert!(check_subscription_keys("!!", "BTBZMqHH6r4Tts7J_aSIgg")
-            .unwrap_err()
-            .contains("p256dh"));
-        assert!(check_subscription_keys(p256dh, "BTBZ")
-            .unwrap_err()
-            .contains("auth must be 16 bytes"));
-        assert!(check_subscription_keys(p256dh, "BTBZMqHH6r4Tts7J_aSIgg==").is_ok());
-    }
-
-    #[test]
     fn refuses_what_does_not_fit_one_message() {
-        let (ua_public, auth) = check_subscription_keys(
-            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
-            "BTBZMqHH6r4Tts7J_aSIgg",
-        )
-        .unwrap();
+        let (ua_public, auth) = rfc_browser();
         assert_eq!(encrypt(&[b'x'; MAX_PLAINTEXT], &ua_public, &auth).unwrap().len(), 4096);
         assert!(encrypt(&[b'x'; MAX_PLAINTEXT + 1], &ua_public, &auth).is_err());
     }

@@ -3,7 +3,8 @@
 //! sender identified by a VAPID token (RFC 8292).
 //!
 //! - `config.rs`: the `[backends.push.NAME.webpush]` keys.
-//! - `encrypt.rs`: the subscription's keys and RFC 8291 encryption.
+//! - `subscription.rs`: a browser's subscription (endpoint, keys), checked.
+//! - `encrypt.rs`: RFC 8291 encryption for those keys.
 //! - `vapid.rs`: the VAPID key and its tokens, one per push service origin.
 //! - `publish.rs`: sending, and mapping the push service's answers.
 //!
@@ -17,8 +18,10 @@
 mod config;
 mod encrypt;
 mod publish;
+mod subscription;
 mod vapid;
 
 pub use config::WebPushConfig;
-pub use encrypt::{check_subscription_keys, encrypt, MAX_PLAINTEXT};
+pub use encrypt::{encrypt, MAX_PLAINTEXT};
 pub use publish::WebPushProvider;
+pub use subscription::Subscription;

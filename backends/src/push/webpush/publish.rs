@@ -13,7 +13,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
 use super::config::WebPushConfig;
-use super::encrypt::{check_subscription_keys, encrypt, MAX_PLAINTEXT};
+use super::encrypt::{encrypt, MAX_PLAINTEXT};
+use super::subscription::Subscription;
 use super::vapid::Vapid;
 use crate::push::es256::Es256Key;
 use crate::push::provider::{Address, Device, Notification, Provider, Sent};
@@ -110,28 +111,21 @@ impl Provider for WebPushProvider {
         let Address::WebPush { endpoint, p256dh, auth } = &device.address else {
             return Err(DeliveryError::permanent("not a Web Push device"));
         };
-        let url = url::Url::parse(endpoint)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
-            .ok_or_else(|| {
-                DeliveryError::permanent(format!("subscription endpoint \"{endpoint}\" is not an http(s) URL"))
-            })?;
-        let origin = url.origin().ascii_serialization();
-        let (ua_public, auth) = check_subscription_keys(p256dh, auth)
-            .map_err(|e| DeliveryError::permanent(format!("subscription: {e}")))?;
+        let subscription = Subscription::parse(endpoint, p256dh, auth)
+            .map_err(|e| DeliveryError::permanent(format!("subscription {e}")))?;
         let body = render_within(note, MAX_PLAINTEXT, |n| plaintext(n).to_string().into_bytes())
-            .and_then(|plain| encrypt(&plain, &ua_public, &auth))
+            .and_then(|plain| encrypt(&plain, &subscription.ua_public, &subscription.auth))
             .map_err(|e| DeliveryError::permanent(format!("notification: {e}")))?;
         let body = Bytes::from(body);
-        let first = self.vapid.authorization(&origin);
+        let first = self.vapid.authorization(&subscription.origin);
         self.health
             .send_with_fresh_retry("webpush", |fresh| {
                 let authorization = if fresh {
-                    self.vapid.refresh(&origin, &first)
+                    self.vapid.refresh(&subscription.origin, &first)
                 } else {
                     first.clone()
                 };
-                let (url, body) = (&url, body.clone());
+                let (url, body) = (&subscription.endpoint, body.clone());
                 async move { self.attempt(url, &authorization, body).await }
             })
             .await
