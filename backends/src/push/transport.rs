@@ -12,7 +12,8 @@ use event_pusher_core::{BackendError, DeliveryError};
 use reqwest::header::RETRY_AFTER;
 
 use super::provider::Sent;
-use crate::http::{drain_success, error_excerpt, parse_retry_after, transport_error};
+use crate::http::publish::{parse_retry_after, transport_error};
+use crate::http::response::{drain_success, error_excerpt};
 
 /// One request to a provider must not hold a worker longer than this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);

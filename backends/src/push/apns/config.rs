@@ -40,7 +40,7 @@ fn printable_ascii<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
 }
 
 fn endpoint_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<url::Url>, D::Error> {
-    crate::http::http_url(d).map(Some)
+    crate::http::config::http_url(d).map(Some)
 }
 
 #[cfg(test)]
