@@ -291,14 +291,17 @@ async fn bad_subscriptions_are_refused_without_a_request() {
         }
         let err = provider.send(&device, &note).await.unwrap_err();
         assert!(
-            !err.retryable && err.message.contains("keys.auth must be 16 bytes"),
+            !err.retryable && err.message.contains("subscription.keys.auth: must be 16 bytes"),
             "{err}"
         );
         if let Address::WebPush { endpoint, .. } = &mut device.address {
             *endpoint = "not a url".into();
         }
         let err = provider.send(&device, &note).await.unwrap_err();
-        assert!(!err.retryable && err.message.contains("endpoint"), "{err}");
+        assert!(
+            !err.retryable && err.message.contains("subscription.endpoint:"),
+            "{err}"
+        );
         assert!(service.requests().is_empty());
     })
     .await

@@ -112,7 +112,7 @@ impl Provider for WebPushProvider {
             return Err(DeliveryError::permanent("not a Web Push device"));
         };
         let subscription = Subscription::parse(endpoint, p256dh, auth)
-            .map_err(|e| DeliveryError::permanent(format!("subscription {e}")))?;
+            .map_err(|e| DeliveryError::permanent(format!("subscription.{e}")))?;
         let body = render_within(note, MAX_PLAINTEXT, |n| plaintext(n).to_string().into_bytes())
             .and_then(|plain| encrypt(&plain, &subscription.ua_public, &subscription.auth))
             .map_err(|e| DeliveryError::permanent(format!("notification: {e}")))?;

@@ -20,8 +20,9 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Check the three strings of a subscription; the error names the
-    /// field (`endpoint`, `keys.p256dh`, `keys.auth`) and the problem.
+    /// Check the three strings of a subscription; the error is `FIELD:
+    /// problem`, FIELD being `endpoint`, `keys.p256dh` or `keys.auth` (the
+    /// registry prefixes `subscription.`).
     ///
     /// `http://` endpoints are accepted (local test push services); real
     /// push services are all `https://`.
@@ -29,14 +30,14 @@ impl Subscription {
         let endpoint = url::Url::parse(endpoint)
             .ok()
             .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
-            .ok_or_else(|| format!("endpoint \"{endpoint}\" is not an http(s) URL"))?;
-        let point = decode(p256dh).map_err(|e| format!("keys.p256dh is not base64url: {e}"))?;
+            .ok_or_else(|| format!("endpoint: \"{endpoint}\" is not an http(s) URL"))?;
+        let point = decode(p256dh).map_err(|e| format!("keys.p256dh: not base64url ({e})"))?;
         let ua_public = PublicKey::from_sec1_bytes(&point)
-            .map_err(|_| "keys.p256dh is not a P-256 public key (65-byte uncompressed point)".to_owned())?;
-        let secret = decode(auth).map_err(|e| format!("keys.auth is not base64url: {e}"))?;
+            .map_err(|_| "keys.p256dh: not a P-256 public key (65-byte uncompressed point)".to_owned())?;
+        let secret = decode(auth).map_err(|e| format!("keys.auth: not base64url ({e})"))?;
         let auth: [u8; 16] = secret
             .try_into()
-            .map_err(|v: Vec<u8>| format!("keys.auth must be 16 bytes, not {}", v.len()))?;
+            .map_err(|v: Vec<u8>| format!("keys.auth: must be 16 bytes, not {}", v.len()))?;
         Ok(Subscription {
             origin: endpoint.origin().ascii_serialization(),
             endpoint,
@@ -74,6 +75,6 @@ mod tests {
         assert!(err("ftp://x/y", P256DH, AUTH).starts_with("endpoint"));
         assert!(err(ENDPOINT, "BCVx", AUTH).starts_with("keys.p256dh"));
         assert!(err(ENDPOINT, "!!", AUTH).starts_with("keys.p256dh"));
-        assert!(err(ENDPOINT, P256DH, "BTBZ").starts_with("keys.auth must be 16 bytes"));
+        assert!(err(ENDPOINT, P256DH, "BTBZ").starts_with("keys.auth: must be 16 bytes"));
     }
 }
