@@ -208,7 +208,7 @@ async fn an_expired_provider_token_is_re_signed_and_retried_once() {
 }
 
 #[tokio::test]
-async fn a_token_refused_twice_makes_the_provider_not_ready_until_a_send_succeeds() {
+async fn a_token_refused_twice_makes_the_provider_not_ready_for_a_while() {
     bounded(async {
         let s = setup().await;
         let note = notification("01JC3ZQ5R6S7T8V9W0X1Y2Z3A8", false);

@@ -235,7 +235,7 @@ async fn a_refused_vapid_token_is_re_signed_once() {
 }
 
 #[tokio::test]
-async fn a_vapid_token_refused_twice_makes_the_provider_not_ready() {
+async fn a_vapid_token_refused_twice_makes_the_provider_not_ready_for_a_while() {
     bounded(async {
         let service = Peer::http().await;
         service.answer(403, "invalid JWT");

@@ -5,8 +5,8 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use event_pusher_core::{BackendError, DeliveryError};
 use reqwest::header::RETRY_AFTER;
@@ -120,27 +120,50 @@ pub enum Attempt {
     Failed(DeliveryError),
 }
 
-/// Whether the provider's credential was last accepted: false after a
-/// freshly signed credential was refused too, until a send gets through.
+/// How long a provider reports not ready after a freshly signed credential
+/// was refused too. The delivery queue sends nothing while a backend is not
+/// ready, so readiness must come back by itself: after the hold the next
+/// send tries again (and signs afresh if refused again).
+pub const REJECTED_HOLD: Duration = Duration::from_secs(10);
+
+/// Whether the provider's credential is believed good: not for
+/// [`REJECTED_HOLD`] after a freshly signed credential was refused too.
 #[derive(Debug)]
-pub struct CredentialHealth(AtomicBool);
+pub struct CredentialHealth {
+    hold: Duration,
+    rejected_until: Mutex<Option<Instant>>,
+}
 
 impl Default for CredentialHealth {
     fn default() -> Self {
-        CredentialHealth(AtomicBool::new(true))
+        CredentialHealth::with_hold(REJECTED_HOLD)
     }
 }
 
 impl CredentialHealth {
+    pub fn with_hold(hold: Duration) -> Self {
+        CredentialHealth {
+            hold,
+            rejected_until: Mutex::new(None),
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.until().is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn until(&self) -> Option<Instant> {
+        *self.rejected_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_until(&self, until: Option<Instant>) {
+        *self.rejected_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
     }
 
     /// Run `attempt` with the current credential (`fresh = false`); if the
     /// credential is refused, once more with a freshly signed one (`fresh =
-    /// true`). Refused twice: not ready, and a retryable error so the queue
-    /// holds until the credential is fixed (a new key file needs a restart
-    /// anyway).
+    /// true`). Refused twice: not ready for the hold, and a retryable error
+    /// so the event waits rather than dies.
     pub async fn send_with_fresh_retry<F, Fut>(&self, provider: &str, attempt: F) -> Result<Sent, DeliveryError>
     where
         F: Fn(bool) -> Fut,
@@ -153,8 +176,11 @@ impl CredentialHealth {
         tracing::info!(provider, %reason, "credential rejected; retrying once with a freshly signed one");
         match attempt(true).await? {
             Attempt::CredentialRejected { status, reason: again } => {
-                self.0.store(false, Ordering::Relaxed);
-                tracing::warn!(provider, reason = %again, "freshly signed credential rejected too: not ready");
+                self.set_until(Some(Instant::now() + self.hold));
+                tracing::warn!(
+                    provider, reason = %again, hold = ?self.hold,
+                    "freshly signed credential rejected too: not ready"
+                );
                 Err(DeliveryError::retryable(format!(
                     "{provider} rejected a freshly signed credential: {again} (first: {reason})"
                 ))
@@ -167,12 +193,61 @@ impl CredentialHealth {
     fn settle(&self, attempt: Attempt) -> Result<Sent, DeliveryError> {
         match attempt {
             Attempt::Sent(sent) => {
-                self.0.store(true, Ordering::Relaxed);
+                self.set_until(None);
                 Ok(sent)
             }
             Attempt::Failed(e) => Err(e),
             // Handled by the caller; kept total for the compiler.
             Attempt::CredentialRejected { status, reason } => Err(DeliveryError::retryable(reason).with_status(status)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected() -> Result<Attempt, DeliveryError> {
+        Ok(Attempt::CredentialRejected {
+            status: 403,
+            reason: "ExpiredProviderToken".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn readiness_comes_back_after_the_hold() {
+        let health = CredentialHealth::with_hold(Duration::from_millis(100));
+        let err = health
+            .send_with_fresh_retry("test", |_| async { rejected() })
+            .await
+            .unwrap_err();
+        assert!(err.retryable && err.status == Some(403), "{err}");
+        assert!(!health.is_ready());
+        // The delivery queue sends nothing meanwhile; readiness must return
+        // by itself, or the backend would hold its queue for ever.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(health.is_ready());
+    }
+
+    #[tokio::test]
+    async fn the_retry_uses_a_fresh_credential_once() {
+        let health = CredentialHealth::default();
+        let tries = std::sync::atomic::AtomicUsize::new(0);
+        let sent = health
+            .send_with_fresh_retry("test", |fresh| {
+                tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    if fresh {
+                        Ok(Attempt::Sent(Sent::Delivered))
+                    } else {
+                        rejected()
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(sent, Sent::Delivered);
+        assert_eq!(tries.into_inner(), 2);
+        assert!(health.is_ready());
     }
 }
