@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672,
-# moto_server (the SNS/SQS emulator) from PyPI, cargo-nextest, and Debian's
+# moto_server (the SNS/SQS emulator) and http_ece from PyPI, cargo-nextest, and Debian's
 # chromium + chromium-driver for the status page's browser test.
 # Safe to run again: each step checks first.
 set -euo pipefail
@@ -26,6 +26,15 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 command -v moto_server >/dev/null 2>&1 || { log "moto_server not on PATH after install"; exit 1; }
 log "moto_server: $(command -v moto_server)"
+
+# http_ece (and cryptography) for the Web Push provider's tests: an
+# independent RFC 8291 decryptor and VAPID signature check
+# (backends/tests/fixtures/push/webpush_browser.py).
+if ! python3 -c 'import http_ece, cryptography' >/dev/null 2>&1; then
+  log "installing http_ece from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check 'http_ece>=1.1,<2' 'cryptography>=41'
+fi
+python3 -c 'import http_ece, cryptography' || { log "http_ece not importable after install"; exit 1; }
 
 # The test runner.
 if ! cargo nextest --version >/dev/null 2>&1; then

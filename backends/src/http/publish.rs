@@ -137,7 +137,7 @@ pub(crate) fn classify(status: StatusCode, retry_after: Option<Duration>, excerp
     err
 }
 
-fn transport_error(e: reqwest::Error) -> DeliveryError {
+pub(crate) fn transport_error(e: reqwest::Error) -> DeliveryError {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -3,3 +3,9 @@
 //! (contract: `shared/design/push.md`).
 
 pub mod provider;
+
+pub mod apns;
+pub mod es256;
+mod transport;
+mod truncate;
+pub mod webpush;
