@@ -17,9 +17,10 @@
 //! - **remove**: stop the delivery queue, then drop the slot's tables; the
 //!   id stays retired.
 //!
-//! Today every slot comes from the config file (or `Sidecar::with_backend`)
-//! at start, so ids are dense and equal to indices; `index` is the seam the
-//! spool and engine use until they hold slots in maps.
+//! Config backends (and `Sidecar::with_backend`) are registered at start;
+//! webhook subscriptions with `register_runtime` at any time, and retired
+//! when removed. `index` is a position in the spool's and engine's sparse
+//! per-slot vectors (a retired slot leaves a hole).
 
 use std::fmt;
 
@@ -40,7 +41,7 @@ impl Slot {
         self.0
     }
 
-    /// The position in per-slot vectors (dense while slots never go away).
+    /// The position in per-slot vectors (sparse: removed slots leave holes).
     pub const fn index(self) -> usize {
         self.0 as usize
     }
@@ -58,6 +59,8 @@ pub struct SlotEntry {
     pub slot: Slot,
     pub kind: &'static str,
     pub name: String,
+    /// Added at runtime (a webhook subscription), not from the config.
+    pub runtime: bool,
 }
 
 impl SlotEntry {
@@ -86,14 +89,37 @@ impl SlotRegistry {
 
     /// Register a backend instance and return its new slot.
     pub fn register(&mut self, kind: &'static str, name: impl Into<String>) -> Result<Slot, DuplicateSlot> {
-        let name = name.into();
+        self.add(kind, name.into(), false)
+    }
+
+    /// Register a backend added at runtime; it can be [`retire`](Self::retire)d.
+    pub fn register_runtime(&mut self, kind: &'static str, name: impl Into<String>) -> Result<Slot, DuplicateSlot> {
+        self.add(kind, name.into(), true)
+    }
+
+    fn add(&mut self, kind: &'static str, name: String, runtime: bool) -> Result<Slot, DuplicateSlot> {
         if self.entries.iter().any(|e| e.kind == kind && e.name == name) {
             return Err(DuplicateSlot(format!("{kind}.{name}")));
         }
         let slot = Slot(self.next);
         self.next += 1;
-        self.entries.push(SlotEntry { slot, kind, name });
+        self.entries.push(SlotEntry {
+            slot,
+            kind,
+            name,
+            runtime,
+        });
         Ok(slot)
+    }
+
+    /// Remove a slot for good: its id is never handed out again.
+    pub fn retire(&mut self, slot: Slot) {
+        self.entries.retain(|e| e.slot != slot);
+    }
+
+    /// Whether the slot was added at runtime.
+    pub fn is_runtime(&self, slot: Slot) -> bool {
+        self.entries.iter().any(|e| e.slot == slot && e.runtime)
     }
 
     /// Every live slot, in the order registered.
@@ -140,5 +166,10 @@ mod tests {
         assert!(matches!(r.find("main"), Err(Lookup::Ambiguous(..))));
         assert_eq!(r.select(None), Ok(vec![a, b]));
         assert_eq!(r.ids(), ["rabbit.main", "sns.main"]);
+        let c = r.register_runtime("webhook", "crm").unwrap();
+        r.retire(c);
+        assert_eq!(r.find("crm"), Err(Lookup::NotFound("crm".into())));
+        let d = r.register_runtime("webhook", "crm").unwrap();
+        assert!(d > c, "ids are never reused");
     }
 }
