@@ -271,7 +271,8 @@ async fn hundreds_of_subscriptions_match_by_class_and_survive_a_restart() {
     let rx = Receiver::start().await;
     let mut sc = start().await;
     const N: usize = 300;
-    // Attached concurrently: their commits group.
+    // Attached 16 at a time: their commits group.
+    use futures::StreamExt;
     let url = rx.url("/many");
     let sc_ref = &sc;
     let attaches = (0..N).map(|i| {
@@ -279,7 +280,7 @@ async fn hundreds_of_subscriptions_match_by_class_and_survive_a_restart() {
         let body = json!({"id": format!("s{i}"), "url": url, "events": events});
         async move { sc_ref.admin(Method::POST, "/v1/webhooks", Some(&body)).await.0 }
     });
-    let statuses = futures::future::join_all(attaches).await;
+    let statuses: Vec<u16> = futures::stream::iter(attaches).buffer_unordered(16).collect().await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
 
     post_ok(&sc, &json!(chat("d@localhost", "only s7"))).await;
@@ -299,4 +300,77 @@ async fn hundreds_of_subscriptions_match_by_class_and_survive_a_restart() {
         N,
         "every presence subscription gets the event after a restart"
     );
+}
+
+#[tokio::test]
+async fn cli_adds_lists_pauses_restarts_and_removes() {
+    let rx = Receiver::start().await;
+    let sc = start().await;
+    let cli = |args: &[&str]| {
+        let mut all = vec!["webhooks"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", &sc.url]);
+        let out = run_cli(&all, &[]);
+        assert_eq!(out.code, Some(0), "{all:?}: {}", out.stderr);
+        out.stdout
+    };
+    let url = rx.url("/cli");
+    let added: Value = serde_json::from_str(&cli(&[
+        "add",
+        &url,
+        "--id",
+        "cli",
+        "--event",
+        "chat",
+        "--header",
+        "X-Api-Key=k",
+    ]))
+    .expect("add prints JSON");
+    assert!(
+        added["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")),
+        "{added}"
+    );
+    let list = cli(&["list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("cli ") && l.contains("started") && l.contains(&url)),
+        "{list}"
+    );
+    cli(&["pause", "cli"]);
+    assert!(cli(&["list"]).contains("paused"));
+    post_ok(&sc, &json!(chat("f@localhost", "via cli"))).await;
+    cli(&["restart", "cli"]);
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("x-api-key").as_deref(), Some("k"));
+    let out = cli(&["remove", "cli", "--drain", "5"]);
+    assert!(out.contains("removed cli; 0 queued events discarded"), "{out}");
+    let out = run_cli(&["webhooks", "pause", "cli", "--url", &sc.url], &[]);
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("404"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn exhausted_retries_go_to_dead_letters_under_the_subscription_id() {
+    let rx = Receiver::start().await;
+    rx.set_default(Answer::status(500));
+    let sc = start().await;
+    attach(&sc, fast(&rx.url("/down"), "down", &["chat"])).await;
+    let ids = post_ok(&sc, &json!(chat("g@localhost", "never"))).await;
+    let row = wait_sub(&sc, "down", |v| v["dead_letters"] == 1).await;
+    assert_eq!(
+        (row["dead_letters"].as_u64(), row["queued"].as_u64()),
+        (Some(1), Some(0)),
+        "{row}"
+    );
+    assert_eq!(rx.attempts().len(), 3, "max_attempts = 3");
+    let (status, page) = sc.get("/v1/dead-letters?backend=down").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.to_string().contains(&ids[0]), "{page}");
+    // Replay once the endpoint is back: delivered.
+    rx.set_default(Answer::status(200));
+    let (status, v) = sc
+        .admin_post("/v1/dead-letters/replay", &json!({"backend": "down"}))
+        .await;
+    assert_eq!((status, v["replayed"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(rx.wait_for(1, Duration::from_secs(10)).await.len(), 1);
 }
