@@ -22,6 +22,7 @@
 //! when removed. `index` is a position in the spool's and engine's sparse
 //! per-slot vectors (a retired slot leaves a hole).
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::delivery::{find_backend, Lookup};
@@ -74,6 +75,9 @@ impl SlotEntry {
 #[derive(Debug, Default, Clone)]
 pub struct SlotRegistry {
     entries: Vec<SlotEntry>,
+    /// `KIND.NAME` of every live entry: the duplicate check stays O(1)
+    /// with thousands of runtime slots.
+    taken: HashSet<String>,
     next: u32,
 }
 
@@ -98,9 +102,11 @@ impl SlotRegistry {
     }
 
     fn add(&mut self, kind: &'static str, name: String, runtime: bool) -> Result<Slot, DuplicateSlot> {
-        if self.entries.iter().any(|e| e.kind == kind && e.name == name) {
-            return Err(DuplicateSlot(format!("{kind}.{name}")));
+        let id = format!("{kind}.{name}");
+        if self.taken.contains(&id) {
+            return Err(DuplicateSlot(id));
         }
+        self.taken.insert(id);
         let slot = Slot(self.next);
         self.next += 1;
         self.entries.push(SlotEntry {
@@ -114,7 +120,10 @@ impl SlotRegistry {
 
     /// Remove a slot for good: its id is never handed out again.
     pub fn retire(&mut self, slot: Slot) {
-        self.entries.retain(|e| e.slot != slot);
+        if let Some(i) = self.entries.iter().position(|e| e.slot == slot) {
+            let entry = self.entries.remove(i);
+            self.taken.remove(&entry.id());
+        }
     }
 
     /// Whether the slot was added at runtime.

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures::StreamExt;
 use event_pusher_bench::loadgen::{self, LoadOpts, LoadReport};
 use event_pusher_bench::mix::Mix;
 use event_pusher_bench::raw;
@@ -37,6 +36,7 @@ use event_pusher_bench::report::{fmt_ms, ratio, table, thousands};
 use event_pusher_bench::scenario;
 use event_pusher_bench::sidecar::{check_config, cpu_secs, free_port, Sidecar};
 use event_pusher_bench::sink::SinkClient;
+use futures::StreamExt;
 
 #[derive(Parser, Clone)]
 #[command(
