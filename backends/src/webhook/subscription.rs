@@ -95,7 +95,7 @@ impl AttachRequest {
             &["id", "url", "events", "secret", "headers", "format", "retry"],
             &[],
         )?;
-        let id = map.get("id").map(|v| id(v)).transpose()?;
+        let id = map.get("id").map(id).transpose()?;
         let url = url(map.get("url").ok_or_else(|| FieldError::new("url", "is required"))?)?;
         let events = match map.get("events") {
             None => EventClass::ALL.iter().map(|c| c.name().to_owned()).collect(),
