@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use event_pusher_backends::webhook::{AttachRequest, FieldError, PatchRequest, Subscription, WebhookBackend};
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine};
-use event_pusher_core::spool::{Record, SpoolError};
-use event_pusher_core::{AnyBackend, Backend, Pipeline, Slot};
+use event_pusher_core::spool::{Record, Spool, SpoolError};
+use event_pusher_core::{AnyBackend, Backend, Pipeline, Slot, SlotRegistry};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -260,6 +260,22 @@ impl Webhooks {
             discarded,
         })
     }
+}
+
+/// Register and attach the slots of the stored subscriptions in a registry
+/// of the config's backends, without delivering (the offline `dlq`).
+pub async fn attach_stored(spool: &Spool, slots: &mut SlotRegistry) -> Result<(), SpoolError> {
+    let reader = spool.clone();
+    let records = tokio::task::spawn_blocking(move || reader.records())
+        .await
+        .map_err(SpoolError::io)??;
+    let mut attach = Vec::with_capacity(records.len());
+    for r in records {
+        if let Ok(slot) = slots.register_runtime(WebhookBackend::KIND, r.key.clone()) {
+            attach.push((slot, slot_name(&r.key), None));
+        }
+    }
+    spool.attach_slots(attach).await
 }
 
 /// Wait until the slot has nothing queued or in flight; `Err(queued)` at

@@ -353,7 +353,7 @@ async fn cli_adds_lists_pauses_restarts_and_removes() {
 async fn exhausted_retries_go_to_dead_letters_under_the_subscription_id() {
     let rx = Receiver::start().await;
     rx.set_default(Answer::status(500));
-    let sc = start().await;
+    let mut sc = start().await;
     attach(&sc, fast(&rx.url("/down"), "down", &["chat"])).await;
     let ids = post_ok(&sc, &json!(chat("g@localhost", "never"))).await;
     let row = wait_sub(&sc, "down", |v| v["dead_letters"] == 1).await;
@@ -366,6 +366,25 @@ async fn exhausted_retries_go_to_dead_letters_under_the_subscription_id() {
     let (status, page) = sc.get("/v1/dead-letters?backend=down").await;
     assert_eq!(status, 200, "{page}");
     assert!(page.to_string().contains(&ids[0]), "{page}");
+    // Offline too: `dlq list --config` reads the spool of a stopped sidecar.
+    sc.sigterm();
+    let config = path_str(&sc.config);
+    let out = run_cli(
+        &[
+            "dlq",
+            "list",
+            "--backend",
+            "down",
+            "--config",
+            &config,
+            "--url",
+            "http://127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains(&ids[0]), "{}", out.stdout);
+    sc.spawn().await;
     // Replay once the endpoint is back: delivered.
     rx.set_default(Answer::status(200));
     let (status, v) = sc
