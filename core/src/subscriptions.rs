@@ -83,4 +83,55 @@ mod tests {
         index.rebuild([]);
         assert!(index.matching(EventClass::Chat).is_empty());
     }
+
+    /// Subscriptions claim after the chain: the event as its filters left
+    /// it, and nothing a filter stopped.
+    #[tokio::test]
+    async fn the_pipeline_claims_for_subscriptions_after_the_chain() {
+        use std::sync::atomic::Ordering;
+
+        use serde_json::json;
+
+        use crate::chain::{ChainBuilder, Verdict};
+        use crate::event::Event;
+        use crate::spool::{Spool, SpoolLimits};
+        use crate::Pipeline;
+
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), &[], SpoolLimits::default()).unwrap();
+        let chain = ChainBuilder::new()
+            .filter("tag", 1, |e: &mut Event| {
+                if e.user().starts_with("bot") {
+                    return Verdict::Stop;
+                }
+                e.metadata.insert("seen".into(), true.into());
+                Verdict::Continue
+            })
+            .build();
+        let p = Pipeline::new(chain, spool.clone());
+        let (chat_sub, presence_sub) = (Slot::new(1), Slot::new(2));
+        spool
+            .attach_slots(vec![
+                (chat_sub, "webhook.c".into(), None),
+                (presence_sub, "webhook.p".into(), None),
+            ])
+            .await
+            .unwrap();
+        let chat: EventClasses = [EventClass::Chat].into_iter().collect();
+        let presence: EventClasses = [EventClass::Presence].into_iter().collect();
+        p.subscriptions().rebuild([(chat_sub, chat), (presence_sub, presence)]);
+
+        let msg = |from: &str| json!({"hook": "user_send_message", "from": format!("{from}/r"), "to": "b@x", "type": "chat", "body": "hi"});
+        p.accept(&[msg("alice@x"), msg("bot@x")]).await.unwrap();
+        assert_eq!(
+            spool.slot(chat_sub).queued.load(Ordering::Relaxed),
+            1,
+            "the stopped event is not claimed"
+        );
+        assert_eq!(spool.slot(presence_sub).queued.load(Ordering::Relaxed), 0);
+        let rows = spool.read_queue(chat_sub, 0, 10).unwrap();
+        let stored: serde_json::Value = serde_json::from_slice(&rows[0].1).unwrap();
+        assert_eq!(stored["metadata"]["seen"], true, "{stored}");
+        spool.close().await.unwrap();
+    }
 }
