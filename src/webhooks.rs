@@ -300,7 +300,7 @@ fn slot_name(id: &str) -> String {
 }
 
 fn handle(sub: &Subscription) -> Result<BackendHandle, WebhookError> {
-    let (backend, options, _) = WebhookBackend::new(sub).map_err(|e| WebhookError::Backend(e.to_string()))?;
+    let (backend, options) = WebhookBackend::new(sub).map_err(|e| WebhookError::Backend(e.to_string()))?;
     Ok(BackendHandle::new(sub.id.clone(), AnyBackend::new(backend), options))
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use event_pusher_core::delivery::DeliveryOptions;
-use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError, Event, EventClasses};
+use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError, Event};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -39,8 +39,9 @@ fn shared_client() -> Result<reqwest::Client, BackendError> {
 }
 
 impl WebhookBackend {
-    /// The backend, its delivery options (from `retry`) and its classes.
-    pub fn new(sub: &Subscription) -> Result<(Self, DeliveryOptions, EventClasses), BackendError> {
+    /// The backend and its delivery options (from `retry`). Which classes
+    /// it gets is the subscription index's business, not the backend's.
+    pub fn new(sub: &Subscription) -> Result<(Self, DeliveryOptions), BackendError> {
         // Through the `http` backend's own config struct: the same checks
         // and defaults as a `[backends.http.NAME]` table.
         let mut raw = json!({
@@ -64,8 +65,7 @@ impl WebhookBackend {
                 .map_err(|e| BackendError::new(format!("webhook {}: previous secret: {e}", sub.id)))?;
             backend = backend.with_retiring_secret(old, until);
         }
-        let common = config.common();
-        Ok((WebhookBackend(backend), common.options(), common.events.0))
+        Ok((WebhookBackend(backend), config.common().options()))
     }
 }
 
