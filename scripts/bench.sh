@@ -7,10 +7,10 @@
 # Builds what it needs in release mode (the sidecar binary, the bench
 # binaries and the criterion bench), then runs:
 #   - the chain bench (criterion, in-process, one core)  -> rate chain N
-#   - e2e ingest / http / rabbit / memory / latency      -> ratio <case> X
+#   - e2e ingest / http / rabbit / memory / latency / webhooks -> ratio <case> X
 # and ends with one line per case:
 #   ratio ingest X / ratio http X / ratio rabbit X / ratio memory X / ratio mixed X /
-#   ratio lowrate X / rate chain N
+#   ratio lowrate X / ratio webhooks X / rate chain N
 # (delivery and ingest cases alternate sidecar and raw rounds and keep the
 # best of each, so other load on a shared machine hurts both alike).
 #
@@ -30,7 +30,7 @@ QUICK=""
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK="--quick" ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (use --quick)" >&2; exit 2 ;;
   esac
 done
@@ -77,6 +77,6 @@ end=$(date +%s)
 {
   echo
   echo "== results ($(( end - built ))s running, $(( built - start ))s building; log: $LOG)"
-  grep -E '^ratio (ingest|http|rabbit|memory|mixed|lowrate) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
+  grep -E '^ratio (ingest|http|rabbit|memory|mixed|lowrate|webhooks) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
   grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
 } | tee "$OUT/last-summary.txt" | tee -a "$LOG"

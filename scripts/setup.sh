@@ -50,3 +50,11 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
 fi
 log "chromedriver: $(command -v chromedriver)"
+
+# The Standard Webhooks reference library, to verify subscription
+# deliveries' signatures in tests/webhooks.rs.
+if ! python3 -c 'import standardwebhooks' >/dev/null 2>&1; then
+  log "installing standardwebhooks from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check 'standardwebhooks>=1.0,<2'
+fi
+python3 -c 'import standardwebhooks' || { log "standardwebhooks not importable after install"; exit 1; }

@@ -25,6 +25,7 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod webhooks;
 
 /// For `impl Backend` (its delivery methods are async).
 pub use async_trait::async_trait;

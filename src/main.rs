@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use event_pusher::commands::target::TargetArgs;
-use event_pusher::commands::{self, dlq};
+use event_pusher::commands::{self, dlq, webhooks};
 use event_pusher::Sidecar;
 
 /// glibc malloc was about 15% of ingest CPU (BENCHMARKS.md); mimalloc's
@@ -19,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "event-pusher",
     version,
     about = "Durable event-pushing sidecar for chat servers",
-    after_help = "`status` and `dlq` talk to a running sidecar over its admin API \
+    after_help = "`status`, `webhooks` and `dlq` talk to a running sidecar over its admin API \
 (--url, --token / EVENT_PUSHER_TOKEN, or both from --config FILE). \
 `dlq` reads the spool directly only when --config is given and no sidecar answers."
 )]
@@ -56,6 +56,65 @@ enum Command {
     /// Show each backend's queue, deliveries and dead letters (talks to a
     /// running sidecar).
     Status {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Webhook subscriptions of a running sidecar: list, add, pause,
+    /// restart, remove.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksAction {
+    /// One row per subscription.
+    List {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print the subscriptions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a subscription; prints it with its secret (shown only now).
+    Add {
+        /// Where to POST events (http:// or https://).
+        #[arg(value_name = "ENDPOINT_URL")]
+        endpoint: String,
+        /// Its id [default: generated].
+        #[arg(long)]
+        id: Option<String>,
+        /// An event class to receive (repeat; default: all).
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// `whsec_` + base64 [default: generated].
+        #[arg(long)]
+        secret: Option<String>,
+        /// A header sent with every delivery, NAME=VALUE (repeat).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Stop sending; events keep queueing.
+    Pause {
+        id: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Send again, the backlog first, in order.
+    Restart {
+        id: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Detach: the subscription and its queue go.
+    Remove {
+        id: String,
+        /// Wait up to this many seconds for its queue to empty first.
+        #[arg(long, value_name = "SECONDS")]
+        drain: Option<u64>,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -118,6 +177,33 @@ fn main() -> ExitCode {
             Command::Status { target } => {
                 let target = target.resolve().map_err(|e| e.to_string())?;
                 commands::status::run(target).await.map_err(|e| e.to_string())
+            }
+            Command::Webhooks { action } => {
+                let (target, action) = match action {
+                    WebhooksAction::List { target, json } => (target, webhooks::Action::List { json }),
+                    WebhooksAction::Add {
+                        endpoint,
+                        id,
+                        events,
+                        secret,
+                        headers,
+                        target,
+                    } => (
+                        target,
+                        webhooks::Action::Add {
+                            url: endpoint,
+                            id,
+                            events,
+                            secret,
+                            headers,
+                        },
+                    ),
+                    WebhooksAction::Pause { id, target } => (target, webhooks::Action::Pause { id }),
+                    WebhooksAction::Restart { id, target } => (target, webhooks::Action::Restart { id }),
+                    WebhooksAction::Remove { id, drain, target } => (target, webhooks::Action::Remove { id, drain }),
+                };
+                let target = target.resolve().map_err(|e| e.to_string())?;
+                webhooks::run(target, action).await.map_err(|e| e.to_string())
             }
             Command::Dlq { action } => {
                 let (target, backend, action) = match action {

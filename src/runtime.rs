@@ -18,6 +18,7 @@ use crate::config::{self, LoadedConfig};
 use crate::ingest_metrics::IngestMetrics;
 use crate::reload::FilterReloader;
 use crate::state::AppState;
+use crate::webhooks::Webhooks;
 
 /// Why the sidecar could not run.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +234,13 @@ impl Sidecar {
             .collect();
         let pipeline = Pipeline::new(chain, spool.clone());
         let engine = DeliveryEngine::new(spool, slots, handles);
+        // Stored subscriptions get their slots after the config's; their
+        // queues start with the engine's.
+        let webhooks = Webhooks::new();
+        let loaded = webhooks.load(&engine, &pipeline).await?;
+        if loaded > 0 {
+            tracing::info!(subscriptions = loaded, "webhook subscriptions loaded");
+        }
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
             .map_err(|source| RunError::Bind {
@@ -249,6 +257,7 @@ impl Sidecar {
             accepting: AtomicBool::new(true),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
             reloader,
+            webhooks,
         });
         Ok((state, listener))
     }

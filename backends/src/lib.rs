@@ -13,6 +13,7 @@ pub mod push;
 pub mod rabbit;
 #[cfg(feature = "sns")]
 pub mod sns;
+pub mod webhook;
 
 mod registry;
 

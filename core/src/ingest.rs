@@ -31,10 +31,12 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::chain::Chain;
+use crate::class::EventClass;
 use crate::event::Event;
 use crate::hook::{CallItem, HookInput, HookTranslator};
 use crate::slot::Slot;
 use crate::spool::{KeyRecord, KeyedAppend, Spool, SpoolError};
+use crate::subscriptions::SubscriptionIndex;
 
 /// What one accepted request produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +76,8 @@ pub struct Pipeline {
     translator: HookTranslator,
     chain: ArcSwap<Chain>,
     spool: Spool,
+    /// The chain's last handler: runtime webhook subscriptions by class.
+    subscriptions: SubscriptionIndex,
 }
 
 impl Pipeline {
@@ -82,7 +86,14 @@ impl Pipeline {
             translator: HookTranslator,
             chain: ArcSwap::from_pointee(chain),
             spool,
+            subscriptions: SubscriptionIndex::new(),
         }
+    }
+
+    /// Which subscription slots claim an event of each class: consulted
+    /// after the chain, with the event as it left it.
+    pub fn subscriptions(&self) -> &SubscriptionIndex {
+        &self.subscriptions
     }
 
     /// The chain new events run through.
@@ -167,6 +178,7 @@ impl Pipeline {
     /// Run each event through the chain: the answer and the spool items.
     fn run_chain(&self, events: Vec<Event>) -> (Accepted, Vec<(Slot, Bytes)>) {
         let chain = self.chain.load();
+        let subscriptions = self.subscriptions.load();
         let mut ids = Vec::with_capacity(events.len());
         let mut items = Vec::with_capacity(events.len());
         let mut stopped = 0u64;
@@ -175,7 +187,13 @@ impl Pipeline {
             if outcome.stopped_by.is_some() {
                 stopped += 1;
             }
-            if !outcome.claims.is_empty() {
+            // Subscriptions come last: they see the event as it left the
+            // chain, and none of it if a filter stopped it.
+            let subscribers = match outcome.stopped_by {
+                None => subscriptions.get(EventClass::of(&event)),
+                Some(_) => &[],
+            };
+            if !outcome.claims.is_empty() || !subscribers.is_empty() {
                 // Serialize each distinct snapshot once, however many claim it.
                 let live = Bytes::from(event.to_json());
                 let snaps: Vec<Bytes> = outcome.snapshots.iter().map(|s| Bytes::from(s.to_json())).collect();
@@ -183,6 +201,7 @@ impl Pipeline {
                     let json = claim.snapshot.map(|i| snaps[i].clone()).unwrap_or_else(|| live.clone());
                     items.push((claim.slot, json));
                 }
+                items.extend(subscribers.iter().map(|slot| (*slot, live.clone())));
             }
             ids.push(event.id);
         }

@@ -18,6 +18,7 @@ pub mod jid;
 pub mod metrics;
 pub mod slot;
 pub mod spool;
+pub mod subscriptions;
 
 pub use backend::{one_by_one, AnyBackend, Backend, BackendError, Claims, Deliver, Delivery, DeliveryError};
 pub use chain::{Chain, ChainBuilder, ChainOutcome, Filter, Verdict};

@@ -17,10 +17,12 @@
 //! - **remove**: stop the delivery queue, then drop the slot's tables; the
 //!   id stays retired.
 //!
-//! Today every slot comes from the config file (or `Sidecar::with_backend`)
-//! at start, so ids are dense and equal to indices; `index` is the seam the
-//! spool and engine use until they hold slots in maps.
+//! Config backends (and `Sidecar::with_backend`) are registered at start;
+//! webhook subscriptions with `register_runtime` at any time, and retired
+//! when removed. `index` is a position in the spool's and engine's sparse
+//! per-slot vectors (a retired slot leaves a hole).
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::delivery::{find_backend, Lookup};
@@ -40,7 +42,7 @@ impl Slot {
         self.0
     }
 
-    /// The position in per-slot vectors (dense while slots never go away).
+    /// The position in per-slot vectors (sparse: removed slots leave holes).
     pub const fn index(self) -> usize {
         self.0 as usize
     }
@@ -58,6 +60,8 @@ pub struct SlotEntry {
     pub slot: Slot,
     pub kind: &'static str,
     pub name: String,
+    /// Added at runtime (a webhook subscription), not from the config.
+    pub runtime: bool,
 }
 
 impl SlotEntry {
@@ -71,6 +75,9 @@ impl SlotEntry {
 #[derive(Debug, Default, Clone)]
 pub struct SlotRegistry {
     entries: Vec<SlotEntry>,
+    /// `KIND.NAME` of every live entry: the duplicate check stays O(1)
+    /// with thousands of runtime slots.
+    taken: HashSet<String>,
     next: u32,
 }
 
@@ -86,14 +93,42 @@ impl SlotRegistry {
 
     /// Register a backend instance and return its new slot.
     pub fn register(&mut self, kind: &'static str, name: impl Into<String>) -> Result<Slot, DuplicateSlot> {
-        let name = name.into();
-        if self.entries.iter().any(|e| e.kind == kind && e.name == name) {
-            return Err(DuplicateSlot(format!("{kind}.{name}")));
+        self.add(kind, name.into(), false)
+    }
+
+    /// Register a backend added at runtime; it can be [`retire`](Self::retire)d.
+    pub fn register_runtime(&mut self, kind: &'static str, name: impl Into<String>) -> Result<Slot, DuplicateSlot> {
+        self.add(kind, name.into(), true)
+    }
+
+    fn add(&mut self, kind: &'static str, name: String, runtime: bool) -> Result<Slot, DuplicateSlot> {
+        let id = format!("{kind}.{name}");
+        if self.taken.contains(&id) {
+            return Err(DuplicateSlot(id));
         }
+        self.taken.insert(id);
         let slot = Slot(self.next);
         self.next += 1;
-        self.entries.push(SlotEntry { slot, kind, name });
+        self.entries.push(SlotEntry {
+            slot,
+            kind,
+            name,
+            runtime,
+        });
         Ok(slot)
+    }
+
+    /// Remove a slot for good: its id is never handed out again.
+    pub fn retire(&mut self, slot: Slot) {
+        if let Some(i) = self.entries.iter().position(|e| e.slot == slot) {
+            let entry = self.entries.remove(i);
+            self.taken.remove(&entry.id());
+        }
+    }
+
+    /// Whether the slot was added at runtime.
+    pub fn is_runtime(&self, slot: Slot) -> bool {
+        self.entries.iter().any(|e| e.slot == slot && e.runtime)
     }
 
     /// Every live slot, in the order registered.
@@ -140,5 +175,10 @@ mod tests {
         assert!(matches!(r.find("main"), Err(Lookup::Ambiguous(..))));
         assert_eq!(r.select(None), Ok(vec![a, b]));
         assert_eq!(r.ids(), ["rabbit.main", "sns.main"]);
+        let c = r.register_runtime("webhook", "crm").unwrap();
+        r.retire(c);
+        assert_eq!(r.find("crm"), Err(Lookup::NotFound("crm".into())));
+        let d = r.register_runtime("webhook", "crm").unwrap();
+        assert!(d > c, "ids are never reused");
     }
 }

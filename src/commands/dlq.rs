@@ -111,18 +111,27 @@ async fn via_api(
 }
 
 async fn offline(sidecar: &Sidecar, backend: Option<&str>, action: &Action) -> Result<String, CommandError> {
-    let slots = sidecar.build()?.slots;
+    let mut slots = sidecar.build()?.slots;
     let names = slots.ids();
     let dir = sidecar.config().spool.dir.clone();
-    let chosen = slots.select(backend).map_err(|e| CommandError(e.to_string()))?;
     if !dir.join("spool.redb").exists() {
+        // An unknown name is still the first thing to report.
+        slots.select(backend).map_err(|e| CommandError(e.to_string()))?;
         return Err(CommandError(format!("there is no spool in {}", dir.display())));
     }
     let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, SpoolLimits::default()))
         .await
         .map_err(|e| CommandError(e.to_string()))?
         .map_err(|e| CommandError(format!("sidecar not answering and {e}")))?;
-    let result = offline_action(&spool, chosen, action).await;
+    // Webhook subscriptions are in the spool, not the config: their slots
+    // too, so their dead letters are listed and replayed like the rest.
+    let result = match crate::webhooks::attach_stored(&spool, &mut slots).await {
+        Ok(()) => match slots.select(backend) {
+            Ok(chosen) => offline_action(&spool, chosen, action).await,
+            Err(e) => Err(CommandError(e.to_string())),
+        },
+        Err(e) => Err(CommandError(e.to_string())),
+    };
     // Close cleanly, so the sidecar's next start needs no repair.
     let closed = spool.close().await;
     let out = result?;

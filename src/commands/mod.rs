@@ -5,6 +5,7 @@ pub mod dlq;
 pub mod import_mongooseim;
 pub mod status;
 pub mod target;
+pub mod webhooks;
 
 /// A command failed; the message is printed and the process exits 1.
 #[derive(Debug, thiserror::Error)]

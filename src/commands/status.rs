@@ -45,7 +45,7 @@ fn table(rows: &[Row]) -> String {
     let w = ids.iter().map(String::len).max().unwrap_or(4).max(7);
     let _ = writeln!(
         out,
-        "{:<w$}  {:<6}  {:<7}  {:>9}  {:>9}  {:>10}  {:>8}  {:>12}",
+        "{:<w$}  {:<7}  {:<7}  {:>9}  {:>9}  {:>10}  {:>8}  {:>12}",
         "BACKEND", "KIND", "STATE", "QUEUED", "IN FLIGHT", "DELIVERED", "FAILED", "DEAD LETTERS"
     );
     for (r, id) in rows.iter().zip(&ids) {
@@ -60,7 +60,7 @@ fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<w$}  {:<6}  {:<7}  {:>9}  {:>9}  {:>10}  {:>8}  {:>12}",
+            "{:<w$}  {:<7}  {:<7}  {:>9}  {:>9}  {:>10}  {:>8}  {:>12}",
             id, r.kind, state, r.queued, r.in_flight, r.delivered, r.failed, r.dead_letters
         );
     }

@@ -55,8 +55,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         u8::from(state.spool().is_healthy()),
     );
 
-    let backends = state.engine.backends();
-    let statuses = state.engine.status();
+    let (backends, statuses): (Vec<_>, Vec<_>) = state.engine.snapshot().into_iter().unzip();
     let labels: Vec<String> = backends
         .iter()
         .map(|b| format!("backend=\"{}\",kind=\"{}\"", label(&b.name), b.kind))
@@ -120,7 +119,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         "counter",
         "Events moved to dead letters by this process.",
     );
-    for (l, b) in labels.iter().zip(backends) {
+    for (l, b) in labels.iter().zip(&backends) {
         let _ = writeln!(
             out,
             "event_pusher_dead_lettered_total{{{l}}} {}",
@@ -133,7 +132,9 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         "histogram",
         "From acceptance (202) to delivery.",
     );
-    for (l, b) in labels.iter().zip(backends) {
+    // Not per webhook subscription: two histograms of a dozen buckets
+    // each, times thousands of subscriptions, would swamp a scrape.
+    for (l, b) in labels.iter().zip(&backends).filter(|(_, b)| b.kind != WEBHOOK) {
         b.stats
             .latency
             .render(&mut out, "event_pusher_delivery_latency_seconds", l);
@@ -144,7 +145,9 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         "histogram",
         "Duration of one delivery attempt.",
     );
-    for (l, b) in labels.iter().zip(backends) {
+    // Not per webhook subscription: two histograms of a dozen buckets
+    // each, times thousands of subscriptions, would swamp a scrape.
+    for (l, b) in labels.iter().zip(&backends).filter(|(_, b)| b.kind != WEBHOOK) {
         b.stats
             .publish
             .render(&mut out, "event_pusher_publish_duration_seconds", l);
@@ -155,6 +158,9 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     )
         .into_response()
 }
+
+/// The kind of webhook subscriptions (`WebhookBackend::KIND`).
+const WEBHOOK: &str = "webhook";
 
 /// Reads one number off a backend's status row.
 type Getter = fn(&event_pusher_core::delivery::BackendStatus) -> u64;

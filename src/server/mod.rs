@@ -10,6 +10,7 @@ pub mod listener;
 mod metrics;
 mod mongooseim;
 mod ui;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -30,6 +31,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/dead-letters", get(admin::list_dead_letters))
         .route("/v1/dead-letters/replay", post(admin::replay))
         .route("/v1/filters/reload", post(filters::reload))
+        .route("/v1/webhooks", post(webhooks::attach).get(webhooks::list))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get_one).patch(webhooks::patch).delete(webhooks::detach),
+        )
+        .route("/v1/webhooks/{id}/pause", post(webhooks::pause))
+        .route("/v1/webhooks/{id}/restart", post(webhooks::restart))
         // MongooseIM appends its handler's `path`: take any path below.
         .route("/v1/mongooseim/http", post(mongooseim::post_form))
         .route("/v1/mongooseim/http/", post(mongooseim::post_form))

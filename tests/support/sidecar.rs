@@ -241,6 +241,17 @@ impl Sidecar {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any admin call: `method` on `path`, with a JSON body if given.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self.client().request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = self.auth(req).send().await.expect("admin call");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// The row of `GET /v1/backends` for one backend.
     pub async fn backend(&self, name: &str) -> Value {
         let (_, all) = self.get("/v1/backends").await;

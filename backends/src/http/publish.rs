@@ -21,12 +21,38 @@ pub struct HttpBackend {
     client: reqwest::Client,
     url: url::Url,
     format: Format,
+    /// The config's headers, sent with every request.
+    headers: HeaderMap,
+    timeout: Duration,
     secret: Option<WebhookSecret>,
+    /// A replaced secret still signing (beside `secret`) until this time,
+    /// so receivers can switch over (Standard Webhooks allows several
+    /// space-separated signatures).
+    retiring: Option<(WebhookSecret, SystemTime)>,
 }
 
 const USER_AGENT: &str = concat!("event-pusher/", env!("CARGO_PKG_VERSION"));
 impl HttpBackend {
     pub fn new(_name: &str, config: &HttpConfig) -> Result<Self, BackendError> {
+        let client = Self::client(config.timeout_ms, config.concurrency)?;
+        Ok(Self::with_client(client, config))
+    }
+
+    /// An HTTP client as a backend uses it; several backends may share one
+    /// (webhook subscriptions do: one connection pool, one TLS setup).
+    pub fn client(timeout_ms: u64, max_idle_per_host: usize) -> Result<reqwest::Client, BackendError> {
+        reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(Duration::from_millis(timeout_ms.min(10_000)))
+            .pool_max_idle_per_host(max_idle_per_host)
+            // A redirected POST would silently turn into a GET; report it.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))
+    }
+
+    /// A backend sending through `client` (see [`client`](Self::client)).
+    pub fn with_client(client: reqwest::Client, config: &HttpConfig) -> Self {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
             // Validated when the config was read.
@@ -34,22 +60,33 @@ impl HttpBackend {
                 headers.insert(k, v);
             }
         }
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .connect_timeout(Duration::from_millis(config.timeout_ms.min(10_000)))
-            .pool_max_idle_per_host(config.concurrency)
-            // A redirected POST would silently turn into a GET; report it.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))?;
-        Ok(HttpBackend {
+        HttpBackend {
             client,
             url: config.url.clone(),
             format: config.format,
+            headers,
+            timeout: Duration::from_millis(config.timeout_ms),
             secret: config.secret.clone(),
-        })
+            retiring: None,
+        }
+    }
+
+    /// Also sign with `secret` (a replaced one) until `until`.
+    pub fn with_retiring_secret(mut self, secret: WebhookSecret, until: SystemTime) -> Self {
+        self.retiring = Some((secret, until));
+        self
+    }
+
+    /// The `webhook-signature` value: one `v1,...` per live secret.
+    fn signature(&self, secret: &WebhookSecret, id: &str, ts: i64, body: &[u8]) -> String {
+        let mut sig = sign(&secret.0, id, ts, body);
+        if let Some((old, until)) = &self.retiring {
+            if SystemTime::now() < *until {
+                sig.push(' ');
+                sig.push_str(&sign(&old.0, id, ts, body));
+            }
+        }
+        sig
     }
 
     fn body(&self, delivery: &Delivery) -> Option<(Bytes, &'static str)> {
@@ -91,6 +128,8 @@ impl HttpBackend {
         let mut req = self
             .client
             .post(self.url.clone())
+            .timeout(self.timeout)
+            .headers(self.headers.clone())
             .header(CONTENT_TYPE, content_type)
             .header("webhook-id", id.as_str());
         if let Some(secret) = &self.secret {
@@ -100,7 +139,7 @@ impl HttpBackend {
                 .unwrap_or(0);
             req = req
                 .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", sign(&secret.0, id, ts, &body));
+                .header("webhook-signature", self.signature(secret, id, ts, &body));
         }
         let resp = req.body(body).send().await.map_err(transport_error)?;
         let status = resp.status();

@@ -23,6 +23,9 @@
 //! - lowrate: CPU per event (ingest + delivery) at 200 events/s, over the
 //!   same at full load (the cost of a commit, a read and an ack per event
 //!   when nothing batches).
+//! - webhooks: attach 10,000 webhook subscriptions (time per attach, RSS)
+//!   and the ingest p99 of events none of them wants, with them attached
+//!   over with none; the ratio is p99 with / p99 without (target ≤ 1.10).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -38,6 +41,7 @@ use event_pusher_bench::report::{fmt_ms, ratio, table, thousands};
 use event_pusher_bench::scenario;
 use event_pusher_bench::sidecar::{check_config, cpu_secs, free_port, Sidecar};
 use event_pusher_bench::sink::SinkClient;
+use futures::StreamExt;
 
 #[derive(Parser, Clone)]
 #[command(
@@ -57,7 +61,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,http,rabbit,memory,latency,mixed,lowrate"
+        default_value = "ingest,http,rabbit,memory,latency,mixed,lowrate,webhooks"
     )]
     cases: Vec<String>,
     /// Where temporary spools go (same disk as a real spool would be).
@@ -97,6 +101,12 @@ struct Args {
     /// Target rate of the latency case, events/s.
     #[arg(long, default_value_t = 2000.0)]
     latency_rate: f64,
+    /// Webhook subscriptions the webhooks case attaches.
+    #[arg(long, default_value_t = 10_000)]
+    webhooks: usize,
+    /// Target rate of the webhooks case's ingest runs, events/s.
+    #[arg(long, default_value_t = 1000.0)]
+    webhooks_rate: f64,
 }
 
 struct Cx {
@@ -150,6 +160,7 @@ async fn main() -> std::process::ExitCode {
             "latency" => latency(&cx).await.map(|_| String::new()),
             "mixed" => mixed(&cx).await,
             "lowrate" => lowrate(&cx).await,
+            "webhooks" => webhooks(&cx).await,
             other => Err(format!("unknown case \"{other}\"")),
         };
         let line = match result {
@@ -891,4 +902,113 @@ async fn lowrate(cx: &Cx) -> Result<String, String> {
     );
     println!("  ratio lowrate = CPU per event at 200/s / at full load (target <= 3)");
     Ok(ratio(low_ms, high_ms))
+}
+
+// ---------------------------------------------------------------- webhooks
+
+/// Ingest at a steady rate with single-event requests: the 202's p99 (ms).
+async fn steady_p99(cx: &Cx, url: &str, d: Duration) -> Result<(f64, LoadReport), String> {
+    let r = loadgen::run(LoadOpts {
+        url: url.to_owned(),
+        connections: cx.a.connections,
+        rate: cx.a.webhooks_rate,
+        duration: Some(d),
+        batch: 1,
+        mix: Mix::Chat,
+        ..LoadOpts::default()
+    })
+    .await?;
+    Ok((r.percentiles().p99_ms, r))
+}
+
+async fn webhooks(cx: &Cx) -> Result<String, String> {
+    let n = cx.a.webhooks;
+    let d = secs(cx, 8.0, 3.0);
+    // Two sidecars, one without subscriptions and one with `n`, measured in
+    // alternating rounds (best of each), so load from elsewhere on a shared
+    // machine hurts both alike. Events are stored for a paused HTTP backend
+    // (each request commits as in production); the subscriptions want
+    // `headline`, which the chat mix never sends: matching by class means
+    // they cost ingest nothing.
+    let body = http_body(free_port(), 32);
+    let none = Sidecar::start(&cx.a.sidecar, &cx.tmp, BIG_SPOOL, &body).await?;
+    let many = Sidecar::start(&cx.a.sidecar, &cx.tmp, BIG_SPOOL, &body).await?;
+    none.pause("sink").await?;
+    many.pause("sink").await?;
+    let idle = many.rss();
+
+    let client = reqwest::Client::new();
+    let dead_url = format!("http://127.0.0.1:{}/hook", free_port());
+    let t = Instant::now();
+    let mut attach_ms = event_pusher_bench::report::new_hist();
+    let results: Vec<Result<u64, String>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            let body = serde_json::json!({"id": format!("bench{i}"), "url": dead_url, "events": ["headline"]});
+            let url = format!("{}/v1/webhooks", many.url);
+            async move {
+                let t = Instant::now();
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status().as_u16() != 201 {
+                    return Err(format!("attach {i}: {}", r.status()));
+                }
+                Ok(t.elapsed().as_micros() as u64)
+            }
+        })
+        .buffer_unordered(cx.a.connections)
+        .collect()
+        .await;
+    let attach_total = t.elapsed().as_secs_f64();
+    for r in results {
+        event_pusher_bench::report::record(&mut attach_ms, r?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attached = many.rss();
+    let (mut p99_none, mut p99_many) = (f64::MAX, f64::MAX);
+    let mut errors = String::new();
+    for _ in 0..rounds(cx) {
+        let (p, r) = steady_p99(cx, &none.url, d).await?;
+        p99_none = p99_none.min(p);
+        errors.push_str(&errs(&r));
+        let (p, r) = steady_p99(cx, &many.url, d).await?;
+        p99_many = p99_many.min(p);
+        errors.push_str(&errs(&r));
+    }
+    none.stop();
+    many.stop();
+    let ap = event_pusher_bench::report::Percentiles::of(&attach_ms);
+    let mb = |kb: u64| format!("{:.1}", kb as f64 / 1024.0);
+    table(
+        &format!(
+            "webhooks: {} subscriptions attached ({} at a time); ingest at {} events/s that none of them wants",
+            thousands(n as f64),
+            cx.a.connections,
+            cx.a.webhooks_rate
+        ),
+        &["what", "value"],
+        &[
+            vec!["attach total s".into(), format!("{attach_total:.1}")],
+            vec![
+                "attach p50 / p99 ms".into(),
+                format!("{} / {}", fmt_ms(ap.p50_ms), fmt_ms(ap.p99_ms)),
+            ],
+            vec![
+                "RSS MB before / after".into(),
+                format!("{} / {}", mb(idle.rss_kb), mb(attached.rss_kb)),
+            ],
+            vec!["ingest p99 ms, none attached (best round)".into(), fmt_ms(p99_none)],
+            vec![
+                format!("ingest p99 ms, {} attached (best round)", thousands(n as f64)),
+                fmt_ms(p99_many),
+            ],
+        ],
+    );
+    println!("  ratio = ingest p99 with the subscriptions / without (target <= 1.10){errors}");
+    Ok(ratio(p99_many, p99_none))
 }

@@ -1,6 +1,12 @@
 //! The delivery engine: one [`DeliveryQueue`] per backend instance, reading
 //! its queue from the spool and carrying each event to the backend with
 //! retries, per-user ordering, a circuit breaker and dead letters.
+//!
+//! Backends from the config start with the engine; slots added at runtime
+//! (webhook subscriptions) are registered with [`DeliveryEngine::add`],
+//! started with [`DeliveryEngine::start_slot`] once the spool has their
+//! tables, and removed with [`DeliveryEngine::remove`] (their in-flight
+//! attempts finish first).
 
 mod attempt_log;
 mod breaker;
@@ -8,8 +14,9 @@ mod queue;
 mod retry;
 mod scheduler;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -23,7 +30,7 @@ pub use retry::RetryPolicy;
 
 use crate::backend::{AnyBackend, Deliver};
 use crate::metrics::BackendStats;
-use crate::slot::{Slot, SlotRegistry};
+use crate::slot::{DuplicateSlot, Slot, SlotRegistry};
 use crate::spool::{DeadLetter, Order, Spool, SpoolError};
 
 /// How one backend instance's queue delivers.
@@ -161,12 +168,22 @@ pub struct BackendStatus {
     pub circuit_open: bool,
 }
 
+/// A delivery queue started at runtime: stopped on its own.
+struct RunningQueue {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
 /// All delivery queues of a process.
 pub struct DeliveryEngine {
     spool: Spool,
-    slots: SlotRegistry,
-    backends: Vec<Arc<BackendHandle>>,
+    slots: RwLock<SlotRegistry>,
+    /// By [`Slot::index`]; `None` for a removed slot.
+    backends: RwLock<Vec<Option<Arc<BackendHandle>>>>,
     stop: watch::Sender<bool>,
+    /// Set by [`start`](Self::start): slots added before it start with it.
+    started: AtomicBool,
+    runtime: Mutex<HashMap<Slot, RunningQueue>>,
 }
 
 impl DeliveryEngine {
@@ -176,31 +193,149 @@ impl DeliveryEngine {
         let (stop, _) = watch::channel(false);
         DeliveryEngine {
             spool,
-            slots,
-            backends: backends.into_iter().map(Arc::new).collect(),
+            slots: RwLock::new(slots),
+            backends: RwLock::new(backends.into_iter().map(|b| Some(Arc::new(b))).collect()),
             stop,
+            started: AtomicBool::new(false),
+            runtime: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn slots(&self) -> &SlotRegistry {
-        &self.slots
+    /// A copy of the registry as it is now (slots come and go at runtime).
+    pub fn slots(&self) -> SlotRegistry {
+        self.slots.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Start one delivery queue task per backend.
+    /// The handle of a live slot.
+    pub fn backend(&self, slot: Slot) -> Option<Arc<BackendHandle>> {
+        let backends = self.backends.read().unwrap_or_else(PoisonError::into_inner);
+        backends.get(slot.index()).cloned().flatten()
+    }
+
+    /// Start one delivery queue task per backend registered so far; slots
+    /// added later start with [`start_slot`](Self::start_slot).
     pub fn start(&self) -> Vec<JoinHandle<()>> {
-        self.slots
-            .slots()
-            .zip(&self.backends)
-            .map(|(slot, b)| {
-                let q = DeliveryQueue::new(slot, b.clone(), self.spool.clone(), self.stop.subscribe());
-                tokio::spawn(q.run())
-            })
-            .collect()
+        self.started.store(true, Ordering::Release);
+        let registry = self.slots();
+        let mut handles = Vec::new();
+        for entry in registry.entries() {
+            let slot = entry.slot;
+            let Some(b) = self.backend(slot) else { continue };
+            if entry.runtime {
+                self.spawn_runtime(slot, b);
+            } else {
+                let q = DeliveryQueue::new(slot, b, self.spool.clone(), self.stop.subscribe());
+                handles.push(tokio::spawn(q.run()));
+            }
+        }
+        handles
+    }
+
+    /// Register a backend at runtime (a webhook subscription). Its queue
+    /// starts with [`start_slot`](Self::start_slot), once the spool has its
+    /// tables ([`Spool::attach_slots`]).
+    pub fn add(&self, handle: BackendHandle) -> Result<Slot, DuplicateSlot> {
+        let mut registry = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        let slot = registry.register_runtime(handle.kind, handle.name.clone())?;
+        let mut backends = self.backends.write().unwrap_or_else(PoisonError::into_inner);
+        if backends.len() <= slot.index() {
+            backends.resize(slot.index() + 1, None);
+        }
+        backends[slot.index()] = Some(Arc::new(handle));
+        Ok(slot)
+    }
+
+    /// Start the delivery queue of a slot added with [`add`](Self::add).
+    /// Before [`start`](Self::start), `start` does it.
+    pub fn start_slot(&self, slot: Slot) {
+        if !self.started.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(b) = self.backend(slot) {
+            self.spawn_runtime(slot, b);
+        }
+    }
+
+    fn spawn_runtime(&self, slot: Slot, b: Arc<BackendHandle>) {
+        let (stop, rx) = watch::channel(*self.stop.borrow());
+        let task = tokio::spawn(DeliveryQueue::new(slot, b, self.spool.clone(), rx).run());
+        let mut running = self.runtime.lock().unwrap_or_else(PoisonError::into_inner);
+        running.insert(slot, RunningQueue { stop, task });
+    }
+
+    /// Swap a runtime slot's backend (its settings changed): its queue
+    /// stops (in-flight attempts get up to `grace`) and starts again on the
+    /// new handle, from what the spool holds. Counters carry over.
+    pub async fn replace(&self, slot: Slot, mut handle: BackendHandle, grace: Duration) {
+        if let Some(old) = self.backend(slot) {
+            handle.stats = old.stats.clone();
+        }
+        self.stop_queue(slot, grace).await;
+        if let Some(b) = self
+            .backends
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(slot.index())
+        {
+            *b = Some(Arc::new(handle));
+        }
+        self.start_slot(slot);
+    }
+
+    /// Stop a runtime slot's queue, waiting up to `grace` for its attempts.
+    async fn stop_queue(&self, slot: Slot, grace: Duration) {
+        let running = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&slot);
+        if let Some(q) = running {
+            let _ = q.stop.send(true);
+            if tokio::time::timeout(grace, q.task).await.is_err() {
+                tracing::warn!(%slot, ?grace, "a stopped queue's attempts are still running; going on without them");
+            }
+        }
+    }
+
+    /// Forget a slot registered with [`add`](Self::add) whose spool tables
+    /// could not be made: it never started.
+    pub fn forget(&self, slot: Slot) {
+        self.slots.write().unwrap_or_else(PoisonError::into_inner).retire(slot);
+        if let Some(b) = self
+            .backends
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(slot.index())
+        {
+            *b = None;
+        }
+    }
+
+    /// Remove a runtime slot: stop its queue (in-flight attempts get up to
+    /// `grace` to finish), then drop its spool tables and the record under
+    /// `record_key`, and retire the slot. Returns how many queued events
+    /// were discarded.
+    pub async fn remove(&self, slot: Slot, record_key: String, grace: Duration) -> Result<u64, SpoolError> {
+        self.stop_queue(slot, grace).await;
+        let discarded = self.spool.detach_slot(slot, record_key).await?;
+        self.forget(slot);
+        Ok(discarded)
     }
 
     /// Stop dispatching; queues finish in-flight attempts for up to `grace`.
-    pub async fn shutdown(&self, handles: Vec<JoinHandle<()>>, grace: Duration) {
+    pub async fn shutdown(&self, mut handles: Vec<JoinHandle<()>>, grace: Duration) {
         let _ = self.stop.send(true);
+        let runtime: Vec<RunningQueue> = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, q)| q)
+            .collect();
+        for q in runtime {
+            let _ = q.stop.send(true);
+            handles.push(q.task);
+        }
         let all = futures_join(handles);
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(?grace, "grace period over; undelivered events stay in the spool");
@@ -217,14 +352,16 @@ impl DeliveryEngine {
         &self.spool
     }
 
-    pub fn backends(&self) -> &[Arc<BackendHandle>] {
-        &self.backends
+    /// Every live backend, in slot order.
+    pub fn backends(&self) -> Vec<Arc<BackendHandle>> {
+        let backends = self.backends.read().unwrap_or_else(PoisonError::into_inner);
+        backends.iter().flatten().cloned().collect()
     }
 
     /// The slot of the backend called `query`: its name, or `KIND.NAME`
     /// where two kinds use the same name.
     pub fn slot(&self, query: &str) -> Result<Slot, Lookup> {
-        self.slots.find(query)
+        self.slots.read().unwrap_or_else(PoisonError::into_inner).find(query)
     }
 
     pub async fn set_paused(&self, slot: Slot, paused: bool) -> Result<BackendStatus, SpoolError> {
@@ -232,10 +369,11 @@ impl DeliveryEngine {
         Ok(self.status_of(slot))
     }
 
-    pub fn status_of(&self, slot: Slot) -> BackendStatus {
-        let b = &self.backends[slot.index()];
+    /// A backend's row; `None` once its slot is removed.
+    pub fn try_status_of(&self, slot: Slot) -> Option<BackendStatus> {
+        let b = self.backend(slot)?;
         let s = self.spool.slot(slot);
-        BackendStatus {
+        Some(BackendStatus {
             name: b.name.clone(),
             kind: b.kind.to_owned(),
             paused: s.paused.load(Ordering::Relaxed),
@@ -247,11 +385,37 @@ impl DeliveryEngine {
             retries: BackendStats::get(&b.stats.retries),
             dead_letters: s.dead.load(Ordering::Relaxed),
             circuit_open: b.stats.circuit_open.load(Ordering::Relaxed),
-        }
+        })
+    }
+
+    /// A backend's row (zeros, named after the slot, if it was removed
+    /// meanwhile).
+    pub fn status_of(&self, slot: Slot) -> BackendStatus {
+        self.try_status_of(slot).unwrap_or_else(|| BackendStatus {
+            name: format!("retired{slot}"),
+            kind: String::new(),
+            paused: false,
+            ready: false,
+            queued: 0,
+            in_flight: 0,
+            delivered: 0,
+            failed: 0,
+            retries: 0,
+            dead_letters: 0,
+            circuit_open: false,
+        })
+    }
+
+    /// Every live backend with its row, in slot order.
+    pub fn snapshot(&self) -> Vec<(Arc<BackendHandle>, BackendStatus)> {
+        self.slots()
+            .slots()
+            .filter_map(|s| Some((self.backend(s)?, self.try_status_of(s)?)))
+            .collect()
     }
 
     pub fn status(&self) -> Vec<BackendStatus> {
-        self.slots.slots().map(|s| self.status_of(s)).collect()
+        self.slots().slots().filter_map(|s| self.try_status_of(s)).collect()
     }
 }
 

@@ -24,7 +24,7 @@ use super::{BackendHandle, DeliveryOrder};
 use crate::backend::{Delivery, DeliveryError};
 use crate::event::Event;
 use crate::slot::Slot;
-use crate::spool::{DeadLetter, LastError, Spool};
+use crate::spool::{DeadLetter, LastError, SlotState, Spool};
 
 /// An event in the window: what the scheduler does not need to know.
 struct Pending {
@@ -40,6 +40,9 @@ type BatchResult = Vec<Result<(), DeliveryError>>;
 
 pub struct DeliveryQueue {
     slot: Slot,
+    /// The slot's counters, held so a queue whose slot is being removed
+    /// still has them while its last attempts finish.
+    state: Arc<SlotState>,
     handle: Arc<BackendHandle>,
     spool: Spool,
     stop: watch::Receiver<bool>,
@@ -63,6 +66,7 @@ impl DeliveryQueue {
         let window = Scheduler::new(handle.options.retry);
         DeliveryQueue {
             slot,
+            state: spool.slot(slot),
             handle,
             spool,
             stop,
@@ -80,7 +84,7 @@ impl DeliveryQueue {
     /// `KIND.NAME` (the spool's name for the slot), for logs: a bare name
     /// can be shared by several kinds.
     fn name(&self) -> &str {
-        &self.spool.slot(self.slot).name
+        &self.state.name
     }
 
     pub async fn run(mut self) {
@@ -125,7 +129,7 @@ impl DeliveryQueue {
                 .circuit_open
                 .store(self.breaker.is_open(), Ordering::Relaxed);
             let wake_at = self.next_wake(if self.started { None } else { Some(next_start) });
-            let slot = self.spool.slot(self.slot);
+            let slot = self.state.clone();
             tokio::select! {
                 Some(done) = self.inflight.join_next_with_id(), if !self.inflight.is_empty() => {
                     self.joined(done).await;
@@ -181,19 +185,18 @@ impl DeliveryQueue {
         if !self.window.is_empty() && cap.saturating_sub(self.window.len()) < chunk {
             return Ok(());
         }
-        while self.window.len() < cap && self.spool.slot(self.slot).head.load(Ordering::Acquire) > self.cursor {
+        while self.window.len() < cap && self.state.head.load(Ordering::Acquire) > self.cursor {
             // Read `head` before the read transaction starts: the writer
             // publishes `head` only after its commit, so everything up to this
             // value is visible to the read below. Taking it afterwards could
             // skip an append committed in between.
-            let head_before = self.spool.slot(self.slot).head.load(Ordering::Acquire);
+            let head_before = self.state.head.load(Ordering::Acquire);
             let (slot, after, limit) = (self.slot, self.cursor, (cap - self.window.len()).min(1024));
             // What was just committed is handed over in memory (see
             // `spool/fresh.rs`); the spool is read only when the buffer
             // does not hold everything after the cursor.
             let fresh = self
-                .spool
-                .slot(slot)
+                .state
                 .fresh
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -262,7 +265,7 @@ impl DeliveryQueue {
     }
 
     async fn dispatch(&mut self) {
-        if !self.started || self.spool.slot(self.slot).paused.load(Ordering::Acquire) {
+        if !self.started || self.state.paused.load(Ordering::Acquire) {
             return;
         }
         if !self.handle.backend.is_ready() {

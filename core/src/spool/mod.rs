@@ -3,8 +3,9 @@
 //! One redb file holds, per backend instance, a queue table (`queue/NAME`,
 //! sequence number → canonical event JSON) and a dead-letter table
 //! (`dead/NAME`, keyed by a sequence number taken when the event died, so
-//! in dying order), plus a small `state` table (paused flags) and the
-//! idempotency keys of recent requests. All writes go
+//! in dying order), plus a small `state` table (paused flags), the
+//! idempotency keys of recent requests and the records of slots added at
+//! runtime (`subscriptions`, see [`Spool::attach_slots`]). All writes go
 //! through one [`SpoolWriter`](writer) thread that commits whatever has
 //! queued up in a single fsync'd transaction (group commit), so durability
 //! costs one fsync per batch of concurrent requests, not one per event.
@@ -27,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letter::{DeadLetter, LastError};
@@ -114,11 +116,30 @@ pub struct SlotState {
     pub fresh: Mutex<FreshRows>,
 }
 
+impl SlotState {
+    fn new(name: String, c: &SlotCounts) -> Self {
+        SlotState {
+            name,
+            queued: AtomicU64::new(c.queued),
+            dead: AtomicU64::new(c.dead),
+            head: AtomicU64::new(c.head),
+            paused: AtomicBool::new(c.paused),
+            changed: Notify::new(),
+            fresh: Mutex::new(FreshRows::new(c.head)),
+        }
+    }
+}
+
+/// The live slots by [`Slot::index`]: sparse, since slots added at runtime
+/// can be removed and their ids are never reused (`None` = retired). Swapped
+/// whole by the writer on attach and detach, so readers never lock.
+pub(crate) type SlotTable = Vec<Option<Arc<SlotState>>>;
+
 pub(crate) struct Shared {
     /// None while the writer reopens the file after a failed write.
     db: RwLock<Option<Arc<Database>>>,
     pub path: PathBuf,
-    pub slots: Vec<SlotState>,
+    pub slots: ArcSwap<SlotTable>,
     pub limits: SpoolLimits,
     /// Bytes of event data held, for the `max_bytes` limit and metrics.
     pub stored_bytes: AtomicU64,
@@ -164,6 +185,21 @@ impl Shared {
         self.healthy.store(false, Ordering::Release);
     }
 
+    /// A live slot's state; `None` once it is retired (or never was).
+    pub(crate) fn slot(&self, index: usize) -> Option<Arc<SlotState>> {
+        self.slots.load().get(index).cloned().flatten()
+    }
+
+    /// `(index, KIND.NAME)` of every live slot.
+    pub(crate) fn live_names(&self) -> Vec<(usize, String)> {
+        let table = self.slots.load();
+        table
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.name.clone())))
+            .collect()
+    }
+
     pub(crate) fn set_healthy(&self) {
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.healthy.store(true, Ordering::Release);
@@ -191,6 +227,22 @@ pub(crate) fn dead_table(name: &str) -> String {
 
 pub(crate) const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 
+/// Records of slots added at runtime (webhook subscriptions), by key.
+pub(crate) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
+
+/// One row of the `subscriptions` table: what the owner of a runtime slot
+/// stores to recreate it at the next start (the spool does not read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// The key of a slot's paused flag in the `state` table.
+pub(crate) fn paused_key(name: &str) -> String {
+    format!("paused/{name}")
+}
+
 fn io(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SpoolError {
     SpoolError::io(e)
 }
@@ -205,23 +257,15 @@ impl Spool {
         let db = open_db(&path, backends)?;
         let counts = scan(&db, backends)?;
 
-        let slots = backends
+        let slots: SlotTable = backends
             .iter()
             .zip(&counts.slots)
-            .map(|(name, c)| SlotState {
-                name: name.clone(),
-                queued: AtomicU64::new(c.queued),
-                dead: AtomicU64::new(c.dead),
-                head: AtomicU64::new(c.head),
-                fresh: Mutex::new(FreshRows::new(c.head)),
-                paused: AtomicBool::new(c.paused),
-                changed: Notify::new(),
-            })
+            .map(|(name, c)| Some(Arc::new(SlotState::new(name.clone(), c))))
             .collect();
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(Arc::new(db))),
             path,
-            slots,
+            slots: ArcSwap::from_pointee(slots),
             limits,
             stored_bytes: AtomicU64::new(counts.stored),
             healthy: AtomicBool::new(true),
@@ -244,12 +288,79 @@ impl Spool {
         &self.shared.path
     }
 
-    pub fn slots(&self) -> &[SlotState] {
-        &self.shared.slots
+    /// Every live slot's state, in slot order.
+    pub fn slots(&self) -> Vec<Arc<SlotState>> {
+        self.shared.slots.load().iter().flatten().cloned().collect()
     }
 
-    pub fn slot(&self, slot: Slot) -> &SlotState {
-        &self.shared.slots[slot.index()]
+    /// A slot's state. A retired slot (removed at runtime) answers with an
+    /// empty placeholder named after its id, so a caller racing a removal
+    /// reads zeros instead of failing.
+    pub fn slot(&self, slot: Slot) -> Arc<SlotState> {
+        self.shared.slot(slot.index()).unwrap_or_else(|| {
+            Arc::new(SlotState::new(
+                format!("retired{slot}"),
+                &SlotCounts {
+                    queued: 0,
+                    dead: 0,
+                    head: 0,
+                    paused: false,
+                },
+            ))
+        })
+    }
+
+    /// The `KIND.NAME` of a live slot: its tables' names.
+    fn table_name(&self, slot: Slot) -> Result<String, SpoolError> {
+        self.shared
+            .slot(slot.index())
+            .map(|s| s.name.clone())
+            .ok_or_else(|| io(format!("backend slot {slot} has been removed")))
+    }
+
+    /// Add slots at runtime (a webhook subscription; at start, the ones
+    /// stored before): create their queue and dead-letter tables (or count
+    /// what they already hold) and store each one's `record` under its key
+    /// in the `subscriptions` table, all in one fsync'd commit. The slots
+    /// take events once this returns. `names` are `KIND.NAME` as for
+    /// [`open`](Self::open).
+    pub async fn attach_slots(&self, slots: Vec<(Slot, String, Option<Record>)>) -> Result<(), SpoolError> {
+        let slots = slots.into_iter().map(|(s, n, r)| (s.index(), n, r)).collect();
+        self.call(|reply| Command::Attach { slots, reply }).await
+    }
+
+    /// Remove a slot added at runtime: drop its tables, its paused flag and
+    /// its record (key `record_key`) in one fsync'd commit, and retire the
+    /// slot. Stop its delivery queue first. Returns how many queued events
+    /// were discarded.
+    pub async fn detach_slot(&self, slot: Slot, record_key: String) -> Result<u64, SpoolError> {
+        self.call(|reply| Command::Detach {
+            slot: slot.index(),
+            record_key,
+            reply,
+        })
+        .await
+    }
+
+    /// Replace a stored record (a subscription's changed settings), fsync'd.
+    pub async fn put_record(&self, record: Record) -> Result<(), SpoolError> {
+        self.call(|reply| Command::PutRecord { record, reply }).await
+    }
+
+    /// Every record of the `subscriptions` table, by key. Blocking.
+    pub fn records(&self) -> Result<Vec<Record>, SpoolError> {
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let t = read.open_table(RECORDS).map_err(io)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            out.push(Record {
+                key: k.value().to_owned(),
+                value: v.value().to_vec(),
+            });
+        }
+        Ok(out)
     }
 
     pub fn stored_bytes(&self) -> u64 {
@@ -386,7 +497,7 @@ impl Spool {
     /// Read up to `limit` queued events of a backend with sequence numbers
     /// above `after`. Blocking: call from `spawn_blocking`.
     pub fn read_queue(&self, slot: Slot, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
-        let name = &self.shared.slots[slot.index()].name;
+        let name = &self.table_name(slot)?;
         let db = self.shared.db()?;
         let read = db.begin_read().map_err(io)?;
         let q = read
@@ -419,7 +530,7 @@ impl Spool {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(u64, DeadLetter)>, SpoolError> {
-        let name = &self.shared.slots[slot.index()].name;
+        let name = &self.table_name(slot)?;
         let db = self.shared.db()?;
         let read = db.begin_read().map_err(io)?;
         let d = read
@@ -450,7 +561,7 @@ impl Spool {
     /// again). Scans the table but parses only each record's leading `id`
     /// field. Blocking.
     pub fn find_dead(&self, slot: Slot, id: &str) -> Result<Vec<u64>, SpoolError> {
-        let name = &self.shared.slots[slot.index()].name;
+        let name = &self.table_name(slot)?;
         let db = self.shared.db()?;
         let read = db.begin_read().map_err(io)?;
         let d = read
@@ -507,6 +618,7 @@ pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, Spoo
         txn.open_table(STATE).map_err(io)?;
         txn.open_table(idempotency::KEYS).map_err(io)?;
         txn.open_table(idempotency::KEYS_BY_TIME).map_err(io)?;
+        txn.open_table(RECORDS).map_err(io)?;
         for name in backends {
             txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
                 .map_err(io)?;
@@ -547,33 +659,99 @@ pub(crate) fn scan(db: &Database, backends: &[String]) -> Result<Counts, SpoolEr
         let d = read
             .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
             .map_err(io)?;
-        let mut head = 0;
-        for row in q.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            head = k.value();
-            stored += v.value().len() as u64;
-        }
-        for row in d.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            next_seq = next_seq.max(k.value() + 1);
-            stored += v.value().len() as u64;
-        }
-        next_seq = next_seq.max(head + 1);
-        let paused = state
-            .get(format!("paused/{name}").as_str())
-            .map_err(io)?
-            .map(|v| v.value() != 0)
-            .unwrap_or(false);
-        slots.push(SlotCounts {
-            queued: q.len().map_err(io)?,
-            dead: d.len().map_err(io)?,
-            head,
-            paused,
-        });
+        let (c, bytes, seq) = count_slot(&q, &d, &state, name)?;
+        stored += bytes;
+        next_seq = next_seq.max(seq);
+        slots.push(c);
     }
     Ok(Counts {
         slots,
         stored,
         next_seq,
     })
+}
+
+/// What one slot's tables hold: its counts, their bytes, and the next free
+/// sequence number as far as they tell.
+pub(crate) fn count_slot(
+    q: &impl ReadableTable<u64, &'static [u8]>,
+    d: &impl ReadableTable<u64, &'static [u8]>,
+    state: &impl ReadableTable<&'static str, u64>,
+    name: &str,
+) -> Result<(SlotCounts, u64, u64), SpoolError> {
+    let mut next_seq = 1u64;
+    let mut stored = 0u64;
+    let mut head = 0;
+    for row in q.iter().map_err(io)? {
+        let (k, v) = row.map_err(io)?;
+        head = k.value();
+        stored += v.value().len() as u64;
+    }
+    for row in d.iter().map_err(io)? {
+        let (k, v) = row.map_err(io)?;
+        next_seq = next_seq.max(k.value() + 1);
+        stored += v.value().len() as u64;
+    }
+    next_seq = next_seq.max(head + 1);
+    let paused = state
+        .get(paused_key(name).as_str())
+        .map_err(io)?
+        .map(|v| v.value() != 0)
+        .unwrap_or(false);
+    let counts = SlotCounts {
+        queued: q.len().map_err(io)?,
+        dead: d.len().map_err(io)?,
+        head,
+        paused,
+    };
+    Ok((counts, stored, next_seq))
+}
+
+#[cfg(test)]
+mod runtime_slot_tests {
+    use super::*;
+
+    fn ev() -> Bytes {
+        Bytes::from_static(b"{\"id\":\"E\"}")
+    }
+
+    /// A slot added at runtime takes events, keeps its record, survives a
+    /// reopen when attached again, and once detached drops its queue,
+    /// ignores late appends and acks, and frees its bytes.
+    #[tokio::test]
+    async fn runtime_slots_attach_store_and_detach() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), &["http.a".to_owned()], SpoolLimits::default()).unwrap();
+        let (a, w) = (Slot::new(0), Slot::new(5));
+        let record = Record {
+            key: "w".into(),
+            value: b"{}".to_vec(),
+        };
+        spool
+            .attach_slots(vec![(w, "webhook.w".into(), Some(record.clone()))])
+            .await
+            .unwrap();
+        spool.append(vec![(a, ev()), (w, ev()), (w, ev())]).await.unwrap();
+        assert_eq!(spool.slot(w).queued.load(Ordering::Relaxed), 2);
+        assert_eq!(spool.read_queue(w, 0, 10).unwrap().len(), 2);
+        assert_eq!(spool.records().unwrap(), [record.clone()]);
+        spool.close().await.unwrap();
+
+        // Reopened: the config slot as before, the runtime one attached again.
+        let spool = Spool::open(dir.path(), &["http.a".to_owned()], SpoolLimits::default()).unwrap();
+        spool.attach_slots(vec![(w, "webhook.w".into(), None)]).await.unwrap();
+        assert_eq!(spool.slot(w).queued.load(Ordering::Relaxed), 2);
+        let before = spool.stored_bytes();
+        assert_eq!(spool.detach_slot(w, "w".into()).await.unwrap(), 2);
+        assert!(spool.records().unwrap().is_empty());
+        assert_eq!(spool.stored_bytes(), before - 2 * ev().len() as u64);
+        assert_eq!(spool.slot(w).name, "retired#5");
+        // Late traffic for the retired slot is dropped, the rest stored.
+        spool.append(vec![(w, ev()), (a, ev())]).await.unwrap();
+        spool.ack(w, 1);
+        spool.sync().await.unwrap();
+        assert_eq!(spool.slot(a).queued.load(Ordering::Relaxed), 2);
+        assert!(spool.read_queue(w, 0, 10).is_err(), "a retired slot has no queue");
+        spool.close().await.unwrap();
+    }
 }

@@ -12,6 +12,7 @@
 //! Until a commit succeeds the spool reports itself unhealthy and the writer
 //! retries on its own every [`RECOVER_EVERY`].
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,7 +22,10 @@ use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransactio
 use tokio::sync::oneshot;
 
 use super::idempotency::{self, KeyRecord, KeyedAppend};
-use super::{dead_table, queue_table, DeadLetter, Shared, SpoolError, STATE};
+use super::{
+    count_slot, dead_table, paused_key, queue_table, DeadLetter, Record, Shared, SlotState, SlotTable, SpoolError,
+    RECORDS, STATE,
+};
 
 type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 
@@ -58,6 +62,22 @@ pub(crate) enum Command {
         paused: bool,
         reply: Reply<()>,
     },
+    /// Add runtime slots: create (or count) their tables, store records.
+    Attach {
+        slots: Vec<(usize, String, Option<Record>)>,
+        reply: Reply<()>,
+    },
+    /// Remove a runtime slot: drop its tables, flag and record.
+    Detach {
+        slot: usize,
+        record_key: String,
+        reply: Reply<u64>,
+    },
+    /// Store (replace) a record of the `subscriptions` table.
+    PutRecord {
+        record: Record,
+        reply: Reply<()>,
+    },
     /// Force a durable commit.
     Sync {
         reply: Reply<()>,
@@ -84,7 +104,8 @@ pub(crate) const RECOVER_EVERY: Duration = Duration::from_millis(500);
 const READERS_GRACE: Duration = Duration::from_secs(5);
 
 /// What one command changed, applied to the shared counters only after the
-/// transaction commits.
+/// transaction commits. Keyed by slot index: with thousands of slots a
+/// commit touches few of them.
 #[derive(Default)]
 struct Effects {
     appended: Vec<(usize, u64)>,
@@ -92,11 +113,25 @@ struct Effects {
     fresh: Vec<(usize, u64, Bytes)>,
     /// Rows put in a queue by a replay (not in the fresh buffers).
     replayed: Vec<(usize, u64)>,
-    queued_delta: Vec<i64>,
-    dead_delta: Vec<i64>,
+    queued_delta: HashMap<usize, i64>,
+    dead_delta: HashMap<usize, i64>,
     bytes_delta: i64,
     notify: Vec<usize>,
     paused: Vec<(usize, bool)>,
+    /// Slots added in this transaction, published after it commits.
+    attached: Vec<(usize, Arc<SlotState>)>,
+    /// Slots removed in this transaction: later commands skip them.
+    detached: HashSet<usize>,
+}
+
+impl Effects {
+    fn queued(&mut self, slot: usize, d: i64) {
+        *self.queued_delta.entry(slot).or_default() += d;
+    }
+
+    fn dead(&mut self, slot: usize, d: i64) {
+        *self.dead_delta.entry(slot).or_default() += d;
+    }
 }
 
 pub(crate) struct SpoolWriter {
@@ -188,12 +223,7 @@ impl SpoolWriter {
     }
 
     fn commit_group(&mut self, group: &mut Vec<Command>) {
-        let n = self.shared.slots.len();
-        let mut fx = Effects {
-            queued_delta: vec![0; n],
-            dead_delta: vec![0; n],
-            ..Default::default()
-        };
+        let mut fx = Effects::default();
         let seq_before = self.next_seq;
         let closing = group.iter().any(|c| matches!(c, Command::Close { .. }));
         // Acks that failed to commit before, then those that waited.
@@ -229,7 +259,7 @@ impl SpoolWriter {
                     tracing::info!("spool writable again");
                     self.shared.set_healthy();
                     // Queues may have failed to read meanwhile: let them look.
-                    for slot in &self.shared.slots {
+                    for slot in self.shared.slots.load().iter().flatten() {
                         slot.changed.notify_one();
                     }
                 }
@@ -284,12 +314,14 @@ impl SpoolWriter {
     fn reopen(&mut self) {
         self.last_recover = Some(Instant::now());
         self.release_db();
-        let names: Vec<String> = self.shared.slots.iter().map(|s| s.name.clone()).collect();
+        let live = self.shared.live_names();
+        let names: Vec<String> = live.iter().map(|(_, n)| n.clone()).collect();
         let reopened = super::open_db(&self.shared.path, &names).and_then(|db| Ok((super::scan(&db, &names)?, db)));
         match reopened {
             Ok((counts, db)) => {
-                let slots = &self.shared.slots;
-                for (slot, c) in slots.iter().zip(&counts.slots) {
+                let slots = self.shared.slots.load();
+                let live_slots = live.iter().filter_map(|(i, _)| slots.get(*i).cloned().flatten());
+                for (slot, c) in live_slots.zip(&counts.slots) {
                     slot.queued.store(c.queued, Ordering::Relaxed);
                     slot.dead.store(c.dead, Ordering::Relaxed);
                     slot.head.fetch_max(c.head, Ordering::Release);
@@ -332,16 +364,28 @@ impl SpoolWriter {
         tracing::debug!("spool closed");
     }
 
+    /// The tables' name of a slot that is live in this transaction: not
+    /// retired, and not removed by an earlier command of the group (opening
+    /// a dropped table would create it again).
+    fn live_name(&self, slot: usize, fx: &Effects) -> Option<String> {
+        if fx.detached.contains(&slot) {
+            return None;
+        }
+        self.shared.slot(slot).map(|s| s.name.clone())
+    }
+
     /// Remove a delivered event from its queue.
     fn apply_ack(&self, txn: &WriteTransaction, slot: usize, seq: u64, fx: &mut Effects) -> Result<(), SpoolError> {
+        // The slot was removed meanwhile: its queue is gone already.
+        let Some(name) = self.live_name(slot, fx) else {
+            return Ok(());
+        };
         let mut t = txn
-            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(
-                &self.shared.slots[slot].name,
-            )))
+            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&name)))
             .map_err(super::io)?;
         if let Some(old) = t.remove(seq).map_err(super::io)? {
             fx.bytes_delta -= old.value().len() as i64;
-            fx.queued_delta[slot] -= 1;
+            fx.queued(slot, -1);
         }
         Ok(())
     }
@@ -363,6 +407,14 @@ impl SpoolWriter {
             Command::DeadLetter { slot, seq, record, .. } => self.apply_dead_letter(txn, *slot, *seq, record, fx),
             Command::Replay { slot, ids, .. } => self.apply_replay(txn, *slot, ids.as_deref(), fx),
             Command::SetPaused { slot, paused, .. } => self.apply_set_paused(txn, *slot, *paused, fx),
+            Command::Attach { slots, .. } => self.apply_attach(txn, slots, fx),
+            Command::Detach { slot, record_key, .. } => self.apply_detach(txn, *slot, record_key, fx),
+            Command::PutRecord { record, .. } => {
+                let mut t = txn.open_table(RECORDS).map_err(super::io)?;
+                t.insert(record.key.as_str(), record.value.as_slice())
+                    .map_err(super::io)?;
+                Ok(0)
+            }
             Command::Sync { .. } | Command::Close { .. } => Ok(0),
         }
     }
@@ -396,20 +448,33 @@ impl SpoolWriter {
         items: &[(usize, Bytes)],
         fx: &mut Effects,
     ) -> Result<usize, SpoolError> {
-        let slots = &self.shared.slots;
+        let slots = self.shared.slots.load();
         let limits = self.shared.limits;
-        let mut per_slot = vec![0u64; slots.len()];
+        // A slot removed since the chain claimed for it (a webhook detached
+        // while this request ran): its events are dropped with it.
+        let live = |slot: usize| -> Option<&Arc<SlotState>> {
+            if fx.detached.contains(&slot) {
+                return None;
+            }
+            slots.get(slot).and_then(Option::as_ref)
+        };
+        let items: Vec<(&Arc<SlotState>, usize, &Bytes)> = items
+            .iter()
+            .filter_map(|(s, b)| live(*s).map(|st| (st, *s, b)))
+            .collect();
+        let mut per_slot: HashMap<usize, u64> = HashMap::new();
         let mut bytes = 0u64;
-        for (slot, b) in items {
-            per_slot[*slot] += 1;
+        for (_, slot, b) in &items {
+            *per_slot.entry(*slot).or_default() += 1;
             bytes += b.len() as u64;
         }
-        for (slot, add) in per_slot.iter().enumerate() {
-            let queued = slots[slot].queued.load(Ordering::Relaxed) as i64 + fx.queued_delta[slot];
-            if *add > 0 && queued as u64 + add > limits.max_queue {
+        for (slot, add) in &per_slot {
+            let Some(state) = live(*slot) else { continue };
+            let queued = state.queued.load(Ordering::Relaxed) as i64 + fx.queued_delta.get(slot).copied().unwrap_or(0);
+            if queued as u64 + add > limits.max_queue {
                 return Err(SpoolError::Full(format!(
                     "queue of backend \"{}\" holds {queued} events (limit {})",
-                    slots[slot].name, limits.max_queue
+                    state.name, limits.max_queue
                 )));
             }
         }
@@ -420,16 +485,16 @@ impl SpoolWriter {
                 limits.max_bytes
             )));
         }
-        for (slot, b) in items {
+        for (state, slot, b) in &items {
             let seq = self.next_seq;
             self.next_seq += 1;
             let mut t = txn
-                .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&slots[*slot].name)))
+                .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&state.name)))
                 .map_err(super::io)?;
             t.insert(seq, b.as_ref()).map_err(super::io)?;
             fx.appended.push((*slot, seq));
-            fx.fresh.push((*slot, seq, b.clone()));
-            fx.queued_delta[*slot] += 1;
+            fx.fresh.push((*slot, seq, (*b).clone()));
+            fx.queued(*slot, 1);
             fx.notify.push(*slot);
         }
         fx.bytes_delta += bytes as i64;
@@ -445,7 +510,10 @@ impl SpoolWriter {
         record: &[u8],
         fx: &mut Effects,
     ) -> Result<usize, SpoolError> {
-        let name = &self.shared.slots[slot].name;
+        let Some(name) = self.live_name(slot, fx) else {
+            return Ok(0);
+        };
+        let name = &name;
         let mut q = txn
             .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
             .map_err(super::io)?;
@@ -454,7 +522,7 @@ impl SpoolWriter {
             return Ok(0);
         };
         fx.bytes_delta -= old.value().len() as i64;
-        fx.queued_delta[slot] -= 1;
+        fx.queued(slot, -1);
         drop(old);
         // A fresh sequence number, not the queue's: the dead-letter table
         // is then in the order events died, across backends too, which is
@@ -465,7 +533,7 @@ impl SpoolWriter {
             .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
             .map_err(super::io)?;
         d.insert(key, record).map_err(super::io)?;
-        fx.dead_delta[slot] += 1;
+        fx.dead(slot, 1);
         fx.bytes_delta += record.len() as i64;
         Ok(1)
     }
@@ -479,7 +547,10 @@ impl SpoolWriter {
         ids: Option<&[String]>,
         fx: &mut Effects,
     ) -> Result<usize, SpoolError> {
-        let name = &self.shared.slots[slot].name;
+        let Some(name) = self.live_name(slot, fx) else {
+            return Ok(0);
+        };
+        let name = &name;
         let mut d = txn
             .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
             .map_err(super::io)?;
@@ -507,8 +578,8 @@ impl SpoolWriter {
             self.next_seq += 1;
             q.insert(seq, event.as_slice()).map_err(super::io)?;
             fx.bytes_delta += event.len() as i64 - *len as i64;
-            fx.dead_delta[slot] -= 1;
-            fx.queued_delta[slot] += 1;
+            fx.dead(slot, -1);
+            fx.queued(slot, 1);
             fx.appended.push((slot, seq));
             fx.replayed.push((slot, seq));
         }
@@ -524,53 +595,152 @@ impl SpoolWriter {
         paused: bool,
         fx: &mut Effects,
     ) -> Result<usize, SpoolError> {
+        let Some(name) = self.live_name(slot, fx) else {
+            return Ok(0);
+        };
         let mut t = txn.open_table(STATE).map_err(super::io)?;
-        t.insert(
-            format!("paused/{}", self.shared.slots[slot].name).as_str(),
-            u64::from(paused),
-        )
-        .map_err(super::io)?;
+        t.insert(paused_key(&name).as_str(), u64::from(paused))
+            .map_err(super::io)?;
         fx.paused.push((slot, paused));
         fx.notify.push(slot);
         Ok(0)
     }
 
+    /// Create the tables of new slots (or, at start, count what the
+    /// stored ones hold) and store their records.
+    fn apply_attach(
+        &mut self,
+        txn: &WriteTransaction,
+        slots: &[(usize, String, Option<Record>)],
+        fx: &mut Effects,
+    ) -> Result<usize, SpoolError> {
+        let state = txn.open_table(STATE).map_err(super::io)?;
+        let mut records = txn.open_table(RECORDS).map_err(super::io)?;
+        for (slot, name, record) in slots {
+            let q = txn
+                .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
+                .map_err(super::io)?;
+            let d = txn
+                .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
+                .map_err(super::io)?;
+            let (counts, bytes, next_seq) = count_slot(&q, &d, &state, name)?;
+            self.next_seq = self.next_seq.max(next_seq);
+            fx.bytes_delta += bytes as i64;
+            if let Some(r) = record {
+                records.insert(r.key.as_str(), r.value.as_slice()).map_err(super::io)?;
+            }
+            fx.attached
+                .push((*slot, Arc::new(SlotState::new(name.clone(), &counts))));
+        }
+        Ok(slots.len())
+    }
+
+    /// Drop a runtime slot's tables, paused flag and record; how many
+    /// queued events went with it.
+    fn apply_detach(
+        &mut self,
+        txn: &WriteTransaction,
+        slot: usize,
+        record_key: &str,
+        fx: &mut Effects,
+    ) -> Result<usize, SpoolError> {
+        let Some(name) = self.live_name(slot, fx) else {
+            return Ok(0);
+        };
+        let (qname, dname) = (queue_table(&name), dead_table(&name));
+        let qdef = TableDefinition::<u64, &[u8]>::new(&qname);
+        let ddef = TableDefinition::<u64, &[u8]>::new(&dname);
+        let mut discarded = 0usize;
+        let mut bytes = 0i64;
+        {
+            let q = txn.open_table(qdef).map_err(super::io)?;
+            let d = txn.open_table(ddef).map_err(super::io)?;
+            for row in q.iter().map_err(super::io)? {
+                let (_, v) = row.map_err(super::io)?;
+                bytes += v.value().len() as i64;
+                discarded += 1;
+            }
+            for row in d.iter().map_err(super::io)? {
+                let (_, v) = row.map_err(super::io)?;
+                bytes += v.value().len() as i64;
+            }
+        }
+        txn.delete_table(qdef).map_err(super::io)?;
+        txn.delete_table(ddef).map_err(super::io)?;
+        txn.open_table(STATE)
+            .map_err(super::io)?
+            .remove(paused_key(&name).as_str())
+            .map_err(super::io)?;
+        txn.open_table(RECORDS)
+            .map_err(super::io)?
+            .remove(record_key)
+            .map_err(super::io)?;
+        fx.bytes_delta -= bytes;
+        fx.detached.insert(slot);
+        Ok(discarded)
+    }
+
     /// Make committed changes visible to the delivery queues.
     fn publish(&self, fx: &Effects) {
-        let slots = &self.shared.slots;
-        for (slot, d) in fx.queued_delta.iter().enumerate() {
-            add(&slots[slot].queued, *d);
+        if !fx.attached.is_empty() || !fx.detached.is_empty() {
+            let mut table: SlotTable = (**self.shared.slots.load()).clone();
+            for (slot, state) in &fx.attached {
+                if table.len() <= *slot {
+                    table.resize(*slot + 1, None);
+                }
+                table[*slot] = Some(state.clone());
+            }
+            for slot in &fx.detached {
+                if let Some(s) = table.get_mut(*slot) {
+                    *s = None;
+                }
+            }
+            self.shared.slots.store(Arc::new(table));
         }
-        for (slot, d) in fx.dead_delta.iter().enumerate() {
-            add(&slots[slot].dead, *d);
+        let slots = self.shared.slots.load();
+        let live = |slot: usize| slots.get(slot).and_then(Option::as_ref);
+        for (slot, d) in &fx.queued_delta {
+            if let Some(s) = live(*slot) {
+                add(&s.queued, *d);
+            }
+        }
+        for (slot, d) in &fx.dead_delta {
+            if let Some(s) = live(*slot) {
+                add(&s.dead, *d);
+            }
         }
         add(&self.shared.stored_bytes, fx.bytes_delta);
         for (slot, paused) in &fx.paused {
-            slots[*slot].paused.store(*paused, Ordering::Release);
+            if let Some(s) = live(*slot) {
+                s.paused.store(*paused, Ordering::Release);
+            }
         }
         // Fresh rows first: a queue that sees the new `head` must find
         // them in its buffer (or find the buffer marked incomplete).
         for (slot, seq) in &fx.replayed {
-            slots[*slot]
-                .fresh
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .gap(*seq);
+            if let Some(s) = live(*slot) {
+                s.fresh.lock().unwrap_or_else(PoisonError::into_inner).gap(*seq);
+            }
         }
         for (slot, seq, row) in &fx.fresh {
-            slots[*slot]
-                .fresh
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(*seq, row.clone());
+            if let Some(s) = live(*slot) {
+                s.fresh
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(*seq, row.clone());
+            }
         }
         for (slot, seq) in &fx.appended {
-            slots[*slot].head.fetch_max(*seq, Ordering::Release);
+            if let Some(s) = live(*slot) {
+                s.head.fetch_max(*seq, Ordering::Release);
+            }
         }
-        let mut notified = vec![false; slots.len()];
+        let mut notified = HashSet::new();
         for slot in &fx.notify {
-            if !std::mem::replace(&mut notified[*slot], true) {
-                slots[*slot].changed.notify_one();
+            if notified.insert(*slot) {
+                if let Some(s) = live(*slot) {
+                    s.changed.notify_one();
+                }
             }
         }
     }
@@ -611,12 +781,17 @@ fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
         Command::Append { reply, .. }
         | Command::DeadLetter { reply, .. }
         | Command::SetPaused { reply, .. }
+        | Command::Attach { reply, .. }
+        | Command::PutRecord { reply, .. }
         | Command::Sync { reply }
         | Command::Close { reply } => {
             let _ = reply.send(res.map(|_| ()));
         }
         Command::Replay { reply, .. } => {
             let _ = reply.send(res.map(Applied::count));
+        }
+        Command::Detach { reply, .. } => {
+            let _ = reply.send(res.map(|a| a.count() as u64));
         }
         Command::Ack { .. } => {}
     }

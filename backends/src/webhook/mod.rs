@@ -1,0 +1,14 @@
+//! The `webhook` backend: webhook subscriptions added, changed and removed
+//! at runtime through the admin API (`/v1/webhooks`), not in the config.
+//!
+//! - `subscription.rs`: the stored record of one subscription and the
+//!   checks of the API's request bodies (each error names its field).
+//! - `publish.rs`: [`WebhookBackend`], the `http` backend's delivery
+//!   (Standard Webhooks signatures, retries, dead letters) under the kind
+//!   `webhook`, with both secrets signing for a day after a rotation.
+
+mod publish;
+mod subscription;
+
+pub use publish::{WebhookBackend, ROTATION_OVERLAP};
+pub use subscription::{generate_id, generate_secret, AttachRequest, FieldError, PatchRequest, Subscription};

@@ -1,0 +1,368 @@
+//! One webhook subscription: what is stored in the spool, and the checks of
+//! the attach (`POST /v1/webhooks`) and change (`PATCH`) bodies.
+//!
+//! Bodies are read key by key rather than through one derived struct, so a
+//! bad value is reported with its field's name (`url: ...`), not as a byte
+//! offset into the body.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use event_pusher_config::RetryConfig;
+use event_pusher_core::{EventClass, EventClasses};
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::http::WebhookSecret;
+
+/// A request field that is missing, malformed or not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A subscription as stored (JSON in the spool's `subscriptions` table).
+/// The secrets are stored (the sidecar signs with them) but never shown
+/// after the attach answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub url: String,
+    /// Event class names; all of them when the attach named none.
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// As given (`{"max_attempts": 8}`), checked as the config's `retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Value>,
+    /// `whsec_` + base64.
+    pub secret: String,
+    /// The secret a rotation replaced, still signing until
+    /// `rotated_at` + [`ROTATION_OVERLAP`](super::ROTATION_OVERLAP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl Subscription {
+    /// The event classes it receives.
+    pub fn classes(&self) -> EventClasses {
+        self.events.iter().filter_map(|n| EventClass::from_name(n)).collect()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// `POST /v1/webhooks`, checked.
+#[derive(Debug)]
+pub struct AttachRequest {
+    pub id: Option<String>,
+    pub url: String,
+    pub events: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub retry: Option<Value>,
+    pub secret: Option<String>,
+}
+
+impl AttachRequest {
+    pub fn parse(body: &Value) -> Result<Self, FieldError> {
+        let map = object(body)?;
+        only(
+            map,
+            &["id", "url", "events", "secret", "headers", "format", "retry"],
+            &[],
+        )?;
+        let id = map.get("id").map(id).transpose()?;
+        let url = url(map.get("url").ok_or_else(|| FieldError::new("url", "is required"))?)?;
+        let events = match map.get("events") {
+            None => EventClass::ALL.iter().map(|c| c.name().to_owned()).collect(),
+            Some(v) => events(v)?,
+        };
+        let headers = map.get("headers").map(headers).transpose()?.unwrap_or_default();
+        let retry = map.get("retry").map(retry).transpose()?;
+        let secret = map.get("secret").map(secret).transpose()?;
+        if let Some(f) = map.get("format") {
+            if f.as_str() != Some("json") {
+                return Err(FieldError::new(
+                    "format",
+                    "must be \"json\" (the only format of webhooks)",
+                ));
+            }
+        }
+        Ok(AttachRequest {
+            id,
+            url,
+            events,
+            headers,
+            retry,
+            secret,
+        })
+    }
+
+    /// The subscription it makes, with `id` and `secret` chosen when the
+    /// request left them out.
+    pub fn into_subscription(self, now: OffsetDateTime) -> Subscription {
+        Subscription {
+            id: self.id.unwrap_or_else(generate_id),
+            url: self.url,
+            events: self.events,
+            headers: self.headers,
+            retry: self.retry,
+            secret: self.secret.unwrap_or_else(generate_secret),
+            previous_secret: None,
+            rotated_at: None,
+            created_at: rfc3339(now),
+        }
+    }
+}
+
+/// `PATCH /v1/webhooks/{id}`, checked: what to change.
+#[derive(Debug, Default)]
+pub struct PatchRequest {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub retry: Option<Value>,
+    pub rotate_secret: bool,
+}
+
+impl PatchRequest {
+    pub fn parse(body: &Value) -> Result<Self, FieldError> {
+        let map = object(body)?;
+        only(
+            map,
+            &["url", "events", "headers", "retry", "rotate_secret"],
+            &["id", "secret", "format"],
+        )?;
+        let rotate_secret = match map.get("rotate_secret") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| FieldError::new("rotate_secret", "must be true or false"))?,
+        };
+        Ok(PatchRequest {
+            url: map.get("url").map(url).transpose()?,
+            events: map.get("events").map(events).transpose()?,
+            headers: map.get("headers").map(headers).transpose()?,
+            retry: map.get("retry").map(retry).transpose()?,
+            rotate_secret,
+        })
+    }
+
+    /// `sub` with the changes applied (a rotation keeps the old secret
+    /// signing for a while).
+    pub fn apply(self, sub: &Subscription, now: OffsetDateTime) -> Subscription {
+        let mut next = sub.clone();
+        if let Some(url) = self.url {
+            next.url = url;
+        }
+        if let Some(events) = self.events {
+            next.events = events;
+        }
+        if let Some(headers) = self.headers {
+            next.headers = headers;
+        }
+        if let Some(retry) = self.retry {
+            next.retry = Some(retry);
+        }
+        if self.rotate_secret {
+            next.previous_secret = Some(std::mem::replace(&mut next.secret, generate_secret()));
+            next.rotated_at = Some(rfc3339(now));
+        }
+        next
+    }
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// `wh_` and a ULID: unique, and sorted by creation.
+pub fn generate_id() -> String {
+    format!("wh_{}", ulid::Ulid::generate().to_string().to_lowercase())
+}
+
+/// `whsec_` + base64 of 24 random bytes.
+pub fn generate_secret() -> String {
+    let key: [u8; 24] = rand::random();
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+fn object(body: &Value) -> Result<&Map<String, Value>, FieldError> {
+    body.as_object()
+        .ok_or_else(|| FieldError::new("body", "must be a JSON object"))
+}
+
+/// Refuse unknown keys, and keys that exist but cannot be set here.
+fn only(map: &Map<String, Value>, allowed: &[&str], fixed: &[&str]) -> Result<(), FieldError> {
+    for key in map.keys() {
+        if fixed.contains(&key.as_str()) {
+            return Err(FieldError::new(key, "cannot be changed (detach and attach again)"));
+        }
+        if !allowed.contains(&key.as_str()) {
+            return Err(FieldError::new(
+                key,
+                format!("unknown field (expected one of {})", allowed.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn string<'a>(field: &str, v: &'a Value) -> Result<&'a str, FieldError> {
+    v.as_str().ok_or_else(|| FieldError::new(field, "must be a string"))
+}
+
+fn id(v: &Value) -> Result<String, FieldError> {
+    let s = string("id", v)?;
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(FieldError::new(
+            "id",
+            "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn url(v: &Value) -> Result<String, FieldError> {
+    let s = string("url", v)?;
+    let url = url::Url::parse(s).map_err(|e| FieldError::new("url", format!("invalid URL \"{s}\": {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FieldError::new(
+            "url",
+            format!("\"{s}\" must be http:// or https://, not {}://", url.scheme()),
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn events(v: &Value) -> Result<Vec<String>, FieldError> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| FieldError::new("events", "must be a list of event classes"))?;
+    if list.is_empty() {
+        return Err(FieldError::new(
+            "events",
+            "is empty: the subscription would receive nothing",
+        ));
+    }
+    let mut names: Vec<String> = Vec::with_capacity(list.len());
+    for item in list {
+        let name = item.as_str().unwrap_or_default();
+        if EventClass::from_name(name).is_none() {
+            return Err(FieldError::new(
+                "events",
+                format!("unknown event class {item} (expected presence, chat, groupchat, headline, normal or unacked)"),
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+fn headers(v: &Value) -> Result<BTreeMap<String, String>, FieldError> {
+    let map = v
+        .as_object()
+        .ok_or_else(|| FieldError::new("headers", "must be an object of header name to value"))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| FieldError::new("headers", format!("invalid header name \"{k}\"")))?;
+        let value = v
+            .as_str()
+            .ok_or_else(|| FieldError::new("headers", format!("value of \"{k}\" must be a string")))?;
+        HeaderValue::from_str(value)
+            .map_err(|_| FieldError::new("headers", format!("invalid value for header \"{k}\"")))?;
+        out.insert(k.clone(), value.to_owned());
+    }
+    Ok(out)
+}
+
+fn retry(v: &Value) -> Result<Value, FieldError> {
+    RetryConfig::deserialize(v).map_err(|e| FieldError::new("retry", e.to_string()))?;
+    Ok(v.clone())
+}
+
+fn secret(v: &Value) -> Result<String, FieldError> {
+    let s = string("secret", v)?;
+    WebhookSecret::parse(s).map_err(|e| FieldError::new("secret", e))?;
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn err(body: Value) -> String {
+        AttachRequest::parse(&body).unwrap_err().field
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(err(json!({"url": "ftp://x"})), "url");
+        assert_eq!(err(json!({})), "url");
+        assert_eq!(err(json!({"url": "http://x", "events": ["chat", "nope"]})), "events");
+        assert_eq!(err(json!({"url": "http://x", "id": "a b"})), "id");
+        assert_eq!(err(json!({"url": "http://x", "secret": "abc"})), "secret");
+        assert_eq!(err(json!({"url": "http://x", "retry": {"max_attempts": 0}})), "retry");
+        assert_eq!(err(json!({"url": "http://x", "headers": {"a b": "c"}})), "headers");
+        assert_eq!(err(json!({"url": "http://x", "format": "form"})), "format");
+        assert_eq!(err(json!({"url": "http://x", "colour": 1})), "colour");
+    }
+
+    #[test]
+    fn attach_fills_in_id_secret_and_all_classes() {
+        let sub = AttachRequest::parse(&json!({"url": "https://x/h"}))
+            .unwrap()
+            .into_subscription(OffsetDateTime::UNIX_EPOCH);
+        assert!(sub.id.starts_with("wh_"));
+        assert!(WebhookSecret::parse(&sub.secret).is_ok());
+        assert_eq!(sub.classes(), EventClasses::ALL);
+        let back = Subscription::from_json(&sub.to_json()).unwrap();
+        assert_eq!(back, sub);
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret() {
+        let sub = AttachRequest::parse(&json!({"url": "https://x/h", "events": ["chat"]}))
+            .unwrap()
+            .into_subscription(OffsetDateTime::UNIX_EPOCH);
+        let patch = PatchRequest::parse(&json!({"rotate_secret": true, "events": ["presence"]})).unwrap();
+        let next = patch.apply(&sub, OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(next.previous_secret.as_deref(), Some(sub.secret.as_str()));
+        assert_ne!(next.secret, sub.secret);
+        assert_eq!(next.events, ["presence"]);
+        assert_eq!(
+            PatchRequest::parse(&json!({"secret": "whsec_AAAA"})).unwrap_err().field,
+            "secret"
+        );
+    }
+}

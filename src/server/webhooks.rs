@@ -1,0 +1,143 @@
+//! `/v1/webhooks`: webhook subscriptions at runtime (attach, list, change,
+//! pause, restart, detach). The work is in `crate::webhooks`; this maps
+//! requests and answers (400 naming the field, 404, 409 `already_exists`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::read_bounded;
+use super::error;
+use crate::state::AppState;
+use crate::webhooks::WebhookError;
+
+/// How long `DELETE ...?drain=true` waits when `timeout_s` is not given.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+pub async fn attach(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let body = match json_body(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(resp) => return *resp,
+    };
+    match state.webhooks.attach(&state.engine, &state.pipeline, &body).await {
+        Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> Response {
+    Json(state.webhooks.list(&state.engine).await).into_response()
+}
+
+pub async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.webhooks.get(&state.engine, &id).await {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match json_body(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(resp) => return *resp,
+    };
+    match state.webhooks.patch(&state.engine, &state.pipeline, &id, &body).await {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+pub async fn pause(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    set_paused(&state, &id, true).await
+}
+
+pub async fn restart(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    set_paused(&state, &id, false).await
+}
+
+async fn set_paused(state: &AppState, id: &str, paused: bool) -> Response {
+    match state.webhooks.set_paused(&state.engine, id, paused).await {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DetachQuery {
+    drain: Option<String>,
+    timeout_s: Option<String>,
+}
+
+pub async fn detach(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<DetachQuery>,
+) -> Response {
+    let drain = match q.drain.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => return field_error("drain", format!("must be true or false, not \"{other}\"")),
+    };
+    let timeout = match q.timeout_s.as_deref().map(str::parse::<u64>) {
+        None => DEFAULT_DRAIN,
+        Some(Ok(s)) => Duration::from_secs(s),
+        Some(Err(_)) => return field_error("timeout_s", "must be a whole number of seconds"),
+    };
+    let drain = drain.then_some(timeout);
+    match state.webhooks.detach(&state.engine, &state.pipeline, &id, drain).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+/// The body as JSON; the error answer otherwise.
+async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Box<Response>> {
+    let bytes = read_bounded(
+        headers,
+        body,
+        state.max_body_bytes,
+        "server.max_body_bytes",
+        state.body_timeout,
+    )
+    .await
+    .map_err(|e| Box::new(e.into_response()))?;
+    serde_json::from_slice(&bytes).map_err(|e| Box::new(field_error("body", format!("invalid JSON: {e}"))))
+}
+
+/// 400 naming the field: `{"error": "FIELD: why", "field": "FIELD"}`.
+fn field_error(field: &str, message: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": format!("{field}: {message}"), "field": field})),
+    )
+        .into_response()
+}
+
+fn failure(e: WebhookError) -> Response {
+    match e {
+        WebhookError::Invalid(f) => field_error(&f.field, f.message),
+        WebhookError::AlreadyExists(id) => {
+            (StatusCode::CONFLICT, Json(json!({"error": "already_exists", "id": id}))).into_response()
+        }
+        WebhookError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        WebhookError::DrainTimeout { queued } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({"error": e.to_string(), "queued": queued})),
+        )
+            .into_response(),
+        WebhookError::Spool(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        WebhookError::Backend(_) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
