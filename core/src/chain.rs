@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::backend::{AnyBackend, Claims};
+use crate::backend::{AnyBackend, Claims, Targets};
 use crate::class::{EventClass, EventClasses};
 use crate::event::Event;
 use crate::slot::Slot;
@@ -126,14 +126,17 @@ impl ChainBuilder {
     }
 }
 
-/// One backend's claim on an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One backend's claim on an event (or, for a backend that claims per
+/// target, on one target of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The backend's slot.
     pub slot: Slot,
     /// Which snapshot it gets: an index into `ChainOutcome::snapshots`, or
     /// `None` for the event as it left the chain.
     pub snapshot: Option<usize>,
+    /// The target (see [`Targets::Each`]); `None` for the whole event.
+    pub target: Option<Arc<str>>,
 }
 
 /// What the chain made of one event.
@@ -180,12 +183,22 @@ impl Chain {
                 Handler::Backend {
                     slot, classes, claims, ..
                 } => {
+                    claims.observe(event);
                     if classes.contains(class) && claims.wants(event) {
-                        out.claims.push(Claim {
-                            slot: *slot,
-                            snapshot: None,
-                        });
-                        live_claims = true;
+                        let before = out.claims.len();
+                        match claims.targets(event) {
+                            Targets::Whole => out.claims.push(Claim {
+                                slot: *slot,
+                                snapshot: None,
+                                target: None,
+                            }),
+                            Targets::Each(targets) => out.claims.extend(targets.into_iter().map(|t| Claim {
+                                slot: *slot,
+                                snapshot: None,
+                                target: Some(t),
+                            })),
+                        }
+                        live_claims |= out.claims.len() > before;
                     }
                 }
             }
@@ -293,7 +306,8 @@ mod tests {
             out.claims[0],
             Claim {
                 slot: Slot::new(0),
-                snapshot: None
+                snapshot: None,
+                target: None,
             }
         );
         assert!(out.snapshots.is_empty());
