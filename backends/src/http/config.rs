@@ -40,7 +40,7 @@ fn default_timeout_ms() -> u64 {
     5000
 }
 
-fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
+pub(crate) fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
     let s = String::deserialize(d)?;
     let url = url::Url::parse(&s).map_err(|e| serde::de::Error::custom(format!("invalid URL \"{s}\": {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {

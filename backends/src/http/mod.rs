@@ -7,10 +7,10 @@
 //!   retry / dead letter.
 //! - `response.rs`: reading the answer's body with a bound.
 
-mod config;
-mod publish;
+pub(crate) mod config;
+pub(crate) mod publish;
 mod request;
-mod response;
+pub(crate) mod response;
 
 pub use config::{Format, HttpConfig, WebhookSecret};
 pub use publish::HttpBackend;
