@@ -80,18 +80,26 @@ impl PushBackend {
     /// Register a device for `jid` (reduced to its bare JID); answers once
     /// it is stored.
     pub async fn register(&self, jid: &str, device_id: &str, reg: &Registration) -> Result<Put, RegistryError> {
-        let user = super::registration::bare_jid(jid).map_err(RegistryError::Invalid)?;
-        super::registration::check_device_id(device_id).map_err(RegistryError::Invalid)?;
+        let user = self.check(jid, device_id, reg).map_err(RegistryError::Invalid)?;
         let provider = provider_name(&reg.address);
-        if self.provider(provider).is_none() {
-            return Err(RegistryError::Invalid(format!(
-                "provider: \"{provider}\" is not configured on push backend \"{}\"",
-                self.name
-            )));
-        }
         let put = self.devices.put(&user, device_id, reg, &self.store).await?;
         tracing::info!(backend = %self.name, user = %user, device_id, provider, "push device registered");
         Ok(put)
+    }
+
+    /// Check a registration without storing it: the user's bare JID, or
+    /// what is wrong (naming the field).
+    pub fn check(&self, jid: &str, device_id: &str, reg: &Registration) -> Result<String, String> {
+        let user = super::registration::bare_jid(jid)?;
+        super::registration::check_device_id(device_id)?;
+        let provider = provider_name(&reg.address);
+        if self.provider(provider).is_none() {
+            return Err(format!(
+                "provider: \"{provider}\" is not configured on push backend \"{}\"",
+                self.name
+            ));
+        }
+        Ok(user)
     }
 
     /// Remove a device; false when there was none.
