@@ -38,11 +38,15 @@ pub fn body(service: &str, mode: &str, note: &Notification) -> Value {
         "priority": "high",
     });
     if !note.silent {
-        body["alert"] = json!({
-            "title": note.title.as_deref().unwrap_or_default(),
-            "body": note.body.as_deref().unwrap_or_default(),
-            "badge": note.badge,
-        });
+        // `content = "none"` has no body: the key is left out, not empty.
+        let mut alert = json!({"badge": note.badge});
+        if let Some(t) = &note.title {
+            alert["title"] = json!(t);
+        }
+        if let Some(b) = &note.body {
+            alert["body"] = json!(b);
+        }
+        body["alert"] = alert;
     }
     body
 }
