@@ -46,19 +46,40 @@ async fn the_registry_api_answers_as_the_contract_says() {
     let (s, v) = sc.get("/v1/push/devices/bob%40localhost").await;
     assert_eq!(s, 200);
     let d = &v["devices"][0];
-    assert_eq!((d["device_id"].as_str(), d["provider"].as_str()), (Some("d1"), Some("mongoosepush")));
+    assert_eq!(
+        (d["device_id"].as_str(), d["provider"].as_str()),
+        (Some("d1"), Some("mongoosepush"))
+    );
     assert_eq!((d["mode"].as_str(), d["silent"].as_bool()), (Some("prod"), Some(false)));
     assert!(d["registered_at"].is_string() && d.get("last_push_at").is_some(), "{d}");
 
     // Bad input names the field; an unconfigured provider is refused.
     let (s, v) = put_device(&sc, "bob@localhost", "d2", &json!({"provider": "mongoosepush"})).await;
-    assert_eq!((s, v["error"].as_str().unwrap_or("").starts_with("service:")), (400, true), "{v}");
-    let (s, v) = put_device(&sc, "bob@localhost", "d2", &json!({"provider": "fcm", "token": "secret-token-1"})).await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap_or("").starts_with("service:")),
+        (400, true),
+        "{v}"
+    );
+    let (s, v) = put_device(
+        &sc,
+        "bob@localhost",
+        "d2",
+        &json!({"provider": "fcm", "token": "secret-token-1"}),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("not configured"), "{v}");
     let (s, v) = put_device(&sc, "bob@localhost", "d2", &json!({"provider": "carrier-pigeon"})).await;
-    assert_eq!((s, v["error"].as_str().unwrap_or("").starts_with("provider:")), (400, true), "{v}");
-    assert_eq!(device_ids(&sc, "bob@localhost").await, vec!["d1"], "nothing half-stored");
+    assert_eq!(
+        (s, v["error"].as_str().unwrap_or("").starts_with("provider:")),
+        (400, true),
+        "{v}"
+    );
+    assert_eq!(
+        device_ids(&sc, "bob@localhost").await,
+        vec!["d1"],
+        "nothing half-stored"
+    );
 
     assert_eq!(delete_device(&sc, "bob@localhost", "d1").await, 204);
     assert_eq!(delete_device(&sc, "bob@localhost", "d1").await, 404);
@@ -91,7 +112,11 @@ async fn offline_pushes_online_does_not_unacked_always_and_the_count_resets() {
     post_ok(&sc, &json!({"hook": "user_available", "jid": "bob@localhost/phone"})).await;
     post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "three")).await;
     stays(&fake, "d1", 2).await;
-    post_ok(&sc, &json!({"hook": "unacknowledged_message", "to": "bob@localhost/phone"})).await;
+    post_ok(
+        &sc,
+        &json!({"hook": "unacknowledged_message", "to": "bob@localhost/phone"}),
+    )
+    .await;
     let got = fake.wait_delivered("d1", 3, WAIT).await;
     assert_eq!(got[2].body["alert"]["badge"], 1, "reset when bob came online");
 
@@ -127,16 +152,28 @@ async fn content_settings_and_silent_devices_shape_what_is_shown() {
     for name in ["full", "sender", "none"] {
         let mut reg = mongoose("fcm");
         reg["backend"] = json!(name);
-        assert_eq!(put_device(&sc, "bob@localhost", &format!("d-{name}"), &reg).await.0, 201);
+        assert_eq!(
+            put_device(&sc, "bob@localhost", &format!("d-{name}"), &reg).await.0,
+            201
+        );
     }
     let silent = json!({"provider": "mongoosepush", "service": "fcm", "silent": true, "backend": "full"});
     assert_eq!(put_device(&sc, "bob@localhost", "d-silent", &silent).await.0, 201);
     // Without "backend" and with several push backends: refused, naming it.
     let (s, v) = put_device(&sc, "bob@localhost", "d-x", &mongoose("fcm")).await;
-    assert_eq!((s, v["error"].as_str().unwrap_or("").starts_with("backend:")), (400, true), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str().unwrap_or("").starts_with("backend:")),
+        (400, true),
+        "{v}"
+    );
 
     post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "secret plans")).await;
-    let alert = |d: &str| fake.delivered_to(d).first().map(|p| p.body.clone()).unwrap_or(Value::Null);
+    let alert = |d: &str| {
+        fake.delivered_to(d)
+            .first()
+            .map(|p| p.body.clone())
+            .unwrap_or(Value::Null)
+    };
     for d in ["d-full", "d-sender", "d-none", "d-silent"] {
         assert_eq!(fake.wait_delivered(d, 1, WAIT).await.len(), 1, "{d}");
     }
@@ -157,7 +194,9 @@ async fn hooks_register_and_devices_and_presence_survive_restart_and_kill_9() {
     let mut sc = sidecar(push_backend("mobile", &fake.url(), "")).await;
     let enable = json!({"hook": "push_enable", "jid": "bob@localhost/phone", "device_id": "d1",
         "provider": "mongoosepush", "service": "fcm", "mode": "dev"});
-    let (s, v) = sc.post(&json!([enable, {"hook": "user_available", "jid": "bob@localhost/phone"}])).await;
+    let (s, v) = sc
+        .post(&json!([enable, {"hook": "user_available", "jid": "bob@localhost/phone"}]))
+        .await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["accepted"], 1, "one event; the command is reported apart: {v}");
     assert_eq!(v["push"][0]["result"], "created", "{v}");
@@ -173,7 +212,11 @@ async fn hooks_register_and_devices_and_presence_survive_restart_and_kill_9() {
     sc.kill9();
     sc.spawn().await;
     sc.wait_ready().await;
-    assert_eq!(device_ids(&sc, "bob@localhost").await, vec!["d1"], "device kept across kill -9");
+    assert_eq!(
+        device_ids(&sc, "bob@localhost").await,
+        vec!["d1"],
+        "device kept across kill -9"
+    );
     post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "while online")).await;
     stays(&fake, "d1", 0).await;
 
@@ -224,7 +267,9 @@ async fn a_failing_device_neither_blocks_nor_duplicates_the_others_and_replays_a
     assert_eq!(fake.delivered_to("d-ok").len(), 1, "no duplicate for the good device");
 
     fake.set_default("d-bad", Answer::status(200));
-    let (s, v) = sc.admin_post("/v1/dead-letters/replay", &json!({"backend": "push.mobile"})).await;
+    let (s, v) = sc
+        .admin_post("/v1/dead-letters/replay", &json!({"backend": "push.mobile"}))
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(fake.wait_delivered("d-bad", 1, WAIT).await.len(), 1);
     stays(&fake, "d-ok", 1).await;
@@ -244,14 +289,21 @@ async fn a_gone_device_is_pruned_and_counted_not_dead_lettered() {
     let mut pruned = None;
     for _ in 0..100 {
         let (_, text) = sc.get_text("/metrics").await;
-        pruned = metric(&text, "event_pusher_push_devices_pruned_total", &["provider=\"mongoosepush\""]);
+        pruned = metric(
+            &text,
+            "event_pusher_push_devices_pruned_total",
+            &["provider=\"mongoosepush\""],
+        );
         if pruned == Some(1.0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(pruned, Some(1.0));
-    assert!(device_ids(&sc, "bob@localhost").await.is_empty(), "pruned from the registry");
+    assert!(
+        device_ids(&sc, "bob@localhost").await.is_empty(),
+        "pruned from the registry"
+    );
     let (_, v) = sc.get("/v1/dead-letters?backend=push.mobile").await;
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
     let row = sc.backend("mobile").await;

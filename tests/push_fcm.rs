@@ -33,7 +33,13 @@ async fn sidecar(fake: &FakePush, max_attempts: u32) -> Sidecar {
 }
 
 async fn register(sc: &Sidecar, device_id: &str, token: &str) {
-    let (s, v) = put_device(sc, "bob@localhost", device_id, &json!({"provider": "fcm", "token": token})).await;
+    let (s, v) = put_device(
+        sc,
+        "bob@localhost",
+        device_id,
+        &json!({"provider": "fcm", "token": token}),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     assert!(!v.to_string().contains(token), "the token is not echoed: {v}");
 }
@@ -72,7 +78,11 @@ async fn fcm_gets_the_v1_body_with_a_verified_token_and_prunes_unregistered() {
     let got = fake.wait_delivered("tok-ok", 1, WAIT).await;
     assert_eq!(got.len(), 1);
     let m = &got[0].body["message"];
-    assert_eq!(got[0].authorization.as_deref(), Some("Bearer ya29.token-1"), "cached token reused");
+    assert_eq!(
+        got[0].authorization.as_deref(),
+        Some("Bearer ya29.token-1"),
+        "cached token reused"
+    );
     assert_eq!(m["token"], "tok-ok");
     assert_eq!(m["notification"]["title"], "alice@localhost");
     assert_eq!(m["notification"]["body"], "hi");
@@ -81,9 +91,18 @@ async fn fcm_gets_the_v1_body_with_a_verified_token_and_prunes_unregistered() {
     assert_eq!(m["data"]["message_count"], "1");
     assert!(m["data"].as_object().unwrap().values().all(|v| v.is_string()), "{m}");
     let watch = fake.wait_delivered("tok-silent", 1, WAIT).await;
-    assert!(watch[0].body["message"].get("notification").is_none(), "silent: data only");
+    assert!(
+        watch[0].body["message"].get("notification").is_none(),
+        "silent: data only"
+    );
 
-    let pruned = metric_eventually(&sc, "event_pusher_push_devices_pruned_total", &["provider=\"fcm\""], 1.0).await;
+    let pruned = metric_eventually(
+        &sc,
+        "event_pusher_push_devices_pruned_total",
+        &["provider=\"fcm\""],
+        1.0,
+    )
+    .await;
     assert_eq!(pruned, Some(1.0));
     let mut left = device_ids(&sc, "bob@localhost").await;
     left.sort();
@@ -91,16 +110,17 @@ async fn fcm_gets_the_v1_body_with_a_verified_token_and_prunes_unregistered() {
     let sent = metric_eventually(&sc, "event_pusher_push_sent_total", &["provider=\"fcm\""], 2.0).await;
     assert_eq!(sent, Some(2.0));
     let (_, v) = sc.get("/v1/dead-letters?backend=push.mobile").await;
-    assert_eq!(v.as_array().map(Vec::len), Some(0), "a pruned device is no failure: {v}");
+    assert_eq!(
+        v.as_array().map(Vec::len),
+        Some(0),
+        "a pruned device is no failure: {v}"
+    );
 }
 
 #[tokio::test]
 async fn throttling_and_outages_are_retried_and_retry_after_is_honoured() {
     let fake = FakePush::start().await;
-    fake.script(
-        "tok-slow",
-        [Answer::status(429).with_header("retry-after", "1")],
-    );
+    fake.script("tok-slow", [Answer::status(429).with_header("retry-after", "1")]);
     fake.script("tok-flaky", [Answer::status(503), Answer::status(503)]);
     let sc = sidecar(&fake, 5).await;
     register(&sc, "slow", "tok-slow").await;

@@ -65,7 +65,11 @@ pub async fn put_device(
                 .into_iter()
                 .find(|v| v["device_id"] == device_id.as_str())
                 .unwrap_or(Value::Null);
-            (status, Json(json!({"jid": user, "backend": backend.name(), "device": view}))).into_response()
+            (
+                status,
+                Json(json!({"jid": user, "backend": backend.name(), "device": view})),
+            )
+                .into_response()
         }
         Err(e) => registry_error(e),
     }
@@ -202,7 +206,8 @@ pub(super) fn split(state: &AppState, calls: Vec<Value>) -> Result<Split, (Strin
         match call.get("hook").and_then(Value::as_str) {
             Some(hook @ ("push_enable" | "push_disable")) => {
                 let enable = hook == "push_enable";
-                out.registry.push(check_call(state, &call, enable).map_err(|m| (m, index))?.at(index));
+                out.registry
+                    .push(check_call(state, &call, enable).map_err(|m| (m, index))?.at(index));
             }
             _ => {
                 out.positions.push(index);

@@ -54,7 +54,9 @@ pub struct FakePush {
 
 impl FakePush {
     pub async fn start() -> FakePush {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake push");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake push");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(FakeState::default()));
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
@@ -154,7 +156,8 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, headers: H
     let answer = if provider == "fcm" && s.reject_next > 0 {
         s.reject_next -= 1;
         Answer::status(401).with_body(r#"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#)
-    } else if provider == "fcm" && authorization.as_deref() != s.tokens.last().map(|t| format!("Bearer {t}")).as_deref() {
+    } else if provider == "fcm" && authorization.as_deref() != s.tokens.last().map(|t| format!("Bearer {t}")).as_deref()
+    {
         Answer::status(401).with_body(r#"{"error":{"code":401,"message":"not the current token"}}"#)
     } else {
         match s.script.get_mut(&device).and_then(VecDeque::pop_front) {
@@ -185,8 +188,11 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, headers: H
 /// fresh token.
 fn token(state: &Mutex<FakeState>, body: &[u8]) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
-    let public = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/push/fcm_public.pem"))
-        .expect("fixture public key");
+    let public = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/push/fcm_public.pem"
+    ))
+    .expect("fixture public key");
     let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public).expect("fixture public key PEM");
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.validate_aud = false;
@@ -237,7 +243,11 @@ pub async fn device_ids(sc: &Sidecar, jid: &str) -> Vec<String> {
     assert_eq!(status, 200, "{v}");
     v["devices"]
         .as_array()
-        .map(|a| a.iter().filter_map(|d| d["device_id"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d["device_id"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -48,7 +48,9 @@ impl DeviceRegistry {
         for (key, value) in rows {
             let Some(rest) = key.strip_prefix(PREFIX) else { continue };
             // A bare JID has no '/', so the first one ends it.
-            let Some((user, device_id)) = rest.split_once('/') else { continue };
+            let Some((user, device_id)) = rest.split_once('/') else {
+                continue;
+            };
             match decode(user, device_id, value) {
                 Ok(r) => {
                     users
@@ -78,7 +80,10 @@ impl DeviceRegistry {
     /// A user's devices, in id order.
     pub fn list(&self, user: &str) -> Vec<Arc<Registered>> {
         let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
-        users.get(user).map(|d| d.values().cloned().collect()).unwrap_or_default()
+        users
+            .get(user)
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Devices per provider name, for the gauge.
@@ -139,7 +144,9 @@ impl DeviceRegistry {
 
     fn forget(&self, user: &str, device_id: &str) -> bool {
         let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(devices) = users.get_mut(user) else { return false };
+        let Some(devices) = users.get_mut(user) else {
+            return false;
+        };
         let removed = devices.remove(device_id).is_some();
         if devices.is_empty() {
             users.remove(user);
@@ -266,7 +273,9 @@ pub fn view(r: &Registered) -> Value {
     // A hint to tell devices apart, never enough to use the token.
     let hint = match &r.device.address {
         Address::Fcm { token } | Address::Apns { token, .. } => Some(token_hint(token)),
-        Address::WebPush { endpoint, .. } => url::Url::parse(endpoint).ok().and_then(|u| u.host_str().map(str::to_owned)),
+        Address::WebPush { endpoint, .. } => url::Url::parse(endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned)),
         Address::MongoosePush { .. } => None,
     };
     if let Some(h) = hint {
@@ -277,7 +286,14 @@ pub fn view(r: &Registered) -> Value {
 
 /// The last 4 characters of a token, prefixed with "…".
 fn token_hint(token: &str) -> String {
-    let tail: String = token.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = token
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("…{tail}")
 }
 

@@ -47,7 +47,10 @@ impl FcmProvider {
     }
 
     fn set_rejected(&self, until: Option<Instant>) {
-        *self.rejected_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+        *self
+            .rejected_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
     }
 
     /// One POST with `token`.
@@ -144,7 +147,10 @@ impl Provider for FcmProvider {
     }
 
     fn is_ready(&self) -> bool {
-        let until = *self.rejected_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let until = *self
+            .rejected_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         until.is_none_or(|t| Instant::now() >= t)
     }
 
@@ -211,6 +217,9 @@ mod tests {
         let gone = r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"errorCode":"UNREGISTERED"}]}}"#;
         assert!(token_gone(StatusCode::NOT_FOUND, gone));
         assert_eq!(error_code(gone), "UNREGISTERED");
-        assert!(!token_gone(StatusCode::BAD_REQUEST, r#"{"error":{"status":"INVALID_ARGUMENT","message":"bad data"}}"#));
+        assert!(!token_gone(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":{"status":"INVALID_ARGUMENT","message":"bad data"}}"#
+        ));
     }
 }

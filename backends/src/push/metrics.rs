@@ -49,8 +49,14 @@ pub fn render(out: &mut String, backends: &[Rendered<'_>]) {
     }
     type Get = fn(&ProviderMetrics) -> &AtomicU64;
     let counters: [(&str, &str, Get); 3] = [
-        ("event_pusher_push_sent_total", "Notifications accepted by the provider.", |m| &m.sent),
-        ("event_pusher_push_failed_total", "Failed notification sends.", |m| &m.failed),
+        (
+            "event_pusher_push_sent_total",
+            "Notifications accepted by the provider.",
+            |m| &m.sent,
+        ),
+        ("event_pusher_push_failed_total", "Failed notification sends.", |m| {
+            &m.failed
+        }),
         (
             "event_pusher_push_devices_pruned_total",
             "Devices removed because the provider said their token is no longer valid.",
@@ -70,7 +76,11 @@ pub fn render(out: &mut String, backends: &[Rendered<'_>]) {
     for b in backends {
         for p in PROVIDERS {
             let v = b.devices.get(p).copied().unwrap_or(0);
-            let _ = writeln!(out, "event_pusher_push_devices{{backend=\"{}\",provider=\"{p}\"}} {v}", label(b.name));
+            let _ = writeln!(
+                out,
+                "event_pusher_push_devices{{backend=\"{}\",provider=\"{p}\"}} {v}",
+                label(b.name)
+            );
         }
     }
     let hist = "event_pusher_push_send_duration_seconds";

@@ -70,8 +70,10 @@ mod tests {
 
     fn chat() -> Event {
         HookTranslator
-            .translate(&json!({"hook": "filter_local_packet", "from": "alice@x/phone", "to": "bob@x",
-                "type": "chat", "body": "hi", "id": "m1", "metadata": {"tier": 2}}))
+            .translate(
+                &json!({"hook": "filter_local_packet", "from": "alice@x/phone", "to": "bob@x",
+                "type": "chat", "body": "hi", "id": "m1", "metadata": {"tier": 2}}),
+            )
             .unwrap()
     }
 
@@ -79,7 +81,10 @@ mod tests {
     fn content_settings_and_silence_shape_what_is_shown() {
         let e = chat();
         let full = build(&e, Content::Full, 3, false);
-        assert_eq!((full.title.as_deref(), full.body.as_deref()), (Some("alice@x"), Some("hi")));
+        assert_eq!(
+            (full.title.as_deref(), full.body.as_deref()),
+            (Some("alice@x"), Some("hi"))
+        );
         assert_eq!(full.data["message_count"], "3");
         assert_eq!(full.data["tier"], "2");
         assert_eq!(full.data["message_id"], "m1");

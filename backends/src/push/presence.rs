@@ -87,7 +87,10 @@ impl PresenceBook {
         let mut users = self.lock();
         let entry = users.entry(user.to_owned()).or_default();
         entry.message_count += 1;
-        store.put_soon(&format!("{PREFIX}{user}"), Some(serde_json::to_vec(&*entry).unwrap_or_default()));
+        store.put_soon(
+            &format!("{PREFIX}{user}"),
+            Some(serde_json::to_vec(&*entry).unwrap_or_default()),
+        );
     }
 
     /// Notifications counted for `user` since it was last online.

@@ -29,7 +29,15 @@ impl Registration {
     /// and are not the registration's (a hook call's `hook`, `jid`, ...).
     pub fn parse(body: &Value, hook: bool) -> Result<Registration, String> {
         let obj = body.as_object().ok_or("body: must be a JSON object")?;
-        let known: &[&str] = &["provider", "token", "mode", "subscription", "service", "silent", "backend"];
+        let known: &[&str] = &[
+            "provider",
+            "token",
+            "mode",
+            "subscription",
+            "service",
+            "silent",
+            "backend",
+        ];
         if let Some(k) = obj
             .keys()
             .find(|k| !known.contains(&k.as_str()) && !(hook && HOOK_KEYS.contains(&k.as_str())))
@@ -145,9 +153,8 @@ fn web_push(obj: &Map<String, Value>) -> Result<Address, String> {
         Some(Value::Object(k)) => k,
         _ => return Err("subscription.keys: required (an object with p256dh and auth)".into()),
     };
-    let key = |name: &str| -> Result<String, String> {
-        required(keys, name).map_err(|e| format!("subscription.keys.{e}"))
-    };
+    let key =
+        |name: &str| -> Result<String, String> { required(keys, name).map_err(|e| format!("subscription.keys.{e}")) };
     Ok(Address::WebPush {
         endpoint: endpoint.to_owned(),
         p256dh: key("p256dh")?,
@@ -166,8 +173,11 @@ mod tests {
         let fcm = Registration::parse(&json!({"provider": "fcm", "token": "t1", "silent": true}), false).unwrap();
         assert_eq!(fcm.address, Address::Fcm { token: "t1".into() });
         assert!(fcm.silent);
-        let mp = Registration::parse(&json!({"provider": "mongoosepush", "service": "apns", "mode": "dev"}), false)
-            .unwrap();
+        let mp = Registration::parse(
+            &json!({"provider": "mongoosepush", "service": "apns", "mode": "dev"}),
+            false,
+        )
+        .unwrap();
         assert_eq!(
             mp.address,
             Address::MongoosePush {
@@ -181,8 +191,14 @@ mod tests {
         assert!(err(json!({"provider": "apns", "token": "zz"})).starts_with("token:"));
         assert!(err(json!({"provider": "fcm", "token": "t", "silent": 1})).starts_with("silent:"));
         assert!(err(json!({"provider": "fcm", "token": "t", "x": 1})).starts_with("x:"));
-        assert!(err(json!({"provider": "webpush", "subscription": {"endpoint": "https://e/x", "keys": {"auth": "a"}}}))
-            .starts_with("subscription.keys.p256dh:"));
-        assert!(Registration::parse(&json!({"hook": "push_enable", "jid": "a@b", "device_id": "d", "provider": "fcm", "token": "t"}), true).is_ok());
+        assert!(err(
+            json!({"provider": "webpush", "subscription": {"endpoint": "https://e/x", "keys": {"auth": "a"}}})
+        )
+        .starts_with("subscription.keys.p256dh:"));
+        assert!(Registration::parse(
+            &json!({"hook": "push_enable", "jid": "a@b", "device_id": "d", "provider": "fcm", "token": "t"}),
+            true
+        )
+        .is_ok());
     }
 }
