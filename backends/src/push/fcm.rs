@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use event_pusher_core::{BackendError, DeliveryError};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use super::config::{base, FcmConfig};
 use super::fcm_auth::TokenSource;
 use super::provider::{Address, Device, Notification, Provider, Sent};
-use crate::http::publish::{classify, retry_after_of, transport_error};
+use crate::http::publish::{classify, retry_after_of};
 use crate::http::response::{drain_success, error_excerpt};
 
 /// How long the provider reports not ready after its credential was
@@ -56,15 +56,8 @@ impl FcmProvider {
     /// One POST with `token`.
     async fn post(&self, project: &str, token: &str, body: &Value) -> Result<Answer, DeliveryError> {
         let url = format!("{}/v1/projects/{project}/messages:send", self.endpoint);
-        let resp = self
-            .client
-            .post(url)
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let req = self.client.post(url).header(AUTHORIZATION, format!("Bearer {token}"));
+        let resp = super::send_json(req, body).await?;
         let status = resp.status();
         if status.is_success() {
             drain_success(resp).await;

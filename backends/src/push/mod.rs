@@ -41,3 +41,16 @@ pub(crate) fn http_client() -> Result<reqwest::Client, BackendError> {
         .build()
         .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))
 }
+
+/// Send `req` with `body` as JSON; a transport failure is a retryable
+/// delivery error.
+pub(crate) async fn send_json(
+    req: reqwest::RequestBuilder,
+    body: &serde_json::Value,
+) -> Result<reqwest::Response, event_pusher_core::DeliveryError> {
+    req.header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(crate::http::publish::transport_error)
+}

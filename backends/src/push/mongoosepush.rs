@@ -5,14 +5,13 @@
 
 use async_trait::async_trait;
 use event_pusher_core::{BackendError, DeliveryError};
-use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use super::config::{base, MongoosePushConfig};
 use super::devices::{mode_name, service_name};
 use super::provider::{Address, Device, Notification, Provider, Sent};
-use crate::http::publish::{failure, transport_error};
+use crate::http::publish::failure;
 use crate::http::response::{drain_success, error_excerpt};
 
 pub struct MongoosePushProvider {
@@ -62,14 +61,8 @@ impl Provider for MongoosePushProvider {
             return Err(DeliveryError::permanent("not a MongoosePush device"));
         };
         let id: String = url::form_urlencoded::byte_serialize(device.device_id.as_bytes()).collect();
-        let resp = self
-            .client
-            .post(format!("{}/v3/notification/{id}", self.base))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body(service_name(*service), mode_name(*mode), note).to_string())
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let req = self.client.post(format!("{}/v3/notification/{id}", self.base));
+        let resp = super::send_json(req, &body(service_name(*service), mode_name(*mode), note)).await?;
         let status = resp.status();
         if status.is_success() {
             drain_success(resp).await;
