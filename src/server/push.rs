@@ -49,9 +49,9 @@ pub async fn put_device(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let backend = match pick(&state, reg.backend.as_deref()) {
+    let backend = match pick_named(&state, reg.backend.as_deref()) {
         Ok(b) => b,
-        Err(answer) => return answer,
+        Err(not_found) => return answer(not_found),
     };
     match backend.register(&jid, &device_id, &reg).await {
         Ok(put) => {
@@ -88,7 +88,7 @@ pub async fn delete_device(
 ) -> Response {
     let backends = match chosen(&state, q.backend.as_deref()) {
         Ok(b) => b,
-        Err(answer) => return answer,
+        Err(not_found) => return answer(not_found),
     };
     let mut removed = false;
     for b in backends {
@@ -118,7 +118,7 @@ pub async fn list_devices(
     }
     let backends = match chosen(&state, q.backend.as_deref()) {
         Ok(b) => b,
-        Err(answer) => return answer,
+        Err(not_found) => return answer(not_found),
     };
     let devices: Vec<Value> = backends
         .iter()
@@ -132,12 +132,15 @@ pub async fn list_devices(
     Json(json!({"jid": event_pusher_core::jid::bare(&jid), "devices": devices})).into_response()
 }
 
-/// The push backend a registration is for: the named one, or the only one.
-fn pick<'a>(state: &'a AppState, name: Option<&str>) -> Result<&'a Arc<PushBackend>, Response> {
-    pick_named(state, name).map_err(|(status, message)| error(status, message))
+/// Why no push backend was found: the status and message to answer with.
+type NotFound = (StatusCode, String);
+
+fn answer((status, message): NotFound) -> Response {
+    error(status, message)
 }
 
-fn pick_named<'a>(state: &'a AppState, name: Option<&str>) -> Result<&'a Arc<PushBackend>, (StatusCode, String)> {
+/// The push backend a registration is for: the named one, or the only one.
+fn pick_named<'a>(state: &'a AppState, name: Option<&str>) -> Result<&'a Arc<PushBackend>, NotFound> {
     match (name, state.push.as_slice()) {
         (_, []) => Err((StatusCode::NOT_FOUND, "no push backend is configured".to_owned())),
         (Some(n), all) => all.iter().find(|b| b.name() == n).ok_or_else(|| {
@@ -158,10 +161,10 @@ fn pick_named<'a>(state: &'a AppState, name: Option<&str>) -> Result<&'a Arc<Pus
 }
 
 /// The named push backend, or all of them.
-fn chosen<'a>(state: &'a AppState, name: Option<&str>) -> Result<Vec<&'a Arc<PushBackend>>, Response> {
+fn chosen<'a>(state: &'a AppState, name: Option<&str>) -> Result<Vec<&'a Arc<PushBackend>>, NotFound> {
     match name {
-        Some(_) => pick(state, name).map(|b| vec![b]),
-        None if state.push.is_empty() => Err(error(StatusCode::NOT_FOUND, "no push backend is configured")),
+        Some(_) => pick_named(state, name).map(|b| vec![b]),
+        None if state.push.is_empty() => Err((StatusCode::NOT_FOUND, "no push backend is configured".into())),
         None => Ok(state.push.iter().collect()),
     }
 }

@@ -25,8 +25,8 @@ pub const MAX_DEVICE_ID: usize = 256;
 const HOOK_KEYS: [&str; 4] = ["hook", "jid", "device_id", "timestamp"];
 
 impl Registration {
-    /// Check a registration body. `extra` names keys that may be present
-    /// and are not the registration's (a hook call's `hook`, `jid`, ...).
+    /// Check a registration body. With `hook`, the body is a `push_enable`
+    /// hook call, which also carries `hook`, `jid`, `device_id`, `timestamp`.
     pub fn parse(body: &Value, hook: bool) -> Result<Registration, String> {
         let obj = body.as_object().ok_or("body: must be a JSON object")?;
         let known: &[&str] = &[
@@ -40,7 +40,7 @@ impl Registration {
         ];
         if let Some(k) = obj
             .keys()
-            .find(|k| !known.contains(&k.as_str()) && !(hook && HOOK_KEYS.contains(&k.as_str())))
+            .find(|k| !(known.contains(&k.as_str()) || (hook && HOOK_KEYS.contains(&k.as_str()))))
         {
             return Err(format!("{k}: unknown field"));
         }

@@ -12,6 +12,9 @@ use std::sync::OnceLock;
 use event_pusher_core::spool::{Spool, SpoolError};
 use event_pusher_core::Attachment;
 
+/// Keys to set (`Some`) or remove (`None`), as the spool takes them.
+type Entries = Vec<(String, Option<Vec<u8>>)>;
+
 /// The spool and this backend's key prefix, once attached.
 #[derive(Default)]
 pub struct Store {
@@ -31,7 +34,7 @@ impl Store {
             .collect())
     }
 
-    fn entry(&self, key: &str, value: Option<Vec<u8>>) -> Option<(&Spool, Vec<(String, Option<Vec<u8>>)>)> {
+    fn entry(&self, key: &str, value: Option<Vec<u8>>) -> Option<(&Spool, Entries)> {
         let (spool, prefix) = self.attached.get()?;
         Some((spool, vec![(format!("{prefix}{key}"), value)]))
     }
