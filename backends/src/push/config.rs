@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use event_pusher_core::EventClass;
 use serde::Deserialize;
 
 use crate::common::backend_config;
@@ -23,6 +24,10 @@ pub enum Content {
 }
 
 backend_config! {
+// The contract's default: the classes that can push.
+default_events = event_pusher_config::EventClassList(
+    [EventClass::Chat, EventClass::Groupchat, EventClass::Unacked].into_iter().collect()
+);
 pub struct PushConfig {
     /// chat/groupchat push only when the recipient has no online resource.
     #[serde(default = "yes")]
@@ -68,4 +73,31 @@ pub struct MongoosePushConfig {
 /// The URL without a trailing slash, to append paths to.
 pub(crate) fn base(url: &url::Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use event_pusher_core::EventClass;
+
+    use super::*;
+    use crate::common::BackendConfig;
+
+    #[test]
+    fn events_default_to_the_classes_that_push_and_providers_are_optional() {
+        let c: PushConfig = toml::from_str("offline_only = false").unwrap();
+        let events = c.common().events.0;
+        for class in [EventClass::Chat, EventClass::Groupchat, EventClass::Unacked] {
+            assert!(events.contains(class));
+        }
+        assert!(!events.contains(EventClass::Presence));
+        assert!(c.fcm.is_none() && c.mongoosepush.is_none());
+        assert_eq!(c.content, Content::Full);
+        let c: PushConfig = toml::from_str("events = [\"chat\"]\ncontent = \"none\"").unwrap();
+        assert!(!c.common().events.0.contains(EventClass::Unacked));
+        assert!(toml::from_str::<PushConfig>("content = \"everything\"").is_err());
+        assert!(
+            toml::from_str::<PushConfig>("[fcm]\nendpoint_url = \"https://x\"").is_err(),
+            "file required"
+        );
+    }
 }
