@@ -42,6 +42,9 @@ async fn register(sc: &Sidecar, device_id: &str, token: &str) {
     .await;
     assert_eq!(s, 201, "{v}");
     assert!(!v.to_string().contains(token), "the token is not echoed: {v}");
+    let (_, listed) = sc.get("/v1/push/devices/bob%40localhost").await;
+    assert!(!listed.to_string().contains(token), "nor listed: {listed}");
+    assert!(!sc.stderr().contains(token), "nor logged");
 }
 
 async fn metric_eventually(sc: &Sidecar, name: &str, labels: &[&str], want: f64) -> Option<f64> {

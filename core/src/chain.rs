@@ -313,4 +313,43 @@ mod tests {
         assert!(out.snapshots.is_empty());
         assert_eq!(e.metadata["tier"], MetaValue::Int(2));
     }
+
+    /// Claims per target and watches every event, whatever its mask.
+    struct Fanout(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl crate::Backend for Fanout {
+        const KIND: &'static str = "fanout";
+        fn observe(&self, _event: &Event) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn targets(&self, _event: &Event) -> Targets {
+            Targets::Each(vec![Arc::from("d1"), Arc::from("d2")])
+        }
+        async fn deliver(&self, batch: &[crate::Delivery]) -> Vec<Result<(), crate::DeliveryError>> {
+            batch.iter().map(|_| Ok(())).collect()
+        }
+    }
+
+    #[test]
+    fn a_backend_claims_once_per_target_and_observes_events_outside_its_mask() {
+        let fanout = Arc::new(Fanout(std::sync::atomic::AtomicUsize::new(0)));
+        let only_presence: EventClasses = [EventClass::Presence].into_iter().collect();
+        let chain = ChainBuilder::new()
+            .backend("push", 50, EventClasses::ALL, AnyBackend::from_arc(fanout.clone()))
+            .backend("presence-only", 50, only_presence, AnyBackend::from_arc(fanout.clone()))
+            .build();
+        let out = chain.run(&mut chat());
+        let targets: Vec<_> = out.claims.iter().map(|c| c.target.as_deref()).collect();
+        assert_eq!(
+            targets,
+            vec![Some("d1"), Some("d2")],
+            "the presence-only one claims nothing"
+        );
+        assert_eq!(
+            fanout.0.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "both observed it"
+        );
+    }
 }
