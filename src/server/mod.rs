@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -57,7 +57,7 @@ fn push_routes() -> Router<Arc<AppState>> {
         .route("/v1/push/devices/{jid}", get(push::list_devices))
         .route(
             "/v1/push/devices/{jid}/{device_id}",
-            put(push::put_device).delete(push::delete_device),
+            axum::routing::put(push::put_device).delete(push::delete_device),
         )
 }
 
