@@ -24,6 +24,10 @@ pub struct AppState {
     pub accepting: AtomicBool,
     pub shutdown_grace: Duration,
     pub reloader: FilterReloader,
+    /// The push backends, for the device registry routes and the
+    /// `push_enable`/`push_disable` hook calls.
+    #[cfg(feature = "push")]
+    pub push: Vec<std::sync::Arc<event_pusher_backends::push::PushBackend>>,
 }
 
 impl AppState {

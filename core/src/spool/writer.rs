@@ -58,6 +58,12 @@ pub(crate) enum Command {
         paused: bool,
         reply: Reply<()>,
     },
+    /// Set or remove backend state keys; `reply` is `None` when the caller
+    /// does not wait.
+    PutState {
+        entries: Vec<(String, Option<Vec<u8>>)>,
+        reply: Option<Reply<()>>,
+    },
     /// Force a durable commit.
     Sync {
         reply: Reply<()>,
@@ -363,6 +369,7 @@ impl SpoolWriter {
             Command::DeadLetter { slot, seq, record, .. } => self.apply_dead_letter(txn, *slot, *seq, record, fx),
             Command::Replay { slot, ids, .. } => self.apply_replay(txn, *slot, ids.as_deref(), fx),
             Command::SetPaused { slot, paused, .. } => self.apply_set_paused(txn, *slot, *paused, fx),
+            Command::PutState { entries, .. } => super::backend_state::apply(txn, entries).map(|()| 0),
             Command::Sync { .. } | Command::Close { .. } => Ok(0),
         }
     }
@@ -502,10 +509,12 @@ impl SpoolWriter {
         }
         for (key, len, dl) in &chosen {
             d.remove(key).map_err(super::io)?;
-            let event = serde_json::to_vec(&dl.event).map_err(super::io)?;
+            let json = serde_json::to_vec(&dl.event).map_err(super::io)?;
+            // The same record as before it died: to its target only.
+            let event = super::record::encode(dl.target.as_deref(), &json);
             let seq = self.next_seq;
             self.next_seq += 1;
-            q.insert(seq, event.as_slice()).map_err(super::io)?;
+            q.insert(seq, event.as_ref()).map_err(super::io)?;
             fx.bytes_delta += event.len() as i64 - *len as i64;
             fx.dead_delta[slot] -= 1;
             fx.queued_delta[slot] += 1;
@@ -617,6 +626,11 @@ fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
         }
         Command::Replay { reply, .. } => {
             let _ = reply.send(res.map(Applied::count));
+        }
+        Command::PutState { reply, .. } => {
+            if let Some(reply) = reply {
+                let _ = reply.send(res.map(|_| ()));
+            }
         }
         Command::Ack { .. } => {}
     }
