@@ -129,6 +129,13 @@ impl DeliveryQueue {
             tokio::select! {
                 Some(done) = self.inflight.join_next_with_id(), if !self.inflight.is_empty() => {
                     self.joined(done).await;
+                    // Take every attempt that finished meanwhile before
+                    // going round again: under load the loop's bookkeeping
+                    // (refill check, dispatch, wake-up time) then runs once
+                    // per handful of deliveries, not once per delivery.
+                    while let Some(done) = self.inflight.try_join_next_with_id() {
+                        self.joined(done).await;
+                    }
                 }
                 _ = slot.changed.notified() => {}
                 _ = sleep_until(wake_at) => {}
