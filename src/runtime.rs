@@ -11,7 +11,9 @@ use event_pusher_backends::BuiltBackend;
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
-use event_pusher_core::{AnyBackend, Backend, Chain, EventClasses, Filter, Pipeline, SlotRegistry};
+use event_pusher_core::{
+    AnyBackend, Attachment, Backend, BackendError, Chain, EventClasses, Filter, Pipeline, SlotRegistry,
+};
 
 use crate::chain_plan::{assemble, ChainBackend, PluginFilter};
 use crate::config::{self, LoadedConfig};
@@ -34,6 +36,9 @@ pub enum RunError {
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    /// A backend could not load its state from the spool.
+    #[error("backend {backend}: {source}")]
+    Attach { backend: String, source: BackendError },
 }
 
 /// The chain and the backends, numbered by one slot registry; what
@@ -228,6 +233,23 @@ impl Sidecar {
         let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, limits))
             .await
             .map_err(SpoolError::io)??;
+        // Backends that keep state in the spool (push registry, presence)
+        // load it now, before any event runs through the chain.
+        for (b, id) in backends.iter().zip(slots.ids()) {
+            let attachment = Attachment {
+                spool: spool.clone(),
+                id: id.clone(),
+            };
+            b.backend
+                .deliver
+                .attach(&attachment)
+                .map_err(|source| RunError::Attach { backend: id, source })?;
+        }
+        #[cfg(feature = "push")]
+        let push = backends
+            .iter()
+            .filter_map(|b| b.backend.downcast::<event_pusher_backends::push::PushBackend>())
+            .collect();
         let handles = backends
             .into_iter()
             .map(|b| BackendHandle::new(b.name, b.backend, b.options))
@@ -258,6 +280,8 @@ impl Sidecar {
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
             reloader,
             webhooks,
+            #[cfg(feature = "push")]
+            push,
         });
         Ok((state, listener))
     }

@@ -27,6 +27,10 @@ pub struct AppState {
     pub reloader: FilterReloader,
     /// Webhook subscriptions added at runtime.
     pub webhooks: Webhooks,
+    /// The push backends, for the device registry routes and the
+    /// `push_enable`/`push_disable` hook calls.
+    #[cfg(feature = "push")]
+    pub push: Vec<std::sync::Arc<event_pusher_backends::push::PushBackend>>,
 }
 
 impl AppState {

@@ -71,7 +71,18 @@ macro_rules! backend_config {
         pub struct $name:ident { $($body:tt)* }
     ) => {
         $crate::common::backend_config! {
+            default_events = event_pusher_config::EventClassList::default();
+            $(#[$meta])* pub struct $name { $($body)* }
+        }
+    };
+    (
+        default_events = $events:expr;
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($body:tt)* }
+    ) => {
+        $crate::common::backend_config! {
             @declare $(#[$meta])* $name { $($body)* }
+            events { $events }
             tuning {
                 #[serde(
                     default = "crate::common::default_concurrency",
@@ -95,6 +106,7 @@ macro_rules! backend_config {
     ) => {
         $crate::common::backend_config! {
             @declare $(#[$meta])* $name { $($body)* }
+            events { event_pusher_config::EventClassList::default() }
             tuning {}
             |_c| (
                 1,
@@ -107,6 +119,7 @@ macro_rules! backend_config {
         @declare $(#[$meta:meta])* $name:ident {
             $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
         }
+        events { $events:expr }
         tuning { $($tuning:tt)* }
         |$c:ident| $concurrency_and_breaker:expr
     ) => {
@@ -117,8 +130,9 @@ macro_rules! backend_config {
             $( $(#[$fmeta])* pub $field: $ty, )*
             #[serde(default)]
             pub priority: event_pusher_config::Priority,
+            /// `None` when the table has no `events` key: the kind's default.
             #[serde(default)]
-            pub events: event_pusher_config::EventClassList,
+            pub events: Option<event_pusher_config::EventClassList>,
             $($tuning)*
             #[serde(default)]
             pub retry: event_pusher_config::RetryConfig,
@@ -130,7 +144,7 @@ macro_rules! backend_config {
                 let (concurrency, breaker_threshold, ordering) = $concurrency_and_breaker;
                 $crate::common::CommonKeys {
                     priority: self.priority,
-                    events: self.events,
+                    events: self.events.unwrap_or_else(|| $events),
                     concurrency,
                     retry: &self.retry,
                     breaker_threshold,

@@ -49,6 +49,8 @@ backend_kinds! {
     rabbit: crate::rabbit::RabbitConfig => crate::rabbit::RabbitBackend,
     #[cfg(feature = "sns")]
     sns: crate::sns::SnsConfig => crate::sns::SnsBackend,
+    #[cfg(feature = "push")]
+    push: crate::push::PushConfig => crate::push::PushBackend,
 }
 
 fn add<C: BackendConfig, B: Backend>(

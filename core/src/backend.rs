@@ -10,6 +10,7 @@
 //! Implementors write `impl Backend`; the sidecar keeps it as an
 //! [`AnyBackend`] (kind + [`Claims`] + [`Deliver`]), see [`Backend`] for why.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::event::Event;
+use crate::spool::Spool;
 
 /// One attempt to deliver one event.
 #[derive(Debug, Clone)]
@@ -28,6 +30,30 @@ pub struct Delivery {
     pub json: Bytes,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// The target this queue item is for, when the backend claimed the
+    /// event per target ([`Targets::Each`]), e.g. one device of a user.
+    pub target: Option<Arc<str>>,
+}
+
+/// What a backend claims of an event in the chain: the event as a whole
+/// (one queue item), or one queue item per target (each with its own
+/// retries, order and dead letter), or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Targets {
+    /// One queue item for the event (every backend but fan-out ones).
+    #[default]
+    Whole,
+    /// One queue item per target; an empty list claims nothing.
+    Each(Vec<Arc<str>>),
+}
+
+/// What a backend may reach once the spool is open: the spool, for its own
+/// small state (see [`Spool::put_state`]), and the backend's `KIND.NAME`,
+/// to prefix its keys with.
+#[derive(Clone)]
+pub struct Attachment {
+    pub spool: Spool,
+    pub id: String,
 }
 
 /// Why an attempt failed, and whether trying again could help.
@@ -156,6 +182,24 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// Which targets to claim the event for, once its class mask and
+    /// [`wants`](Self::wants) said yes. Runs in the chain, like `wants`.
+    fn targets(&self, _event: &Event) -> Targets {
+        Targets::Whole
+    }
+
+    /// Every event that reaches the backend in the chain, whatever its class
+    /// mask, before `wants`: for backends that keep state from events they
+    /// do not deliver (the push backend's presence). Cheap, non-blocking.
+    fn observe(&self, _event: &Event) {}
+
+    /// Called once by the sidecar after the spool opened, before any event
+    /// runs through the chain: a backend that keeps state in the spool
+    /// loads it here. Blocking is allowed (it runs before serving).
+    fn attach(&self, _attachment: &Attachment) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Connect, declare, warm up. Called once before delivery starts; an
     /// error here leaves the backend not ready, and the engine calls it again
     /// with backoff.
@@ -196,17 +240,26 @@ where
 /// The chain's view of a backend: which events it claims. Object-safe.
 pub trait Claims: Send + Sync + 'static {
     fn wants(&self, event: &Event) -> bool;
+    fn targets(&self, event: &Event) -> Targets;
+    fn observe(&self, event: &Event);
 }
 
 impl<B: Backend> Claims for B {
     fn wants(&self, event: &Event) -> bool {
         Backend::wants(self, event)
     }
+    fn targets(&self, event: &Event) -> Targets {
+        Backend::targets(self, event)
+    }
+    fn observe(&self, event: &Event) {
+        Backend::observe(self, event)
+    }
 }
 
 /// The delivery queue's view of a backend. Object-safe.
 #[async_trait]
 pub trait Deliver: Send + Sync + 'static {
+    fn attach(&self, attachment: &Attachment) -> Result<(), BackendError>;
     async fn start(&self) -> Result<(), BackendError>;
     fn is_ready(&self) -> bool;
     fn max_batch(&self) -> usize;
@@ -215,6 +268,9 @@ pub trait Deliver: Send + Sync + 'static {
 
 #[async_trait]
 impl<B: Backend> Deliver for B {
+    fn attach(&self, attachment: &Attachment) -> Result<(), BackendError> {
+        Backend::attach(self, attachment)
+    }
     async fn start(&self) -> Result<(), BackendError> {
         Backend::start(self).await
     }
@@ -230,12 +286,15 @@ impl<B: Backend> Deliver for B {
 }
 
 /// A backend of any kind as the registry, chain and engine store it: its
-/// kind next to its two views (both the same instance).
+/// kind next to its two views (both the same instance), and the instance
+/// itself, for the code that knows its type (the push routes find their
+/// backend with [`AnyBackend::downcast`]).
 #[derive(Clone)]
 pub struct AnyBackend {
     pub kind: &'static str,
     pub claims: Arc<dyn Claims>,
     pub deliver: Arc<dyn Deliver>,
+    any: Arc<dyn Any + Send + Sync>,
 }
 
 impl AnyBackend {
@@ -247,8 +306,14 @@ impl AnyBackend {
         AnyBackend {
             kind: B::KIND,
             claims: backend.clone(),
-            deliver: backend,
+            deliver: backend.clone(),
+            any: backend,
         }
+    }
+
+    /// The backend as its own type, when it is a `B`.
+    pub fn downcast<B: Backend>(&self) -> Option<Arc<B>> {
+        self.any.clone().downcast::<B>().ok()
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::backend::{AnyBackend, Claims};
+use crate::backend::{AnyBackend, Claims, Targets};
 use crate::class::{EventClass, EventClasses};
 use crate::event::Event;
 use crate::slot::Slot;
@@ -126,14 +126,17 @@ impl ChainBuilder {
     }
 }
 
-/// One backend's claim on an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One backend's claim on an event (or, for a backend that claims per
+/// target, on one target of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The backend's slot.
     pub slot: Slot,
     /// Which snapshot it gets: an index into `ChainOutcome::snapshots`, or
     /// `None` for the event as it left the chain.
     pub snapshot: Option<usize>,
+    /// The target (see [`Targets::Each`]); `None` for the whole event.
+    pub target: Option<Arc<str>>,
 }
 
 /// What the chain made of one event.
@@ -180,12 +183,22 @@ impl Chain {
                 Handler::Backend {
                     slot, classes, claims, ..
                 } => {
+                    claims.observe(event);
                     if classes.contains(class) && claims.wants(event) {
-                        out.claims.push(Claim {
-                            slot: *slot,
-                            snapshot: None,
-                        });
-                        live_claims = true;
+                        let before = out.claims.len();
+                        match claims.targets(event) {
+                            Targets::Whole => out.claims.push(Claim {
+                                slot: *slot,
+                                snapshot: None,
+                                target: None,
+                            }),
+                            Targets::Each(targets) => out.claims.extend(targets.into_iter().map(|t| Claim {
+                                slot: *slot,
+                                snapshot: None,
+                                target: Some(t),
+                            })),
+                        }
+                        live_claims |= out.claims.len() > before;
                     }
                 }
             }
@@ -293,10 +306,50 @@ mod tests {
             out.claims[0],
             Claim {
                 slot: Slot::new(0),
-                snapshot: None
+                snapshot: None,
+                target: None,
             }
         );
         assert!(out.snapshots.is_empty());
         assert_eq!(e.metadata["tier"], MetaValue::Int(2));
+    }
+
+    /// Claims per target and watches every event, whatever its mask.
+    struct Fanout(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl crate::Backend for Fanout {
+        const KIND: &'static str = "fanout";
+        fn observe(&self, _event: &Event) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn targets(&self, _event: &Event) -> Targets {
+            Targets::Each(vec![Arc::from("d1"), Arc::from("d2")])
+        }
+        async fn deliver(&self, batch: &[crate::Delivery]) -> Vec<Result<(), crate::DeliveryError>> {
+            batch.iter().map(|_| Ok(())).collect()
+        }
+    }
+
+    #[test]
+    fn a_backend_claims_once_per_target_and_observes_events_outside_its_mask() {
+        let fanout = Arc::new(Fanout(std::sync::atomic::AtomicUsize::new(0)));
+        let only_presence: EventClasses = [EventClass::Presence].into_iter().collect();
+        let chain = ChainBuilder::new()
+            .backend("push", 50, EventClasses::ALL, AnyBackend::from_arc(fanout.clone()))
+            .backend("presence-only", 50, only_presence, AnyBackend::from_arc(fanout.clone()))
+            .build();
+        let out = chain.run(&mut chat());
+        let targets: Vec<_> = out.claims.iter().map(|c| c.target.as_deref()).collect();
+        assert_eq!(
+            targets,
+            vec![Some("d1"), Some("d2")],
+            "the presence-only one claims nothing"
+        );
+        assert_eq!(
+            fanout.0.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "both observed it"
+        );
     }
 }

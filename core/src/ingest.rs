@@ -199,7 +199,11 @@ impl Pipeline {
                 let snaps: Vec<Bytes> = outcome.snapshots.iter().map(|s| Bytes::from(s.to_json())).collect();
                 for claim in &outcome.claims {
                     let json = claim.snapshot.map(|i| snaps[i].clone()).unwrap_or_else(|| live.clone());
-                    items.push((claim.slot, json));
+                    let record = match &claim.target {
+                        None => json,
+                        Some(target) => crate::spool::record::encode(Some(target), &json),
+                    };
+                    items.push((claim.slot, record));
                 }
                 items.extend(subscribers.iter().map(|slot| (*slot, live.clone())));
             }

@@ -20,7 +20,9 @@ pub mod slot;
 pub mod spool;
 pub mod subscriptions;
 
-pub use backend::{one_by_one, AnyBackend, Backend, BackendError, Claims, Deliver, Delivery, DeliveryError};
+pub use backend::{
+    one_by_one, AnyBackend, Attachment, Backend, BackendError, Claims, Deliver, Delivery, DeliveryError, Targets,
+};
 pub use chain::{Chain, ChainBuilder, ChainOutcome, Filter, Verdict};
 pub use class::{EventClass, EventClasses};
 pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus, Unacked};

@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use event_pusher_core::hook::{parse_calls, Framing};
+use event_pusher_core::hook::{parse_calls, Framing, HookInput};
 use event_pusher_core::spool::SpoolError;
 use event_pusher_core::{Accepted, IngestError, KeyedOutcome};
 use serde_json::json;
@@ -55,17 +55,45 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Ok(k) => k,
         Err(resp) => return *resp,
     };
+    #[cfg(feature = "push")]
+    if calls.iter().any(super::push::is_registry_call) {
+        // Rare: push_enable / push_disable carry fields the typed reader
+        // skips, so this request is read again as JSON values.
+        let values = match event_pusher_core::hook::parse_body(&bytes, framing) {
+            Ok(v) => v,
+            Err(e) => return bad_request(&e.message, e.index),
+        };
+        let (calls, positions, push) = match registry_commands(state, values).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
+        };
+        return store(state, &calls, key, &positions, push).await;
+    }
+    let positions: Vec<usize> = (0..calls.len()).collect();
+    store(state, &calls, key, &positions, Vec::new()).await
+}
+
+/// Accept the event calls (under the key, if any) and answer; `positions`
+/// maps each call to its index in the request, `push` is the registry
+/// commands' reports.
+async fn store<C: HookInput>(
+    state: &AppState,
+    calls: &[C],
+    key: Option<&str>,
+    positions: &[usize],
+    push: Vec<serde_json::Value>,
+) -> Response {
     let outcome = match key {
-        None => state.pipeline.accept(&calls).await.map(KeyedOutcome::Stored),
-        Some(key) => state.pipeline.accept_keyed(&calls, key).await,
+        None => state.pipeline.accept(calls).await.map(KeyedOutcome::Stored),
+        Some(key) => state.pipeline.accept_keyed(calls, key).await,
     };
     match outcome {
         Ok(KeyedOutcome::Stored(Accepted { ids, stopped })) => {
             state.metrics.accepted(ids.len(), stopped);
-            accepted(&ids)
+            accepted(&ids, push)
         }
         Ok(KeyedOutcome::Replayed(Accepted { ids, .. })) => {
-            let mut resp = accepted(&ids);
+            let mut resp = accepted(&ids, push);
             resp.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             resp
@@ -77,9 +105,32 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
                 key.unwrap_or_default()
             ),
         ),
-        Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
+        Err(IngestError::Invalid { message, index }) => {
+            bad_request(&message, Some(positions.get(index).copied().unwrap_or(index)))
+        }
         Err(IngestError::Spool(e)) => spool_refused(e),
     }
+}
+
+/// The request's event calls, each one's index in the request, and the
+/// reports of the push registry commands among them (`push_enable`,
+/// `push_disable`: see `server/push.rs`), which are checked with every
+/// event call first and then applied before the events are stored.
+#[cfg(feature = "push")]
+async fn registry_commands(
+    state: &AppState,
+    calls: Vec<serde_json::Value>,
+) -> Result<(Vec<serde_json::Value>, Vec<usize>, Vec<serde_json::Value>), Response> {
+    let split = super::push::split(state, calls).map_err(|(message, index)| bad_request(&message, Some(index)))?;
+    // All or nothing for bad input: every event call must translate before
+    // any registry command is applied.
+    for (call, index) in split.calls.iter().zip(&split.positions) {
+        if let Err(e) = event_pusher_core::HookTranslator.translate(call) {
+            return Err(bad_request(&e.message, Some(*index)));
+        }
+    }
+    let reports = super::push::apply(split.registry).await?;
+    Ok((split.calls, split.positions, reports))
 }
 
 /// The whole body, up to `server.max_body_bytes`; the answer to give
@@ -114,8 +165,14 @@ pub(super) fn spool_refused(e: SpoolError) -> Response {
     }
 }
 
-fn accepted(ids: &[String]) -> Response {
-    (StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
+/// 202 with the event ids, and the push registry commands' reports when
+/// the request had any.
+fn accepted(ids: &[String], push: Vec<serde_json::Value>) -> Response {
+    let mut body = json!({"accepted": ids.len(), "ids": ids});
+    if !push.is_empty() {
+        body["push"] = serde_json::Value::Array(push);
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 /// Longest `Idempotency-Key` taken; keys are stored, so they are bounded.

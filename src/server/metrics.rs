@@ -152,6 +152,11 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             .publish
             .render(&mut out, "event_pusher_publish_duration_seconds", l);
     }
+    #[cfg(feature = "push")]
+    {
+        let push: Vec<_> = state.push.iter().map(|b| b.metrics()).collect();
+        event_pusher_backends::push::metrics::render(&mut out, &push);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,

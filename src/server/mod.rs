@@ -9,6 +9,8 @@ mod ingest;
 pub mod listener;
 mod metrics;
 mod mongooseim;
+#[cfg(feature = "push")]
+mod push;
 mod ui;
 mod webhooks;
 
@@ -38,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/webhooks/{id}/pause", post(webhooks::pause))
         .route("/v1/webhooks/{id}/restart", post(webhooks::restart))
+        .merge(push_routes())
         // MongooseIM appends its handler's `path`: take any path below.
         .route("/v1/mongooseim/http", post(mongooseim::post_form))
         .route("/v1/mongooseim/http/", post(mongooseim::post_form))
@@ -53,6 +56,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         // After every route is added: it applies to the routes present.
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// The push device registry (admin token, like the routes around it).
+#[cfg(feature = "push")]
+fn push_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/push/devices/{jid}", get(push::list_devices))
+        .route(
+            "/v1/push/devices/{jid}/{device_id}",
+            axum::routing::put(push::put_device).delete(push::delete_device),
+        )
+}
+
+#[cfg(not(feature = "push"))]
+fn push_routes() -> Router<Arc<AppState>> {
+    Router::new()
 }
 
 async fn health() -> Response {

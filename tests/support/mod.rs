@@ -12,12 +12,13 @@ mod cli;
 mod events;
 mod faults;
 mod metrics;
+mod push;
 mod receiver;
 mod sidecar;
 
 // Each test binary uses only some helpers; the rest must not warn.
 #[allow(unused_imports)]
-pub use {cli::*, events::*, faults::*, metrics::*, receiver::*, sidecar::*};
+pub use {cli::*, events::*, faults::*, metrics::*, push::*, receiver::*, sidecar::*};
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -147,13 +147,22 @@ impl HttpBackend {
             drain_success(resp).await;
             return Ok(());
         }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        Err(classify(status, retry_after, error_excerpt(resp).await))
+        Err(failure(resp).await)
     }
+}
+
+/// The `Retry-After` of an answer, if it has a readable one.
+pub(crate) fn retry_after_of(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+/// The delivery error for a non-2xx answer (its body excerpt read).
+pub(crate) async fn failure(resp: reqwest::Response) -> DeliveryError {
+    let (status, retry_after) = (resp.status(), retry_after_of(&resp));
+    classify(status, retry_after, error_excerpt(resp).await)
 }
 
 /// Turn a non-2xx answer into a delivery error.

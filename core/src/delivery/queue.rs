@@ -226,7 +226,9 @@ impl DeliveryQueue {
         Ok(())
     }
 
-    async fn admit_row(&mut self, seq: u64, json: Bytes) {
+    async fn admit_row(&mut self, seq: u64, record: Bytes) {
+        let (target, json) = crate::spool::record::decode(&record);
+        let target: Option<Arc<str>> = target.map(Arc::from);
         let event: Event = match serde_json::from_slice(&json) {
             Ok(e) => e,
             Err(e) => {
@@ -248,8 +250,13 @@ impl DeliveryQueue {
                 return;
             }
         };
+        // Per-user order, per target when the event was claimed per target:
+        // one failing device does not hold its user's other devices.
         let key = match self.handle.options.ordering {
-            DeliveryOrder::PerUser => Some(event.user().to_owned()),
+            DeliveryOrder::PerUser => Some(match &target {
+                None => event.user().to_owned(),
+                Some(t) => format!("{}\u{0}{t}", event.user()),
+            }),
             DeliveryOrder::Unordered => None,
         };
         let pending = Pending {
@@ -257,6 +264,7 @@ impl DeliveryQueue {
                 event,
                 json,
                 attempt: 0,
+                target,
             },
             first_attempt_at: None,
             last_error: None,
@@ -474,7 +482,8 @@ impl DeliveryQueue {
                         message: err.message.clone(),
                     },
                     p.first_attempt_at.unwrap_or_else(OffsetDateTime::now_utc),
-                );
+                )
+                .with_target(p.delivery.target.as_deref());
                 match self.spool.dead_letter(self.slot, seq, record).await {
                     Ok(()) => {
                         tracing::warn!(backend = %self.name(), %id, attempts, error = %err, "event dead-lettered");

@@ -26,6 +26,10 @@ pub struct DeadLetter {
     pub first_attempt_at: String,
     pub last_attempt_at: String,
     pub dead_at: String,
+    /// The target the queue item was for (a push device), when the backend
+    /// claimed the event per target: a replay sends to it only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl DeadLetter {
@@ -49,6 +53,13 @@ impl DeadLetter {
             first_attempt_at: timestamp_millis::format(&first_attempt_at),
             last_attempt_at: now.clone(),
             dead_at: now,
+            target: None,
         }
+    }
+
+    /// The same record, for one target of the event.
+    pub fn with_target(mut self, target: Option<&str>) -> Self {
+        self.target = target.map(str::to_owned);
+        self
     }
 }

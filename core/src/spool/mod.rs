@@ -19,9 +19,11 @@
 //! keeps trying until the disk takes writes again; meanwhile ingest answers
 //! 503 and nothing already stored is lost.
 
+mod backend_state;
 mod dead_letter;
 mod fresh;
 mod idempotency;
+pub mod record;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -464,6 +466,29 @@ impl Spool {
         .await
     }
 
+    /// Durably set (`Some`) or remove (`None`) backend state keys (see
+    /// `backend_state`); returns once committed with fsync.
+    pub async fn put_state(&self, entries: Vec<(String, Option<Vec<u8>>)>) -> Result<(), SpoolError> {
+        self.call(|reply| Command::PutState {
+            entries,
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    /// [`put_state`](Self::put_state) without waiting: committed (with
+    /// fsync) with the next group, before any command sent after it, so an
+    /// ingest append that follows is answered only once this is stored too.
+    pub fn put_state_soon(&self, entries: Vec<(String, Option<Vec<u8>>)>) {
+        let _ = self.tx.send(Command::PutState { entries, reply: None });
+    }
+
+    /// Every backend state key starting with `prefix`, with its value.
+    /// Blocking.
+    pub fn read_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, SpoolError> {
+        backend_state::scan(&*self.shared.db()?, prefix)
+    }
+
     /// Commit with fsync whatever is pending (acks included).
     pub async fn sync(&self) -> Result<(), SpoolError> {
         self.call(|reply| Command::Sync { reply }).await
@@ -616,6 +641,7 @@ pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, Spoo
     let txn = db.begin_write().map_err(io)?;
     {
         txn.open_table(STATE).map_err(io)?;
+        txn.open_table(backend_state::BACKEND_STATE).map_err(io)?;
         txn.open_table(idempotency::KEYS).map_err(io)?;
         txn.open_table(idempotency::KEYS_BY_TIME).map_err(io)?;
         txn.open_table(RECORDS).map_err(io)?;

@@ -78,6 +78,12 @@ pub(crate) enum Command {
         record: Record,
         reply: Reply<()>,
     },
+    /// Set or remove backend state keys; `reply` is `None` when the caller
+    /// does not wait.
+    PutState {
+        entries: Vec<(String, Option<Vec<u8>>)>,
+        reply: Option<Reply<()>>,
+    },
     /// Force a durable commit.
     Sync {
         reply: Reply<()>,
@@ -415,6 +421,7 @@ impl SpoolWriter {
                     .map_err(super::io)?;
                 Ok(0)
             }
+            Command::PutState { entries, .. } => super::backend_state::apply(txn, entries).map(|()| 0),
             Command::Sync { .. } | Command::Close { .. } => Ok(0),
         }
     }
@@ -573,10 +580,12 @@ impl SpoolWriter {
         }
         for (key, len, dl) in &chosen {
             d.remove(key).map_err(super::io)?;
-            let event = serde_json::to_vec(&dl.event).map_err(super::io)?;
+            let json = serde_json::to_vec(&dl.event).map_err(super::io)?;
+            // The same record as before it died: to its target only.
+            let event = super::record::encode(dl.target.as_deref(), &json);
             let seq = self.next_seq;
             self.next_seq += 1;
-            q.insert(seq, event.as_slice()).map_err(super::io)?;
+            q.insert(seq, event.as_ref()).map_err(super::io)?;
             fx.bytes_delta += event.len() as i64 - *len as i64;
             fx.dead(slot, -1);
             fx.queued(slot, 1);
@@ -792,6 +801,11 @@ fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
         }
         Command::Detach { reply, .. } => {
             let _ = reply.send(res.map(|a| a.count() as u64));
+        }
+        Command::PutState { reply, .. } => {
+            if let Some(reply) = reply {
+                let _ = reply.send(res.map(|_| ()));
+            }
         }
         Command::Ack { .. } => {}
     }

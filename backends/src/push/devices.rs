@@ -1,0 +1,324 @@
+//! The device registry: each user's devices, in memory for the chain and
+//! stored in the spool (key `device/{bare JID}/{device_id}`, value the
+//! registration body plus `registered_at` and `last_push_at`).
+//!
+//! A registration or removal through the admin API or a hook call answers
+//! only after its commit ([`DeviceRegistry::put`] awaits the fsync).
+//! `last_push_at` and prunes are written without waiting: losing one to a
+//! crash costs a stale timestamp or a second prune, never a device.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use event_pusher_core::spool::SpoolError;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use super::provider::{Address, Device, Mode, Service};
+use super::registration::Registration;
+use super::store::Store;
+
+const PREFIX: &str = "device/";
+
+/// A device with what the registry knows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub device: Device,
+    pub registered_at: String,
+    pub last_push_at: Option<String>,
+}
+
+/// Whether a registration added a device or replaced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    Replaced,
+}
+
+/// Every user's devices.
+#[derive(Default)]
+pub struct DeviceRegistry {
+    users: RwLock<HashMap<String, BTreeMap<String, Arc<Registered>>>>,
+}
+
+impl DeviceRegistry {
+    /// Load what was stored (rows are `(key, value)` of this backend).
+    pub fn load(&self, rows: &[(String, Vec<u8>)]) {
+        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        for (key, value) in rows {
+            let Some(rest) = key.strip_prefix(PREFIX) else { continue };
+            // A bare JID has no '/', so the first one ends it.
+            let Some((user, device_id)) = rest.split_once('/') else {
+                continue;
+            };
+            match decode(user, device_id, value) {
+                Ok(r) => {
+                    users
+                        .entry(user.to_owned())
+                        .or_default()
+                        .insert(device_id.to_owned(), Arc::new(r));
+                }
+                Err(e) => tracing::warn!(user, device_id, error = %e, "unreadable stored device skipped"),
+            }
+        }
+    }
+
+    /// The device ids of a user, in id order.
+    pub fn device_ids(&self, user: &str) -> Vec<Arc<str>> {
+        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+        users
+            .get(user)
+            .map(|d| d.keys().map(|k| Arc::from(k.as_str())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, user: &str, device_id: &str) -> Option<Arc<Registered>> {
+        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+        users.get(user)?.get(device_id).cloned()
+    }
+
+    /// A user's devices, in id order.
+    pub fn list(&self, user: &str) -> Vec<Arc<Registered>> {
+        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+        users
+            .get(user)
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Devices per provider name, for the gauge.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = BTreeMap::new();
+        for r in users.values().flat_map(BTreeMap::values) {
+            *out.entry(provider_name(&r.device.address)).or_default() += 1;
+        }
+        out
+    }
+
+    /// Register (or replace) a device; returns once it is stored.
+    pub async fn put(
+        &self,
+        user: &str,
+        device_id: &str,
+        registration: &Registration,
+        store: &Store,
+    ) -> Result<Put, SpoolError> {
+        let existing = self.get(user, device_id);
+        let registered = Registered {
+            device: Device {
+                jid: user.to_owned(),
+                device_id: device_id.to_owned(),
+                address: registration.address.clone(),
+                silent: registration.silent,
+            },
+            registered_at: now(),
+            last_push_at: existing.as_ref().and_then(|e| e.last_push_at.clone()),
+        };
+        store.put(&key(user, device_id), Some(encode(&registered))).await?;
+        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        let old = users
+            .entry(user.to_owned())
+            .or_default()
+            .insert(device_id.to_owned(), Arc::new(registered));
+        Ok(if old.is_some() { Put::Replaced } else { Put::Created })
+    }
+
+    /// Remove a device; false when there was none. Returns once stored.
+    pub async fn remove(&self, user: &str, device_id: &str, store: &Store) -> Result<bool, SpoolError> {
+        if self.get(user, device_id).is_none() {
+            return Ok(false);
+        }
+        store.put(&key(user, device_id), None).await?;
+        Ok(self.forget(user, device_id))
+    }
+
+    /// Remove a device the provider said is gone (not waiting for the write).
+    pub fn prune(&self, user: &str, device_id: &str, store: &Store) -> bool {
+        let removed = self.forget(user, device_id);
+        if removed {
+            store.put_soon(&key(user, device_id), None);
+        }
+        removed
+    }
+
+    fn forget(&self, user: &str, device_id: &str) -> bool {
+        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(devices) = users.get_mut(user) else {
+            return false;
+        };
+        let removed = devices.remove(device_id).is_some();
+        if devices.is_empty() {
+            users.remove(user);
+        }
+        removed
+    }
+
+    /// Note a notification accepted by the provider.
+    pub fn pushed(&self, user: &str, device_id: &str, store: &Store) {
+        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(r) = users.get_mut(user).and_then(|d| d.get_mut(device_id)) else {
+            return;
+        };
+        let mut updated = (**r).clone();
+        updated.last_push_at = Some(now());
+        store.put_soon(&key(user, device_id), Some(encode(&updated)));
+        *r = Arc::new(updated);
+    }
+}
+
+fn key(user: &str, device_id: &str) -> String {
+    format!("{PREFIX}{user}/{device_id}")
+}
+
+fn now() -> String {
+    event_pusher_core::event::timestamp_millis::format(&OffsetDateTime::now_utc())
+}
+
+/// `fcm`, `apns`, `webpush` or `mongoosepush`.
+pub fn provider_name(address: &Address) -> &'static str {
+    match address {
+        Address::Fcm { .. } => "fcm",
+        Address::Apns { .. } => "apns",
+        Address::WebPush { .. } => "webpush",
+        Address::MongoosePush { .. } => "mongoosepush",
+    }
+}
+
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Prod => "prod",
+        Mode::Dev => "dev",
+    }
+}
+
+pub fn service_name(service: Service) -> &'static str {
+    match service {
+        Service::Fcm => "fcm",
+        Service::Apns => "apns",
+    }
+}
+
+/// The registration body of a device (what a client PUTs).
+fn body(device: &Device) -> Map<String, Value> {
+    let mut b = Map::new();
+    b.insert("provider".into(), json!(provider_name(&device.address)));
+    match &device.address {
+        Address::Fcm { token } => {
+            b.insert("token".into(), json!(token));
+        }
+        Address::Apns { token, mode } => {
+            b.insert("token".into(), json!(token));
+            b.insert("mode".into(), json!(mode_name(*mode)));
+        }
+        Address::WebPush { endpoint, p256dh, auth } => {
+            b.insert(
+                "subscription".into(),
+                json!({"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}),
+            );
+        }
+        Address::MongoosePush { service, mode } => {
+            b.insert("service".into(), json!(service_name(*service)));
+            b.insert("mode".into(), json!(mode_name(*mode)));
+        }
+    }
+    b.insert("silent".into(), json!(device.silent));
+    b
+}
+
+fn encode(r: &Registered) -> Vec<u8> {
+    let mut b = body(&r.device);
+    b.insert("registered_at".into(), json!(r.registered_at));
+    if let Some(t) = &r.last_push_at {
+        b.insert("last_push_at".into(), json!(t));
+    }
+    serde_json::to_vec(&b).unwrap_or_default()
+}
+
+fn decode(user: &str, device_id: &str, value: &[u8]) -> Result<Registered, String> {
+    let mut b: Map<String, Value> = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_owned));
+    let registered_at = text(b.remove("registered_at")).unwrap_or_default();
+    let last_push_at = text(b.remove("last_push_at"));
+    let reg = Registration::parse(&Value::Object(b), false)?;
+    Ok(Registered {
+        device: Device {
+            jid: user.to_owned(),
+            device_id: device_id.to_owned(),
+            address: reg.address,
+            silent: reg.silent,
+        },
+        registered_at,
+        last_push_at,
+    })
+}
+
+/// What the admin API shows of a device: never the token itself.
+pub fn view(r: &Registered) -> Value {
+    let mode = match &r.device.address {
+        Address::Apns { mode, .. } | Address::MongoosePush { mode, .. } => Some(mode_name(*mode)),
+        _ => None,
+    };
+    let mut v = json!({
+        "device_id": r.device.device_id,
+        "provider": provider_name(&r.device.address),
+        "mode": mode,
+        "silent": r.device.silent,
+        "registered_at": r.registered_at,
+        "last_push_at": r.last_push_at,
+    });
+    if let Address::MongoosePush { service, .. } = &r.device.address {
+        v["service"] = json!(service_name(*service));
+    }
+    // A hint to tell devices apart, never enough to use the token.
+    let hint = match &r.device.address {
+        Address::Fcm { token } | Address::Apns { token, .. } => Some(token_hint(token)),
+        Address::WebPush { endpoint, .. } => url::Url::parse(endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned)),
+        Address::MongoosePush { .. } => None,
+    };
+    if let Some(h) = hint {
+        v["token_hint"] = json!(h);
+    }
+    v
+}
+
+/// The last 4 characters of a token, prefixed with "…".
+fn token_hint(token: &str) -> String {
+    let tail: String = token
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_form_round_trips_and_the_view_hides_the_token() {
+        let r = Registered {
+            device: Device {
+                jid: "bob@x".into(),
+                device_id: "d1".into(),
+                address: Address::Apns {
+                    token: "abcdef0123456789".into(),
+                    mode: Mode::Dev,
+                },
+                silent: true,
+            },
+            registered_at: "2026-01-01T00:00:00.000Z".into(),
+            last_push_at: Some("2026-01-02T00:00:00.000Z".into()),
+        };
+        assert_eq!(decode("bob@x", "d1", &encode(&r)).unwrap(), r);
+        let v = view(&r).to_string();
+        assert!(!v.contains("abcdef0123456789"), "{v}");
+        assert!(v.contains("\"mode\":\"dev\""), "{v}");
+    }
+}

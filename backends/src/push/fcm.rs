@@ -1,0 +1,218 @@
+//! FCM HTTP v1: `POST {endpoint_url}/v1/projects/{project_id}/messages:send`
+//! with an OAuth2 bearer token from the service account (`fcm_auth`).
+//!
+//! Answers: 2xx delivered; 404 `UNREGISTERED` (or 400 `INVALID_ARGUMENT`
+//! about the token) means the token is gone ([`Sent::Invalid`]); 401 means
+//! the access token was rejected: fetch a fresh one and send once more,
+//! and if that is rejected too, report not ready for a while (the queue
+//! holds) and fail retryably. 429 and 5xx are retried by the engine,
+//! `Retry-After` honoured.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use event_pusher_core::{BackendError, DeliveryError};
+use reqwest::header::AUTHORIZATION;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::config::{base, FcmConfig};
+use super::fcm_auth::TokenSource;
+use super::provider::{Address, Device, Notification, Provider, Sent};
+use crate::http::publish::{classify, retry_after_of};
+use crate::http::response::{drain_success, error_excerpt};
+
+/// How long the provider reports not ready after its credential was
+/// rejected twice in a row; then the next send tries a fresh one.
+pub const REJECTED_HOLD: Duration = Duration::from_secs(10);
+
+pub struct FcmProvider {
+    client: reqwest::Client,
+    endpoint: String,
+    tokens: TokenSource,
+    /// Set when a fresh token was rejected too: not ready until then.
+    rejected_until: Mutex<Option<Instant>>,
+}
+
+impl FcmProvider {
+    pub fn new(config: &FcmConfig) -> Result<Self, BackendError> {
+        let client = super::http_client()?;
+        Ok(FcmProvider {
+            endpoint: base(&config.endpoint_url),
+            tokens: TokenSource::new(config.service_account_file.clone(), client.clone()),
+            client,
+            rejected_until: Mutex::new(None),
+        })
+    }
+
+    fn set_rejected(&self, until: Option<Instant>) {
+        *self
+            .rejected_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+    }
+
+    /// One POST with `token`.
+    async fn post(&self, project: &str, token: &str, body: &Value) -> Result<Answer, DeliveryError> {
+        let url = format!("{}/v1/projects/{project}/messages:send", self.endpoint);
+        let req = self.client.post(url).header(AUTHORIZATION, format!("Bearer {token}"));
+        let resp = super::send_json(req, body).await?;
+        let status = resp.status();
+        if status.is_success() {
+            drain_success(resp).await;
+            return Ok(Answer::Delivered);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Ok(Answer::CredentialRejected(error_excerpt(resp).await));
+        }
+        let retry_after = retry_after_of(&resp);
+        let excerpt = error_excerpt(resp).await;
+        if token_gone(status, &excerpt) {
+            return Ok(Answer::Invalid(format!("FCM {status}: {}", error_code(&excerpt))));
+        }
+        Err(classify(status, retry_after, excerpt))
+    }
+}
+
+enum Answer {
+    Delivered,
+    Invalid(String),
+    CredentialRejected(String),
+}
+
+/// FCM's way of saying the registration token is no longer valid.
+fn token_gone(status: StatusCode, body: &str) -> bool {
+    match status.as_u16() {
+        404 => true,
+        400 => body.contains("INVALID_ARGUMENT") && body.to_ascii_lowercase().contains("token"),
+        _ => false,
+    }
+}
+
+/// `UNREGISTERED`, `INVALID_ARGUMENT`, ...: the FCM error code of an answer.
+fn error_code(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let detail = v["error"]["details"]
+        .as_array()
+        .and_then(|d| d.iter().find_map(|x| x["errorCode"].as_str()));
+    detail
+        .or_else(|| v["error"]["status"].as_str())
+        .unwrap_or("token not registered")
+        .to_owned()
+}
+
+/// The v1 message.
+pub fn message(token: &str, note: &Notification) -> Value {
+    let mut message = json!({
+        "token": token,
+        "data": note.data,
+        "android": {"priority": "high"},
+        "apns": {"payload": {"aps": {"badge": note.badge}}},
+    });
+    if !note.silent {
+        let mut n = serde_json::Map::new();
+        if let Some(t) = &note.title {
+            n.insert("title".into(), json!(t));
+        }
+        if let Some(b) = &note.body {
+            n.insert("body".into(), json!(b));
+        }
+        message["notification"] = Value::Object(n);
+    }
+    json!({ "message": message })
+}
+
+#[async_trait]
+impl Provider for FcmProvider {
+    fn name(&self) -> &'static str {
+        "fcm"
+    }
+
+    /// Read the service account and get a first token.
+    async fn start(&self) -> Result<(), BackendError> {
+        self.tokens.account().map_err(BackendError::new)?;
+        self.tokens
+            .token(None)
+            .await
+            .map(|_| ())
+            .map_err(|e| BackendError::new(format!("FCM: cannot get an access token: {e}")))
+    }
+
+    fn is_ready(&self) -> bool {
+        let until = *self
+            .rejected_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    async fn send(&self, device: &Device, note: &Notification) -> Result<Sent, DeliveryError> {
+        let Address::Fcm { token: device_token } = &device.address else {
+            return Err(DeliveryError::permanent("not an FCM device"));
+        };
+        let project = self
+            .tokens
+            .account()
+            .map_err(DeliveryError::permanent)?
+            .project_id
+            .clone();
+        let body = message(device_token, note);
+        let mut access = self.tokens.token(None).await?;
+        let mut refreshed = false;
+        loop {
+            match self.post(&project, &access, &body).await? {
+                Answer::Delivered => {
+                    self.set_rejected(None);
+                    return Ok(Sent::Delivered);
+                }
+                Answer::Invalid(reason) => return Ok(Sent::Invalid { reason }),
+                Answer::CredentialRejected(_) if !refreshed => {
+                    tracing::info!("FCM rejected the access token; fetching a fresh one");
+                    access = self.tokens.token(Some(&access)).await?;
+                    refreshed = true;
+                }
+                Answer::CredentialRejected(excerpt) => {
+                    tracing::error!(hold = ?REJECTED_HOLD, "FCM rejected a fresh access token too; holding the queue");
+                    self.set_rejected(Some(Instant::now() + REJECTED_HOLD));
+                    return Err(DeliveryError::retryable(format!(
+                        "FCM rejected the credential twice: {}",
+                        excerpt.trim()
+                    ))
+                    .with_status(401));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn silent_messages_have_no_notification_and_gone_tokens_are_recognised() {
+        let note = Notification {
+            event_id: "e".into(),
+            title: Some("alice@x".into()),
+            body: Some("hi".into()),
+            badge: 2,
+            data: BTreeMap::from([("type".into(), "chat".into())]),
+            silent: false,
+        };
+        let m = message("tok", &note);
+        assert_eq!(m["message"]["notification"]["title"], "alice@x");
+        assert_eq!(m["message"]["apns"]["payload"]["aps"]["badge"], 2);
+        let silent = message("tok", &Notification { silent: true, ..note });
+        assert!(silent["message"].get("notification").is_none());
+        let gone = r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"errorCode":"UNREGISTERED"}]}}"#;
+        assert!(token_gone(StatusCode::NOT_FOUND, gone));
+        assert_eq!(error_code(gone), "UNREGISTERED");
+        assert!(!token_gone(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":{"status":"INVALID_ARGUMENT","message":"bad data"}}"#
+        ));
+    }
+}

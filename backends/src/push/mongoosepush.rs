@@ -1,0 +1,79 @@
+//! MongoosePush v3: `POST {url}/v3/notification/{device_id}` with
+//! `{"service", "mode", "alert": {"title", "body", "badge"}, "data",
+//! "priority": "high"}` (silent: no `alert`). 2xx delivered; 410 means the
+//! device is gone ([`Sent::Invalid`]); 429 and 5xx are retried.
+
+use async_trait::async_trait;
+use event_pusher_core::{BackendError, DeliveryError};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::config::{base, MongoosePushConfig};
+use super::devices::{mode_name, service_name};
+use super::provider::{Address, Device, Notification, Provider, Sent};
+use crate::http::publish::failure;
+use crate::http::response::{drain_success, error_excerpt};
+
+pub struct MongoosePushProvider {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl MongoosePushProvider {
+    pub fn new(config: &MongoosePushConfig) -> Result<Self, BackendError> {
+        Ok(MongoosePushProvider {
+            client: super::http_client()?,
+            base: base(&config.url),
+        })
+    }
+}
+
+/// The v3 body.
+pub fn body(service: &str, mode: &str, note: &Notification) -> Value {
+    let mut body = json!({
+        "service": service,
+        "mode": mode,
+        "data": note.data,
+        "priority": "high",
+    });
+    if !note.silent {
+        // `content = "none"` has no body: the key is left out, not empty.
+        let mut alert = json!({"badge": note.badge});
+        if let Some(t) = &note.title {
+            alert["title"] = json!(t);
+        }
+        if let Some(b) = &note.body {
+            alert["body"] = json!(b);
+        }
+        body["alert"] = alert;
+    }
+    body
+}
+
+#[async_trait]
+impl Provider for MongoosePushProvider {
+    fn name(&self) -> &'static str {
+        "mongoosepush"
+    }
+
+    async fn send(&self, device: &Device, note: &Notification) -> Result<Sent, DeliveryError> {
+        let Address::MongoosePush { service, mode } = &device.address else {
+            return Err(DeliveryError::permanent("not a MongoosePush device"));
+        };
+        let id: String = url::form_urlencoded::byte_serialize(device.device_id.as_bytes()).collect();
+        let req = self.client.post(format!("{}/v3/notification/{id}", self.base));
+        let resp = super::send_json(req, &body(service_name(*service), mode_name(*mode), note)).await?;
+        let status = resp.status();
+        if status.is_success() {
+            drain_success(resp).await;
+            return Ok(Sent::Delivered);
+        }
+        if status == StatusCode::GONE {
+            let excerpt = error_excerpt(resp).await;
+            return Ok(Sent::Invalid {
+                reason: format!("MongoosePush 410: {}", excerpt.trim()),
+            });
+        }
+        Err(failure(resp).await)
+    }
+}

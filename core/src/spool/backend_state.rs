@@ -1,0 +1,44 @@
+//! Small per-backend state kept in the spool beside the queues (the push
+//! backend's device registry and presence): one table of string keys to
+//! bytes. Backends prefix their keys with their `KIND.NAME`.
+//!
+//! Writes go through the spool writer like everything else, so they are
+//! fsync'd in a group commit; a put that is not awaited is still committed
+//! before any command sent after it (the writer takes commands in order).
+
+use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
+
+use super::SpoolError;
+
+pub(crate) const BACKEND_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("backend_state");
+
+/// Set (`Some`) or remove (`None`) each key.
+pub(crate) fn apply(txn: &WriteTransaction, entries: &[(String, Option<Vec<u8>>)]) -> Result<(), SpoolError> {
+    let mut t = txn.open_table(BACKEND_STATE).map_err(super::io)?;
+    for (key, value) in entries {
+        match value {
+            Some(v) => {
+                t.insert(key.as_str(), v.as_slice()).map_err(super::io)?;
+            }
+            None => {
+                t.remove(key.as_str()).map_err(super::io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every key starting with `prefix`, in key order, with its value.
+pub(crate) fn scan(db: &redb::Database, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, SpoolError> {
+    let read = db.begin_read().map_err(super::io)?;
+    let t = read.open_table(BACKEND_STATE).map_err(super::io)?;
+    let mut out = Vec::new();
+    for row in t.range(prefix..).map_err(super::io)? {
+        let (k, v) = row.map_err(super::io)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,311 @@
+//! The push backend end to end through the binary, against a local
+//! MongoosePush (v3): the device registry API, the push_enable/disable
+//! hooks, presence (offline pushes, online does not, unacked always),
+//! message_count, content settings, silent devices, restart and kill -9,
+//! per-device fan-out with dead letters and replay, and pruning on 410.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn sidecar(body: String) -> Sidecar {
+    let sc = Sidecar::start(Options {
+        body,
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    sc
+}
+
+fn mongoose(service: &str) -> Value {
+    json!({"provider": "mongoosepush", "service": service, "mode": "prod"})
+}
+
+/// Nothing more arrives for `device` for a while: its count stays `n`.
+async fn stays(fake: &FakePush, device: &str, n: usize) {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fake.delivered_to(device).len(), n, "{:?}", fake.pushed());
+}
+
+#[tokio::test]
+async fn the_registry_api_answers_as_the_contract_says() {
+    let fake = FakePush::start().await;
+    let sc = sidecar(push_backend("mobile", &fake.url(), "")).await;
+
+    // A full JID is reduced to the bare JID.
+    let (s, v) = put_device(&sc, "bob@localhost/phone", "d1", &mongoose("fcm")).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = put_device(&sc, "bob@localhost", "d1", &mongoose("apns")).await;
+    assert_eq!(s, 200, "a second PUT replaces");
+    let (s, v) = sc.get("/v1/push/devices/bob%40localhost").await;
+    assert_eq!(s, 200);
+    let d = &v["devices"][0];
+    assert_eq!(
+        (d["device_id"].as_str(), d["provider"].as_str()),
+        (Some("d1"), Some("mongoosepush"))
+    );
+    assert_eq!((d["mode"].as_str(), d["silent"].as_bool()), (Some("prod"), Some(false)));
+    assert!(d["registered_at"].is_string() && d.get("last_push_at").is_some(), "{d}");
+
+    // Bad input names the field; an unconfigured provider is refused.
+    let (s, v) = put_device(&sc, "bob@localhost", "d2", &json!({"provider": "mongoosepush"})).await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap_or("").starts_with("service:")),
+        (400, true),
+        "{v}"
+    );
+    let (s, v) = put_device(
+        &sc,
+        "bob@localhost",
+        "d2",
+        &json!({"provider": "fcm", "token": "secret-token-1"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not configured"), "{v}");
+    let (s, v) = put_device(&sc, "bob@localhost", "d2", &json!({"provider": "carrier-pigeon"})).await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap_or("").starts_with("provider:")),
+        (400, true),
+        "{v}"
+    );
+    assert_eq!(
+        device_ids(&sc, "bob@localhost").await,
+        vec!["d1"],
+        "nothing half-stored"
+    );
+
+    assert_eq!(delete_device(&sc, "bob@localhost", "d1").await, 204);
+    assert_eq!(delete_device(&sc, "bob@localhost", "d1").await, 404);
+    assert!(device_ids(&sc, "bob@localhost").await.is_empty());
+}
+
+#[tokio::test]
+async fn offline_pushes_online_does_not_unacked_always_and_the_count_resets() {
+    let fake = FakePush::start().await;
+    let sc = sidecar(push_backend("mobile", &fake.url(), "")).await;
+    assert_eq!(put_device(&sc, "bob@localhost", "d1", &mongoose("fcm")).await.0, 201);
+
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "one")).await;
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost/phone", "two")).await;
+    let got = fake.wait_delivered("d1", 2, WAIT).await;
+    assert_eq!(got.len(), 2, "offline: pushed");
+    let last = &got[1].body;
+    assert_eq!(last["service"], "fcm");
+    assert_eq!(last["priority"], "high");
+    assert_eq!(last["alert"]["title"], "alice@localhost");
+    assert_eq!(last["alert"]["body"], "two");
+    assert_eq!(last["alert"]["badge"], 2);
+    assert_eq!(last["data"]["message_count"], "2");
+    assert_eq!(last["data"]["message_id"], "m-two");
+    assert_eq!(last["data"]["from"], "alice@localhost");
+    assert_eq!(last["data"]["type"], "chat");
+    assert!(last["data"]["event_id"].is_string());
+
+    // Online: chat is not pushed; an unacked message is, counted from 0.
+    post_ok(&sc, &json!({"hook": "user_available", "jid": "bob@localhost/phone"})).await;
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "three")).await;
+    stays(&fake, "d1", 2).await;
+    post_ok(
+        &sc,
+        &json!({"hook": "unacknowledged_message", "to": "bob@localhost/phone"}),
+    )
+    .await;
+    let got = fake.wait_delivered("d1", 3, WAIT).await;
+    assert_eq!(got[2].body["alert"]["badge"], 1, "reset when bob came online");
+
+    // Offline again: pushed.
+    post_ok(&sc, &json!({"hook": "unset_presence", "jid": "bob@localhost/phone"})).await;
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "four")).await;
+    assert_eq!(fake.wait_delivered("d1", 4, WAIT).await.len(), 4);
+    // Direction in (bob sending) never pushes to bob.
+    post_ok(&sc, &json!({"hook": "user_send_message", "from": "bob@localhost/phone", "to": "alice@localhost", "type": "chat", "body": "x"})).await;
+    stays(&fake, "d1", 4).await;
+}
+
+#[tokio::test]
+async fn offline_only_false_pushes_to_online_users() {
+    let fake = FakePush::start().await;
+    let sc = sidecar(push_backend("mobile", &fake.url(), "offline_only = false")).await;
+    put_device(&sc, "bob@localhost", "d1", &mongoose("apns")).await;
+    post_ok(&sc, &json!({"hook": "user_available", "jid": "bob@localhost/phone"})).await;
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "hi")).await;
+    assert_eq!(fake.wait_delivered("d1", 1, WAIT).await.len(), 1);
+}
+
+#[tokio::test]
+async fn content_settings_and_silent_devices_shape_what_is_shown() {
+    let fake = FakePush::start().await;
+    let body = [
+        push_backend("full", &fake.url(), "content = \"full\""),
+        push_backend("sender", &fake.url(), "content = \"sender\""),
+        push_backend("none", &fake.url(), "content = \"none\""),
+    ]
+    .join("\n");
+    let sc = sidecar(body).await;
+    for name in ["full", "sender", "none"] {
+        let mut reg = mongoose("fcm");
+        reg["backend"] = json!(name);
+        assert_eq!(
+            put_device(&sc, "bob@localhost", &format!("d-{name}"), &reg).await.0,
+            201
+        );
+    }
+    let silent = json!({"provider": "mongoosepush", "service": "fcm", "silent": true, "backend": "full"});
+    assert_eq!(put_device(&sc, "bob@localhost", "d-silent", &silent).await.0, 201);
+    // Without "backend" and with several push backends: refused, naming it.
+    let (s, v) = put_device(&sc, "bob@localhost", "d-x", &mongoose("fcm")).await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap_or("").starts_with("backend:")),
+        (400, true),
+        "{v}"
+    );
+
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "secret plans")).await;
+    let alert = |d: &str| {
+        fake.delivered_to(d)
+            .first()
+            .map(|p| p.body.clone())
+            .unwrap_or(Value::Null)
+    };
+    for d in ["d-full", "d-sender", "d-none", "d-silent"] {
+        assert_eq!(fake.wait_delivered(d, 1, WAIT).await.len(), 1, "{d}");
+    }
+    assert_eq!(alert("d-full")["alert"]["title"], "alice@localhost");
+    assert_eq!(alert("d-full")["alert"]["body"], "secret plans");
+    assert_eq!(alert("d-sender")["alert"]["title"], "alice@localhost");
+    assert_eq!(alert("d-sender")["alert"]["body"], "New message");
+    assert_eq!(alert("d-none")["alert"]["title"], "New message");
+    assert!(alert("d-none")["alert"].get("body").is_none(), "{}", alert("d-none"));
+    let silent = alert("d-silent");
+    assert!(silent.get("alert").is_none(), "silent: data only: {silent}");
+    assert_eq!(silent["data"]["message_count"], "1");
+}
+
+#[tokio::test]
+async fn hooks_register_and_devices_and_presence_survive_restart_and_kill_9() {
+    let fake = FakePush::start().await;
+    let mut sc = sidecar(push_backend("mobile", &fake.url(), "")).await;
+    let enable = json!({"hook": "push_enable", "jid": "bob@localhost/phone", "device_id": "d1",
+        "provider": "mongoosepush", "service": "fcm", "mode": "dev"});
+    let (s, v) = sc
+        .post(&json!([enable, {"hook": "user_available", "jid": "bob@localhost/phone"}]))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["accepted"], 1, "one event; the command is reported apart: {v}");
+    assert_eq!(v["push"][0]["result"], "created", "{v}");
+    assert_eq!(v["push"][0]["index"], 0);
+    // A bad command refuses the whole request, naming its index.
+    let (s, v) = sc
+        .post(&json!([{"hook": "user_available", "jid": "carol@localhost/x"},
+            {"hook": "push_enable", "jid": "carol@localhost", "device_id": "c1", "provider": "mongoosepush"}]))
+        .await;
+    assert_eq!((s, v["index"].as_i64()), (400, Some(1)), "{v}");
+    assert!(device_ids(&sc, "carol@localhost").await.is_empty());
+
+    sc.kill9();
+    sc.spawn().await;
+    sc.wait_ready().await;
+    assert_eq!(
+        device_ids(&sc, "bob@localhost").await,
+        vec!["d1"],
+        "device kept across kill -9"
+    );
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "while online")).await;
+    stays(&fake, "d1", 0).await;
+
+    post_ok(&sc, &json!({"hook": "unset_presence", "jid": "bob@localhost/phone"})).await;
+    sc.sigterm();
+    sc.spawn().await;
+    sc.wait_ready().await;
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "offline now")).await;
+    let got = fake.wait_delivered("d1", 1, WAIT).await;
+    assert_eq!(got.len(), 1, "offline kept across restart");
+    assert_eq!(got[0].body["mode"], "dev");
+
+    let (s, v) = sc
+        .post(&json!({"hook": "push_disable", "jid": "bob@localhost", "device_id": "d1"}))
+        .await;
+    assert_eq!((s, v["push"][0]["result"].as_str()), (202, Some("removed")), "{v}");
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "after disable")).await;
+    stays(&fake, "d1", 1).await;
+}
+
+#[tokio::test]
+async fn a_failing_device_neither_blocks_nor_duplicates_the_others_and_replays_alone() {
+    let fake = FakePush::start().await;
+    fake.set_default("d-bad", Answer::status(503));
+    let sc = sidecar(push_backend("mobile", &fake.url(), "")).await;
+    put_device(&sc, "bob@localhost", "d-ok", &mongoose("fcm")).await;
+    put_device(&sc, "bob@localhost", "d-bad", &mongoose("apns")).await;
+
+    let ids = post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "hello")).await;
+    assert_eq!(fake.wait_delivered("d-ok", 1, WAIT).await.len(), 1);
+    // d-bad: 3 attempts, then a dead letter for that device only.
+    let dead = async {
+        for _ in 0..200 {
+            let (_, v) = sc.get("/v1/dead-letters?backend=push.mobile").await;
+            if v.as_array().is_some_and(|a| !a.is_empty()) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Value::Null
+    }
+    .await;
+    let dead = dead.as_array().cloned().unwrap_or_default();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["target"], "d-bad");
+    assert_eq!(dead[0]["id"], ids[0].as_str());
+    assert_eq!(fake.pushed().iter().filter(|p| p.device == "d-bad").count(), 3);
+    assert_eq!(fake.delivered_to("d-ok").len(), 1, "no duplicate for the good device");
+
+    fake.set_default("d-bad", Answer::status(200));
+    let (s, v) = sc
+        .admin_post("/v1/dead-letters/replay", &json!({"backend": "push.mobile"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(fake.wait_delivered("d-bad", 1, WAIT).await.len(), 1);
+    stays(&fake, "d-ok", 1).await;
+}
+
+#[tokio::test]
+async fn a_gone_device_is_pruned_and_counted_not_dead_lettered() {
+    let fake = FakePush::start().await;
+    fake.set_default("d-gone", Answer::status(410).with_body("{\"reason\":\"unregistered\"}"));
+    let sc = sidecar(push_backend("mobile", &fake.url(), "")).await;
+    put_device(&sc, "bob@localhost", "d-gone", &mongoose("fcm")).await;
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "hello")).await;
+    assert!(
+        eventually(WAIT, || fake.pushed().iter().any(|p| p.device == "d-gone")).await,
+        "sent once"
+    );
+    let mut pruned = None;
+    for _ in 0..100 {
+        let (_, text) = sc.get_text("/metrics").await;
+        pruned = metric(
+            &text,
+            "event_pusher_push_devices_pruned_total",
+            &["provider=\"mongoosepush\""],
+        );
+        if pruned == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pruned, Some(1.0));
+    assert!(
+        device_ids(&sc, "bob@localhost").await.is_empty(),
+        "pruned from the registry"
+    );
+    let (_, v) = sc.get("/v1/dead-letters?backend=push.mobile").await;
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+    let row = sc.backend("mobile").await;
+    assert_eq!(row["kind"], "push", "{row}");
+}
