@@ -17,6 +17,7 @@ use crate::chain_plan::{assemble, ChainBackend, PluginFilter};
 use crate::config::{self, LoadedConfig};
 use crate::ingest_metrics::IngestMetrics;
 use crate::reload::FilterReloader;
+use crate::sources::Sources;
 use crate::state::AppState;
 
 /// Why the sidecar could not run.
@@ -175,6 +176,7 @@ impl Sidecar {
         #[cfg(unix)]
         let sighup = crate::reload::on_sighup(state.clone()).map_err(RunError::Serve)?;
         let handles = state.engine.start();
+        let sources = state.sources.start(&state);
         let app = crate::server::router(state.clone());
         let serve_state = state.clone();
         let grace = state.shutdown_grace;
@@ -196,6 +198,9 @@ impl Sidecar {
         .await;
         #[cfg(unix)]
         sighup.abort();
+        // Sources stop before deliveries drain: each stores and acks the
+        // batch in hand; what it holds unacked goes back to the broker.
+        sources.join().await;
         let left = deadline
             .get()
             .map_or(grace, |d| d.saturating_duration_since(tokio::time::Instant::now()));
@@ -249,6 +254,7 @@ impl Sidecar {
             accepting: AtomicBool::new(true),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
             reloader,
+            sources: Sources::new(&cfg.sources),
         });
         Ok((state, listener))
     }

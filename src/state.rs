@@ -11,6 +11,7 @@ use event_pusher_core::Pipeline;
 
 use crate::ingest_metrics::IngestMetrics;
 use crate::reload::FilterReloader;
+use crate::sources::Sources;
 
 /// Everything the HTTP handlers share.
 pub struct AppState {
@@ -24,6 +25,8 @@ pub struct AppState {
     pub accepting: AtomicBool,
     pub shutdown_grace: Duration,
     pub reloader: FilterReloader,
+    /// Ingest sources other than HTTP (`[sources]`): readiness, counters.
+    pub sources: Sources,
 }
 
 impl AppState {

@@ -1,8 +1,12 @@
 //! The command-line subcommands other than `run`.
 
 pub mod check_config;
+#[cfg(feature = "rabbit")]
+pub mod declare_topology;
 pub mod dlq;
 pub mod import_mongooseim;
+#[cfg(feature = "rabbit")]
+pub mod publish;
 pub mod status;
 pub mod target;
 

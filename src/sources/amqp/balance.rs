@@ -1,0 +1,103 @@
+//! Sharing the partitions between sidecars.
+//!
+//! Single-active-consumer gives a partition to the sidecar that subscribed
+//! first, so the first sidecar to start would consume every partition and
+//! the others would only wait. RabbitMQ 3.x does not move an active
+//! consumer by itself, so each sidecar gives partitions away: every few
+//! seconds it counts the sidecars subscribed (the queues' consumer count)
+//! and the partitions it is active on (those it received from lately); if
+//! it holds more than its fair share (`ceil(partitions / sidecars)`) it
+//! hands the extra ones over (the partition consumer closes its channel,
+//! see `session.rs`) and subscribes again at the back of the line. The
+//! waiting sidecar next in line takes each over, in queue order (the
+//! unacked messages go back to the head of the queue). Within a few rounds
+//! the sidecars hold about equal shares.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::Connection;
+use tokio::sync::watch;
+
+use super::partition::{Context, Partition};
+use super::topology::short;
+
+/// How often the shares are looked at.
+const BALANCE_EVERY: Duration = Duration::from_secs(2);
+/// A partition that delivered within this long is one this sidecar is the
+/// active consumer of.
+const ACTIVE_WITHIN_MS: u64 = 3_000;
+
+/// Run until stopped; an error (the connection failed) ends the session.
+pub async fn balance(
+    ctx: &Context,
+    partitions: &[Partition],
+    connection: &Connection,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open the balancer's channel: {e}"))?;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = tokio::time::sleep(BALANCE_EVERY) => {}
+        }
+        let now = ctx.started.elapsed().as_millis() as u64;
+        let active: Vec<&Partition> = partitions
+            .iter()
+            .filter(|p| {
+                let at = p.last_delivery_ms.load(Ordering::Relaxed);
+                at != 0 && now.saturating_sub(at) < ACTIVE_WITHIN_MS
+            })
+            .collect();
+        if active.len() <= 1 {
+            continue;
+        }
+        let mut sidecars = 0;
+        for p in partitions {
+            let queue = channel
+                .queue_declare(
+                    short(&p.queue)?,
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| format!("cannot read the consumer count of queue \"{}\": {e}", p.queue))?;
+            sidecars = sidecars.max(queue.consumer_count() as usize);
+        }
+        let fair = fair_share(partitions.len(), sidecars);
+        if active.len() > fair {
+            for p in &active[fair..] {
+                tracing::info!(queue = %p.queue, active = active.len(), fair, sidecars, "handing a partition over to share the work");
+                p.last_delivery_ms.store(0, Ordering::Relaxed);
+                p.release.notify_one();
+            }
+        }
+    }
+}
+
+/// Most partitions one of `sidecars` should consume.
+fn fair_share(partitions: usize, sidecars: usize) -> usize {
+    partitions.div_ceil(sidecars.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fair_share;
+
+    #[test]
+    fn shares() {
+        assert_eq!(fair_share(8, 1), 8);
+        assert_eq!(fair_share(8, 2), 4);
+        assert_eq!(fair_share(8, 3), 3);
+        assert_eq!(fair_share(8, 0), 8);
+        assert_eq!(fair_share(2, 3), 1);
+    }
+}
