@@ -4,8 +4,10 @@
 //! first, so the first sidecar to start would consume every partition and
 //! the others would only wait. RabbitMQ 3.x does not move an active
 //! consumer by itself, so each sidecar gives partitions away: every few
-//! seconds it counts the sidecars subscribed (the queues' consumer count)
-//! and the partitions it is active on (those it received from lately); if
+//! seconds it counts the sidecars (the consumers of `EXCHANGE.members`, a
+//! queue nobody publishes to, on which every sidecar holds a consumer; a
+//! single-active-consumer queue's count shows only the active one) and the
+//! partitions it is active on (those it received from lately); if
 //! it holds more than its fair share (`ceil(partitions / sidecars)`) it
 //! hands the extra ones over (the partition consumer closes its channel,
 //! see `session.rs`) and subscribes again at the back of the line. The
@@ -16,9 +18,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::Connection;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection};
 use tokio::sync::watch;
 
 use super::partition::{Context, Partition};
@@ -29,6 +31,8 @@ const BALANCE_EVERY: Duration = Duration::from_secs(2);
 /// A partition that delivered within this long is one this sidecar is the
 /// active consumer of.
 const ACTIVE_WITHIN_MS: u64 = 3_000;
+/// The members queue is deleted this long after its last consumer left.
+const MEMBERS_EXPIRE_MS: u32 = 60_000;
 
 /// Run until stopped; an error (the connection failed) ends the session.
 pub async fn balance(
@@ -41,6 +45,18 @@ pub async fn balance(
         .create_channel()
         .await
         .map_err(|e| format!("cannot open the balancer's channel: {e}"))?;
+    let members = format!("{}.members", ctx.exchange);
+    // Held for the session: our consumer is what the count counts.
+    let _membership = match join(&channel, &members).await {
+        Ok(consumer) => consumer,
+        Err(e) => {
+            // Without configure permission the sidecars still work, each
+            // partition with whichever sidecar subscribed first.
+            tracing::warn!(queue = %members, error = %e, "cannot count the sidecars: partitions are not balanced");
+            let _ = stop.wait_for(|s| *s).await;
+            return Ok(());
+        }
+    };
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -57,21 +73,18 @@ pub async fn balance(
         if active.len() <= 1 {
             continue;
         }
-        let mut sidecars = 0;
-        for p in partitions {
-            let queue = channel
-                .queue_declare(
-                    short(&p.queue)?,
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| format!("cannot read the consumer count of queue \"{}\": {e}", p.queue))?;
-            sidecars = sidecars.max(queue.consumer_count() as usize);
-        }
+        let sidecars = channel
+            .queue_declare(
+                short(&members)?,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("cannot count the consumers of queue \"{members}\": {e}"))?
+            .consumer_count() as usize;
         let fair = fair_share(partitions.len(), sidecars);
         if active.len() > fair {
             for p in &active[fair..] {
@@ -81,6 +94,29 @@ pub async fn balance(
             }
         }
     }
+}
+
+/// Declare the members queue (idempotent; it goes away a minute after the
+/// last sidecar) and put a consumer on it.
+async fn join(channel: &Channel, members: &str) -> Result<lapin::Consumer, String> {
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongUInt(MEMBERS_EXPIRE_MS));
+    channel
+        .queue_declare(short(members)?, QueueDeclareOptions::default(), args)
+        .await
+        .map_err(|e| format!("cannot declare queue \"{members}\": {e}"))?;
+    channel
+        .basic_consume(
+            short(members)?,
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("cannot consume from queue \"{members}\": {e}"))
 }
 
 /// Most partitions one of `sidecars` should consume.

@@ -60,6 +60,8 @@ pub enum Ended {
 /// What every partition consumer of a source uses.
 pub struct Context {
     pub state: Arc<AppState>,
+    /// The source's exchange, which names its queues.
+    pub exchange: String,
     pub status: Arc<SourceStatus>,
     pub dead: Arc<DeadLetters>,
     pub prefetch: u16,

@@ -104,6 +104,7 @@ async fn session(
     );
     let ctx = Arc::new(Context {
         state: state.clone(),
+        exchange: topology.exchange.clone(),
         status: source.status.clone(),
         dead: Arc::new(dead),
         prefetch: source.config.prefetch,

@@ -9,6 +9,10 @@
 //! subscribes to every partition and the broker lets one of them consume
 //! each, so a user's hook calls (one partition, by the hash of the routing
 //! key) are stored by one sidecar at a time, in order.
+//!
+//! One more queue, `EXCHANGE.members`, is not part of the stream: each
+//! sidecar keeps a consumer on it so the sidecars can count each other
+//! (see `balance.rs`); it is declared by the sidecars themselves.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
