@@ -186,6 +186,30 @@ fn out_of_order(rx: &Receiver) -> Vec<String> {
     bad
 }
 
+/// Wait until the sidecars share the partitions (idle: the balancer's pings
+/// show who is active where); how long it took.
+async fn wait_balanced(sidecars: &[Sidecar], partitions: usize) -> Duration {
+    let started = Instant::now();
+    let fair = partitions.div_ceil(sidecars.len());
+    loop {
+        let mut active = Vec::new();
+        for sc in sidecars {
+            let (_, text) = sc.get_text("/metrics").await;
+            active.push(
+                metric(&text, "event_pusher_source_partitions_active", &["source=\"main\""]).unwrap_or(0.0) as usize,
+            );
+        }
+        if active.iter().sum::<usize>() == partitions && active.iter().all(|n| *n <= fair) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "partitions never shared: active per sidecar {active:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn source_metric(sc: &Sidecar, outcome: &str) -> f64 {
     let (_, text) = sc.get_text("/metrics").await;
     metric(
@@ -226,6 +250,7 @@ async fn three_sidecars_share_the_stream_without_loss_or_reordering() {
         sidecar(&exchange, 8, &rx).await,
         sidecar(&exchange, 8, &rx).await,
     ];
+    let balanced = wait_balanced(&sidecars, 8).await;
     let total = events();
     let (_c, ch) = confirm_channel().await;
     let started = Instant::now();
@@ -238,7 +263,8 @@ async fn three_sidecars_share_the_stream_without_loss_or_reordering() {
         shares.push(source_metric(sc, "acked").await);
     }
     eprintln!(
-        "{total} hook calls for {USERS} users through 3 sidecars: published in {published:?}, all at the sink after {elapsed:?} \
+        "partitions shared within {balanced:?} of the third sidecar's start; \
+         {total} hook calls for {USERS} users through 3 sidecars: published in {published:?}, all at the sink after {elapsed:?} \
          ({:.0}/s); acked per sidecar {shares:?}; duplicates {}",
         total as f64 / elapsed.as_secs_f64(),
         duplicates(&rx)
@@ -276,6 +302,7 @@ async fn kill_nine_mid_stream_moves_partitions_and_loses_nothing() {
         sidecar(&exchange, 8, &rx).await,
         sidecar(&exchange, 8, &rx).await,
     ];
+    wait_balanced(&sidecars, 8).await;
     let total = events();
     let publisher = {
         let exchange = exchange.clone();
@@ -331,6 +358,10 @@ async fn kill_nine_mid_stream_moves_partitions_and_loses_nothing() {
         "hook calls lost after kill -9 and restart"
     );
     let dups = duplicates(&rx);
+    // Not asserted: a user's events the killed sidecar had stored but not
+    // delivered arrive after its restart, behind newer ones the others
+    // delivered meanwhile (README: "Running several sidecars").
+    let reordered = out_of_order(&rx).len();
     let mut redelivered = 0.0;
     for sc in &sidecars {
         redelivered += source_metric(sc, "redelivered").await;
@@ -338,7 +369,7 @@ async fn kill_nine_mid_stream_moves_partitions_and_loses_nothing() {
     eprintln!(
         "kill -9 of sidecar {victim} (acked {acked:?} at the kill): the broker dropped its consumers after {moved:?}; \
          a call to each of {USERS} users delivered by the others {served:?} after the kill ({} calls at the sink meanwhile); \
-         duplicates {dups}, redelivered {redelivered}",
+         duplicates {dups}, redelivered {redelivered}, users with a call out of order {reordered}",
         rx.received().len() - before
     );
     // At most what the killed sidecar had in hand: one prefetch window per

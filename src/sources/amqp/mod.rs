@@ -66,8 +66,9 @@ impl AmqpSource {
     }
 }
 
-/// `event_pusher_source_messages_total{source,kind,outcome}` and
-/// `event_pusher_source_consuming{source,kind}`.
+/// `event_pusher_source_messages_total{source,kind,outcome}`,
+/// `event_pusher_source_consuming{source,kind}` and
+/// `event_pusher_source_partitions_active{source,kind}`.
 pub fn render_metrics(sources: &[Arc<AmqpSource>], out: &mut String) {
     if sources.is_empty() {
         return;
@@ -100,6 +101,19 @@ pub fn render_metrics(sources: &[Arc<AmqpSource>], out: &mut String) {
             "event_pusher_source_consuming{{source=\"{}\",kind=\"amqp\"}} {}",
             label(&s.name),
             u8::from(s.status.not_consuming().is_none())
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP event_pusher_source_partitions_active Partitions this sidecar is the active consumer of.\n\
+         # TYPE event_pusher_source_partitions_active gauge"
+    );
+    for s in sources {
+        let _ = writeln!(
+            out,
+            "event_pusher_source_partitions_active{{source=\"{}\",kind=\"amqp\"}} {}",
+            label(&s.name),
+            s.status.active_partitions()
         );
     }
 }

@@ -29,6 +29,7 @@ use lapin::Channel;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
+use super::balance::{delivered_so_far, is_ping};
 use super::dead_letter::DeadLetters;
 use super::status::{Outcome, SourceStatus};
 use super::topology::short;
@@ -97,8 +98,19 @@ pub async fn consume(
         let first = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
-            _ = part.release.notified() => return Ok(Ended::Released),
-            d = consumer.next() => d,
+            _ = part.release.notified() => None,
+            d = consumer.next() => Some(d),
+        };
+        let Some(first) = first else {
+            let delivered = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
+                done = delivered_so_far(&ctx.state.engine) => done,
+            };
+            if delivered {
+                return Ok(Ended::Released);
+            }
+            tracing::info!(queue, "kept the partition: events stored from it are not delivered yet");
+            continue;
         };
         let mut batch = vec![next_delivery(first, queue)?];
         let mut failed = None;
@@ -151,6 +163,10 @@ async fn store(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Stored, String> {
     let status = &ctx.status;
+    // Pings (see balance.rs) only say this sidecar is the active consumer:
+    // acked with the batch, not counted, not stored.
+    let (pings, batch): (Vec<Delivery>, Vec<Delivery>) = batch.into_iter().partition(|d| is_ping(&d.properties));
+    let last_ping = pings.iter().map(|d| d.delivery_tag).max();
     status.count(Outcome::Consumed, batch.len() as u64);
     let redelivered = batch.iter().filter(|d| d.redelivered).count();
     status.count(Outcome::Redelivered, redelivered as u64);
@@ -196,7 +212,7 @@ async fn store(
             }
         }
     }
-    if let Some(last) = good.iter().map(|(d, _)| d.delivery_tag).max() {
+    if let Some(last) = good.iter().map(|(d, _)| d.delivery_tag).chain(last_ping).max() {
         // Every earlier delivery of this channel is settled already (acked
         // in an earlier batch or rejected above), so `multiple` acks
         // exactly this batch's good messages.

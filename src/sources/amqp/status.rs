@@ -44,6 +44,9 @@ pub struct SourceStatus {
     /// Why the source is not consuming, when it is not.
     problem: Mutex<Option<String>>,
     counts: [AtomicU64; 4],
+    /// Partitions this sidecar is the active consumer of (as last seen
+    /// by the balancer).
+    active_partitions: AtomicU64,
 }
 
 impl SourceStatus {
@@ -55,6 +58,14 @@ impl SourceStatus {
         self.counts[outcome as usize].load(Ordering::Relaxed)
     }
 
+    pub fn set_active_partitions(&self, n: usize) {
+        self.active_partitions.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn active_partitions(&self) -> u64 {
+        self.active_partitions.load(Ordering::Relaxed)
+    }
+
     /// Connected, topology in place, a consumer on every partition.
     pub fn set_consuming(&self) {
         *self.problem_lock() = None;
@@ -63,6 +74,7 @@ impl SourceStatus {
 
     pub fn set_not_consuming(&self, why: impl Into<String>) {
         self.consuming.store(false, Ordering::Release);
+        self.active_partitions.store(0, Ordering::Relaxed);
         *self.problem_lock() = Some(why.into());
     }
 
