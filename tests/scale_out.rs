@@ -26,11 +26,10 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{json, Value};
-use support::{metric, Options, Receiver, Sidecar};
+use support::{metric, Options, Receiver, Sidecar, AMQP};
 
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const USERS: usize = 500;
 
 fn events() -> usize {
@@ -41,11 +40,7 @@ fn events() -> usize {
 }
 
 async fn channel() -> (Connection, Channel) {
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ at 127.0.0.1:5672 (scripts/setup.sh starts it)");
-    let ch = conn.create_channel().await.expect("channel");
-    (conn, ch)
+    support::rabbit_channel().await
 }
 
 /// An exchange name of its own for each test.
@@ -72,6 +67,21 @@ impl Topology {
             .exchange_delete(self.exchange.as_str().into(), ExchangeDeleteOptions::default())
             .await;
     }
+}
+
+/// A fresh exchange with `partitions`, a receiver, and `count` sidecars
+/// consuming the one and posting to the other (each ready).
+async fn setup(partitions: usize, count: usize) -> (Topology, Receiver, Vec<Sidecar>) {
+    let topo = Topology {
+        exchange: exchange(),
+        partitions,
+    };
+    let rx = Receiver::start().await;
+    let mut sidecars = Vec::new();
+    for _ in 0..count {
+        sidecars.push(sidecar(&topo.exchange, partitions, &rx).await);
+    }
+    (topo, rx, sidecars)
 }
 
 /// A sidecar consuming `exchange` with `partitions`, posting to `rx`.
@@ -239,17 +249,8 @@ async fn sidecars_seen(ch: &Channel, exchange: &str) -> u32 {
 /// each user's in order, and all three do part of the work.
 #[tokio::test]
 async fn three_sidecars_share_the_stream_without_loss_or_reordering() {
-    let exchange = exchange();
-    let topo = Topology {
-        exchange: exchange.clone(),
-        partitions: 8,
-    };
-    let rx = Receiver::start().await;
-    let sidecars = [
-        sidecar(&exchange, 8, &rx).await,
-        sidecar(&exchange, 8, &rx).await,
-        sidecar(&exchange, 8, &rx).await,
-    ];
+    let (topo, rx, sidecars) = setup(8, 3).await;
+    let exchange = topo.exchange.clone();
     let balanced = wait_balanced(&sidecars, 8).await;
     let total = events();
     let (_c, ch) = confirm_channel().await;
@@ -291,17 +292,8 @@ async fn three_sidecars_share_the_stream_without_loss_or_reordering() {
 /// in flight.
 #[tokio::test]
 async fn kill_nine_mid_stream_moves_partitions_and_loses_nothing() {
-    let exchange = exchange();
-    let topo = Topology {
-        exchange: exchange.clone(),
-        partitions: 8,
-    };
-    let rx = Receiver::start().await;
-    let mut sidecars = vec![
-        sidecar(&exchange, 8, &rx).await,
-        sidecar(&exchange, 8, &rx).await,
-        sidecar(&exchange, 8, &rx).await,
-    ];
+    let (topo, rx, mut sidecars) = setup(8, 3).await;
+    let exchange = topo.exchange.clone();
     wait_balanced(&sidecars, 8).await;
     let total = events();
     let publisher = {
@@ -382,39 +374,22 @@ async fn kill_nine_mid_stream_moves_partitions_and_loses_nothing() {
 /// reconnect, and every hook call arrives.
 #[tokio::test]
 async fn serial_broker_restart_mid_stream_loses_nothing() {
-    let exchange = exchange();
-    let topo = Topology {
-        exchange: exchange.clone(),
-        partitions: 4,
-    };
-    let rx = Receiver::start().await;
-    let sidecars = [sidecar(&exchange, 4, &rx).await, sidecar(&exchange, 4, &rx).await];
+    let (topo, rx, sidecars) = setup(4, 2).await;
+    let exchange = topo.exchange.clone();
     let total = events() / 2;
     {
         let (_c, ch) = confirm_channel().await;
         publish(&ch, &exchange, 0..total).await;
     }
     rx.wait_for(total / 5, Duration::from_secs(60)).await;
-    let ctl = |arg: &'static str| async move {
-        let out = tokio::process::Command::new("rabbitmqctl")
-            .arg(arg)
-            .output()
-            .await
-            .expect("rabbitmqctl");
-        assert!(out.status.success(), "rabbitmqctl {arg}");
-    };
-    ctl("stop_app").await;
+    support::broker_stop().await;
     let stopped = Instant::now();
     let mut saw_not_ready = false;
     while stopped.elapsed() < Duration::from_secs(3) {
         saw_not_ready |= sidecars[0].get("/ready").await.0 == 503;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ctl("start_app").await;
-    let _ = tokio::process::Command::new("rabbitmqctl")
-        .arg("await_startup")
-        .output()
-        .await;
+    support::broker_start().await;
     let outage = stopped.elapsed();
     assert!(saw_not_ready, "/ready stayed 200 while the broker was down");
     assert!(wait_all(&rx, total, Duration::from_secs(120)).await, "hook calls lost");
@@ -432,13 +407,8 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
 /// header; the valid ones around them are delivered.
 #[tokio::test]
 async fn malformed_messages_are_dead_lettered_with_the_reason() {
-    let exchange = exchange();
-    let topo = Topology {
-        exchange: exchange.clone(),
-        partitions: 2,
-    };
-    let rx = Receiver::start().await;
-    let sc = sidecar(&exchange, 2, &rx).await;
+    let (topo, rx, sidecars) = setup(2, 1).await;
+    let (exchange, sc) = (topo.exchange.clone(), &sidecars[0]);
     let (_c, ch) = confirm_channel().await;
     let bodies: Vec<(&str, Vec<u8>)> = vec![
         ("application/json", serde_json::to_vec(&call(0)).unwrap()),
@@ -496,9 +466,9 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
         "{}",
         reasons[1].0
     );
-    assert_eq!(source_metric(&sc, "rejected").await, 2.0);
-    assert_eq!(source_metric(&sc, "acked").await, 3.0);
-    assert_eq!(source_metric(&sc, "consumed").await, 5.0);
+    assert_eq!(source_metric(sc, "rejected").await, 2.0);
+    assert_eq!(source_metric(sc, "acked").await, 3.0);
+    assert_eq!(source_metric(sc, "consumed").await, 5.0);
     topo.delete().await;
 }
 
@@ -506,13 +476,8 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
 /// node's messages; a bad line stops it with the line number and exit 1.
 #[tokio::test]
 async fn publish_command_feeds_the_sidecars() {
-    let exchange = exchange();
-    let topo = Topology {
-        exchange: exchange.clone(),
-        partitions: 2,
-    };
-    let rx = Receiver::start().await;
-    let _sc = sidecar(&exchange, 2, &rx).await;
+    let (topo, rx, _sidecars) = setup(2, 1).await;
+    let exchange = topo.exchange.clone();
     let lines: String = (0..20).map(|n| format!("{}\n", call(n))).collect();
     let (code, out, err) = publish_cli(&exchange, &lines).await;
     assert_eq!(code, 0, "{err}");

@@ -1,5 +1,7 @@
 //! The command-line subcommands other than `run`.
 
+#[cfg(feature = "rabbit")]
+mod amqp;
 pub mod check_config;
 #[cfg(feature = "rabbit")]
 pub mod declare_topology;

@@ -11,11 +11,9 @@
 
 use std::collections::VecDeque;
 
-use event_pusher_backends::rabbit::AmqpUrl;
 use event_pusher_core::HookTranslator;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::LongString;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
+use lapin::{Channel, Confirmation, PublisherConfirm};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use super::CommandError;
@@ -33,15 +31,7 @@ pub async fn run(url: &str, exchange: &str) -> Result<String, CommandError> {
 }
 
 pub async fn publish(url: &str, exchange: &str, input: impl AsyncBufRead + Unpin) -> Result<String, CommandError> {
-    let url = AmqpUrl::parse(url).map_err(|e| CommandError(format!("--url: {e}")))?;
-    let props = ConnectionProperties::default().with_connection_name(LongString::from("event-pusher publish"));
-    let connection = Connection::connect_uri(url.uri().clone(), props)
-        .await
-        .map_err(|e| CommandError(format!("cannot connect to RabbitMQ at {url}: {e}")))?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| CommandError(format!("cannot open a channel on {url}: {e}")))?;
+    let (connection, channel) = super::amqp::connect(url, "event-pusher publish").await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await

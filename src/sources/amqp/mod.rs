@@ -66,6 +66,9 @@ impl AmqpSource {
     }
 }
 
+/// Reads one gauge off a source's status.
+type Reading = fn(&SourceStatus) -> u64;
+
 /// `event_pusher_source_messages_total{source,kind,outcome}`,
 /// `event_pusher_source_consuming{source,kind}` and
 /// `event_pusher_source_partitions_active{source,kind}`.
@@ -90,30 +93,27 @@ pub fn render_metrics(sources: &[Arc<AmqpSource>], out: &mut String) {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP event_pusher_source_consuming 1 while the source is connected and subscribed to every partition.\n\
-         # TYPE event_pusher_source_consuming gauge"
-    );
-    for s in sources {
-        let _ = writeln!(
-            out,
-            "event_pusher_source_consuming{{source=\"{}\",kind=\"amqp\"}} {}",
-            label(&s.name),
-            u8::from(s.status.not_consuming().is_none())
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP event_pusher_source_partitions_active Partitions this sidecar is the active consumer of.\n\
-         # TYPE event_pusher_source_partitions_active gauge"
-    );
-    for s in sources {
-        let _ = writeln!(
-            out,
-            "event_pusher_source_partitions_active{{source=\"{}\",kind=\"amqp\"}} {}",
-            label(&s.name),
-            s.status.active_partitions()
-        );
+    let gauges: [(&str, &str, Reading); 2] = [
+        (
+            "event_pusher_source_consuming",
+            "1 while the source is connected and subscribed to every partition.",
+            |s| u64::from(s.not_consuming().is_none()),
+        ),
+        (
+            "event_pusher_source_partitions_active",
+            "Partitions this sidecar is the active consumer of.",
+            SourceStatus::active_partitions,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for s in sources {
+            let _ = writeln!(
+                out,
+                "{name}{{source=\"{}\",kind=\"amqp\"}} {}",
+                label(&s.name),
+                value(&s.status)
+            );
+        }
     }
 }
