@@ -476,7 +476,7 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
 /// node's messages; a bad line stops it with the line number and exit 1.
 #[tokio::test]
 async fn publish_command_feeds_the_sidecars() {
-    let (topo, rx, _sidecars) = setup(2, 1).await;
+    let (topo, rx, mut sidecars) = setup(2, 1).await;
     let exchange = topo.exchange.clone();
     let lines: String = (0..20).map(|n| format!("{}\n", call(n))).collect();
     let (code, out, err) = publish_cli(&exchange, &lines).await;
@@ -491,6 +491,20 @@ async fn publish_command_feeds_the_sidecars() {
     assert!(
         err.contains("stdin line 2") && err.contains("jid") && err.contains("1 hook calls before it"),
         "{err}"
+    );
+    // With the source consuming, SIGTERM still ends the process cleanly.
+    assert!(wait_all(&rx, 21, Duration::from_secs(30)).await);
+    let stopping = Instant::now();
+    assert_eq!(sidecars[0].sigterm(), Some(0), "exit code after SIGTERM");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "slow stop: {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        sidecars[0].stderr().contains("AMQP source stopped"),
+        "{}",
+        sidecars[0].stderr()
     );
     topo.delete().await;
 }
@@ -544,4 +558,39 @@ fn source_config_errors_have_a_position() {
             out.stderr
         );
     }
+}
+
+/// With `declare = false` and no queues, the source cannot consume: `/ready`
+/// says so and why, and the sidecar keeps retrying instead of exiting.
+#[tokio::test]
+async fn a_missing_topology_keeps_the_sidecar_not_ready_with_the_reason() {
+    let exchange = exchange();
+    let sc = Sidecar::start(Options {
+        body: format!(
+            "[sources.amqp.main]\nurl = \"{AMQP}\"\nexchange = \"{exchange}\"\npartitions = 2\ndeclare = false\n\n\
+             [backends.log.out]\n"
+        ),
+        ..Default::default()
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let (status, body) = sc.get("/ready").await;
+        assert_eq!(status, 503, "ready without its queues: {body}");
+        if body["sources"].to_string().contains("NOT_FOUND") || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let why = answer["sources"][0].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("amqp.main: ") && why.contains(&format!("{exchange}.")) && why.contains("NOT_FOUND"),
+        "{answer}"
+    );
+    assert_eq!(answer["error"], "sources not consuming");
+    let (_, text) = sc.get_text("/metrics").await;
+    assert_eq!(
+        metric(&text, "event_pusher_source_consuming", &["source=\"main\""]),
+        Some(0.0)
+    );
 }
