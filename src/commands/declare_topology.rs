@@ -8,9 +8,9 @@ use super::CommandError;
 use crate::sources::amqp::Topology;
 
 pub async fn run(url: &str, exchange: &str, partitions: usize) -> Result<String, CommandError> {
-    let (connection, channel) = super::amqp::connect(url, "event-pusher declare-topology").await?;
+    let (connection, _) = super::amqp::connect(url, "event-pusher declare-topology").await?;
     let topology = Topology::new(exchange, partitions);
-    topology.declare(&channel).await.map_err(CommandError)?;
+    topology.declare(&connection).await.map_err(CommandError)?;
     let _ = connection.close(200, "done".into()).await;
     Ok(format!(
         "declared exchange \"{exchange}\" (x-consistent-hash), queues \"{}\" .. \"{}\" (quorum, single active consumer, weight 1) and \"{}\"\n",

@@ -76,12 +76,7 @@ async fn session(
     let connection = Arc::new(connection);
     let setup = async {
         if source.config.declare {
-            let channel = connection
-                .create_channel()
-                .await
-                .map_err(|e| format!("cannot open a channel on {url}: {e}"))?;
-            topology.declare(&channel).await?;
-            let _ = channel.close(200, "declared".into()).await;
+            topology.declare(&connection).await?;
         }
         let channel = connection
             .create_channel()

@@ -17,7 +17,7 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, ErrorKind, ExchangeKind};
+use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
 
 /// The exchange type; a RabbitMQ plugin (`rabbitmq_consistent_hash_exchange`).
 pub const EXCHANGE_TYPE: &str = "x-consistent-hash";
@@ -48,8 +48,11 @@ impl Topology {
     }
 
     /// Declare the exchange, the partition queues and their bindings, and
-    /// the dead-letter queue.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), String> {
+    /// the dead-letter queue. A dead-letter queue that exists already is
+    /// used as it is, whatever its type: the contract names it but not its
+    /// arguments, so an operator may have made it differently.
+    pub async fn declare(&self, connection: &Connection) -> Result<(), String> {
+        let channel = &open(connection).await?;
         channel
             .exchange_declare(
                 short(&self.exchange)?,
@@ -78,8 +81,38 @@ impl Topology {
                 .await
                 .map_err(|e| explain(&format!("binding of queue \"{queue}\""), &e))?;
         }
-        declare_queue(channel, &self.dead_queue(), false).await
+        let _ = channel.close(200, "declared".into()).await;
+        let dead = self.dead_queue();
+        // A passive declare of a missing queue closes its channel: a
+        // channel of its own.
+        let probe = open(connection).await?;
+        let exists = probe
+            .queue_declare(
+                short(&dead)?,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok();
+        let _ = probe.close(200, "checked".into()).await;
+        if exists {
+            return Ok(());
+        }
+        let channel = open(connection).await?;
+        declare_queue(&channel, &dead, false).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
     }
+}
+
+async fn open(connection: &Connection) -> Result<Channel, String> {
+    connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open a channel to declare the topology: {e}"))
 }
 
 /// A durable quorum queue; partitions also get single-active-consumer.
