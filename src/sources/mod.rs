@@ -35,6 +35,7 @@ pub struct SourcesConfig {
 impl SourcesConfig {
     /// `KIND.NAME` of every configured source, for `check-config`.
     pub fn ids(&self) -> Vec<String> {
+        #[allow(unused_mut)] // nothing to add without the rabbit feature
         let mut ids: Vec<String> = Vec::new();
         #[cfg(feature = "rabbit")]
         ids.extend(self.amqp.keys().map(|n| format!("amqp.{n}")));
