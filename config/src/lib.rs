@@ -119,6 +119,13 @@ mod tests {
     }
 
     #[test]
+    fn sources_are_unknown_to_a_program_without_them() {
+        let e = err("[sources.amqp.main]\nurl = \"amqp://h\"\n");
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.message.contains("unknown field `amqp`"), "{e}");
+    }
+
+    #[test]
     fn missing_env_var_and_syntax_errors() {
         let e = err("[backends.http.a]\nurl = \"${NOPE}\"\n");
         assert_eq!((e.line, e.column), (2, 8), "{e}");
