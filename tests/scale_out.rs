@@ -54,18 +54,30 @@ struct Topology {
     partitions: usize,
 }
 
-impl Topology {
-    async fn delete(&self) {
-        let (_c, ch) = channel().await;
-        for q in (0..self.partitions)
-            .map(|p| format!("{}.{p}", self.exchange))
-            .chain([format!("{}.dead", self.exchange), format!("{}.members", self.exchange)])
-        {
-            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-        }
-        let _ = ch
-            .exchange_delete(self.exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
+impl Drop for Topology {
+    /// Also after a failed assertion, so the shared broker keeps no
+    /// leftovers. On a thread of its own: the test's runtime may be the
+    /// one unwinding.
+    fn drop(&mut self) {
+        let (exchange, partitions) = (self.exchange.clone(), self.partitions);
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                let (_c, ch) = channel().await;
+                for q in (0..partitions)
+                    .map(|p| format!("{exchange}.{p}"))
+                    .chain([format!("{exchange}.dead"), format!("{exchange}.members")])
+                {
+                    let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+                }
+                let _ = ch
+                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
@@ -283,7 +295,6 @@ async fn three_sidecars_share_the_stream_without_loss_or_reordering() {
         shares.iter().filter(|n| **n > 0.0).count() >= 2,
         "the partitions were not shared: {shares:?}"
     );
-    topo.delete().await;
 }
 
 /// kill -9 of the sidecar doing most of the work mid-stream: its partitions
@@ -367,7 +378,6 @@ async fn kill_nine_mid_stream_moves_partitions_and_loses_nothing() {
     // At most what the killed sidecar had in hand: one prefetch window per
     // partition.
     assert!(dups <= 8 * 256, "{dups} duplicates is more than was in flight");
-    topo.delete().await;
 }
 
 /// The broker stops and starts mid-stream: the sources report not ready,
@@ -400,7 +410,6 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
         "broker restart: {total} hook calls, all at the sink; outage {outage:?}; duplicates {}",
         duplicates(&rx)
     );
-    topo.delete().await;
 }
 
 /// Invalid messages go to the dead-letter queue with the reason in a
@@ -469,7 +478,6 @@ async fn malformed_messages_are_dead_lettered_with_the_reason() {
     assert_eq!(source_metric(sc, "rejected").await, 2.0);
     assert_eq!(source_metric(sc, "acked").await, 3.0);
     assert_eq!(source_metric(sc, "consumed").await, 5.0);
-    topo.delete().await;
 }
 
 /// `event-pusher publish` routes by user and is consumed like any chat
@@ -506,7 +514,6 @@ async fn publish_command_feeds_the_sidecars() {
         "{}",
         sidecars[0].stderr()
     );
-    topo.delete().await;
 }
 
 async fn publish_cli(exchange: &str, stdin: &str) -> (i32, String, String) {
