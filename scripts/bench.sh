@@ -7,10 +7,13 @@
 # Builds what it needs in release mode (the sidecar binary, the bench
 # binaries and the criterion bench), then runs:
 #   - the chain bench (criterion, in-process, one core)  -> rate chain N
-#   - e2e ingest / http / rabbit / memory / latency / webhooks -> ratio <case> X
+#   - e2e ingest / http / rabbit / memory / latency / mixed / lowrate /
+#     webhooks / scaleout                                 -> ratio <case> X
+#     (scaleout also prints `rate scaleout K N`: events/s through K sidecars)
 # and ends with one line per case:
 #   ratio ingest X / ratio http X / ratio rabbit X / ratio memory X / ratio mixed X /
-#   ratio lowrate X / ratio webhooks X / rate chain N
+#   ratio lowrate X / ratio webhooks X / ratio scaleout X / rate scaleout K N /
+#   rate chain N
 # (delivery and ingest cases alternate sidecar and raw rounds and keep the
 # best of each, so other load on a shared machine hurts both alike).
 #
@@ -77,6 +80,7 @@ end=$(date +%s)
 {
   echo
   echo "== results ($(( end - built ))s running, $(( built - start ))s building; log: $LOG)"
-  grep -E '^ratio (ingest|http|rabbit|memory|mixed|lowrate|webhooks) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
+  grep -E '^ratio (ingest|http|rabbit|memory|mixed|lowrate|webhooks|scaleout) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
+  grep -E '^rate scaleout ' "$LOG" || true
   grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
 } | tee "$OUT/last-summary.txt" | tee -a "$LOG"

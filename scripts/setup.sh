@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672,
+# Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672
+# with the consistent-hash exchange plugin,
 # moto_server (the SNS/SQS emulator) and http_ece from PyPI, cargo-nextest, and Debian's
 # chromium + chromium-driver for the status page's browser test.
 # Safe to run again: each step checks first.
@@ -18,6 +19,12 @@ fi
 # A test may have stopped the app (stop_app) and died before starting it again.
 rabbitmqctl -q start_app >/dev/null 2>&1 || true
 log "RabbitMQ is up"
+# The scale-out source's exchange type (x-consistent-hash); enabling an
+# enabled plugin is a no-op.
+if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_consistent_hash_exchange; then
+  log "enabling rabbitmq_consistent_hash_exchange"
+  rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null
+fi
 
 # moto_server for the SNS backend's tests.
 if ! command -v moto_server >/dev/null 2>&1; then

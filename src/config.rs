@@ -8,7 +8,9 @@ use event_pusher_backends::BackendsConfig;
 use event_pusher_config::{ConfigError, Document, Source};
 use event_pusher_filters::FilterConfig;
 
-pub type SidecarConfig = Document<FilterConfig, BackendsConfig>;
+use crate::sources::SourcesConfig;
+
+pub type SidecarConfig = Document<FilterConfig, BackendsConfig, SourcesConfig>;
 
 /// Used when `run` is given no file: listen on 127.0.0.1:8088, spool in
 /// `./data`, print every event as a JSON line on stdout.

@@ -24,6 +24,7 @@ mod ingest_metrics;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod sources;
 pub mod state;
 pub mod webhooks;
 

@@ -59,6 +59,29 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Publish hook calls (NDJSON on stdin) to the scale-out exchange, routed
+    /// by user, persistent, with publisher confirms.
+    #[cfg(feature = "rabbit")]
+    Publish {
+        /// amqp://user:password@host:5672/vhost
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = event_pusher::sources::amqp::DEFAULT_EXCHANGE)]
+        exchange: String,
+    },
+    /// Declare the scale-out exchange, partition queues and dead-letter queue
+    /// (what a sidecar with `declare = true` does at start).
+    #[cfg(feature = "rabbit")]
+    DeclareTopology {
+        /// amqp://user:password@host:5672/vhost
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = event_pusher::sources::amqp::DEFAULT_EXCHANGE)]
+        exchange: String,
+        /// Partition queues (the source's `partitions`).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        partitions: u64,
+    },
     /// Webhook subscriptions of a running sidecar: list, add, pause,
     /// restart, remove.
     Webhooks {
@@ -205,6 +228,18 @@ fn main() -> ExitCode {
                 let target = target.resolve().map_err(|e| e.to_string())?;
                 webhooks::run(target, action).await.map_err(|e| e.to_string())
             }
+            #[cfg(feature = "rabbit")]
+            Command::Publish { url, exchange } => {
+                commands::publish::run(&url, &exchange).await.map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "rabbit")]
+            Command::DeclareTopology {
+                url,
+                exchange,
+                partitions,
+            } => commands::declare_topology::run(&url, &exchange, partitions as usize)
+                .await
+                .map_err(|e| e.to_string()),
             Command::Dlq { action } => {
                 let (target, backend, action) = match action {
                     DlqAction::List {

@@ -19,6 +19,7 @@ use crate::chain_plan::{assemble, ChainBackend, PluginFilter};
 use crate::config::{self, LoadedConfig};
 use crate::ingest_metrics::IngestMetrics;
 use crate::reload::FilterReloader;
+use crate::sources::Sources;
 use crate::state::AppState;
 use crate::webhooks::Webhooks;
 
@@ -181,6 +182,7 @@ impl Sidecar {
         #[cfg(unix)]
         let sighup = crate::reload::on_sighup(state.clone()).map_err(RunError::Serve)?;
         let handles = state.engine.start();
+        let sources = state.sources.start(&state);
         let app = crate::server::router(state.clone());
         let serve_state = state.clone();
         let grace = state.shutdown_grace;
@@ -202,6 +204,9 @@ impl Sidecar {
         .await;
         #[cfg(unix)]
         sighup.abort();
+        // Sources stop before deliveries drain: each stores and acks the
+        // batch in hand; what it holds unacked goes back to the broker.
+        sources.join().await;
         let left = deadline
             .get()
             .map_or(grace, |d| d.saturating_duration_since(tokio::time::Instant::now()));
@@ -282,6 +287,7 @@ impl Sidecar {
             webhooks,
             #[cfg(feature = "push")]
             push,
+            sources: Sources::new(&cfg.sources),
         });
         Ok((state, listener))
     }

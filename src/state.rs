@@ -11,6 +11,7 @@ use event_pusher_core::Pipeline;
 
 use crate::ingest_metrics::IngestMetrics;
 use crate::reload::FilterReloader;
+use crate::sources::Sources;
 use crate::webhooks::Webhooks;
 
 /// Everything the HTTP handlers share.
@@ -31,6 +32,8 @@ pub struct AppState {
     /// `push_enable`/`push_disable` hook calls.
     #[cfg(feature = "push")]
     pub push: Vec<std::sync::Arc<event_pusher_backends::push::PushBackend>>,
+    /// Ingest sources other than HTTP (`[sources]`): readiness, counters.
+    pub sources: Sources,
 }
 
 impl AppState {

@@ -13,18 +13,12 @@ use std::time::{Duration, Instant};
 
 use lapin::options::{BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use serde_json::{json, Value};
-use support::{Options, Sidecar};
-
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+use support::{Options, Sidecar, AMQP};
 
 async fn channel() -> (Connection, Channel) {
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ at 127.0.0.1:5672 (scripts/setup.sh starts it)");
-    let ch = conn.create_channel().await.expect("channel");
-    (conn, ch)
+    support::rabbit_channel().await
 }
 
 /// A durable queue bound to `exchange` with `#` (everything).
@@ -226,22 +220,10 @@ async fn serial_broker_restart_mid_stream_loses_nothing() {
     });
 
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let ctl = |arg: &'static str| async move {
-        let st = tokio::process::Command::new("rabbitmqctl")
-            .arg(arg)
-            .output()
-            .await
-            .expect("rabbitmqctl");
-        assert!(st.status.success(), "rabbitmqctl {arg}");
-    };
-    ctl("stop_app").await;
+    support::broker_stop().await;
     let stopped_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    ctl("start_app").await;
-    let _ = tokio::process::Command::new("rabbitmqctl")
-        .args(["await_startup"])
-        .output()
-        .await;
+    support::broker_start().await;
     let outage = stopped_at.elapsed();
 
     let accepted = poster.await.expect("poster");

@@ -9,7 +9,8 @@
 //!   (binary `sink`);
 //! - [`raw`]: the raw baselines: redb group commit, reqwest, lapin;
 //! - [`sidecar`]: starting and driving the real `event-pusher` binary;
-//! - [`report`]: tables and percentiles.
+//! - [`report`]: tables and percentiles;
+//! - [`scaleout`]: the scale-out case's topology, publisher and counters.
 //!
 //! `scripts/bench.sh` runs the whole set (binary `e2e` plus the criterion
 //! bench `chain`); see BENCHMARKS.md.
@@ -18,6 +19,7 @@ pub mod loadgen;
 pub mod mix;
 pub mod raw;
 pub mod report;
+pub mod scaleout;
 pub mod scenario;
 pub mod sidecar;
 pub mod sink;

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 pub use error::{ConfigError, Source};
 pub use interpolate::interpolate;
-pub use schema::{Document, ServerConfig, SpoolConfig};
+pub use schema::{Document, NoSources, ServerConfig, SpoolConfig};
 pub use serde_spanned::Spanned;
 pub use types::{EventClassList, Priority, RetryConfig};
 
@@ -116,6 +116,13 @@ mod tests {
         assert!(doc.server.listen.ip().is_loopback(), "{}", doc.server.listen);
         let e = err("[backends.http.a]\nurl = \"x\"\nconcurrency = 0\n");
         assert!(e.message.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn sources_are_unknown_to_a_program_without_them() {
+        let e = err("[sources.amqp.main]\nurl = \"amqp://h\"\n");
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.message.contains("unknown field `amqp`"), "{e}");
     }
 
     #[test]

@@ -5,14 +5,15 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// A whole config file. `F` is the filter entry type and `B` the backends
-/// table, both defined by the modules that own them.
+/// A whole config file. `F` is the filter entry type, `B` the backends
+/// table and `S` the ingest sources table (`[sources.KIND.NAME]`), each
+/// defined by the modules that own them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    bound(deserialize = "F: Deserialize<'de>, B: Deserialize<'de> + Default")
+    bound(deserialize = "F: Deserialize<'de>, B: Deserialize<'de> + Default, S: Deserialize<'de> + Default")
 )]
-pub struct Document<F, B> {
+pub struct Document<F, B, S = NoSources> {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
@@ -21,7 +22,15 @@ pub struct Document<F, B> {
     pub filters: Vec<F>,
     #[serde(default)]
     pub backends: B,
+    #[serde(default)]
+    pub sources: S,
 }
+
+/// A `[sources]` table with no kinds: for documents whose program has no
+/// ingest sources, so any `[sources.KIND]` is an unknown key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSources {}
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]

@@ -60,6 +60,9 @@ pub fn run(path: &Path) -> Result<String, CommandError> {
         };
         let _ = writeln!(out, "  {priority:>6}  {what:<8} {name}{detail}");
     }
+    for source in cfg.sources.ids() {
+        let _ = writeln!(out, "source {source}");
+    }
     if backends.is_empty() {
         let _ = writeln!(out, "warning: no backends configured: accepted events go nowhere");
     }

@@ -1,8 +1,14 @@
 //! The command-line subcommands other than `run`.
 
+#[cfg(feature = "rabbit")]
+mod amqp;
 pub mod check_config;
+#[cfg(feature = "rabbit")]
+pub mod declare_topology;
 pub mod dlq;
 pub mod import_mongooseim;
+#[cfg(feature = "rabbit")]
+pub mod publish;
 pub mod status;
 pub mod target;
 pub mod webhooks;

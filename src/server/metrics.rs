@@ -38,6 +38,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         "Events stopped by a filter.",
         m.events_stopped.load(Ordering::Relaxed),
     );
+    state.sources.render_metrics(&mut out);
     event_pusher_filters::metrics::render(&mut out);
     state.reloader.render_metrics(&mut out);
     single(

@@ -78,8 +78,9 @@ async fn health() -> Response {
     (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
 }
 
-/// 200 once the spool is open and every backend has started. Backends are
-/// named `KIND.NAME`: names are unique per kind only.
+/// 200 once the spool is open, every backend has started and every source
+/// consumes. Backends and sources are named `KIND.NAME`: names are unique
+/// per kind only.
 async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     let not_ready: Vec<String> = state
         .engine
@@ -90,6 +91,14 @@ async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>)
         .collect();
     if !state.spool().is_healthy() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "spool is not writable");
+    }
+    let sources = state.sources.not_ready();
+    if !sources.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "error": "sources not consuming", "sources": sources})),
+        )
+            .into_response();
     }
     if !not_ready.is_empty() {
         return (

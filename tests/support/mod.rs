@@ -2,12 +2,14 @@
 //! free port with its own spool directory (`sidecar`), a real HTTP receiver
 //! whose answers a test can script (`receiver`), one-shot CLI runs (`cli`),
 //! `/metrics` and CPU-time readings (`metrics`), hook-call builders and
-//! delivery counting (`events`), and real disk faults (`faults`).
+//! delivery counting (`events`), real disk faults (`faults`), and the shared
+//! RabbitMQ broker (`broker`).
 //!
 //! Each test file does `mod support;` and uses what it needs; everything is
 //! re-exported here, so `support::NAME` works for every helper.
 #![allow(dead_code)]
 
+mod broker;
 mod cli;
 mod events;
 mod faults;
@@ -18,7 +20,7 @@ mod sidecar;
 
 // Each test binary uses only some helpers; the rest must not warn.
 #[allow(unused_imports)]
-pub use {cli::*, events::*, faults::*, metrics::*, push::*, receiver::*, sidecar::*};
+pub use {broker::*, cli::*, events::*, faults::*, metrics::*, push::*, receiver::*, sidecar::*};
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -183,8 +183,9 @@ fn message_exchange(t: MessageTable, defaults: [&str; 3]) -> Result<MessageExcha
 }
 
 /// A name or topic must be a usable AMQP short string. An empty exchange
-/// name would mean the default exchange, which cannot be declared.
-fn checked(key: &str, value: String) -> Result<String, String> {
+/// name would mean the default exchange, which cannot be declared. Also
+/// used by the AMQP ingest source for its exchange name.
+pub fn checked(key: &str, value: String) -> Result<String, String> {
     if value.is_empty() {
         return Err(format!("`{key}` must not be empty"));
     }

@@ -24,6 +24,6 @@ mod declare;
 mod message;
 mod publish;
 
-pub use config::{AmqpUrl, Exchange, ExchangeType, MessageExchange, RabbitConfig};
+pub use config::{checked, AmqpUrl, Exchange, ExchangeType, MessageExchange, RabbitConfig, MAX_SHORT_STRING};
 pub use message::{outgoing, properties, Exchanges, Outgoing, Route};
 pub use publish::RabbitBackend;

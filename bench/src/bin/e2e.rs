@@ -26,6 +26,11 @@
 //! - webhooks: attach 10,000 webhook subscriptions (time per attach, RSS)
 //!   and the ingest p99 of events none of them wants, with them attached
 //!   over with none; the ratio is p99 with / p99 without (target ≤ 1.10).
+//! - scaleout: hook calls from RabbitMQ partitions (`[sources.amqp]`):
+//!   events/s published → delivered to the sink through 1, 2 and 3
+//!   sidecars, and one sidecar's source rate (queue preloaded → acked,
+//!   backend paused) over its own batched `POST /v1/events` rate; the
+//!   ratio is source / HTTP ingest.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -61,7 +66,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,http,rabbit,memory,latency,mixed,lowrate,webhooks"
+        default_value = "ingest,http,rabbit,memory,latency,mixed,lowrate,webhooks,scaleout"
     )]
     cases: Vec<String>,
     /// Where temporary spools go (same disk as a real spool would be).
@@ -107,6 +112,12 @@ struct Args {
     /// Target rate of the webhooks case's ingest runs, events/s.
     #[arg(long, default_value_t = 1000.0)]
     webhooks_rate: f64,
+    /// Hook calls per scale-out run (default 30000, quick 10000).
+    #[arg(long)]
+    scaleout_events: Option<u64>,
+    /// Most sidecars of the scale-out case (runs 1..=N).
+    #[arg(long, default_value_t = 3)]
+    scaleout_sidecars: usize,
 }
 
 struct Cx {
@@ -161,6 +172,7 @@ async fn main() -> std::process::ExitCode {
             "mixed" => mixed(&cx).await,
             "lowrate" => lowrate(&cx).await,
             "webhooks" => webhooks(&cx).await,
+            "scaleout" => scaleout(&cx).await,
             other => Err(format!("unknown case \"{other}\"")),
         };
         let line = match result {
@@ -1011,4 +1023,145 @@ async fn webhooks(cx: &Cx) -> Result<String, String> {
     );
     println!("  ratio = ingest p99 with the subscriptions / without (target <= 1.10){errors}");
     Ok(ratio(p99_many, p99_none))
+}
+
+// ---------------------------------------------------------------- scaleout
+
+const PARTITIONS: usize = 8;
+
+async fn scaleout(cx: &Cx) -> Result<String, String> {
+    use event_pusher_bench::scaleout::{source_metric, wait_balanced, Topology};
+    let n = cx.a.scaleout_events.unwrap_or(if cx.a.quick { 10_000 } else { 30_000 });
+    let url = &cx.a.rabbit_url;
+    let bin = &cx.a.sidecar;
+    check_config(
+        bin,
+        &cx.tmp,
+        &Topology {
+            url: url.clone(),
+            exchange: "x".into(),
+            partitions: 1,
+        }
+        .source_toml(),
+    )?;
+    let acked =
+        |u: String| async move { source_metric(&u, "event_pusher_source_messages_total", "outcome=\"acked\"").await };
+
+    // One sidecar, its backend paused: the source's ingest rate (queue
+    // preloaded, start → all acked) beside its own batched POST rate.
+    let topo = Topology::declare(bin, url, PARTITIONS)?;
+    let published = topo.publish(0..n, 1024).await?;
+    let sc = Sidecar::start(
+        bin,
+        &cx.tmp,
+        BIG_SPOOL,
+        &format!("{}\n{}", topo.source_toml(), http_body(free_port(), 32)),
+    )
+    .await?;
+    sc.pause("sink").await?;
+    let t0 = Instant::now();
+    let at_t0 = acked(sc.url.clone()).await?;
+    let cpu0 = cpu_secs(sc.pid());
+    let until = t0 + Duration::from_secs(300);
+    while (acked(sc.url.clone()).await? as u64) < n {
+        if Instant::now() > until {
+            return Err(format!(
+                "the source acked {} of {n} in 300 s:\n{}",
+                acked(sc.url.clone()).await?,
+                sc.log_tail()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let source_secs = t0.elapsed().as_secs_f64();
+    let source_cpu = cpu_secs(sc.pid()) - cpu0;
+    let source_rate = (n as f64 - at_t0) / source_secs;
+    let cpu0 = cpu_secs(sc.pid());
+    let http = loadgen::run(LoadOpts {
+        url: sc.url.clone(),
+        connections: cx.a.connections,
+        batch: cx.a.batch,
+        duration: Some(secs(cx, 5.0, 3.0)),
+        seed: 5,
+        ..LoadOpts::default()
+    })
+    .await?;
+    let http_cpu = cpu_secs(sc.pid()) - cpu0;
+    sc.stop();
+    topo.delete().await;
+    let mut rows = vec![
+        vec![
+            "1 sidecar, source (preloaded queues → acked, backend paused)".into(),
+            thousands(source_rate),
+            format!("{source_secs:.2}"),
+            pct(source_cpu, source_secs),
+        ],
+        vec![
+            format!("1 sidecar, POST /v1/events batched ({} per request)", cx.a.batch),
+            thousands(http.events_per_s()),
+            format!("{:.2}", http.elapsed.as_secs_f64()),
+            pct(http_cpu, http.elapsed.as_secs_f64()),
+        ],
+    ];
+    println!(
+        "  preload: {n} hook calls published with confirms in {:.2}s ({}/s)",
+        published.as_secs_f64(),
+        thousands(n as f64 / published.as_secs_f64())
+    );
+
+    // 1..=N sidecars delivering to the sink: published → all at the sink.
+    let sink = SinkProc::start(&cx.sink_bin).await?;
+    for k in 1..=cx.a.scaleout_sidecars.max(1) {
+        let topo = Topology::declare(bin, url, PARTITIONS)?;
+        let body = format!(
+            "{}\n{}",
+            topo.source_toml(),
+            http_body(sink.port, cx.a.http_concurrency)
+        );
+        let mut sidecars = Vec::new();
+        for _ in 0..k {
+            let sc = Sidecar::start(bin, &cx.tmp, BIG_SPOOL, &body).await?;
+            sc.wait_path("/ready", Duration::from_secs(30)).await?;
+            sidecars.push(sc);
+        }
+        let urls: Vec<String> = sidecars.iter().map(|s| s.url.clone()).collect();
+        let balanced = wait_balanced(&urls, PARTITIONS, Duration::from_secs(60)).await?;
+        sink.client.reset().await?;
+        let cpu0: f64 = sidecars.iter().map(|s| cpu_secs(s.pid())).sum();
+        let t0 = event_pusher_bench::unix_ns();
+        let published = topo.publish(0..n, 1024).await?;
+        let got = sink.client.wait_for(n, Duration::from_secs(300)).await?;
+        let secs = got.last_ns.saturating_sub(t0) as f64 / 1e9;
+        let cpu: f64 = sidecars.iter().map(|s| cpu_secs(s.pid())).sum::<f64>() - cpu0;
+        let mut shares = Vec::new();
+        for u in &urls {
+            shares.push(thousands(acked(u.clone()).await?));
+        }
+        for sc in sidecars {
+            sc.stop();
+        }
+        topo.delete().await;
+        println!(
+            "  {k} sidecar(s): shared {PARTITIONS} partitions {balanced:.1?} after start; published in {:.2}s; acked per sidecar {}",
+            published.as_secs_f64(),
+            shares.join(" / ")
+        );
+        println!("rate scaleout {k} {:.0}", n as f64 / secs);
+        rows.push(vec![
+            format!("{k} sidecar(s), published → at the sink"),
+            thousands(n as f64 / secs),
+            format!("{secs:.2}"),
+            pct(cpu, secs),
+        ]);
+    }
+    table(
+        &format!(
+            "scale-out: {n} hook calls for {} users, {PARTITIONS} partitions",
+            event_pusher_bench::scaleout::USERS
+        ),
+        &["run", "events/s", "secs", "sidecars' cpu"],
+        &rows,
+    );
+    println!("  ratio = one sidecar's source rate / its batched POST rate; target >= 0.8");
+    Ok(ratio(source_rate, http.events_per_s()))
 }
