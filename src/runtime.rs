@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_pusher_backends::BuiltBackend;
+use event_pusher_backends::{BuiltBackend, Endpoint};
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
@@ -119,6 +119,7 @@ impl Sidecar {
             options: DeliveryOptions::default(),
             backend: p.backend.clone(),
             position: usize::MAX,
+            endpoint: None,
         }));
         // The registry numbers the backends once; chain, spool and engine
         // all take their slots from it.
@@ -189,6 +190,12 @@ impl Sidecar {
             async move {
                 shutdown.await;
                 serve_state.accepting.store(false, std::sync::atomic::Ordering::Release);
+                // Live sessions (gateway WebSockets) left the listener's
+                // connections at their upgrade: tell them to reconnect
+                // elsewhere before the listener stops.
+                for endpoint in &serve_state.endpoints {
+                    endpoint.drain().await;
+                }
                 tracing::info!("shutting down: no new requests; finishing in-flight ones");
             },
             move || *set_deadline.get_or_init(|| tokio::time::Instant::now() + grace),
@@ -227,6 +234,7 @@ impl Sidecar {
         let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, &names, limits))
             .await
             .map_err(SpoolError::io)??;
+        let endpoints = endpoints_of(&backends, &self.loaded)?;
         let handles = backends
             .into_iter()
             .map(|b| BackendHandle::new(b.name, b.backend, b.options))
@@ -249,9 +257,39 @@ impl Sidecar {
             accepting: AtomicBool::new(true),
             shutdown_grace: Duration::from_millis(cfg.server.shutdown_grace_ms),
             reloader,
+            endpoints,
         });
         Ok((state, listener))
     }
+}
+
+/// What the backends serve on the main listener. Two may not share a path,
+/// nor take one the sidecar serves itself.
+fn endpoints_of(backends: &[BuiltBackend], loaded: &LoadedConfig) -> Result<Vec<Arc<dyn Endpoint>>, ConfigError> {
+    let mut endpoints: Vec<Arc<dyn Endpoint>> = Vec::new();
+    for b in backends {
+        let Some(endpoint) = &b.endpoint else { continue };
+        let path = endpoint.path();
+        let clash = if crate::server::is_reserved(path) {
+            Some("the sidecar serves it itself".to_owned())
+        } else {
+            endpoints
+                .iter()
+                .find(|e| e.path() == path)
+                .map(|_| "another backend serves it".to_owned())
+        };
+        if let Some(why) = clash {
+            return Err(ConfigError {
+                file: loaded.source.file().to_owned(),
+                line: 0,
+                column: 0,
+                key: Some(format!("backends.{}.path", b.id())),
+                message: format!("path \"{path}\" cannot be used: {why}"),
+            });
+        }
+        endpoints.push(endpoint.clone());
+    }
+    Ok(endpoints)
 }
 
 async fn shutdown_signal() {

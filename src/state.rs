@@ -3,8 +3,10 @@
 //! server and the runtime both depend on it, not on each other.
 
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
+use event_pusher_backends::Endpoint;
 use event_pusher_core::delivery::DeliveryEngine;
 use event_pusher_core::spool::Spool;
 use event_pusher_core::Pipeline;
@@ -24,6 +26,8 @@ pub struct AppState {
     pub accepting: AtomicBool,
     pub shutdown_grace: Duration,
     pub reloader: FilterReloader,
+    /// What backends serve on this listener (the gateway's WebSocket).
+    pub endpoints: Vec<Arc<dyn Endpoint>>,
 }
 
 impl AppState {

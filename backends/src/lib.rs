@@ -5,6 +5,8 @@
 //! [`BackendsConfig`] and its `build`).
 
 pub mod common;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod http;
 pub mod log;
 #[cfg(feature = "push")]
@@ -16,5 +18,5 @@ pub mod sns;
 
 mod registry;
 
-pub use common::BuiltBackend;
+pub use common::{BuiltBackend, Endpoint};
 pub use registry::BackendsConfig;

@@ -40,6 +40,9 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     );
     event_pusher_filters::metrics::render(&mut out);
     state.reloader.render_metrics(&mut out);
+    for endpoint in &state.endpoints {
+        endpoint.render_metrics(&mut out);
+    }
     single(
         &mut out,
         "event_pusher_spool_bytes",
