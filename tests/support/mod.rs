@@ -11,13 +11,14 @@
 mod cli;
 mod events;
 mod faults;
+mod gateway;
 mod metrics;
 mod receiver;
 mod sidecar;
 
 // Each test binary uses only some helpers; the rest must not warn.
 #[allow(unused_imports)]
-pub use {cli::*, events::*, faults::*, metrics::*, receiver::*, sidecar::*};
+pub use {cli::*, events::*, faults::*, gateway::*, metrics::*, receiver::*, sidecar::*};
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -17,7 +17,9 @@ use super::hub::{ConnectionGuard, Hub};
 use super::protocol::{self, close, control, dispatch, op, Frame};
 use super::session::{Outgoing, ResumeCheck, Session};
 
-/// A close frame's write may not wait on a stalled client longer than this.
+/// How long op 7 and the close frame may wait on a client that is not
+/// reading, at the least; a kicked client gets 1.5 heartbeat intervals to
+/// read what is buffered and reach its close frame.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Frames written per flush in the live loop.
@@ -285,7 +287,12 @@ async fn finish(hub: &Hub, sink: &mut Sink, end: End) {
         code,
         reason: Utf8Bytes::from_static(reason),
     }));
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.send(frame)).await;
+    let wait = if code == close::QUEUE_OVERFLOW {
+        (hub.limits.heartbeat_interval * 3 / 2).max(CLOSE_WRITE_TIMEOUT)
+    } else {
+        CLOSE_WRITE_TIMEOUT
+    };
+    let _ = tokio::time::timeout(wait, sink.send(frame)).await;
 }
 
 async fn write_frames(sink: &mut Sink, batch: &mut Vec<Outgoing>) -> Result<(), End> {
