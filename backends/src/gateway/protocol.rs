@@ -82,7 +82,8 @@ pub struct Resume {
     pub seq: u64,
 }
 
-/// A frame the server sends that is not a dispatch: `{"op":N,"d":...}`.
+/// A frame the server sends that is not a dispatch: `{"op":N,"d":...}`
+/// (`op` first, as in dispatches, for people reading a transcript).
 pub fn control(op: i64, d: Value) -> String {
-    serde_json::json!({ "op": op, "d": d }).to_string()
+    format!("{{\"op\":{op},\"d\":{d}}}")
 }
