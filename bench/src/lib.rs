@@ -9,11 +9,14 @@
 //!   (binary `sink`);
 //! - [`raw`]: the raw baselines: redb group commit, reqwest, lapin;
 //! - [`sidecar`]: starting and driving the real `event-pusher` binary;
-//! - [`report`]: tables and percentiles.
+//! - [`report`]: tables and percentiles;
+//! - [`gateway`]: WebSocket sessions and the raw gateway server (binary
+//!   `gateway`).
 //!
 //! `scripts/bench.sh` runs the whole set (binary `e2e` plus the criterion
 //! bench `chain`); see BENCHMARKS.md.
 
+pub mod gateway;
 pub mod loadgen;
 pub mod mix;
 pub mod raw;

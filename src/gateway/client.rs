@@ -195,7 +195,8 @@ impl Client {
                     }
                 }
                 op::HEARTBEAT => {
-                    if sink.send(heartbeat_frame(state.seq)).await.is_err() {
+                    let sent = sink.send(heartbeat_frame(state.seq)).await;
+                    if sent.is_err() {
                         return Ok(ended);
                     }
                 }
@@ -220,7 +221,8 @@ impl Client {
                     }
                 }
                 op::DISPATCH => {
-                    if !self.dispatch(state, frame, tx, &mut ended).await {
+                    let queued = self.dispatch(state, frame, tx, &mut ended).await;
+                    if !queued {
                         return Ok(ended);
                     }
                 }
@@ -249,11 +251,9 @@ impl Client {
             _ => {}
         }
         let seq = frame.s.unwrap_or(0);
-        if frame.s.is_some() {
-            if seq <= state.seq && t != dispatch::READY {
-                // Already handed over before the connection dropped.
-                return true;
-            }
+        if frame.s.is_some() && seq <= state.seq && t != dispatch::READY {
+            // Already handed over before the connection dropped.
+            return true;
         }
         let event = match GatewayEvent::parse(&t, frame.d, &mut state.cache) {
             Ok(e) => e,
