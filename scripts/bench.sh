@@ -10,6 +10,7 @@
 #   - e2e ingest / http / rabbit / memory / latency      -> ratio <case> X
 # and ends with one line per case:
 #   ratio ingest X / ratio http X / ratio rabbit X / ratio memory X / rate chain N
+#   ratio gateway-100 X / ratio gateway-1000 X / latency gateway p99 MS
 # (delivery and ingest cases alternate sidecar and raw rounds and keep the
 # best of each, so other load on a shared machine hurts both alike).
 #
@@ -72,10 +73,20 @@ echo "== end to end" | tee -a "$LOG"
 "$TARGET/$PROFILE/e2e" --sidecar "$TARGET/$PROFILE/event-pusher" --tmp "$TARGET/bench-tmp" $QUICK \
   ${BENCH_CASES:+--cases "$BENCH_CASES"} ${BENCH_E2E_ARGS:-} 2>&1 | tee -a "$LOG"
 
+echo "== gateway (fan-out beside a bare tokio-tungstenite server; 202 -> dispatch latency)" | tee -a "$LOG"
+if [[ -n "$QUICK" ]]; then
+  GATEWAY_ARGS=(--events 1000 --duration 3s)
+else
+  GATEWAY_ARGS=(--events 5000 --duration 10s)
+fi
+"$TARGET/$PROFILE/gateway" --sidecar "$TARGET/$PROFILE/event-pusher" --tmp "$TARGET/bench-tmp" \
+  "${GATEWAY_ARGS[@]}" 2>&1 | tee -a "$LOG"
+
 end=$(date +%s)
 {
   echo
   echo "== results ($(( end - built ))s running, $(( built - start ))s building; log: $LOG)"
   grep -E '^ratio (ingest|http|rabbit|memory) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
+  grep -E '^ratio gateway-[0-9]+ |^latency gateway ' "$LOG" || echo "gateway n/a"
   grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
 } | tee "$OUT/last-summary.txt" | tee -a "$LOG"

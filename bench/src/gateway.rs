@@ -116,13 +116,15 @@ impl RawServer {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .map_err(|e| e.to_string())?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        // Bound here (std), adopted on the server's runtime: this may be
+        // called from inside another runtime, where `block_on` panics.
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let port = std_listener.local_addr().map_err(|e| e.to_string())?.port();
         let conns: RawConns = Arc::default();
         let registry = conns.clone();
         runtime.spawn(async move {
+            let Ok(listener) = TcpListener::from_std(std_listener) else { return };
             while let Ok((stream, _)) = listener.accept().await {
                 let registry = registry.clone();
                 tokio::spawn(async move {

@@ -113,14 +113,16 @@ fn bodies(n: usize, batch: usize) -> Vec<serde_json::Value> {
 async fn post(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<Vec<String>, String> {
     let r = client
         .post(format!("{url}/v1/events"))
-        .json(body)
+        .header("content-type", "application/json")
+        .body(body.to_string())
         .send()
         .await
         .map_err(|e| e.to_string())?;
     if r.status().as_u16() != 202 {
         return Err(format!("ingest answered {}", r.status()));
     }
-    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     Ok(v["ids"]
         .as_array()
         .map(|a| a.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
