@@ -111,6 +111,8 @@ impl Sidecar {
     pub fn build(&self) -> Result<Assembly, ConfigError> {
         let cfg = &self.loaded.config;
         let mut backends = cfg.backends.build(&self.loaded.source)?;
+        // Checked here too so `check-config` refuses a clashing path.
+        endpoints_of(&backends, &self.loaded)?;
         let filters = event_pusher_filters::build(&cfg.filters, &self.loaded.source)?;
         backends.extend(self.backend_plugins.iter().map(|p| BuiltBackend {
             name: p.name.clone(),
@@ -279,13 +281,11 @@ fn endpoints_of(backends: &[BuiltBackend], loaded: &LoadedConfig) -> Result<Vec<
                 .map(|_| "another backend serves it".to_owned())
         };
         if let Some(why) = clash {
-            return Err(ConfigError {
-                file: loaded.source.file().to_owned(),
-                line: 0,
-                column: 0,
-                key: Some(format!("backends.{}.path", b.id())),
-                message: format!("path \"{path}\" cannot be used: {why}"),
-            });
+            return Err(loaded.source.error_at_span(
+                b.position..b.position,
+                Some(format!("backends.{}.path", b.id())),
+                format!("path \"{path}\" cannot be used: {why}"),
+            ));
         }
         endpoints.push(endpoint.clone());
     }

@@ -338,3 +338,50 @@ async fn sigterm_sends_op7_then_closes() {
     assert_eq!(pending.frame().await["op"], 7, "not yet identified connections too");
     assert_eq!(sc.sigterm(), Some(0));
 }
+
+/// `check-config` output for a file whose body is `body`.
+fn check_config(body: &str) -> CliOutput {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sidecar.toml");
+    std::fs::write(&file, body).expect("write");
+    run_cli(&["check-config", &path_str(&file)], &[])
+}
+
+#[test]
+fn bad_gateway_config_is_refused_naming_the_key() {
+    let cases = [
+        (
+            "[backends.gateway.live.clients.a]\ntoken = \"t\"\nintents = 64\n",
+            &["backends.gateway.live", "clients.a.intents"][..],
+        ),
+        (
+            "[backends.gateway.live.clients.a]\ntoken = \"t\"\nintents = 1\n[backends.gateway.live.clients.b]\ntoken = \"t\"\nintents = 1\n",
+            &["clients.b.token", "same token"][..],
+        ),
+        ("[backends.gateway.live]\npath = \"/metrics\"\n", &["backends.gateway.live.path", "/metrics"][..]),
+        ("[backends.gateway.live]\npath = \"no-slash\"\n", &["backends.gateway.live", "path"][..]),
+        ("[backends.gateway.live]\nheartbeat_interval_ms = 0\n", &["heartbeat_interval_ms"][..]),
+        ("[backends.gateway.live.clients.a]\ntoken = \"t\"\nintents = 1\nscope = 2\n", &["scope"][..]),
+        (
+            "[backends.gateway.one]\n[backends.gateway.two]\n",
+            &["backends.gateway.two.path", "another backend"][..],
+        ),
+    ];
+    for (body, words) in cases {
+        let out = check_config(body);
+        assert_eq!(
+            out.code,
+            Some(1),
+            "{body}\nstdout: {}\nstderr: {}",
+            out.stdout,
+            out.stderr
+        );
+        for w in words {
+            assert!(out.stderr.contains(w), "{body}: error lacks {w:?}:\n{}", out.stderr);
+        }
+        assert!(out.stderr.contains("sidecar.toml:"), "{}", out.stderr);
+    }
+    let ok = check_config(&gateway_backend(""));
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+    assert!(ok.stdout.contains("gateway"), "{}", ok.stdout);
+}

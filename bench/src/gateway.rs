@@ -124,7 +124,9 @@ impl RawServer {
         let conns: RawConns = Arc::default();
         let registry = conns.clone();
         runtime.spawn(async move {
-            let Ok(listener) = TcpListener::from_std(std_listener) else { return };
+            let Ok(listener) = TcpListener::from_std(std_listener) else {
+                return;
+            };
             while let Ok((stream, _)) = listener.accept().await {
                 let registry = registry.clone();
                 tokio::spawn(async move {

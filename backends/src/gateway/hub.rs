@@ -52,7 +52,7 @@ pub struct Hub {
 impl Hub {
     pub fn new(backend: String, path: String, limits: Limits, clients: Vec<Client>) -> Hub {
         Hub {
-            metrics: GatewayMetrics::new(clients.len()),
+            metrics: GatewayMetrics::new(),
             backend,
             path,
             limits,

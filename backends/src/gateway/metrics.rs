@@ -20,7 +20,7 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    pub fn new(_clients: usize) -> Self {
+    pub fn new() -> Self {
         GatewayMetrics {
             dispatches: AtomicU64::new(0),
             resumes: AtomicU64::new(0),

@@ -178,3 +178,88 @@ impl SessionState {
         self.detached_at.is_some_and(|t| t.elapsed() > timeout)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload() -> Arc<Payload> {
+        Payload::new("MESSAGE_CREATE", "{}")
+    }
+
+    fn link(
+        capacity: usize,
+    ) -> (
+        mpsc::Sender<Outgoing>,
+        mpsc::Receiver<Outgoing>,
+        Kick,
+        oneshot::Receiver<u16>,
+    ) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (kick, kicked) = oneshot::channel();
+        (tx, rx, kick, kicked)
+    }
+
+    fn seqs(items: &[Outgoing]) -> Vec<u64> {
+        items.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[test]
+    fn resume_replays_after_seq_and_refuses_what_the_buffer_lost() {
+        let session = Session::new("s".into(), 0, 1, 3);
+        for _ in 0..5 {
+            session.push(&payload());
+        }
+        let timeout = Duration::from_secs(60);
+        // Buffer keeps 3..=5: resuming from 2 replays 3, 4, 5; from 1 it cannot.
+        let (tx, _rx, kick, _k) = link(8);
+        assert!(matches!(session.resume(6, timeout, tx, kick), ResumeCheck::InvalidSeq));
+        let (tx, _rx, kick, _k) = link(8);
+        assert!(matches!(session.resume(1, timeout, tx, kick), ResumeCheck::Gone));
+        let (tx, _rx, kick, _k) = link(8);
+        match session.resume(2, timeout, tx, kick) {
+            ResumeCheck::Replay(r) => assert_eq!(seqs(&r), vec![3, 4, 5]),
+            _ => panic!("resume from 2 replays"),
+        }
+        let (tx, _rx, kick, _k) = link(8);
+        match session.resume(5, timeout, tx, kick) {
+            ResumeCheck::Replay(r) => assert!(r.is_empty()),
+            _ => panic!("resume from the last seq is empty"),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_kicks_the_connection_with_4000_and_keeps_buffering() {
+        let session = Session::new("s".into(), 0, 1, 10);
+        let (tx, mut rx, kick, mut kicked) = link(2);
+        session.attach(tx, kick);
+        assert!(matches!(session.push(&payload()), Pushed::Queued(1)));
+        assert!(matches!(session.push(&payload()), Pushed::Queued(2)));
+        assert!(matches!(session.push(&payload()), Pushed::Overflowed));
+        assert_eq!(kicked.try_recv(), Ok(4000));
+        assert!(!session.is_attached());
+        assert!(matches!(session.push(&payload()), Pushed::Detached));
+        assert_eq!(rx.try_recv().map(|(s, _)| s), Ok(1));
+        let (tx, _rx, kick, _k) = link(8);
+        match session.resume(2, Duration::from_secs(60), tx, kick) {
+            ResumeCheck::Replay(r) => assert_eq!(seqs(&r), vec![3, 4]),
+            _ => panic!("resumable after overflow"),
+        }
+    }
+
+    #[test]
+    fn a_detached_session_expires_after_the_timeout() {
+        let session = Session::new("s".into(), 0, 1, 10);
+        let (tx, _rx, kick, _k) = link(2);
+        session.attach(tx.clone(), kick);
+        session.detach_if(&tx);
+        assert!(!session.expired(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(session.expired(Duration::from_millis(1)));
+        let (tx, _rx, kick, _k) = link(2);
+        assert!(matches!(
+            session.resume(0, Duration::from_millis(1), tx, kick),
+            ResumeCheck::Gone
+        ));
+    }
+}
