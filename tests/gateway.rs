@@ -385,3 +385,37 @@ fn bad_gateway_config_is_refused_naming_the_key() {
     assert_eq!(ok.code, Some(0), "{}", ok.stderr);
     assert!(ok.stdout.contains("gateway"), "{}", ok.stdout);
 }
+
+#[tokio::test]
+async fn websocket_sessions_do_not_hold_the_listeners_connection_slots() {
+    let sc = Sidecar::start(Options {
+        server: "max_connections = 2".into(),
+        body: gateway_backend(""),
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(RawGateway::identified(&sc, "full-token", 2).await.0);
+    }
+    // Ingest still gets a connection, and every session its dispatch.
+    let ids = tokio::time::timeout(Duration::from_secs(5), post_ok(&sc, &json!(message("chat", "x"))))
+        .await
+        .expect("ingest is not starved by open sessions");
+    for gw in &mut sessions {
+        assert_eq!(gw.dispatches(1).await[0]["d"]["id"], ids[0]);
+    }
+}
+
+#[tokio::test]
+async fn max_sessions_refuses_more_connections_with_503() {
+    let sc = start("max_sessions = 2").await;
+    let _a = RawGateway::connect(&sc).await;
+    let _b = RawGateway::connect(&sc).await;
+    let url = format!("ws://127.0.0.1:{}/v1/gateway", sc.port);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+}

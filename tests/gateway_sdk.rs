@@ -141,6 +141,13 @@ async fn sdk_sees_every_dispatch_exactly_once_across_cut_connections() {
         1,
         "every reconnect resumed the one session"
     );
+    // Heartbeats kept every connection alive: none timed out.
+    let (_, text) = sc.get_text("/metrics").await;
+    assert_eq!(
+        metric(&text, "event_pusher_gateway_closes_total", &["code=\"4009\""]),
+        None,
+        "{text}"
+    );
     let presences = seen.presences.lock().expect("lock").clone();
     assert_eq!(
         presences,
@@ -148,5 +155,55 @@ async fn sdk_sees_every_dispatch_exactly_once_across_cut_connections() {
             ("Online".to_owned(), None),
             ("Offline".to_owned(), Some(PresenceStatus::Online))
         ]
+    );
+}
+
+#[tokio::test]
+async fn sdk_identifies_again_when_its_session_is_gone() {
+    let mut sc = Sidecar::start(Options {
+        body: gateway_backend(""),
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    let seen = Arc::new(Seen::default());
+    let client = Client::new(
+        format!("ws://127.0.0.1:{}/v1/gateway", sc.port),
+        "full-token",
+        intents::CHAT,
+    )
+    .max_backoff(Duration::from_millis(200));
+    let running = tokio::spawn(client.run(Recorder(seen.clone())));
+    assert!(eventually(Duration::from_secs(10), || *seen.sessions.lock().expect("lock") == 1).await);
+    let first = post_ok(&sc, &chat(1)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || seen
+            .ids
+            .lock()
+            .expect("lock")
+            .contains_key(&first[0]))
+        .await,
+        "the first event arrived"
+    );
+    // A restart forgets every session: the resume gets op 9 and the client
+    // identifies again (a second READY), then gets new events.
+    sc.kill9();
+    sc.spawn().await;
+    sc.wait_ready().await;
+    assert!(
+        eventually(Duration::from_secs(10), || *seen.sessions.lock().expect("lock") == 2).await,
+        "a new session after op 9:\n{}",
+        sc.stderr()
+    );
+    let second = post_ok(&sc, &chat(2)).await;
+    let all = eventually(Duration::from_secs(10), || {
+        seen.ids.lock().expect("lock").contains_key(&second[0])
+    })
+    .await;
+    running.abort();
+    assert!(
+        all,
+        "the event after the restart was handled: {:?}",
+        seen.ids.lock().expect("lock")
     );
 }
