@@ -150,6 +150,9 @@ async fn every_close_code() {
     expect_close(&sc, &[json!({"op": 42, "d": null})], 4001).await;
     expect_close(&sc, &[json!({"op": 2, "d": {"token": 5}})], 4002).await;
     expect_close(&sc, &[json!({"op": 3, "d": {}})], 4003).await;
+    expect_close(&sc, &[json!({"op": 11, "d": null})], 4003).await;
+    expect_close(&sc, &[identify("full-token", 1), json!({"op": 42, "d": null})], 4001).await;
+    expect_close(&sc, &[json!({"d": null})], 4002).await;
     expect_close(&sc, &[identify("wrong", 1)], 4004).await;
     expect_close(&sc, &[identify("full-token", 1), identify("full-token", 1)], 4005).await;
     expect_close(&sc, &[identify("full-token", 64)], 4013).await;

@@ -101,7 +101,13 @@ async fn handshake(
                 // Cannot resume: op 9 false, and the client identifies again.
                 send(sink, control(op::INVALID_SESSION, Value::Bool(false))).await?;
             }
-            op::PRESENCE_UPDATE => return Err(End::Close(close::NOT_AUTHENTICATED, "identify first")),
+            // A known op other than Heartbeat, Identify or Resume.
+            op::DISPATCH
+            | op::PRESENCE_UPDATE
+            | op::RECONNECT
+            | op::INVALID_SESSION
+            | op::HELLO
+            | op::HEARTBEAT_ACK => return Err(End::Close(close::NOT_AUTHENTICATED, "identify first")),
             _ => return Err(End::Close(close::UNKNOWN_OPCODE, "unknown opcode")),
         }
     }

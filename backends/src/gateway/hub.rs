@@ -186,3 +186,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// One event to 1,000 sessions is one payload, shared: each session's
+    /// buffer and queue hold the same `Arc`, nothing is encoded again.
+    #[test]
+    fn fan_out_shares_one_encoded_payload() {
+        let limits = Limits {
+            heartbeat_interval: Duration::from_secs(1),
+            resume_buffer: 10,
+            resume_timeout: Duration::from_secs(60),
+            max_queued: 10,
+            max_sessions: 2000,
+        };
+        let hub = Hub::new("live".into(), "/v1/gateway".into(), limits, Vec::new());
+        let mut queues = Vec::new();
+        for i in 0..1000 {
+            let session = Arc::new(Session::new(format!("s{i}"), 0, 0b11, 10));
+            let (tx, rx) = mpsc::channel(10);
+            session.attach(tx, oneshot::channel().0);
+            hub.insert(session);
+            queues.push(rx);
+        }
+        let payload = Payload::new("MESSAGE_CREATE", r#"{"id":"x"}"#);
+        hub.fan_out(1 << 1, &payload);
+        // Ours + 1,000 buffers + 1,000 queues.
+        assert_eq!(Arc::strong_count(&payload), 2001);
+        assert!(queues.iter_mut().all(|q| q.try_recv().map(|(s, _)| s) == Ok(1)));
+        // A class no session asked for reaches none.
+        let other = Payload::new("MESSAGE_UNACKED", "{}");
+        hub.fan_out(1 << 5, &other);
+        assert_eq!(Arc::strong_count(&other), 1);
+    }
+}
