@@ -392,7 +392,7 @@ fn bad_gateway_config_is_refused_naming_the_key() {
 #[tokio::test]
 async fn websocket_sessions_do_not_hold_the_listeners_connection_slots() {
     let sc = Sidecar::start(Options {
-        server: "max_connections = 2".into(),
+        server: "max_connections = 2\nheader_timeout_ms = 300".into(),
         body: gateway_backend(""),
         ..Default::default()
     })
@@ -402,6 +402,8 @@ async fn websocket_sessions_do_not_hold_the_listeners_connection_slots() {
     for _ in 0..4 {
         sessions.push(RawGateway::identified(&sc, "full-token", 2).await.0);
     }
+    // Longer than the header timeout: an upgraded session is not cut.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     // Ingest still gets a connection, and every session its dispatch.
     let ids = tokio::time::timeout(Duration::from_secs(5), post_ok(&sc, &json!(message("chat", "x"))))
         .await
