@@ -126,6 +126,13 @@ async fn sdk_sees_every_dispatch_exactly_once_across_cut_connections() {
     })
     .await;
     running.abort();
+    // Heartbeats kept every connection alive: none timed out.
+    let (_, text) = sc.get_text("/metrics").await;
+    assert_eq!(
+        metric(&text, "event_pusher_gateway_closes_total", &["code=\"4009\""]),
+        None,
+        "{text}"
+    );
     let ids = seen.ids.lock().expect("lock");
     assert!(
         all_seen,
@@ -140,13 +147,6 @@ async fn sdk_sees_every_dispatch_exactly_once_across_cut_connections() {
         *seen.sessions.lock().expect("lock"),
         1,
         "every reconnect resumed the one session"
-    );
-    // Heartbeats kept every connection alive: none timed out.
-    let (_, text) = sc.get_text("/metrics").await;
-    assert_eq!(
-        metric(&text, "event_pusher_gateway_closes_total", &["code=\"4009\""]),
-        None,
-        "{text}"
     );
     let presences = seen.presences.lock().expect("lock").clone();
     assert_eq!(
