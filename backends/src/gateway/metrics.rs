@@ -113,6 +113,9 @@ pub fn render(hub: &Hub, out: &mut String) {
     );
 }
 
+/// HELP and TYPE once per page, even with several gateway backends.
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    if !out.contains(&format!("# TYPE {name} ")) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
 }
