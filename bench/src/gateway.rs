@@ -17,8 +17,8 @@ const ID_MARK: &str = "\"d\":{\"id\":\"";
 /// Each event dispatch read: its event id and when (Unix ns).
 pub type Arrivals = Arc<Mutex<Vec<(String, u64)>>>;
 
-/// The raw server's connections: each one's queue of (seq, frame tail).
-type RawConns = Arc<Mutex<Vec<mpsc::Sender<(u64, Arc<str>)>>>>;
+/// The raw server's connections: each one gets the frame tails to write.
+type RawConns = Arc<Mutex<Vec<mpsc::Sender<Arc<Vec<String>>>>>>;
 
 /// Connected sessions: how many event dispatches all of them have read,
 /// and (when asked) each arrival's event id and time.
@@ -135,22 +135,28 @@ impl RawServer {
                     };
                     let (mut sink, mut stream) = ws.split();
                     let _identify = stream.next().await;
+                    // Registered before READY goes out: a client that has
+                    // its READY is in the next broadcast.
+                    let (tx, mut rx) = mpsc::channel::<Arc<Vec<String>>>(1);
+                    registry.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
                     let ready =
                         "{\"op\":0,\"s\":1,\"t\":\"READY\",\"d\":{\"session_id\":\"raw\",\"resume_gateway_url\":\"\"}}";
                     if sink.send(Message::text(ready)).await.is_err() {
                         return;
                     }
-                    let (tx, mut rx) = mpsc::channel::<(u64, Arc<str>)>(65_536);
-                    registry.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
                     tokio::spawn(async move { while stream.next().await.is_some() {} });
-                    let mut batch = Vec::with_capacity(64);
-                    while rx.recv_many(&mut batch, 64).await > 0 {
-                        for (seq, tail) in batch.drain(..) {
+                    // As fast as the socket takes them: frames fed, one
+                    // flush per 64, like the sidecar's writer.
+                    while let Some(tails) = rx.recv().await {
+                        for (i, tail) in tails.iter().enumerate() {
                             let mut frame = String::with_capacity(tail.len() + 24);
                             frame.push_str("{\"op\":0,\"s\":");
-                            frame.push_str(&seq.to_string());
-                            frame.push_str(&tail);
+                            frame.push_str(&(i + 2).to_string());
+                            frame.push_str(tail);
                             if sink.feed(Message::text(frame)).await.is_err() {
+                                return;
+                            }
+                            if i % 64 == 63 && sink.flush().await.is_err() {
                                 return;
                             }
                         }
@@ -168,20 +174,19 @@ impl RawServer {
         })
     }
 
-    /// Write every record to every connected client (as MESSAGE_CREATE).
+    /// Write every record to every connected client (as MESSAGE_CREATE):
+    /// each encoded once, handed to every connection's writer at once.
     pub fn broadcast(&self, records: &[Bytes]) {
+        let tails: Arc<Vec<String>> = Arc::new(
+            records
+                .iter()
+                .map(|r| format!(",\"t\":\"MESSAGE_CREATE\",\"d\":{}}}", String::from_utf8_lossy(r)))
+                .collect(),
+        );
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(runtime) = &self.runtime else { return };
-        let records = records.to_vec();
-        runtime.spawn(async move {
-            for (i, record) in records.iter().enumerate() {
-                let tail: Arc<str> =
-                    format!(",\"t\":\"MESSAGE_CREATE\",\"d\":{}}}", String::from_utf8_lossy(record)).into();
-                for conn in &conns {
-                    let _ = conn.send((i as u64 + 2, tail.clone())).await;
-                }
-            }
-        });
+        for conn in conns {
+            let _ = conn.try_send(tails.clone());
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use event_pusher_bench::mix::{Mix, MixGen};
 use event_pusher_bench::report::{fmt_ms, new_hist, ratio, record, table, thousands, Percentiles};
 use event_pusher_bench::sidecar::Sidecar;
 use event_pusher_bench::{parse_duration, scenario, unix_ns};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,11 @@ struct Args {
     duration: Duration,
     #[arg(long)]
     tmp: Option<PathBuf>,
+    /// Internal: be the raw server (a process of its own, like the
+    /// sidecar): print `port P`, broadcast `--events` records on a `go`
+    /// line from stdin.
+    #[arg(long, hide = true)]
+    raw_server: bool,
 }
 
 const TOKEN: &str = "bench-token";
@@ -64,6 +70,9 @@ fn backend_toml() -> String {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
+    if args.raw_server {
+        return serve_raw(args.events).await;
+    }
     let tmp = args.tmp.clone().unwrap_or_else(std::env::temp_dir);
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
@@ -164,15 +173,53 @@ async fn fan_out_sidecar(args: &Args, tmp: &std::path::Path, n: usize) -> Result
 }
 
 async fn fan_out_raw(args: &Args, n: usize) -> Result<f64, String> {
-    let server = RawServer::start()?;
-    let url = format!("ws://127.0.0.1:{}/", server.port);
-    let sessions = gateway::connect(&url, TOKEN, n, false).await?;
-    let records = scenario::records(&scenario::events(7, Mix::Standard, args.events));
+    // The raw server runs as a process of its own, as the sidecar does, so
+    // it does not share a runtime with the 1,000 clients.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["--raw-server", "--events", &args.events.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the raw server: {e}"))?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let port = stdout
+        .next_line()
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|l| l.strip_prefix("port ").and_then(|p| p.parse::<u16>().ok()))
+        .ok_or("the raw server did not say its port")?;
+    let sessions = gateway::connect(&format!("ws://127.0.0.1:{port}/"), TOKEN, n, false).await?;
+    let events = stdout
+        .next_line()
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|l| l.strip_prefix("events ").and_then(|p| p.parse::<usize>().ok()))
+        .ok_or("the raw server did not say its event count")?;
     let start = Instant::now();
-    server.broadcast(&records);
-    let want = (records.len() * n) as u64;
+    stdin.write_all(b"go\n").await.map_err(|e| e.to_string())?;
+    let want = (events * n) as u64;
     let done = wait_for(&sessions, want, Duration::from_secs(300)).await?;
+    let _ = child.kill().await;
     Ok(want as f64 / done.duration_since(start).as_secs_f64())
+}
+
+/// `--raw-server`: print the port, then the event count, and broadcast on
+/// each `go` line.
+async fn serve_raw(events: usize) -> Result<(), String> {
+    let records = scenario::records(&scenario::events(7, Mix::Standard, events));
+    let server = RawServer::start()?;
+    println!("port {}", server.port);
+    println!("events {}", records.len());
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() == "go" {
+            server.broadcast(&records);
+        }
+    }
+    Ok(())
 }
 
 async fn latency(args: &Args, tmp: &std::path::Path) -> Result<Percentiles, String> {
