@@ -187,19 +187,30 @@ async fn run_live(
     mut live: Live,
     draining: &mut tokio::sync::watch::Receiver<bool>,
 ) -> End {
-    if let Some(replay) = live.replay.take() {
-        for (seq, payload) in replay {
-            if let Err(end) = feed(sink, payload.frame(seq)).await {
-                return end;
-            }
-        }
-        let resumed = format!("{{\"op\":0,\"s\":null,\"t\":\"{}\",\"d\":null}}", dispatch::RESUMED);
-        if let Err(end) = send(sink, resumed).await {
-            return end;
-        }
-    }
     // 1.5 × the interval, from the last heartbeat (or from going live).
     let allowance = hub.limits.heartbeat_interval * 3 / 2;
+    if let Some(mut replay) = live.replay.take() {
+        // Written straight to the socket (it may be longer than the queue);
+        // a client that stops reading meanwhile is cut like in the loop.
+        let resumed = format!("{{\"op\":0,\"s\":null,\"t\":\"{}\",\"d\":null}}", dispatch::RESUMED);
+        let write = async {
+            write_frames(sink, &mut replay).await?;
+            send(sink, resumed).await
+        };
+        tokio::select! {
+            written = write => {
+                if let Err(end) = written {
+                    return end;
+                }
+            }
+            code = &mut live.kicked => {
+                return End::Close(code.unwrap_or(close::QUEUE_OVERFLOW), "reconnect and resume");
+            }
+            _ = tokio::time::sleep(allowance) => {
+                return End::Close(close::SESSION_TIMED_OUT, "session timed out");
+            }
+        }
+    }
     let mut heartbeat_due = Instant::now() + allowance;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
@@ -209,23 +220,8 @@ async fn run_live(
             code = &mut live.kicked => {
                 return End::Close(code.unwrap_or(close::QUEUE_OVERFLOW), "reconnect and resume");
             }
-            n = live.queue.recv_many(&mut batch, WRITE_BATCH) => {
-                if n == 0 {
-                    return End::Close(close::QUEUE_OVERFLOW, "reconnect and resume");
-                }
-                // A client that stops reading blocks this write; its queue
-                // then overflows and the kick must still get through.
-                tokio::select! {
-                    written = write_frames(sink, &mut batch) => {
-                        if let Err(end) = written {
-                            return end;
-                        }
-                    }
-                    code = &mut live.kicked => {
-                        return End::Close(code.unwrap_or(close::QUEUE_OVERFLOW), "reconnect and resume");
-                    }
-                }
-            }
+            // The client's frames first: they are few, and under a steady
+            // stream of dispatches its heartbeats must still be read.
             m = stream.next() => {
                 let frame = match read_frame(m) {
                     Ok(Some(f)) => f,
@@ -245,6 +241,28 @@ async fn run_live(
                     // Accepted and ignored (contract).
                     op::PRESENCE_UPDATE => {}
                     _ => return End::Close(close::UNKNOWN_OPCODE, "unknown opcode"),
+                }
+            }
+            n = live.queue.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
+                    return End::Close(close::QUEUE_OVERFLOW, "reconnect and resume");
+                }
+                // A client that stops reading blocks this write; its queue
+                // then overflows and the kick must still get through.
+                tokio::select! {
+                    written = write_frames(sink, &mut batch) => {
+                        if let Err(end) = written {
+                            return end;
+                        }
+                    }
+                    code = &mut live.kicked => {
+                        return End::Close(code.unwrap_or(close::QUEUE_OVERFLOW), "reconnect and resume");
+                    }
+                    // Heartbeats are not read while a write is stuck: a
+                    // client that reads nothing for this long is gone.
+                    _ = tokio::time::sleep_until(heartbeat_due) => {
+                        return End::Close(close::SESSION_TIMED_OUT, "session timed out");
+                    }
                 }
             }
             _ = tokio::time::sleep_until(heartbeat_due) => {
