@@ -424,3 +424,51 @@ async fn max_sessions_refuses_more_connections_with_503() {
         other => panic!("expected 503, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn heartbeats_are_read_while_dispatches_stream() {
+    let sc = start("heartbeat_interval_ms = 400").await;
+    let (gw, _) = RawGateway::identified(&sc, "full-token", 63).await;
+    let gw = std::sync::Arc::new(tokio::sync::Mutex::new(gw));
+    // Posts keep the session's queue busy for ~2 s (five intervals).
+    let poster = {
+        let url = sc.url.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let until = std::time::Instant::now() + Duration::from_secs(2);
+            let mut posted = 0;
+            while std::time::Instant::now() < until {
+                let batch: Vec<Value> = (0..50).map(|i| message("chat", &format!("b{i}"))).collect();
+                let r = client
+                    .post(format!("{url}/v1/events"))
+                    .json(&batch)
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(r.status().as_u16(), 202);
+                posted += 50;
+            }
+            posted
+        })
+    };
+    // Heartbeat every 200 ms while reading everything.
+    let mut seen = 0u64;
+    let mut last_beat = std::time::Instant::now();
+    let mut acks = 0;
+    while !poster.is_finished() || seen < 1 {
+        let mut g = gw.lock().await;
+        if last_beat.elapsed() >= Duration::from_millis(200) {
+            g.send(json!({"op": 1, "d": seen + 1})).await;
+            last_beat = std::time::Instant::now();
+        }
+        match g.next_within(Duration::from_millis(50)).await {
+            Some(Next::Frame(f)) if f["op"] == 0 => seen += 1,
+            Some(Next::Frame(f)) if f["op"] == 11 => acks += 1,
+            Some(Next::Frame(_)) | None => {}
+            Some(other) => panic!("the session ended while heartbeating: {other:?} after {seen} dispatches"),
+        }
+    }
+    let posted = poster.await.expect("poster");
+    assert!(acks >= 5, "heartbeats were answered ({acks})");
+    assert!(posted > 0 && seen > 0, "{posted} posted, {seen} seen");
+}
