@@ -14,6 +14,7 @@
 #   ratio ingest X / ratio http X / ratio rabbit X / ratio memory X / ratio mixed X /
 #   ratio lowrate X / ratio webhooks X / ratio scaleout X / rate scaleout K N /
 #   rate chain N
+#   ratio gateway-100 X / ratio gateway-1000 X / latency gateway p99 MS
 # (delivery and ingest cases alternate sidecar and raw rounds and keep the
 # best of each, so other load on a shared machine hurts both alike).
 #
@@ -76,11 +77,21 @@ echo "== end to end" | tee -a "$LOG"
 "$TARGET/$PROFILE/e2e" --sidecar "$TARGET/$PROFILE/event-pusher" --tmp "$TARGET/bench-tmp" $QUICK \
   ${BENCH_CASES:+--cases "$BENCH_CASES"} ${BENCH_E2E_ARGS:-} 2>&1 | tee -a "$LOG"
 
+echo "== gateway (fan-out beside a bare tokio-tungstenite server; 202 -> dispatch latency)" | tee -a "$LOG"
+if [[ -n "$QUICK" ]]; then
+  GATEWAY_ARGS=(--events 1000 --duration 3s)
+else
+  GATEWAY_ARGS=(--events 5000 --duration 10s)
+fi
+"$TARGET/$PROFILE/gateway" --sidecar "$TARGET/$PROFILE/event-pusher" --tmp "$TARGET/bench-tmp" \
+  "${GATEWAY_ARGS[@]}" 2>&1 | tee -a "$LOG"
+
 end=$(date +%s)
 {
   echo
   echo "== results ($(( end - built ))s running, $(( built - start ))s building; log: $LOG)"
   grep -E '^ratio (ingest|http|rabbit|memory|mixed|lowrate|webhooks|scaleout) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
   grep -E '^rate scaleout ' "$LOG" || true
+  grep -E '^ratio gateway-[0-9]+ |^latency gateway ' "$LOG" || echo "gateway n/a"
   grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
 } | tee "$OUT/last-summary.txt" | tee -a "$LOG"

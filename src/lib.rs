@@ -20,6 +20,8 @@
 mod chain_plan;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 mod ingest_metrics;
 pub mod reload;
 pub mod runtime;

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_pusher_backends::BuiltBackend;
+use event_pusher_backends::{BuiltBackend, Endpoint};
 use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
@@ -118,6 +118,8 @@ impl Sidecar {
     pub fn build(&self) -> Result<Assembly, ConfigError> {
         let cfg = &self.loaded.config;
         let mut backends = cfg.backends.build(&self.loaded.source)?;
+        // Checked here too so `check-config` refuses a clashing path.
+        endpoints_of(&backends, &self.loaded)?;
         let filters = event_pusher_filters::build(&cfg.filters, &self.loaded.source)?;
         backends.extend(self.backend_plugins.iter().map(|p| BuiltBackend {
             name: p.name.clone(),
@@ -126,6 +128,7 @@ impl Sidecar {
             options: DeliveryOptions::default(),
             backend: p.backend.clone(),
             position: usize::MAX,
+            endpoint: None,
         }));
         // The registry numbers the backends once; chain, spool and engine
         // all take their slots from it.
@@ -197,6 +200,12 @@ impl Sidecar {
             async move {
                 shutdown.await;
                 serve_state.accepting.store(false, std::sync::atomic::Ordering::Release);
+                // Live sessions (gateway WebSockets) left the listener's
+                // connections at their upgrade: tell them to reconnect
+                // elsewhere before the listener stops.
+                for endpoint in &serve_state.endpoints {
+                    endpoint.drain().await;
+                }
                 tracing::info!("shutting down: no new requests; finishing in-flight ones");
             },
             move || *set_deadline.get_or_init(|| tokio::time::Instant::now() + grace),
@@ -255,6 +264,7 @@ impl Sidecar {
             .iter()
             .filter_map(|b| b.backend.downcast::<event_pusher_backends::push::PushBackend>())
             .collect();
+        let endpoints = endpoints_of(&backends, &self.loaded)?;
         let handles = backends
             .into_iter()
             .map(|b| BackendHandle::new(b.name, b.backend, b.options))
@@ -288,9 +298,37 @@ impl Sidecar {
             #[cfg(feature = "push")]
             push,
             sources: Sources::new(&cfg.sources),
+            endpoints,
         });
         Ok((state, listener))
     }
+}
+
+/// What the backends serve on the main listener. Two may not share a path,
+/// nor take one the sidecar serves itself.
+fn endpoints_of(backends: &[BuiltBackend], loaded: &LoadedConfig) -> Result<Vec<Arc<dyn Endpoint>>, ConfigError> {
+    let mut endpoints: Vec<Arc<dyn Endpoint>> = Vec::new();
+    for b in backends {
+        let Some(endpoint) = &b.endpoint else { continue };
+        let path = endpoint.path();
+        let clash = if crate::server::is_reserved(path) {
+            Some("the sidecar serves it itself".to_owned())
+        } else {
+            endpoints
+                .iter()
+                .find(|e| e.path() == path)
+                .map(|_| "another backend serves it".to_owned())
+        };
+        if let Some(why) = clash {
+            return Err(loaded.source.error_at_span(
+                b.position..b.position,
+                Some(format!("backends.{}.path", b.id())),
+                format!("path \"{path}\" cannot be used: {why}"),
+            ));
+        }
+        endpoints.push(endpoint.clone());
+    }
+    Ok(endpoints)
 }
 
 async fn shutdown_signal() {

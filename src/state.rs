@@ -3,8 +3,10 @@
 //! server and the runtime both depend on it, not on each other.
 
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
+use event_pusher_backends::Endpoint;
 use event_pusher_core::delivery::DeliveryEngine;
 use event_pusher_core::spool::Spool;
 use event_pusher_core::Pipeline;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub push: Vec<std::sync::Arc<event_pusher_backends::push::PushBackend>>,
     /// Ingest sources other than HTTP (`[sources]`): readiness, counters.
     pub sources: Sources,
+    /// What backends serve on this listener (the gateway's WebSocket).
+    pub endpoints: Vec<Arc<dyn Endpoint>>,
 }
 
 impl AppState {

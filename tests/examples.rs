@@ -21,7 +21,7 @@ fn check_config(path: &str) -> (bool, String, String) {
 fn sidecar_toml_is_accepted_and_uses_every_kind() {
     let (ok, stdout, stderr) = check_config("examples/sidecar.toml");
     assert!(ok, "check-config refused examples/sidecar.toml:\n{stderr}");
-    for kind in ["filter", "log", "http", "rabbit", "sns", "push"] {
+    for kind in ["filter", "log", "http", "rabbit", "sns", "push", "gateway"] {
         assert!(stdout.contains(kind), "summary lacks {kind}:\n{stdout}");
     }
     // Lowest priority first.

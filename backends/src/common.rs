@@ -1,5 +1,9 @@
 //! What every backend's config has in common, and what building one yields.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use event_pusher_config::types::OrderingConfig;
 use event_pusher_config::{EventClassList, Priority, RetryConfig};
 use event_pusher_core::delivery::DeliveryOptions;
@@ -15,6 +19,22 @@ pub struct BuiltBackend {
     /// Byte offset of its table in the config file: equal priorities keep
     /// the order of the file.
     pub position: usize,
+    /// What it serves on the main listener (the gateway's WebSocket).
+    pub endpoint: Option<Arc<dyn Endpoint>>,
+}
+
+/// Something a backend serves on the sidecar's main listener, next to the
+/// ingest and admin API: its routes, its metrics, and what it must do
+/// before the listener stops on shutdown.
+pub trait Endpoint: Send + Sync + 'static {
+    /// The path it is mounted at (for clash checks and logs).
+    fn path(&self) -> &str;
+    /// Its routes, merged into the listener's router.
+    fn router(&self) -> axum::Router;
+    /// Append its series to the `/metrics` page.
+    fn render_metrics(&self, out: &mut String);
+    /// Called on the shutdown signal, before the listener drains.
+    fn drain(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 }
 
 impl BuiltBackend {

@@ -5,6 +5,8 @@
 //! [`BackendsConfig`] and its `build`).
 
 pub mod common;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod http;
 pub mod log;
 #[cfg(feature = "push")]
@@ -17,5 +19,5 @@ pub mod webhook;
 
 mod registry;
 
-pub use common::BuiltBackend;
+pub use common::{BuiltBackend, Endpoint};
 pub use registry::BackendsConfig;

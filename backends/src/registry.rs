@@ -5,7 +5,9 @@ use event_pusher_core::{AnyBackend, Backend, BackendError};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::common::{BackendConfig, BuiltBackend};
+use std::sync::Arc;
+
+use crate::common::{BackendConfig, BuiltBackend, Endpoint};
 
 type Instances<T> = IndexMap<String, Spanned<T>>;
 
@@ -13,7 +15,7 @@ type Instances<T> = IndexMap<String, Spanned<T>>;
 /// its `build`: each kind is one line, `KIND: Config => Backend`, behind its
 /// feature when it has one.
 macro_rules! backend_kinds {
-    ($( $(#[$cfg:meta])* $kind:ident : $config:ty => $backend:ty, )*) => {
+    ($( $(#[$cfg:meta])* $kind:ident : $config:ty => $backend:ty $([endpoint = $endpoint:path])?, )*) => {
         /// `[backends]`: instances by kind, then by name.
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -33,12 +35,23 @@ macro_rules! backend_kinds {
                 let mut out = Vec::new();
                 $(
                     $(#[$cfg])*
-                    add(&mut out, stringify!($kind), &self.$kind, source, <$backend>::new)?;
+                    add(&mut out, stringify!($kind), &self.$kind, source, <$backend>::new, endpoint_of!($($endpoint)?))?;
                 )*
                 out.sort_by_key(|b| b.position);
                 Ok(out)
             }
         }
+    };
+}
+
+/// A kind's `[endpoint = F]`: `F(&backend)` gives what it serves on the
+/// main listener; kinds without one serve nothing.
+macro_rules! endpoint_of {
+    () => {
+        no_endpoint
+    };
+    ($f:path) => {
+        |b: &std::sync::Arc<_>| Some($f(b))
     };
 }
 
@@ -51,6 +64,13 @@ backend_kinds! {
     sns: crate::sns::SnsConfig => crate::sns::SnsBackend,
     #[cfg(feature = "push")]
     push: crate::push::PushConfig => crate::push::PushBackend,
+    #[cfg(feature = "gateway")]
+    gateway: crate::gateway::GatewayConfig => crate::gateway::GatewayBackend
+        [endpoint = crate::gateway::GatewayBackend::endpoint],
+}
+
+fn no_endpoint<B>(_: &Arc<B>) -> Option<Arc<dyn Endpoint>> {
+    None
 }
 
 fn add<C: BackendConfig, B: Backend>(
@@ -59,6 +79,7 @@ fn add<C: BackendConfig, B: Backend>(
     instances: &Instances<C>,
     source: &Source,
     build: impl Fn(&str, &C) -> Result<B, BackendError>,
+    endpoint: impl Fn(&Arc<B>) -> Option<Arc<dyn Endpoint>>,
 ) -> Result<(), ConfigError> {
     for (name, cfg) in instances {
         let position = cfg.span().start;
@@ -76,13 +97,15 @@ fn add<C: BackendConfig, B: Backend>(
         }
         let keys = cfg.get_ref().common();
         let backend = build(name, cfg.get_ref())
+            .map(Arc::new)
             .map_err(|e| source.error_at_span(cfg.span(), Some(key.clone()), e.to_string()))?;
         out.push(BuiltBackend {
             name: name.clone(),
             priority: keys.priority.0,
             classes: keys.events.0,
             options: keys.options(),
-            backend: AnyBackend::new(backend),
+            endpoint: endpoint(&backend),
+            backend: AnyBackend::from_arc(backend),
             position,
         });
     }

@@ -11,10 +11,13 @@
 //! - [`sidecar`]: starting and driving the real `event-pusher` binary;
 //! - [`report`]: tables and percentiles;
 //! - [`scaleout`]: the scale-out case's topology, publisher and counters.
+//! - [`gateway`]: WebSocket sessions and the raw gateway server (binary
+//!   `gateway`).
 //!
 //! `scripts/bench.sh` runs the whole set (binary `e2e` plus the criterion
 //! bench `chain`); see BENCHMARKS.md.
 
+pub mod gateway;
 pub mod loadgen;
 pub mod mix;
 pub mod raw;

@@ -13,6 +13,13 @@
 //!   connection to finish its current request, and abort whatever is still
 //!   open at the deadline, so a stalled client cannot keep the process up.
 //!
+//! WebSocket upgrades (the gateway backend): `with_upgrades` hands the
+//! socket to the upgrade's own task once the 101 is written, and the
+//! connection future here completes, so its slot is freed and neither the
+//! header timeout nor the shutdown deadline applies to the live session;
+//! the gateway bounds its sessions itself (`max_sessions`) and sends op 7
+//! on shutdown (`Endpoint::drain`, before this loop stops).
+//!
 //! The body timeout is per request, where the body is read
 //! ([`super::body::read_bounded`]). HTTP/1.1 only: hyper's protocol
 //! auto-detection reads the preface without any timeout, and nothing that

@@ -41,6 +41,9 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     state.sources.render_metrics(&mut out);
     event_pusher_filters::metrics::render(&mut out);
     state.reloader.render_metrics(&mut out);
+    for endpoint in &state.endpoints {
+        endpoint.render_metrics(&mut out);
+    }
     single(
         &mut out,
         "event_pusher_spool_bytes",

@@ -24,7 +24,31 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// Paths (and everything below them) the sidecar serves itself: a
+/// backend's endpoint may not take them.
+const RESERVED: [&str; 8] = [
+    "/health",
+    "/ready",
+    "/metrics",
+    "/ui",
+    "/v1/events",
+    "/v1/backends",
+    "/v1/dead-letters",
+    "/v1/filters",
+];
+
+pub fn is_reserved(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path.is_empty()
+        || path == "/v1"
+        || path.starts_with("/v1/mongooseim")
+        || RESERVED
+            .iter()
+            .any(|r| path == *r || path.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')))
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
+    let endpoints: Vec<Router> = state.endpoints.iter().map(|e| e.router()).collect();
     let api = Router::new()
         .route("/v1/events", post(ingest::post_events))
         .route("/v1/backends", get(admin::list_backends))
@@ -46,7 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/mongooseim/http/", post(mongooseim::post_form))
         .route("/v1/mongooseim/http/{*path}", post(mongooseim::post_form))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-    Router::new()
+    let app = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
@@ -55,7 +79,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         // After every route is added: it applies to the routes present.
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    // Backend endpoints keep their own state; paths were checked at start
+    // (`runtime::endpoints_of`), so the merge cannot clash.
+    endpoints.into_iter().fold(app, Router::merge)
 }
 
 /// The push device registry (admin token, like the routes around it).

@@ -13,6 +13,7 @@ mod broker;
 mod cli;
 mod events;
 mod faults;
+mod gateway;
 mod metrics;
 mod push;
 mod receiver;
@@ -20,7 +21,7 @@ mod sidecar;
 
 // Each test binary uses only some helpers; the rest must not warn.
 #[allow(unused_imports)]
-pub use {broker::*, cli::*, events::*, faults::*, metrics::*, push::*, receiver::*, sidecar::*};
+pub use {broker::*, cli::*, events::*, faults::*, gateway::*, metrics::*, push::*, receiver::*, sidecar::*};
 
 use std::path::Path;
 use std::time::{Duration, Instant};

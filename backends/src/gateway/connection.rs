@@ -1,0 +1,339 @@
+//! One WebSocket connection: Hello, the handshake (Identify or Resume),
+//! then the live loop writing dispatches and answering heartbeats until the
+//! client goes, times out, falls behind, or the sidecar drains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::dispatch::Payload;
+use super::hub::{ConnectionGuard, Hub};
+use super::protocol::{self, close, control, dispatch, op, Frame};
+use super::session::{Outgoing, ResumeCheck, Session};
+
+/// How long op 7 and the close frame may wait on a client that is not
+/// reading, at the least; a kicked client gets 1.5 heartbeat intervals to
+/// read what is buffered and reach its close frame.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Frames written per flush in the live loop.
+const WRITE_BATCH: usize = 64;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+/// How a connection ended, for the close frame and metrics.
+enum End {
+    /// The server closes with this code.
+    Close(u16, &'static str),
+    /// Shutdown: op 7, then close.
+    Reconnect,
+    /// The client went away (close frame, EOF, I/O error).
+    Gone,
+}
+
+/// The session a handshake produced, with its connection's queue.
+struct Live {
+    session: Arc<Session>,
+    outbox: mpsc::Sender<Outgoing>,
+    queue: mpsc::Receiver<Outgoing>,
+    kicked: oneshot::Receiver<u16>,
+    /// Resume only: what to write before going live.
+    replay: Option<Vec<Outgoing>>,
+}
+
+/// Serve one upgraded connection to its end.
+pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_url: String, _guard: ConnectionGuard) {
+    let (mut sink, mut stream) = socket.split();
+    let mut draining = hub.draining();
+    let hello = control(
+        op::HELLO,
+        json!({"heartbeat_interval": hub.limits.heartbeat_interval.as_millis() as u64}),
+    );
+    if sink.send(text(hello)).await.is_err() {
+        return;
+    }
+    let end = match handshake(&hub, &mut sink, &mut stream, &resume_url, &mut draining).await {
+        Err(end) => end,
+        Ok(live) => {
+            let outbox = live.outbox.clone();
+            let session = live.session.clone();
+            let end = run_live(&hub, &mut sink, &mut stream, live, &mut draining).await;
+            session.detach_if(&outbox);
+            end
+        }
+    };
+    finish(&hub, &mut sink, end).await;
+}
+
+/// Hello is sent; wait for Identify or Resume (heartbeats allowed) within
+/// one heartbeat interval.
+async fn handshake(
+    hub: &Arc<Hub>,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    resume_url: &str,
+    draining: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Live, End> {
+    let deadline = Instant::now() + hub.limits.heartbeat_interval;
+    loop {
+        let frame = tokio::select! {
+            _ = drain_signal(draining) => return Err(End::Reconnect),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(End::Close(close::NOT_AUTHENTICATED, "no identify within the heartbeat interval"))
+            }
+            m = stream.next() => read_frame(m)?,
+        };
+        let Some(frame) = frame else { continue };
+        match frame.op {
+            op::HEARTBEAT => send(sink, control(op::HEARTBEAT_ACK, Value::Null)).await?,
+            op::IDENTIFY => return identify(hub, frame.d, resume_url),
+            op::RESUME => {
+                if let Some(live) = resume(hub, frame.d)? {
+                    return Ok(live);
+                }
+                // Cannot resume: op 9 false, and the client identifies again.
+                send(sink, control(op::INVALID_SESSION, Value::Bool(false))).await?;
+            }
+            // A known op other than Heartbeat, Identify or Resume.
+            op::DISPATCH
+            | op::PRESENCE_UPDATE
+            | op::RECONNECT
+            | op::INVALID_SESSION
+            | op::HELLO
+            | op::HEARTBEAT_ACK => return Err(End::Close(close::NOT_AUTHENTICATED, "identify first")),
+            _ => return Err(End::Close(close::UNKNOWN_OPCODE, "unknown opcode")),
+        }
+    }
+}
+
+fn identify(hub: &Arc<Hub>, d: Value, resume_url: &str) -> Result<Live, End> {
+    let identify: protocol::Identify =
+        serde_json::from_value(d).map_err(|_| End::Close(close::DECODE_ERROR, "bad identify payload"))?;
+    let client = hub
+        .client_by_token(&identify.token)
+        .ok_or(End::Close(close::AUTHENTICATION_FAILED, "authentication failed"))?;
+    let intents = u64::try_from(identify.intents)
+        .ok()
+        .filter(|i| i & !protocol::ALL_INTENTS == 0)
+        .ok_or(End::Close(close::INVALID_INTENTS, "invalid intents"))?;
+    if intents & !hub.clients[client].intents != 0 {
+        return Err(End::Close(close::DISALLOWED_INTENTS, "disallowed intents"));
+    }
+    hub.sweep();
+    let session = Arc::new(Session::new(
+        event_pusher_core::Event::new_id(),
+        client,
+        intents,
+        hub.limits.resume_buffer,
+    ));
+    let (outbox, queue) = mpsc::channel(hub.limits.max_queued);
+    let (kick, kicked) = oneshot::channel();
+    session.attach(outbox.clone(), kick);
+    hub.insert(session.clone());
+    let ready = json!({"session_id": session.id, "resume_gateway_url": resume_url});
+    session.push(&Payload::new(dispatch::READY, &ready.to_string()));
+    Ok(Live {
+        session,
+        outbox,
+        queue,
+        kicked,
+        replay: None,
+    })
+}
+
+/// `Ok(None)`: the session cannot be resumed (op 9).
+fn resume(hub: &Arc<Hub>, d: Value) -> Result<Option<Live>, End> {
+    let resume: protocol::Resume =
+        serde_json::from_value(d).map_err(|_| End::Close(close::DECODE_ERROR, "bad resume payload"))?;
+    let client = hub
+        .client_by_token(&resume.token)
+        .ok_or(End::Close(close::AUTHENTICATION_FAILED, "authentication failed"))?;
+    let Some(session) = hub.session(&resume.session_id).filter(|s| s.client == client) else {
+        return Ok(None);
+    };
+    let (outbox, queue) = mpsc::channel(hub.limits.max_queued);
+    let (kick, kicked) = oneshot::channel();
+    match session.resume(resume.seq, hub.limits.resume_timeout, outbox.clone(), kick) {
+        ResumeCheck::Replay(replay) => {
+            hub.metrics.resumed();
+            Ok(Some(Live {
+                session,
+                outbox,
+                queue,
+                kicked,
+                replay: Some(replay),
+            }))
+        }
+        ResumeCheck::InvalidSeq => Err(End::Close(close::INVALID_SEQ, "invalid seq")),
+        ResumeCheck::Gone => {
+            hub.remove(&session.id);
+            Ok(None)
+        }
+    }
+}
+
+/// Write dispatches as they come and answer the client until the end.
+async fn run_live(
+    hub: &Hub,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    mut live: Live,
+    draining: &mut tokio::sync::watch::Receiver<bool>,
+) -> End {
+    // 1.5 × the interval, from the last heartbeat (or from going live).
+    let allowance = hub.limits.heartbeat_interval * 3 / 2;
+    if let Some(mut replay) = live.replay.take() {
+        // Written straight to the socket (it may be longer than the queue);
+        // a client that stops reading meanwhile is cut like in the loop.
+        let resumed = format!("{{\"op\":0,\"s\":null,\"t\":\"{}\",\"d\":null}}", dispatch::RESUMED);
+        let write = async {
+            write_frames(sink, &mut replay).await?;
+            send(sink, resumed).await
+        };
+        tokio::select! {
+            written = write => {
+                if let Err(end) = written {
+                    return end;
+                }
+            }
+            code = &mut live.kicked => {
+                return End::Close(code.unwrap_or(close::QUEUE_OVERFLOW), "reconnect and resume");
+            }
+            _ = tokio::time::sleep(allowance) => {
+                return End::Close(close::SESSION_TIMED_OUT, "session timed out");
+            }
+        }
+    }
+    let mut heartbeat_due = Instant::now() + allowance;
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = drain_signal(draining) => return End::Reconnect,
+            code = &mut live.kicked => {
+                return End::Close(code.unwrap_or(close::QUEUE_OVERFLOW), "reconnect and resume");
+            }
+            // The client's frames first: they are few, and under a steady
+            // stream of dispatches its heartbeats must still be read.
+            m = stream.next() => {
+                let frame = match read_frame(m) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    Err(end) => return end,
+                };
+                match frame.op {
+                    op::HEARTBEAT => {
+                        heartbeat_due = Instant::now() + allowance;
+                        if let Err(end) = send(sink, control(op::HEARTBEAT_ACK, Value::Null)).await {
+                            return end;
+                        }
+                    }
+                    op::IDENTIFY | op::RESUME => {
+                        return End::Close(close::ALREADY_AUTHENTICATED, "already authenticated");
+                    }
+                    // Accepted and ignored (contract).
+                    op::PRESENCE_UPDATE => {}
+                    _ => return End::Close(close::UNKNOWN_OPCODE, "unknown opcode"),
+                }
+            }
+            n = live.queue.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
+                    return End::Close(close::QUEUE_OVERFLOW, "reconnect and resume");
+                }
+                // A client that stops reading blocks this write; its queue
+                // then overflows and the kick must still get through.
+                tokio::select! {
+                    written = write_frames(sink, &mut batch) => {
+                        if let Err(end) = written {
+                            return end;
+                        }
+                    }
+                    code = &mut live.kicked => {
+                        return End::Close(code.unwrap_or(close::QUEUE_OVERFLOW), "reconnect and resume");
+                    }
+                    // Heartbeats are not read while a write is stuck: a
+                    // client that reads nothing for this long is gone.
+                    _ = tokio::time::sleep_until(heartbeat_due) => {
+                        return End::Close(close::SESSION_TIMED_OUT, "session timed out");
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(heartbeat_due) => {
+                return End::Close(close::SESSION_TIMED_OUT, "session timed out");
+            }
+        }
+    }
+}
+
+/// Completes once the hub drains (never, if the hub is gone).
+async fn drain_signal(draining: &mut tokio::sync::watch::Receiver<bool>) {
+    if draining.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Read the next frame: `Ok(None)` for frames to skip (ping/pong), `Err`
+/// when the connection ends or the frame cannot be decoded.
+fn read_frame(message: Option<Result<Message, axum::Error>>) -> Result<Option<Frame>, End> {
+    match message {
+        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(End::Gone),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+        Some(Ok(Message::Binary(_))) => Err(End::Close(close::DECODE_ERROR, "frames are JSON text")),
+        Some(Ok(Message::Text(t))) => serde_json::from_str::<Frame>(t.as_str())
+            .map(Some)
+            .map_err(|_| End::Close(close::DECODE_ERROR, "decode error")),
+    }
+}
+
+/// Send the last words and close.
+async fn finish(hub: &Hub, sink: &mut Sink, end: End) {
+    let (code, reason) = match end {
+        End::Gone => return,
+        End::Close(code, reason) => (code, reason),
+        End::Reconnect => {
+            let _ = tokio::time::timeout(
+                CLOSE_WRITE_TIMEOUT,
+                sink.send(text(control(op::RECONNECT, Value::Null))),
+            )
+            .await;
+            (close::SERVICE_RESTART, "reconnect and resume")
+        }
+    };
+    hub.metrics.closed(code);
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    let wait = if code == close::QUEUE_OVERFLOW {
+        (hub.limits.heartbeat_interval * 3 / 2).max(CLOSE_WRITE_TIMEOUT)
+    } else {
+        CLOSE_WRITE_TIMEOUT
+    };
+    let _ = tokio::time::timeout(wait, sink.send(frame)).await;
+}
+
+async fn write_frames(sink: &mut Sink, batch: &mut Vec<Outgoing>) -> Result<(), End> {
+    for (seq, payload) in batch.drain(..) {
+        feed(sink, payload.frame(seq)).await?;
+    }
+    sink.flush().await.map_err(|_| End::Gone)
+}
+
+async fn send(sink: &mut Sink, frame: String) -> Result<(), End> {
+    sink.send(text(frame)).await.map_err(|_| End::Gone)
+}
+
+async fn feed(sink: &mut Sink, frame: String) -> Result<(), End> {
+    sink.feed(text(frame)).await.map_err(|_| End::Gone)
+}
+
+fn text(frame: String) -> Message {
+    Message::Text(Utf8Bytes::from(frame))
+}

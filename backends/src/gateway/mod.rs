@@ -1,0 +1,34 @@
+//! The `gateway` backend: a live WebSocket stream of events for bots and
+//! services, speaking the Uncord gateway protocol (Discord-style opcodes,
+//! intents to choose event classes, resume after a dropped connection).
+//! Contract: `design/gateway.md`.
+//!
+//! ```toml
+//! [backends.gateway.live]
+//! path = "/v1/gateway"
+//! heartbeat_interval_ms = 41250
+//! [backends.gateway.live.clients.analytics]
+//! token = "${ANALYTICS_TOKEN}"
+//! intents = 7
+//! ```
+//!
+//! - `protocol`: opcodes, close codes, intents, client frames (also used by
+//!   the consumer SDK);
+//! - `dispatch`: an event encoded once for every session;
+//! - `session`: sequence, resume buffer, attachment of one session;
+//! - `hub`: all sessions of one backend, clients, fan-out, drain;
+//! - `connection`: one WebSocket from Hello to close;
+//! - `metrics`: counters and their Prometheus text;
+//! - `publish`: `impl Backend` and the endpoint on the main listener.
+
+mod config;
+mod connection;
+mod dispatch;
+mod hub;
+mod metrics;
+pub mod protocol;
+mod publish;
+mod session;
+
+pub use config::{ClientConfig, GatewayConfig};
+pub use publish::GatewayBackend;

@@ -1,0 +1,166 @@
+//! `impl Backend` for the gateway: delivering an event is putting it into
+//! every matching session's buffer (live, not durable), and the WebSocket
+//! endpoint it serves on the main listener.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError};
+
+use super::config::GatewayConfig;
+use super::dispatch::{dispatch_type, intent_of, Payload};
+use super::hub::{Client, Hub, Limits};
+use super::protocol::ALL_INTENTS;
+use crate::common::Endpoint;
+
+/// Largest frame a client may send (Identify, Resume, heartbeats are small).
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+/// How long shutdown waits for connections to take their op 7.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Events per `deliver` call: one fan-out pass per batch of the spool.
+const MAX_BATCH: usize = 256;
+
+/// A gateway backend instance.
+pub struct GatewayBackend {
+    hub: Arc<Hub>,
+}
+
+impl GatewayBackend {
+    pub fn new(name: &str, config: &GatewayConfig) -> Result<Self, BackendError> {
+        check_path(&config.path)?;
+        let mut clients = Vec::with_capacity(config.clients.len());
+        for (client, c) in &config.clients {
+            if c.token.is_empty() {
+                return Err(BackendError::new(format!("clients.{client}.token: must not be empty")));
+            }
+            if c.intents & !ALL_INTENTS != 0 {
+                return Err(BackendError::new(format!(
+                    "clients.{client}.intents: {} has bits beyond unacked (1<<5); the most is {ALL_INTENTS}",
+                    c.intents
+                )));
+            }
+            if clients.iter().any(|o: &Client| o.token == c.token) {
+                return Err(BackendError::new(format!(
+                    "clients.{client}.token: another client has the same token"
+                )));
+            }
+            clients.push(Client {
+                name: client.clone(),
+                token: c.token.clone(),
+                intents: c.intents,
+            });
+        }
+        let limits = Limits {
+            heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+            resume_buffer: config.resume_buffer,
+            resume_timeout: Duration::from_millis(config.resume_timeout_ms),
+            max_queued: config.max_queued,
+            max_sessions: config.max_sessions,
+        };
+        Ok(GatewayBackend {
+            hub: Arc::new(Hub::new(name.to_owned(), config.path.clone(), limits, clients)),
+        })
+    }
+
+    /// The WebSocket endpoint, metrics and drain of this instance.
+    pub fn endpoint(&self) -> Arc<dyn Endpoint> {
+        Arc::new(GatewayEndpoint { hub: self.hub.clone() })
+    }
+}
+
+fn check_path(path: &str) -> Result<(), BackendError> {
+    let ok = path.starts_with('/')
+        && path.len() > 1
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::new(format!(
+            "path: \"{path}\" must start with '/' and hold only letters, digits, '/', '-', '_' and '.'"
+        )))
+    }
+}
+
+#[async_trait]
+impl Backend for GatewayBackend {
+    const KIND: &'static str = "gateway";
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// Encode each event once and put it into every matching session's
+    /// buffer. Never waits on a client, so it cannot fail.
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
+        batch
+            .iter()
+            .map(|d| {
+                // The spool's canonical JSON is valid UTF-8 (serde_json wrote it).
+                let json = std::str::from_utf8(&d.json)
+                    .map_err(|_| DeliveryError::permanent("stored event is not UTF-8 JSON"))?;
+                self.hub
+                    .fan_out(intent_of(&d.event), &Payload::new(dispatch_type(&d.event), json));
+                Ok(())
+            })
+            .collect()
+    }
+}
+
+/// What the listener serves for one gateway backend.
+struct GatewayEndpoint {
+    hub: Arc<Hub>,
+}
+
+impl Endpoint for GatewayEndpoint {
+    fn path(&self) -> &str {
+        &self.hub.path
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
+            .route(&self.hub.path, get(upgrade))
+            .with_state(self.hub.clone())
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        super::metrics::render(&self.hub, out);
+    }
+
+    fn drain(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let hub = self.hub.clone();
+        Box::pin(async move { hub.drain(DRAIN_WAIT).await })
+    }
+}
+
+/// `GET path` with an upgrade: count the connection, then hand the socket
+/// to its own task (outside the listener's connection slots and shutdown
+/// deadline: see README "Gateway").
+async fn upgrade(State(hub): State<Arc<Hub>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if hub.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let Some(guard) = hub.open_connection() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many gateway sessions").into_response();
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let resume_url = format!("ws://{host}{}", hub.path);
+    ws.max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| super::connection::serve(hub, socket, resume_url, guard))
+}

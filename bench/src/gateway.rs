@@ -1,0 +1,199 @@
+//! Gateway benchmark parts: WebSocket sessions that count event dispatches
+//! and note when each arrived, and the raw baseline, a bare
+//! tokio-tungstenite server writing the same frames to the same clients.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What every dispatch of an event record holds, right before its id.
+const ID_MARK: &str = "\"d\":{\"id\":\"";
+
+/// Each event dispatch read: its event id and when (Unix ns).
+pub type Arrivals = Arc<Mutex<Vec<(String, u64)>>>;
+
+/// The raw server's connections: each one gets the frame tails to write.
+type RawConns = Arc<Mutex<Vec<mpsc::Sender<Arc<Vec<String>>>>>>;
+
+/// Connected sessions: how many event dispatches all of them have read,
+/// and (when asked) each arrival's event id and time.
+pub struct Sessions {
+    pub received: Arc<AtomicU64>,
+    pub arrivals: Option<Arrivals>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Sessions {
+    pub fn count(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Connect `n` sessions to `url`, each identifying with `token` and every
+/// intent, and wait until all have their READY.
+pub async fn connect(url: &str, token: &str, n: usize, note_arrivals: bool) -> Result<Sessions, String> {
+    let received = Arc::new(AtomicU64::new(0));
+    let arrivals = note_arrivals.then(|| Arc::new(Mutex::new(Vec::new())));
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(n.max(1));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (url, token) = (url.to_owned(), token.to_owned());
+        let (received, arrivals, ready) = (received.clone(), arrivals.clone(), ready_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok((ws, _)) => ws,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("connect {url}: {e}"))).await;
+                    return;
+                }
+            };
+            let (mut sink, mut stream) = ws.split();
+            let identify = format!("{{\"op\":2,\"d\":{{\"token\":\"{token}\",\"intents\":63}}}}");
+            if sink.send(Message::text(identify)).await.is_err() {
+                let _ = ready.send(Err("identify failed".into())).await;
+                return;
+            }
+            while let Some(Ok(m)) = stream.next().await {
+                let Message::Text(t) = m else { continue };
+                let t = t.as_str();
+                if t.contains("\"t\":\"READY\"") {
+                    let _ = ready.send(Ok(())).await;
+                    continue;
+                }
+                let Some(at) = t.find(ID_MARK) else { continue };
+                received.fetch_add(1, Ordering::Relaxed);
+                if let Some(arrivals) = &arrivals {
+                    let id = t[at + ID_MARK.len()..].chars().take(26).collect();
+                    let now = crate::unix_ns();
+                    arrivals.lock().unwrap_or_else(|p| p.into_inner()).push((id, now));
+                }
+            }
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        match ready_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e),
+            None => return Err("a session ended before READY".into()),
+        }
+    }
+    Ok(Sessions {
+        received,
+        arrivals,
+        tasks,
+    })
+}
+
+/// The raw baseline: accepts gateway clients (answers Identify with READY)
+/// and writes the dispatches of `records` to every one of them, each
+/// encoded once and spliced with the session's `s`, like the sidecar.
+pub struct RawServer {
+    pub port: u16,
+    conns: RawConns,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl RawServer {
+    /// Listen on a free port, on a runtime of its own (two workers, as the
+    /// sidecar has on this machine).
+    pub fn start() -> Result<RawServer, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        // Bound here (std), adopted on the server's runtime: this may be
+        // called from inside another runtime, where `block_on` panics.
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let port = std_listener.local_addr().map_err(|e| e.to_string())?.port();
+        let conns: RawConns = Arc::default();
+        let registry = conns.clone();
+        runtime.spawn(async move {
+            let Ok(listener) = TcpListener::from_std(std_listener) else {
+                return;
+            };
+            while let Ok((stream, _)) = listener.accept().await {
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    let (mut sink, mut stream) = ws.split();
+                    let _identify = stream.next().await;
+                    // Registered before READY goes out: a client that has
+                    // its READY is in the next broadcast.
+                    let (tx, mut rx) = mpsc::channel::<Arc<Vec<String>>>(1);
+                    registry.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+                    let ready =
+                        "{\"op\":0,\"s\":1,\"t\":\"READY\",\"d\":{\"session_id\":\"raw\",\"resume_gateway_url\":\"\"}}";
+                    if sink.send(Message::text(ready)).await.is_err() {
+                        return;
+                    }
+                    tokio::spawn(async move { while stream.next().await.is_some() {} });
+                    // As fast as the socket takes them: frames fed, one
+                    // flush per 64, like the sidecar's writer.
+                    while let Some(tails) = rx.recv().await {
+                        for (i, tail) in tails.iter().enumerate() {
+                            let mut frame = String::with_capacity(tail.len() + 24);
+                            frame.push_str("{\"op\":0,\"s\":");
+                            frame.push_str(&(i + 2).to_string());
+                            frame.push_str(tail);
+                            if sink.feed(Message::text(frame)).await.is_err() {
+                                return;
+                            }
+                            if i % 64 == 63 && sink.flush().await.is_err() {
+                                return;
+                            }
+                        }
+                        if sink.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(RawServer {
+            port,
+            conns,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Write every record to every connected client (as MESSAGE_CREATE):
+    /// each encoded once, handed to every connection's writer at once.
+    pub fn broadcast(&self, records: &[Bytes]) {
+        let tails: Arc<Vec<String>> = Arc::new(
+            records
+                .iter()
+                .map(|r| format!(",\"t\":\"MESSAGE_CREATE\",\"d\":{}}}", String::from_utf8_lossy(r)))
+                .collect(),
+        );
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for conn in conns {
+            let _ = conn.try_send(tails.clone());
+        }
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
