@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672
 # with the consistent-hash exchange plugin,
-# moto_server (the SNS/SQS emulator) and http_ece from PyPI, cargo-nextest, and Debian's
+# moto_server (the SNS/SQS emulator), http_ece and standardwebhooks from PyPI,
+# cargo-nextest, and Debian's
 # chromium + chromium-driver for the status page's browser test.
 # Safe to run again: each step checks first.
 set -euo pipefail

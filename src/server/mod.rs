@@ -26,7 +26,7 @@ use crate::state::AppState;
 
 /// Paths (and everything below them) the sidecar serves itself: a
 /// backend's endpoint may not take them.
-const RESERVED: [&str; 8] = [
+const RESERVED: [&str; 10] = [
     "/health",
     "/ready",
     "/metrics",
@@ -35,6 +35,8 @@ const RESERVED: [&str; 8] = [
     "/v1/backends",
     "/v1/dead-letters",
     "/v1/filters",
+    "/v1/webhooks",
+    "/v1/push",
 ];
 
 pub fn is_reserved(path: &str) -> bool {
