@@ -8,12 +8,6 @@ use event_pusher::commands::target::TargetArgs;
 use event_pusher::commands::{self, dlq, webhooks};
 use event_pusher::Sidecar;
 
-/// glibc malloc was about 15% of ingest CPU (BENCHMARKS.md); mimalloc's
-/// thread-local free lists fit a server that allocates small strings per
-/// event on one thread and frees them on another.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "event-pusher",

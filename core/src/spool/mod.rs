@@ -216,8 +216,10 @@ pub struct Spool {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
-/// redb's in-process page cache.
-const SPOOL_CACHE_BYTES: usize = 32 << 20;
+/// redb's in-process page cache. It is what RSS grows by with a backlog
+/// (the queue itself stays on disk): 24 MiB keeps a sidecar with 1M events
+/// queued under 60 MB; appends and sequential queue reads do not need more.
+const SPOOL_CACHE_BYTES: usize = 24 << 20;
 
 pub(crate) fn queue_table(name: &str) -> String {
     format!("queue/{name}")
