@@ -762,7 +762,7 @@ mod runtime_slot_tests {
         spool.append(vec![(a, ev()), (w, ev()), (w, ev())]).await.unwrap();
         assert_eq!(spool.slot(w).queued.load(Ordering::Relaxed), 2);
         assert_eq!(spool.read_queue(w, 0, 10).unwrap().len(), 2);
-        assert_eq!(spool.records().unwrap(), [record.clone()]);
+        assert_eq!(spool.records().unwrap(), std::slice::from_ref(&record));
         spool.close().await.unwrap();
 
         // Reopened: the config slot as before, the runtime one attached again.
