@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod slot;
 pub mod spool;
 pub mod subscriptions;
+pub mod token;
 
 pub use backend::{
     one_by_one, AnyBackend, Attachment, Backend, BackendError, Claims, Deliver, Delivery, DeliveryError, Targets,

@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use event_pusher_core::token::constant_time_eq;
 
 use crate::state::AppState;
 
@@ -48,14 +49,6 @@ fn bearer_token(value: &str) -> Option<&str> {
 /// metrics.
 fn is_ingest(path: &str) -> bool {
     path == "/v1/events" || path == "/v1/mongooseim/http" || path.starts_with("/v1/mongooseim/http/")
-}
-
-/// Compare without leaking, through timing, how much of the token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::read_bounded;
 use super::error;
 use crate::state::AppState;
 use crate::webhooks::WebhookError;
@@ -104,15 +103,7 @@ pub async fn detach(
 
 /// The body as JSON; the error answer otherwise.
 async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Box<Response>> {
-    let bytes = read_bounded(
-        headers,
-        body,
-        state.max_body_bytes,
-        "server.max_body_bytes",
-        state.body_timeout,
-    )
-    .await
-    .map_err(|e| Box::new(e.into_response()))?;
+    let bytes = super::ingest::read_body(state, headers, body).await.map_err(Box::new)?;
     serde_json::from_slice(&bytes).map_err(|e| Box::new(field_error("body", format!("invalid JSON: {e}"))))
 }
 

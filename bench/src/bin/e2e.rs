@@ -254,6 +254,17 @@ async fn wait_queued(sc: &Sidecar, name: &str, n: u64) -> Result<(), String> {
     }
 }
 
+/// A sidecar whose HTTP backend delivers to the sink on `sink_port`.
+async fn delivering_sidecar(cx: &Cx, sink_port: u16) -> Result<Sidecar, String> {
+    Sidecar::start(
+        &cx.a.sidecar,
+        &cx.tmp,
+        BIG_SPOOL,
+        &http_body(sink_port, cx.a.http_concurrency),
+    )
+    .await
+}
+
 fn lat_cells(r: &LoadReport) -> Vec<String> {
     r.percentiles().cells().to_vec()
 }
@@ -727,13 +738,7 @@ async fn latency(cx: &Cx) -> Result<(), String> {
     let d = secs(cx, 15.0, 5.0);
     let rate = cx.a.latency_rate;
     let sink = SinkProc::start(&cx.sink_bin).await?;
-    let sc = Sidecar::start(
-        &cx.a.sidecar,
-        &cx.tmp,
-        BIG_SPOOL,
-        &http_body(sink.port, cx.a.http_concurrency),
-    )
-    .await?;
+    let sc = delivering_sidecar(cx, sink.port).await?;
     sink.client.reset().await?;
     let r = loadgen::run(LoadOpts {
         url: sc.url.clone(),
@@ -788,13 +793,7 @@ async fn mixed(cx: &Cx) -> Result<String, String> {
     let (mut on_best, mut off_best) = (None::<LoadReport>, None::<LoadReport>);
     let mut delivered_rate: f64 = 0.0;
     for round in 0..rounds(cx) {
-        let sc = Sidecar::start(
-            &cx.a.sidecar,
-            &cx.tmp,
-            BIG_SPOOL,
-            &http_body(sink.port, cx.a.http_concurrency),
-        )
-        .await?;
+        let sc = delivering_sidecar(cx, sink.port).await?;
         let opts = LoadOpts {
             url: sc.url.clone(),
             connections: cx.a.connections,
@@ -852,13 +851,7 @@ async fn mixed(cx: &Cx) -> Result<String, String> {
 async fn lowrate(cx: &Cx) -> Result<String, String> {
     let d = secs(cx, 10.0, 5.0);
     let sink = SinkProc::start(&cx.sink_bin).await?;
-    let sc = Sidecar::start(
-        &cx.a.sidecar,
-        &cx.tmp,
-        BIG_SPOOL,
-        &http_body(sink.port, cx.a.http_concurrency),
-    )
-    .await?;
+    let sc = delivering_sidecar(cx, sink.port).await?;
     // One run: events through to the sink; CPU per event and the split.
     let run = |opts: LoadOpts| {
         let (sc, sink) = (&sc, &sink);
