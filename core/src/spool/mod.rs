@@ -132,6 +132,9 @@ impl SlotState {
     }
 }
 
+/// A slot's queue or dead-letter table, open for reading.
+type SlotTableRead = redb::ReadOnlyTable<u64, &'static [u8]>;
+
 /// The live slots by [`Slot::index`]: sparse, since slots added at runtime
 /// can be removed and their ids are never reused (`None` = retired). Swapped
 /// whole by the writer on attach and detach, so readers never lock.
@@ -312,6 +315,17 @@ impl Spool {
                 },
             ))
         })
+    }
+
+    /// One of a slot's tables (`queue_table` or `dead_table`), in a read
+    /// transaction of its own, with the database handle to hold while
+    /// reading (the writer waits for holders before it reopens). Blocking.
+    fn read_table(&self, slot: Slot, table: fn(&str) -> String) -> Result<(Arc<Database>, SlotTableRead), SpoolError> {
+        let name = table(&self.table_name(slot)?);
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let t = read.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(io)?;
+        Ok((db, t))
     }
 
     /// The `KIND.NAME` of a live slot: its tables' names.
@@ -524,12 +538,7 @@ impl Spool {
     /// Read up to `limit` queued events of a backend with sequence numbers
     /// above `after`. Blocking: call from `spawn_blocking`.
     pub fn read_queue(&self, slot: Slot, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
-        let name = &self.table_name(slot)?;
-        let db = self.shared.db()?;
-        let read = db.begin_read().map_err(io)?;
-        let q = read
-            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
-            .map_err(io)?;
+        let (_db, q) = self.read_table(slot, queue_table)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for row in q.range(after.saturating_add(1)..).map_err(io)?.take(limit) {
             let (k, v) = row.map_err(io)?;
@@ -557,12 +566,7 @@ impl Spool {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(u64, DeadLetter)>, SpoolError> {
-        let name = &self.table_name(slot)?;
-        let db = self.shared.db()?;
-        let read = db.begin_read().map_err(io)?;
-        let d = read
-            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
-            .map_err(io)?;
+        let (_db, d) = self.read_table(slot, dead_table)?;
         let rows = match (order, after) {
             (Order::Asc, None) => d.range::<u64>(..),
             (Order::Asc, Some(a)) => d.range(a.saturating_add(1)..),
@@ -588,12 +592,7 @@ impl Spool {
     /// again). Scans the table but parses only each record's leading `id`
     /// field. Blocking.
     pub fn find_dead(&self, slot: Slot, id: &str) -> Result<Vec<u64>, SpoolError> {
-        let name = &self.table_name(slot)?;
-        let db = self.shared.db()?;
-        let read = db.begin_read().map_err(io)?;
-        let d = read
-            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
-            .map_err(io)?;
+        let (_db, d) = self.read_table(slot, dead_table)?;
         // Records are written by `DeadLetter`'s serializer: `id` first.
         let prefix = format!("{{\"id\":{}", serde_json::Value::from(id));
         let mut out = Vec::new();

@@ -245,9 +245,7 @@ impl SpoolWriter {
             // Every commit is durable: a 202 waits for it, and an ack that
             // reached disk is never delivered twice.
             txn.set_durability(Durability::Immediate).map_err(super::io)?;
-            for (slot, seq) in &acks {
-                self.apply_ack(&txn, *slot, *seq, &mut fx)?;
-            }
+            self.apply_acks(&txn, &mut acks, &mut fx)?;
             for cmd in group.iter() {
                 match self.apply(&txn, cmd, &mut fx) {
                     // An I/O error aborts the whole group: the transaction is
@@ -380,18 +378,28 @@ impl SpoolWriter {
         self.shared.slot(slot).map(|s| s.name.clone())
     }
 
-    /// Remove a delivered event from its queue.
-    fn apply_ack(&self, txn: &WriteTransaction, slot: usize, seq: u64, fx: &mut Effects) -> Result<(), SpoolError> {
-        // The slot was removed meanwhile: its queue is gone already.
-        let Some(name) = self.live_name(slot, fx) else {
-            return Ok(());
-        };
-        let mut t = txn
-            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&name)))
-            .map_err(super::io)?;
-        if let Some(old) = t.remove(seq).map_err(super::io)? {
-            fx.bytes_delta -= old.value().len() as i64;
-            fx.queued(slot, -1);
+    /// Remove delivered events from their queues: each slot's table is
+    /// opened once for all of its acks in the group.
+    fn apply_acks(
+        &self,
+        txn: &WriteTransaction,
+        acks: &mut [(usize, u64)],
+        fx: &mut Effects,
+    ) -> Result<(), SpoolError> {
+        acks.sort_unstable();
+        for run in acks.chunk_by(|a, b| a.0 == b.0) {
+            let slot = run[0].0;
+            // The slot was removed meanwhile: its queue is gone already.
+            let Some(name) = self.live_name(slot, fx) else { continue };
+            let mut t = txn
+                .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&name)))
+                .map_err(super::io)?;
+            for (_, seq) in run {
+                if let Some(old) = t.remove(*seq).map_err(super::io)? {
+                    fx.bytes_delta -= old.value().len() as i64;
+                    fx.queued(slot, -1);
+                }
+            }
         }
         Ok(())
     }
@@ -409,7 +417,8 @@ impl SpoolWriter {
         match cmd {
             Command::Append { items, .. } => self.apply_append(txn, items, fx),
             Command::AppendKeyed { .. } => Ok(0),
-            Command::Ack { slot, seq } => self.apply_ack(txn, *slot, *seq, fx).map(|()| 0),
+            // Acks never join a group: `take` holds them for the next commit.
+            Command::Ack { .. } => Ok(0),
             Command::DeadLetter { slot, seq, record, .. } => self.apply_dead_letter(txn, *slot, *seq, record, fx),
             Command::Replay { slot, ids, .. } => self.apply_replay(txn, *slot, ids.as_deref(), fx),
             Command::SetPaused { slot, paused, .. } => self.apply_set_paused(txn, *slot, *paused, fx),
@@ -492,12 +501,18 @@ impl SpoolWriter {
                 limits.max_bytes
             )));
         }
+        // Each slot's table opened once per request, not once per item.
+        let mut tables = HashMap::new();
         for (state, slot, b) in &items {
             let seq = self.next_seq;
             self.next_seq += 1;
-            let mut t = txn
-                .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&state.name)))
-                .map_err(super::io)?;
+            let t = match tables.entry(*slot) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&state.name)))
+                        .map_err(super::io)?,
+                ),
+            };
             t.insert(seq, b.as_ref()).map_err(super::io)?;
             fx.appended.push((*slot, seq));
             fx.fresh.push((*slot, seq, (*b).clone()));
