@@ -18,6 +18,7 @@ pub mod jid;
 pub mod metrics;
 pub mod slot;
 pub mod spool;
+pub mod state_change;
 pub mod subscriptions;
 pub mod token;
 
@@ -30,3 +31,4 @@ pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata
 pub use hook::{HookError, HookTranslator};
 pub use ingest::{Accepted, IngestError, KeyedOutcome, Pipeline};
 pub use slot::{Slot, SlotRegistry};
+pub use state_change::StateChange;
