@@ -33,7 +33,7 @@ pub(crate) struct ChainBackend {
 impl ChainBackend {
     /// `KIND.NAME`, as in the spool and the admin API.
     pub fn id(&self) -> String {
-        format!("{}.{}", self.backend.kind, self.name)
+        event_pusher_core::BackendId::new(self.backend.kind, &self.name).to_string()
     }
 }
 

@@ -227,7 +227,7 @@ fn table_positions(path: &Path, text: &str) -> BTreeMap<String, usize> {
         .flat_map(|(kind, instances)| {
             instances
                 .into_iter()
-                .map(move |(name, table)| (format!("{kind}.{name}"), table.span().start))
+                .map(move |(name, table)| (event_pusher_core::BackendId::new(&kind, &name).to_string(), table.span().start))
         })
         .collect()
 }

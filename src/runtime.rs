@@ -12,7 +12,7 @@ use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
 use event_pusher_core::{
-    AnyBackend, Attachment, Backend, BackendError, Chain, EventClasses, Filter, Pipeline, SlotRegistry,
+    AnyBackend, Attachment, Backend, BackendError, Chain, EventClasses, Filter, Pipeline, SlotRegistry, StateRouter,
 };
 
 use crate::chain_plan::{assemble, ChainBackend, PluginFilter};
@@ -249,27 +249,38 @@ impl Sidecar {
             .map_err(SpoolError::io)??;
         // Backends that keep state in the spool (push registry, presence)
         // load it now, before any event runs through the chain.
+        // Committed state changes come back to them through the router.
+        let mut states = StateRouter::new();
         for (b, id) in backends.iter().zip(slots.ids()) {
-            let attachment = Attachment {
-                spool: spool.clone(),
-                id: id.clone(),
-            };
+            let attachment = Attachment::new(spool.clone(), id.clone());
             b.backend
                 .deliver
                 .attach(&attachment)
-                .map_err(|source| RunError::Attach { backend: id, source })?;
+                .map_err(|source| RunError::Attach {
+                    backend: id.clone(),
+                    source,
+                })?;
+            states.add(id, b.backend.claims.clone());
         }
+        spool.set_state_sink(Box::new(states));
         #[cfg(feature = "push")]
-        let push = backends
-            .iter()
-            .filter_map(|b| b.backend.downcast::<event_pusher_backends::push::PushBackend>())
-            .collect();
+        let push = Arc::new(event_pusher_backends::push::PushCommands::new(
+            backends
+                .iter()
+                .filter_map(|b| b.backend.downcast::<event_pusher_backends::push::PushBackend>())
+                .collect(),
+        ));
         let endpoints = endpoints_of(&backends, &self.loaded)?;
         let handles = backends
             .into_iter()
             .map(|b| BackendHandle::new(b.name, b.backend, b.options))
             .collect();
         let pipeline = Pipeline::new(chain, spool.clone());
+        // Hook commands of the backend kinds that have them.
+        #[cfg(feature = "push")]
+        if !push.backends().is_empty() {
+            pipeline.set_commands(event_pusher_core::CommandHooks::new().with(push.clone()));
+        }
         let engine = DeliveryEngine::new(spool, slots, handles);
         // Stored subscriptions get their slots after the config's; their
         // queues start with the engine's.

@@ -33,7 +33,7 @@ pub struct AppState {
     /// The push backends, for the device registry routes and the
     /// `push_enable`/`push_disable` hook calls.
     #[cfg(feature = "push")]
-    pub push: Vec<std::sync::Arc<event_pusher_backends::push::PushBackend>>,
+    pub push: std::sync::Arc<event_pusher_backends::push::PushCommands>,
     /// Ingest sources other than HTTP (`[sources]`): readiness, counters.
     pub sources: Sources,
     /// What backends serve on this listener (the gateway's WebSocket).

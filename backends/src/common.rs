@@ -40,7 +40,7 @@ pub trait Endpoint: Send + Sync + 'static {
 impl BuiltBackend {
     /// `KIND.NAME`: unique across the config (names are unique per kind).
     pub fn id(&self) -> String {
-        format!("{}.{}", self.backend.kind, self.name)
+        event_pusher_core::BackendId::new(self.backend.kind, &self.name).to_string()
     }
 }
 

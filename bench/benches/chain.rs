@@ -43,7 +43,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) & 4095;
             let mut e = HookTranslator.translate(black_box(&typed[i])).unwrap();
-            let out = chain.run(&mut e);
+            let out = chain.run(&mut e, &mut event_pusher_core::state_change::Changes::new());
             black_box((&e, out));
         })
     });
@@ -63,7 +63,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) & 4095;
             let mut e = black_box(&events[i]).clone();
-            let out = chain.run(&mut e);
+            let out = chain.run(&mut e, &mut event_pusher_core::state_change::Changes::new());
             black_box((&e, out));
         })
     });
@@ -73,7 +73,7 @@ fn benches(c: &mut Criterion) {
             let parsed = parse_calls(black_box(&bodies[i]), Framing::Json).unwrap();
             for call in &parsed {
                 let mut e = HookTranslator.translate(call).unwrap();
-                let out = chain.run(&mut e);
+                let out = chain.run(&mut e, &mut event_pusher_core::state_change::Changes::new());
                 if !out.claims.is_empty() {
                     black_box(e.to_json());
                 }

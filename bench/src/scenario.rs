@@ -116,7 +116,7 @@ pub fn events(seed: u64, mix: Mix, n: usize) -> Vec<Event> {
     while out.len() < n {
         let call = gen.next_call();
         let mut e = HookTranslator.translate(&call).expect("mix calls are valid");
-        let o = chain.run(&mut e);
+        let o = chain.run(&mut e, &mut event_pusher_core::state_change::Changes::new());
         if !o.claims.is_empty() {
             out.push(e);
         }
@@ -186,7 +186,7 @@ mod tests {
         let mut claims = 0;
         for _ in 0..1000 {
             let mut e = HookTranslator.translate(&gen.next_call()).unwrap();
-            claims += chain.run(&mut e).claims.len();
+            claims += chain.run(&mut e, &mut event_pusher_core::state_change::Changes::new()).claims.len();
         }
         assert!(claims > 1500, "{claims}");
         let ev = events(3, Mix::Standard, 100);

@@ -20,7 +20,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::event::Event;
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError};
+use crate::state_change::{Changes, StateChange};
 
 /// One attempt to deliver one event.
 #[derive(Debug, Clone)]
@@ -47,13 +48,65 @@ pub enum Targets {
     Each(Vec<Arc<str>>),
 }
 
-/// What a backend may reach once the spool is open: the spool, for its own
-/// small state (see [`Spool::put_state`]), and the backend's `KIND.NAME`,
-/// to prefix its keys with.
+/// What a backend may reach once the spool is open: its own state, scoped
+/// to its `KIND.NAME` (never the whole spool).
 #[derive(Clone)]
 pub struct Attachment {
-    pub spool: Spool,
     pub id: String,
+    pub state: ScopedState,
+}
+
+impl Attachment {
+    pub fn new(spool: Spool, id: impl Into<String>) -> Self {
+        let id = id.into();
+        Attachment {
+            state: ScopedState {
+                spool,
+                prefix: format!("{id}/"),
+            },
+            id,
+        }
+    }
+}
+
+/// A backend's own state in the spool: the keys under its `KIND.NAME/`.
+/// Changes go through [`StateChange`]s, committed like the ones a request
+/// carries (and, with a cluster store, relayed like them).
+#[derive(Clone)]
+pub struct ScopedState {
+    spool: Spool,
+    prefix: String,
+}
+
+impl ScopedState {
+    /// Every stored key of this backend (without its prefix) and value.
+    /// Blocking.
+    pub fn read(&self) -> Result<Vec<(String, Vec<u8>)>, SpoolError> {
+        let rows = self.spool.read_state(&self.prefix)?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, v)| (k[self.prefix.len()..].to_owned(), v))
+            .collect())
+    }
+
+    /// Commit changes with fsync; they are applied in memory (through
+    /// [`Backend::apply`]) before this returns.
+    pub async fn commit(&self, changes: Vec<StateChange>) -> Result<(), SpoolError> {
+        self.spool.commit(Vec::new(), changes).await
+    }
+
+    /// Commit changes with the next group, without waiting.
+    pub fn commit_soon(&self, changes: Vec<StateChange>) {
+        self.spool.commit_soon(changes);
+    }
+
+    /// Overwrite one of this backend's keys without waiting, and without
+    /// going through a change: for bookkeeping that is not shared state
+    /// (a device's `last_push_at`).
+    pub fn put_soon(&self, key: &str, value: Vec<u8>) {
+        self.spool
+            .put_state_soon(vec![(format!("{}{key}", self.prefix), Some(value))]);
+    }
 }
 
 /// Why an attempt failed, and whether trying again could help.
@@ -184,14 +237,24 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Which targets to claim the event for, once its class mask and
     /// [`wants`](Self::wants) said yes. Runs in the chain, like `wants`.
-    fn targets(&self, _event: &Event) -> Targets {
+    /// Pure: a backend whose claim changes its state (a badge count)
+    /// returns that change in `changes`, which also holds the changes the
+    /// request made before this event (read them to decide as if they were
+    /// applied already).
+    fn targets(&self, _event: &Event, _changes: &mut Changes) -> Targets {
         Targets::Whole
     }
 
     /// Every event that reaches the backend in the chain, whatever its class
     /// mask, before `wants`: for backends that keep state from events they
-    /// do not deliver (the push backend's presence). Cheap, non-blocking.
-    fn observe(&self, _event: &Event) {}
+    /// do not deliver (the push backend's presence). Pure like `targets`:
+    /// the state change goes into `changes`, and is applied only once the
+    /// request is stored.
+    fn observe(&self, _event: &Event, _changes: &mut Changes) {}
+
+    /// Apply a committed change of this backend's state to its in-memory
+    /// view (see [`StateChange`]). Called in commit order; quick, no I/O.
+    fn apply(&self, _change: &StateChange) {}
 
     /// Called once by the sidecar after the spool opened, before any event
     /// runs through the chain: a backend that keeps state in the spool
@@ -240,19 +303,23 @@ where
 /// The chain's view of a backend: which events it claims. Object-safe.
 pub trait Claims: Send + Sync + 'static {
     fn wants(&self, event: &Event) -> bool;
-    fn targets(&self, event: &Event) -> Targets;
-    fn observe(&self, event: &Event);
+    fn targets(&self, event: &Event, changes: &mut Changes) -> Targets;
+    fn observe(&self, event: &Event, changes: &mut Changes);
+    fn apply(&self, change: &StateChange);
 }
 
 impl<B: Backend> Claims for B {
     fn wants(&self, event: &Event) -> bool {
         Backend::wants(self, event)
     }
-    fn targets(&self, event: &Event) -> Targets {
-        Backend::targets(self, event)
+    fn targets(&self, event: &Event, changes: &mut Changes) -> Targets {
+        Backend::targets(self, event, changes)
     }
-    fn observe(&self, event: &Event) {
-        Backend::observe(self, event)
+    fn observe(&self, event: &Event, changes: &mut Changes) {
+        Backend::observe(self, event, changes)
+    }
+    fn apply(&self, change: &StateChange) {
+        Backend::apply(self, change)
     }
 }
 

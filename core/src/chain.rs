@@ -17,6 +17,7 @@ use crate::backend::{AnyBackend, Claims, Targets};
 use crate::class::{EventClass, EventClasses};
 use crate::event::Event;
 use crate::slot::Slot;
+use crate::state_change::Changes;
 
 /// What a filter decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +159,9 @@ pub struct Chain {
 
 impl Chain {
     /// Run one event through the chain.
-    pub fn run(&self, event: &mut Event) -> ChainOutcome {
+    /// Run one event. Backends add the state changes their routing makes
+    /// to `changes` (which holds the request's earlier ones too).
+    pub fn run(&self, event: &mut Event, changes: &mut Changes) -> ChainOutcome {
         let mut out = ChainOutcome::default();
         let class = EventClass::of(event);
         // Claims made since the last filter point at the live event; a filter
@@ -183,10 +186,10 @@ impl Chain {
                 Handler::Backend {
                     slot, classes, claims, ..
                 } => {
-                    claims.observe(event);
+                    claims.observe(event, changes);
                     if classes.contains(class) && claims.wants(event) {
                         let before = out.claims.len();
-                        match claims.targets(event) {
+                        match claims.targets(event, changes) {
                             Targets::Whole => out.claims.push(Claim {
                                 slot: *slot,
                                 snapshot: None,
@@ -264,7 +267,7 @@ mod tests {
             .filter("b1", 20, mk("b1"))
             .filter("b2", 20, mk("b2"))
             .build();
-        chain.run(&mut chat());
+        chain.run(&mut chat(), &mut Changes::new());
         assert_eq!(*seen.lock().unwrap(), vec!["a", "b1", "b2", "c"]);
     }
 
@@ -278,7 +281,7 @@ mod tests {
             .filter("after", 60, tag("after", 1))
             .build();
         let mut e = chat();
-        let out = chain.run(&mut e);
+        let out = chain.run(&mut e, &mut Changes::new());
         assert_eq!(
             out.claims.iter().map(|c| c.slot).collect::<Vec<_>>(),
             vec![Slot::new(0)]
@@ -300,7 +303,7 @@ mod tests {
             .backend("presence", 50, only_presence, AnyBackend::new(Null))
             .build();
         let mut e = chat();
-        let out = chain.run(&mut e);
+        let out = chain.run(&mut e, &mut Changes::new());
         assert_eq!(out.claims.len(), 1);
         assert_eq!(
             out.claims[0],
@@ -320,10 +323,10 @@ mod tests {
     #[async_trait::async_trait]
     impl crate::Backend for Fanout {
         const KIND: &'static str = "fanout";
-        fn observe(&self, _event: &Event) {
+        fn observe(&self, _event: &Event, _changes: &mut Changes) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        fn targets(&self, _event: &Event) -> Targets {
+        fn targets(&self, _event: &Event, _changes: &mut Changes) -> Targets {
             Targets::Each(vec![Arc::from("d1"), Arc::from("d2")])
         }
         async fn deliver(&self, batch: &[crate::Delivery]) -> Vec<Result<(), crate::DeliveryError>> {
@@ -339,7 +342,7 @@ mod tests {
             .backend("push", 50, EventClasses::ALL, AnyBackend::from_arc(fanout.clone()))
             .backend("presence-only", 50, only_presence, AnyBackend::from_arc(fanout.clone()))
             .build();
-        let out = chain.run(&mut chat());
+        let out = chain.run(&mut chat(), &mut Changes::new());
         let targets: Vec<_> = out.claims.iter().map(|c| c.target.as_deref()).collect();
         assert_eq!(
             targets,

@@ -70,6 +70,12 @@ pub const HOOKS: [&str; 5] = [
 pub trait HookInput {
     /// The call's fields, or the type name of what it is instead.
     fn call(&self) -> Result<Cow<'_, CallItem<'_>>, HookError>;
+
+    /// The whole call as JSON, when the input keeps it (hook commands read
+    /// fields events do not have). Typed calls do not.
+    fn json(&self) -> Option<&Value> {
+        None
+    }
 }
 
 impl HookInput for CallItem<'_> {
@@ -84,6 +90,10 @@ impl HookInput for Value {
         CallItem::deserialize(self)
             .map(Cow::Owned)
             .map_err(|e| HookError::new(e.to_string()))
+    }
+
+    fn json(&self) -> Option<&Value> {
+        Some(self)
     }
 }
 

@@ -32,20 +32,24 @@ use bytes::Bytes;
 
 use crate::chain::Chain;
 use crate::class::EventClass;
+use crate::command::{CommandHook, CommandHooks, CommandReport};
 use crate::event::Event;
-use crate::hook::{CallItem, HookInput, HookTranslator};
+use crate::hook::{CallItem, HookInput, HookTranslator, HOOKS};
 use crate::slot::Slot;
 use crate::spool::{KeyRecord, KeyedAppend, Spool, SpoolError};
+use crate::state_change::{Changes, StateChange};
 use crate::subscriptions::SubscriptionIndex;
 
 /// What one accepted request produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
-    /// The events' ids, one per call, in order.
+    /// The events' ids, one per event call, in order (commands have none).
     pub ids: Vec<String>,
     /// How many of them a filter stopped (accepted, but claimed by nobody
     /// after the filter).
     pub stopped: u64,
+    /// What each hook command did, in request order.
+    pub reports: Vec<CommandReport>,
 }
 
 /// What a request under an idempotency key came to.
@@ -69,6 +73,31 @@ pub enum IngestError {
     /// The spool refused or failed the write (full, unwritable, closed).
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// A hook command came as typed fields ([`CallItem`]), which keep only
+    /// the fields events use: give the request again as JSON values
+    /// (`hook::parse_body`). Nothing was done.
+    #[error("hook command at index {index} needs the call as JSON")]
+    CommandNeedsJson { index: usize },
+}
+
+/// One call of a request once read: an event, or a command with the JSON
+/// it checks.
+enum Item<'c> {
+    Event(Event),
+    Command {
+        index: usize,
+        hook: String,
+        command: Arc<dyn CommandHook>,
+        call: &'c serde_json::Value,
+    },
+}
+
+/// A request ready to store: the answer, the queue items and the state
+/// changes.
+struct Prepared {
+    accepted: Accepted,
+    items: Vec<(Slot, Bytes)>,
+    changes: Changes,
 }
 
 /// Translator, chain and spool, wired together.
@@ -78,6 +107,8 @@ pub struct Pipeline {
     spool: Spool,
     /// The chain's last handler: runtime webhook subscriptions by class.
     subscriptions: SubscriptionIndex,
+    /// Hook calls that are commands, by hook name.
+    commands: ArcSwap<CommandHooks>,
 }
 
 impl Pipeline {
@@ -87,7 +118,24 @@ impl Pipeline {
             chain: ArcSwap::from_pointee(chain),
             spool,
             subscriptions: SubscriptionIndex::new(),
+            commands: ArcSwap::from_pointee(CommandHooks::new()),
         }
+    }
+
+    /// Set the hook commands (once the backends that own them are built).
+    pub fn set_commands(&self, commands: CommandHooks) {
+        self.commands.store(Arc::new(commands));
+    }
+
+    /// Whether `hook` is a command (not an event hook).
+    pub fn is_command(&self, hook: &str) -> bool {
+        self.commands.load().get(hook).is_some()
+    }
+
+    /// Store state changes alone (an admin API write), like a request's:
+    /// fsync'd, then applied in memory.
+    pub async fn commit_changes(&self, changes: Vec<StateChange>) -> Result<(), IngestError> {
+        Ok(self.spool.commit(Vec::new(), changes).await?)
     }
 
     /// Which subscription slots claim an event of each class: consulted
@@ -114,8 +162,13 @@ impl Pipeline {
     /// Translate `calls`, run each event through the chain and store every
     /// claim; returns once they are fsync'd, all or none.
     pub async fn accept<C: HookInput>(&self, calls: &[C]) -> Result<Accepted, IngestError> {
-        let (accepted, items) = self.prepare(calls)?;
-        self.spool.append(items).await?;
+        let items = self.read(calls)?;
+        let Prepared {
+            accepted,
+            items,
+            changes,
+        } = self.run_chain(items)?;
+        self.spool.commit(items, changes.into_vec()).await?;
         Ok(accepted)
     }
 
@@ -127,7 +180,7 @@ impl Pipeline {
             return self.accept(calls).await.map(KeyedOutcome::Stored);
         }
         // Translation errors first: an invalid retry is still invalid.
-        let events = self.translate(calls)?;
+        let items = self.read(calls)?;
         let fingerprint = fingerprint(calls);
         let spool = self.spool.clone();
         let owned = key.to_owned();
@@ -137,27 +190,57 @@ impl Pipeline {
         if let Some(first) = seen {
             return Ok(answer(first, &fingerprint));
         }
-        let (accepted, items) = self.run_chain(events);
+        let Prepared {
+            accepted,
+            items,
+            changes,
+        } = self.run_chain(items)?;
         let record = KeyRecord {
             fingerprint: fingerprint.clone(),
             ids: accepted.ids.clone(),
             stopped: accepted.stopped,
             at_ms: crate::spool::now_ms(),
         };
-        match self.spool.append_keyed(items, key.to_owned(), record).await? {
+        match self
+            .spool
+            .append_keyed(items, changes.into_vec(), key.to_owned(), record)
+            .await?
+        {
             KeyedAppend::Stored => Ok(KeyedOutcome::Stored(accepted)),
             // A concurrent request with the key committed first.
             KeyedAppend::Existing(first) => Ok(answer(first, &fingerprint)),
         }
     }
 
-    fn translate<C: HookInput>(&self, calls: &[C]) -> Result<Vec<Event>, IngestError> {
-        // Translate everything before touching the chain or the spool. One
-        // clock read for the whole request: ids stay unique (their low 80
-        // bits are random) and events of one request share a timestamp.
+    /// Read every call: events translated, commands found. Everything is
+    /// read before anything runs, so a bad call refuses the request before
+    /// any filter or command saw it.
+    fn read<'c, C: HookInput>(&self, calls: &'c [C]) -> Result<Vec<Item<'c>>, IngestError> {
+        // One clock read for the whole request: ids stay unique (their low
+        // 80 bits are random) and events of one request share a timestamp.
         let now = std::time::SystemTime::now();
-        let mut events = Vec::with_capacity(calls.len());
+        let commands = self.commands.load();
+        let mut items = Vec::with_capacity(calls.len());
         for (index, call) in calls.iter().enumerate() {
+            if !commands.is_empty() {
+                let hook = match call.call() {
+                    Ok(c) => match c.as_ref() {
+                        CallItem::Call(c) => c.hook.as_str().map(str::to_owned),
+                        CallItem::NotObject(_) => None,
+                    },
+                    Err(_) => None,
+                };
+                if let Some((hook, command)) = hook.and_then(|h| commands.get(&h).cloned().map(|c| (h, c))) {
+                    let call = call.json().ok_or(IngestError::CommandNeedsJson { index })?;
+                    items.push(Item::Command {
+                        index,
+                        hook,
+                        command,
+                        call,
+                    });
+                    continue;
+                }
+            }
             let event = self
                 .translator
                 .translate_at(call, now)
@@ -165,25 +248,49 @@ impl Pipeline {
                     message: e.message,
                     index,
                 })?;
-            events.push(event);
+            items.push(Item::Event(event));
         }
-        Ok(events)
+        Ok(items)
     }
 
-    fn prepare<C: HookInput>(&self, calls: &[C]) -> Result<(Accepted, Vec<(Slot, Bytes)>), IngestError> {
-        let events = self.translate(calls)?;
-        Ok(self.run_chain(events))
-    }
-
-    /// Run each event through the chain: the answer and the spool items.
-    fn run_chain(&self, events: Vec<Event>) -> (Accepted, Vec<(Slot, Bytes)>) {
+    /// Run each event through the chain and each command, in request
+    /// order: the answer, the spool items and the state changes.
+    fn run_chain(&self, calls: Vec<Item<'_>>) -> Result<Prepared, IngestError> {
         let chain = self.chain.load();
         let subscriptions = self.subscriptions.load();
-        let mut ids = Vec::with_capacity(events.len());
-        let mut items = Vec::with_capacity(events.len());
+        let mut ids = Vec::with_capacity(calls.len());
+        let mut items = Vec::with_capacity(calls.len());
+        let mut changes = Changes::new();
+        let mut reports = Vec::new();
         let mut stopped = 0u64;
-        for mut event in events {
-            let outcome = chain.run(&mut event);
+        for call in calls {
+            let mut event = match call {
+                Item::Event(event) => event,
+                Item::Command {
+                    index,
+                    hook,
+                    command,
+                    call,
+                } => {
+                    let outcome =
+                        command
+                            .command(&hook, call, &changes)
+                            .map_err(|e| IngestError::Invalid { message: e.0, index })?;
+                    for change in outcome.changes {
+                        changes.push(change);
+                    }
+                    let mut report = outcome.report;
+                    if let serde_json::Value::Object(map) = &mut report {
+                        map.insert("index".into(), serde_json::Value::from(index));
+                    }
+                    reports.push(CommandReport {
+                        key: command.report_key(),
+                        report,
+                    });
+                    continue;
+                }
+            };
+            let outcome = chain.run(&mut event, &mut changes);
             if outcome.stopped_by.is_some() {
                 stopped += 1;
             }
@@ -209,7 +316,15 @@ impl Pipeline {
             }
             ids.push(event.id);
         }
-        (Accepted { ids, stopped }, items)
+        Ok(Prepared {
+            accepted: Accepted {
+                ids,
+                stopped,
+                reports,
+            },
+            items,
+            changes,
+        })
     }
 }
 
@@ -224,6 +339,12 @@ fn fingerprint<C: HookInput>(calls: &[C]) -> String {
     for call in calls {
         if let Ok(CallItem::Call(c)) = call.call().as_deref() {
             c.fingerprint(&mut |b| hasher.update(b));
+            // A command's own fields are not among the typed ones: hash
+            // its whole JSON too (commands always come as JSON values).
+            if let Some(json) = call.json().filter(|_| !HOOKS.contains(&c.hook.as_str().unwrap_or(""))) {
+                hasher.update(b"c");
+                hasher.update(json.to_string().as_bytes());
+            }
         }
     }
     format!("{:x}", hasher.finalize())
@@ -234,6 +355,7 @@ fn answer(first: KeyRecord, fingerprint: &str) -> KeyedOutcome {
         KeyedOutcome::Replayed(Accepted {
             ids: first.ids,
             stopped: first.stopped,
+            reports: Vec::new(),
         })
     } else {
         KeyedOutcome::Conflict

@@ -6,8 +6,10 @@
 //! [`Backend`], a filter anything implementing [`Filter`].
 
 pub mod backend;
+pub mod backend_id;
 pub mod chain;
 pub mod class;
+pub mod command;
 pub mod delivery;
 pub mod event;
 mod event_de;
@@ -19,16 +21,21 @@ pub mod metrics;
 pub mod slot;
 pub mod spool;
 pub mod state_change;
+pub mod state_router;
 pub mod subscriptions;
 pub mod token;
 
 pub use backend::{
-    one_by_one, AnyBackend, Attachment, Backend, BackendError, Claims, Deliver, Delivery, DeliveryError, Targets,
+    one_by_one, AnyBackend, Attachment, Backend, BackendError, Claims, Deliver, Delivery, DeliveryError, ScopedState,
+    Targets,
 };
+pub use backend_id::BackendId;
 pub use chain::{Chain, ChainBuilder, ChainOutcome, Filter, Verdict};
 pub use class::{EventClass, EventClasses};
 pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus, Unacked};
 pub use hook::{HookError, HookTranslator};
 pub use ingest::{Accepted, IngestError, KeyedOutcome, Pipeline};
 pub use slot::{Slot, SlotRegistry};
-pub use state_change::StateChange;
+pub use state_change::{Changes, StateChange, StateSink};
+pub use state_router::StateRouter;
+pub use command::{CommandError, CommandHook, CommandHooks, CommandOutcome, CommandReport};

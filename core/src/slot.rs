@@ -67,7 +67,7 @@ pub struct SlotEntry {
 impl SlotEntry {
     /// `KIND.NAME`: unique in a process; names the spool tables.
     pub fn id(&self) -> String {
-        format!("{}.{}", self.kind, self.name)
+        crate::BackendId::new(self.kind, &self.name).to_string()
     }
 }
 
@@ -102,7 +102,7 @@ impl SlotRegistry {
     }
 
     fn add(&mut self, kind: &'static str, name: String, runtime: bool) -> Result<Slot, DuplicateSlot> {
-        let id = format!("{kind}.{name}");
+        let id = crate::BackendId::new(kind, &name).to_string();
         if self.taken.contains(&id) {
             return Err(DuplicateSlot(id));
         }

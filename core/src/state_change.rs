@@ -15,6 +15,8 @@
 //!
 //! [`Pipeline::accept`]: crate::Pipeline::accept
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 /// One change to backend state. `scope` is the owning backend's
@@ -71,6 +73,129 @@ impl StateChange {
     }
 }
 
+/// The changes one request made so far, in the order they were made: the
+/// chain's backends add theirs while routing each event, hook commands
+/// theirs, and later events of the request see the earlier ones (a chat
+/// right after `push_enable` in the same request reaches the new device).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    list: Vec<StateChange>,
+}
+
+impl Changes {
+    pub fn new() -> Self {
+        Changes::default()
+    }
+
+    pub fn push(&mut self, change: StateChange) {
+        self.list.push(change);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, StateChange> {
+        self.list.iter()
+    }
+
+    /// The changes to `user`'s state in `scope`, in order.
+    pub fn about<'a>(&'a self, scope: &'a str, user: &'a str) -> impl Iterator<Item = &'a StateChange> + 'a {
+        self.list.iter().filter(move |c| c.scope() == scope && c.user() == user)
+    }
+
+    /// Forget the changes made after the first `len` (a command or event
+    /// that failed part-way).
+    pub fn truncate(&mut self, len: usize) {
+        self.list.truncate(len);
+    }
+
+    pub fn into_vec(self) -> Vec<StateChange> {
+        self.list
+    }
+}
+
+impl From<Vec<StateChange>> for Changes {
+    fn from(list: Vec<StateChange>) -> Self {
+        Changes { list }
+    }
+}
+
+/// One user's presence as kept: the online resources and the number of
+/// notifications counted since the user was last online.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPresence {
+    pub resources: BTreeSet<String>,
+    pub message_count: u64,
+}
+
+impl UserPresence {
+    /// Apply a `Presence` or `Count` change (others do nothing); whether
+    /// anything changed.
+    pub fn apply(&mut self, change: &StateChange) -> bool {
+        let before = self.clone();
+        match change {
+            StateChange::Presence {
+                resource, online: true, ..
+            } => {
+                self.resources.insert(resource.clone());
+                self.message_count = 0;
+            }
+            StateChange::Presence { resource, .. } if resource.is_empty() => self.resources.clear(),
+            StateChange::Presence { resource, .. } => {
+                self.resources.remove(resource);
+            }
+            StateChange::Count { .. } => self.message_count += 1,
+            StateChange::DevicePut { .. } | StateChange::DeviceRemove { .. } => {}
+        }
+        *self != before
+    }
+
+    pub fn is_online(&self) -> bool {
+        !self.resources.is_empty()
+    }
+
+    /// Nothing worth keeping: offline with no count.
+    pub fn is_empty(&self) -> bool {
+        *self == UserPresence::default()
+    }
+}
+
+/// Where the spool keeps what a change is about, in its backend-state
+/// table: `SCOPE/presence/USER` (a [`UserPresence`]) or
+/// `SCOPE/device/USER/DEVICE_ID` (the device record).
+pub fn state_key(change: &StateChange) -> String {
+    match change {
+        StateChange::Presence { scope, user, .. } | StateChange::Count { scope, user } => presence_key(scope, user),
+        StateChange::DevicePut {
+            scope, user, device_id, ..
+        }
+        | StateChange::DeviceRemove {
+            scope, user, device_id, ..
+        } => device_key(scope, user, device_id),
+    }
+}
+
+pub fn presence_key(scope: &str, user: &str) -> String {
+    format!("{scope}/presence/{user}")
+}
+
+pub fn device_key(scope: &str, user: &str, device_id: &str) -> String {
+    format!("{scope}/device/{user}/{device_id}")
+}
+
+/// Where applied changes go once they are committed: the backends that
+/// keep an in-memory view of their state. Called by the spool writer in
+/// commit order, right after the commit and before anyone hears "stored";
+/// must be quick and must not block.
+pub trait StateSink: Send + Sync + 'static {
+    fn applied(&self, changes: &[StateChange]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +213,31 @@ mod tests {
         assert_eq!(serde_json::from_str::<StateChange>(&json).unwrap(), c);
         assert_eq!(c.scope(), "push.mobile");
         assert_eq!(c.user(), "bob@localhost");
+    }
+
+    #[test]
+    fn presence_comes_and_goes_and_online_resets_the_count() {
+        let p = |resource: &str, online| StateChange::Presence {
+            scope: "push.m".into(),
+            user: "bob@x".into(),
+            resource: resource.into(),
+            online,
+        };
+        let count = StateChange::Count {
+            scope: "push.m".into(),
+            user: "bob@x".into(),
+        };
+        let mut u = UserPresence::default();
+        assert!(u.apply(&count));
+        assert_eq!(u.message_count, 1);
+        u.apply(&p("phone", true));
+        u.apply(&p("desk", true));
+        assert_eq!(u.message_count, 0);
+        u.apply(&p("phone", false));
+        assert!(u.is_online());
+        assert!(!u.apply(&p("phone", false)), "already offline");
+        u.apply(&p("", false));
+        assert!(!u.is_online());
+        assert!(u.is_empty());
     }
 }

@@ -55,45 +55,38 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Ok(k) => k,
         Err(resp) => return *resp,
     };
-    #[cfg(feature = "push")]
-    if calls.iter().any(super::push::is_registry_call) {
-        // Rare: push_enable / push_disable carry fields the typed reader
-        // skips, so this request is read again as JSON values.
-        let values = match event_pusher_core::hook::parse_body(&bytes, framing) {
-            Ok(v) => v,
+    let outcome = match accept(state, &calls, key).await {
+        // A hook command (`push_enable`, ...) reads fields the typed reader
+        // skips: rare, so only then is the body read again as JSON values.
+        Err(IngestError::CommandNeedsJson { .. }) => match event_pusher_core::hook::parse_body(&bytes, framing) {
+            Ok(values) => accept(state, &values, key).await,
             Err(e) => return bad_request(&e.message, e.index),
-        };
-        let (calls, positions, push) = match registry_commands(state, values).await {
-            Ok(r) => r,
-            Err(answer) => return answer,
-        };
-        return store(state, &calls, key, &positions, push).await;
-    }
-    let positions: Vec<usize> = (0..calls.len()).collect();
-    store(state, &calls, key, &positions, Vec::new()).await
+        },
+        other => other,
+    };
+    answer(state, outcome, key)
 }
 
-/// Accept the event calls (under the key, if any) and answer; `positions`
-/// maps each call to its index in the request, `push` is the registry
-/// commands' reports.
-async fn store<C: HookInput>(
+async fn accept<C: HookInput>(
     state: &AppState,
     calls: &[C],
     key: Option<&str>,
-    positions: &[usize],
-    push: Vec<serde_json::Value>,
-) -> Response {
-    let outcome = match key {
+) -> Result<KeyedOutcome, IngestError> {
+    match key {
         None => state.pipeline.accept(calls).await.map(KeyedOutcome::Stored),
         Some(key) => state.pipeline.accept_keyed(calls, key).await,
-    };
+    }
+}
+
+/// The status and body for what the pipeline did.
+fn answer(state: &AppState, outcome: Result<KeyedOutcome, IngestError>, key: Option<&str>) -> Response {
     match outcome {
-        Ok(KeyedOutcome::Stored(Accepted { ids, stopped })) => {
-            state.metrics.accepted(ids.len(), stopped);
-            accepted(&ids, push)
+        Ok(KeyedOutcome::Stored(a)) => {
+            state.metrics.accepted(a.ids.len(), a.stopped);
+            accepted(&a)
         }
-        Ok(KeyedOutcome::Replayed(Accepted { ids, .. })) => {
-            let mut resp = accepted(&ids, push);
+        Ok(KeyedOutcome::Replayed(a)) => {
+            let mut resp = accepted(&a);
             resp.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             resp
@@ -105,32 +98,10 @@ async fn store<C: HookInput>(
                 key.unwrap_or_default()
             ),
         ),
-        Err(IngestError::Invalid { message, index }) => {
-            bad_request(&message, Some(positions.get(index).copied().unwrap_or(index)))
-        }
+        Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
+        Err(IngestError::CommandNeedsJson { index }) => bad_request("hook command could not be read", Some(index)),
         Err(IngestError::Spool(e)) => spool_refused(e),
     }
-}
-
-/// The request's event calls, each one's index in the request, and the
-/// reports of the push registry commands among them (`push_enable`,
-/// `push_disable`: see `server/push.rs`), which are checked with every
-/// event call first and then applied before the events are stored.
-#[cfg(feature = "push")]
-async fn registry_commands(
-    state: &AppState,
-    calls: Vec<serde_json::Value>,
-) -> Result<(Vec<serde_json::Value>, Vec<usize>, Vec<serde_json::Value>), Response> {
-    let split = super::push::split(state, calls).map_err(|(message, index)| bad_request(&message, Some(index)))?;
-    // All or nothing for bad input: every event call must translate before
-    // any registry command is applied.
-    for (call, index) in split.calls.iter().zip(&split.positions) {
-        if let Err(e) = event_pusher_core::HookTranslator.translate(call) {
-            return Err(bad_request(&e.message, Some(*index)));
-        }
-    }
-    let reports = super::push::apply(split.registry).await?;
-    Ok((split.calls, split.positions, reports))
 }
 
 /// The whole body, up to `server.max_body_bytes`; the answer to give
@@ -165,12 +136,15 @@ pub(super) fn spool_refused(e: SpoolError) -> Response {
     }
 }
 
-/// 202 with the event ids, and the push registry commands' reports when
-/// the request had any.
-fn accepted(ids: &[String], push: Vec<serde_json::Value>) -> Response {
-    let mut body = json!({"accepted": ids.len(), "ids": ids});
-    if !push.is_empty() {
-        body["push"] = serde_json::Value::Array(push);
+/// 202 with the event ids, and the hook commands' reports when the
+/// request had any (each kind's under its key: `"push"`).
+fn accepted(a: &Accepted) -> Response {
+    let mut body = json!({"accepted": a.ids.len(), "ids": a.ids});
+    for report in &a.reports {
+        match body.get_mut(report.key) {
+            Some(serde_json::Value::Array(list)) => list.push(report.report.clone()),
+            _ => body[report.key] = serde_json::Value::Array(vec![report.report.clone()]),
+        }
     }
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }

@@ -158,7 +158,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     }
     #[cfg(feature = "push")]
     {
-        let push: Vec<_> = state.push.iter().map(|b| b.metrics()).collect();
+        let push: Vec<_> = state.push.backends().iter().map(|b| b.metrics()).collect();
         event_pusher_backends::push::metrics::render(&mut out, &push);
     }
     (

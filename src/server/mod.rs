@@ -116,7 +116,7 @@ async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>)
         .backends()
         .iter()
         .filter(|b| !b.is_ready())
-        .map(|b| format!("{}.{}", b.kind, b.name))
+        .map(|b| event_pusher_core::BackendId::new(b.kind, &b.name).to_string())
         .collect();
     if !state.spool().is_healthy() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "spool is not writable");

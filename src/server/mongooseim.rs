@@ -61,12 +61,14 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match state.pipeline.accept(&[call]).await {
-        Ok(Accepted { ids, stopped }) => {
+        Ok(Accepted { ids, stopped, .. }) => {
             state.metrics.accepted(ids.len(), stopped);
             (StatusCode::OK, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
         }
         Err(IngestError::Invalid { message, .. }) => error(StatusCode::BAD_REQUEST, message),
         Err(IngestError::Spool(e)) => spool_refused(e),
+        // A form post is one `user_send_message`, never a command.
+        Err(e @ IngestError::CommandNeedsJson { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 

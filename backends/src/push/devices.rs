@@ -1,16 +1,18 @@
-//! The device registry: each user's devices, in memory for the chain and
-//! stored in the spool (key `device/{bare JID}/{device_id}`, value the
-//! registration body plus `registered_at` and `last_push_at`).
+//! The device registry: each user's devices, the push backend's in-memory
+//! view (the chain reads it), stored in the spool under
+//! `push.NAME/device/{bare JID}/{device_id}` (value: the registration body
+//! plus `registered_at` and `last_push_at`).
 //!
-//! A registration or removal through the admin API or a hook call answers
-//! only after its commit ([`DeviceRegistry::put`] awaits the fsync).
-//! `last_push_at` and prunes are written without waiting: losing one to a
-//! crash costs a stale timestamp or a second prune, never a device.
+//! Registrations and removals, through the admin API or a hook call, are
+//! [`StateChange`]s (`DevicePut`, `DeviceRemove`) built here
+//! ([`DeviceRegistry::put_change`]) and applied here only once committed
+//! ([`DeviceRegistry::apply`]). `last_push_at` is bookkeeping written
+//! without waiting: losing one to a crash costs a stale timestamp.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use event_pusher_core::spool::SpoolError;
+use event_pusher_core::StateChange;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
@@ -44,7 +46,6 @@ pub struct DeviceRegistry {
 impl DeviceRegistry {
     /// Load what was stored (rows are `(key, value)` of this backend).
     pub fn load(&self, rows: &[(String, Vec<u8>)]) {
-        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
         for (key, value) in rows {
             let Some(rest) = key.strip_prefix(PREFIX) else { continue };
             // A bare JID has no '/', so the first one ends it.
@@ -52,24 +53,46 @@ impl DeviceRegistry {
                 continue;
             };
             match decode(user, device_id, value) {
-                Ok(r) => {
-                    users
-                        .entry(user.to_owned())
-                        .or_default()
-                        .insert(device_id.to_owned(), Arc::new(r));
-                }
+                Ok(r) => self.insert(user, device_id, r),
                 Err(e) => tracing::warn!(user, device_id, error = %e, "unreadable stored device skipped"),
             }
         }
     }
 
-    /// The device ids of a user, in id order.
-    pub fn device_ids(&self, user: &str) -> Vec<Arc<str>> {
-        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+    fn insert(&self, user: &str, device_id: &str, r: Registered) {
+        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
         users
+            .entry(user.to_owned())
+            .or_default()
+            .insert(device_id.to_owned(), Arc::new(r));
+    }
+
+    /// The device ids of a user, in id order, as if `pending` (the
+    /// request's earlier changes to this user) were applied already.
+    pub fn device_ids<'c>(&self, user: &str, pending: impl Iterator<Item = &'c StateChange>) -> Vec<Arc<str>> {
+        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+        let mut ids: Vec<Arc<str>> = users
             .get(user)
             .map(|d| d.keys().map(|k| Arc::from(k.as_str())).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        drop(users);
+        for change in pending {
+            match change {
+                StateChange::DevicePut { device_id, .. } => {
+                    if let Err(at) = ids.binary_search_by(|d| (**d).cmp(device_id.as_str())) {
+                        ids.insert(at, Arc::from(device_id.as_str()));
+                    }
+                }
+                StateChange::DeviceRemove { device_id, .. } => ids.retain(|d| **d != **device_id),
+                _ => {}
+            }
+        }
+        ids
+    }
+
+    /// Whether `user` has `device_id`, `pending` applied.
+    pub fn has<'c>(&self, user: &str, device_id: &str, pending: impl Iterator<Item = &'c StateChange>) -> bool {
+        self.device_ids(user, pending).iter().any(|d| &**d == device_id)
     }
 
     pub fn get(&self, user: &str, device_id: &str) -> Option<Arc<Registered>> {
@@ -86,6 +109,15 @@ impl DeviceRegistry {
             .unwrap_or_default()
     }
 
+    /// Every device, for merging into a cluster store: `(user, id, record)`.
+    pub fn all(&self) -> Vec<(String, String, Value)> {
+        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+        users
+            .iter()
+            .flat_map(|(u, d)| d.iter().map(move |(id, r)| (u.clone(), id.clone(), record(r))))
+            .collect()
+    }
+
     /// Devices per provider name, for the gauge.
     pub fn counts(&self) -> BTreeMap<&'static str, u64> {
         let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
@@ -96,14 +128,8 @@ impl DeviceRegistry {
         out
     }
 
-    /// Register (or replace) a device; returns once it is stored.
-    pub async fn put(
-        &self,
-        user: &str,
-        device_id: &str,
-        registration: &Registration,
-        store: &Store,
-    ) -> Result<Put, SpoolError> {
+    /// The change that registers (or replaces) a device, as `scope`'s.
+    pub fn put_change(&self, scope: &str, user: &str, device_id: &str, registration: &Registration) -> StateChange {
         let existing = self.get(user, device_id);
         let registered = Registered {
             device: Device {
@@ -115,31 +141,34 @@ impl DeviceRegistry {
             registered_at: now(),
             last_push_at: existing.as_ref().and_then(|e| e.last_push_at.clone()),
         };
-        store.put(&key(user, device_id), Some(encode(&registered))).await?;
-        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
-        let old = users
-            .entry(user.to_owned())
-            .or_default()
-            .insert(device_id.to_owned(), Arc::new(registered));
-        Ok(if old.is_some() { Put::Replaced } else { Put::Created })
+        StateChange::DevicePut {
+            scope: scope.to_owned(),
+            user: user.to_owned(),
+            device_id: device_id.to_owned(),
+            record: record(&registered),
+        }
     }
 
-    /// Remove a device; false when there was none. Returns once stored.
-    pub async fn remove(&self, user: &str, device_id: &str, store: &Store) -> Result<bool, SpoolError> {
-        if self.get(user, device_id).is_none() {
-            return Ok(false);
+    /// Apply a committed `DevicePut` / `DeviceRemove`.
+    pub fn apply(&self, change: &StateChange) {
+        match change {
+            StateChange::DevicePut {
+                user,
+                device_id,
+                record,
+                ..
+            } => match serde_json::to_vec(record)
+                .map_err(|e| e.to_string())
+                .and_then(|b| decode(user, device_id, &b))
+            {
+                Ok(r) => self.insert(user, device_id, r),
+                Err(e) => tracing::warn!(user, device_id, error = %e, "unreadable device record skipped"),
+            },
+            StateChange::DeviceRemove { user, device_id, .. } => {
+                self.forget(user, device_id);
+            }
+            _ => {}
         }
-        store.put(&key(user, device_id), None).await?;
-        Ok(self.forget(user, device_id))
-    }
-
-    /// Remove a device the provider said is gone (not waiting for the write).
-    pub fn prune(&self, user: &str, device_id: &str, store: &Store) -> bool {
-        let removed = self.forget(user, device_id);
-        if removed {
-            store.put_soon(&key(user, device_id), None);
-        }
-        removed
     }
 
     fn forget(&self, user: &str, device_id: &str) -> bool {
@@ -162,9 +191,14 @@ impl DeviceRegistry {
         };
         let mut updated = (**r).clone();
         updated.last_push_at = Some(now());
-        store.put_soon(&key(user, device_id), Some(encode(&updated)));
+        store.put_soon(&key(user, device_id), encode(&updated));
         *r = Arc::new(updated);
     }
+}
+
+/// A device's stored record.
+fn record(r: &Registered) -> Value {
+    serde_json::from_slice(&encode(r)).unwrap_or(Value::Null)
 }
 
 fn key(user: &str, device_id: &str) -> String {

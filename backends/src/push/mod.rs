@@ -9,6 +9,7 @@
 //! the spool (`store`), loaded when the sidecar attaches the spool.
 
 pub mod apns;
+pub mod commands;
 pub mod config;
 pub mod devices;
 pub mod es256;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use event_pusher_core::BackendError;
 
 pub use config::PushConfig;
+pub use commands::PushCommands;
 pub use publish::{PushBackend, RegistryError};
 
 const USER_AGENT: &str = concat!("event-pusher/", env!("CARGO_PKG_VERSION"));

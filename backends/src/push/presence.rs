@@ -1,29 +1,20 @@
-//! Who is online, per bare JID, from the presence events that reach the
-//! push backend in the chain, and how many notifications each user was sent
-//! since it was last online (`message_count`, the APNs badge).
+//! Who is online, per bare JID, and how many notifications each user was
+//! sent since it was last online (`message_count`, the APNs badge): the push
+//! backend's in-memory view, read by the chain (which must not block).
 //!
-//! Kept in memory for the chain (which must not block) and written through
-//! to the spool (key `presence/{bare JID}`) without waiting: the write goes
-//! to the spool writer before the ingest append of the same request, so it
-//! is committed in the same group commit or an earlier one, and a request
-//! answered 202 has its presence changes stored too.
+//! The view never changes itself from an event: the chain returns
+//! [`StateChange`]s (`Presence`, `Count`), the spool stores them with the
+//! request (key `push.NAME/presence/{bare JID}`), and only the committed
+//! ones come back here through [`PresenceBook::apply`]. A refused request
+//! therefore changes nobody's presence or badge.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use event_pusher_core::{jid, Event, PresenceStatus};
-use serde::{Deserialize, Serialize};
-
-use super::store::Store;
+use event_pusher_core::state_change::UserPresence;
+use event_pusher_core::StateChange;
 
 const PREFIX: &str = "presence/";
-
-/// One user's online resources and unread count.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct UserPresence {
-    resources: BTreeSet<String>,
-    message_count: u64,
-}
 
 /// Presence and message counts of every user seen.
 #[derive(Default)]
@@ -50,47 +41,29 @@ impl PresenceBook {
         self.users.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Apply a presence event: `user_available` adds the resource and
-    /// resets the count, `unset_presence` removes it (a bare JID: all).
-    pub fn observe(&self, event: &Event, store: &Store) {
-        let Some(p) = event.presence() else { return };
-        let user = jid::bare(&p.jid);
-        let resource = jid::resourcepart(&p.jid);
+    /// `user`'s presence as if `pending` (the request's earlier changes to
+    /// this user, in order) were applied already.
+    pub fn effective<'c>(&self, user: &str, pending: impl Iterator<Item = &'c StateChange>) -> UserPresence {
+        let mut p = self.lock().get(user).cloned().unwrap_or_default();
+        for change in pending {
+            p.apply(change);
+        }
+        p
+    }
+
+    /// Apply a committed `Presence` or `Count` change.
+    pub fn apply(&self, user: &str, change: &StateChange) {
         let mut users = self.lock();
         let entry = users.entry(user.to_owned()).or_default();
-        let before = entry.clone();
-        match p.status {
-            PresenceStatus::Online => {
-                entry.resources.insert(resource.to_owned());
-                entry.message_count = 0;
-            }
-            PresenceStatus::Offline if resource.is_empty() => entry.resources.clear(),
-            PresenceStatus::Offline => {
-                entry.resources.remove(resource);
-            }
-        }
-        if *entry != before {
-            let stored = (*entry != UserPresence::default()).then(|| serde_json::to_vec(&*entry).unwrap_or_default());
-            if stored.is_none() {
-                users.remove(user);
-            }
-            store.put_soon(&format!("{PREFIX}{user}"), stored);
+        entry.apply(change);
+        if entry.is_empty() {
+            users.remove(user);
         }
     }
 
+    #[cfg(test)]
     pub fn is_online(&self, user: &str) -> bool {
-        self.lock().get(user).is_some_and(|p| !p.resources.is_empty())
-    }
-
-    /// Count one more notification for `user`.
-    pub fn count_notification(&self, user: &str, store: &Store) {
-        let mut users = self.lock();
-        let entry = users.entry(user.to_owned()).or_default();
-        entry.message_count += 1;
-        store.put_soon(
-            &format!("{PREFIX}{user}"),
-            Some(serde_json::to_vec(&*entry).unwrap_or_default()),
-        );
+        self.lock().get(user).is_some_and(UserPresence::is_online)
     }
 
     /// Notifications counted for `user` since it was last online.
@@ -101,26 +74,26 @@ impl PresenceBook {
 
 #[cfg(test)]
 mod tests {
-    use event_pusher_core::HookTranslator;
-    use serde_json::json;
-
     use super::*;
 
-    fn presence(hook: &str, jid: &str) -> Event {
-        HookTranslator.translate(&json!({"hook": hook, "jid": jid})).unwrap()
+    fn presence(user: &str, resource: &str, online: bool) -> StateChange {
+        StateChange::Presence {
+            scope: "push.m".into(),
+            user: user.into(),
+            resource: resource.into(),
+            online,
+        }
     }
 
     #[test]
-    fn resources_come_and_go_and_online_resets_the_count() {
-        let (book, store) = (PresenceBook::default(), Store::default());
-        book.count_notification("bob@x", &store);
-        assert_eq!(book.message_count("bob@x"), 1);
-        book.observe(&presence("user_available", "bob@x/phone"), &store);
-        book.observe(&presence("user_available", "bob@x/desk"), &store);
-        assert_eq!(book.message_count("bob@x"), 0);
-        book.observe(&presence("unset_presence", "bob@x/phone"), &store);
+    fn only_applied_changes_count_and_pending_ones_are_seen_as_if_applied() {
+        let book = PresenceBook::default();
+        let pending = [presence("bob@x", "phone", true)];
+        assert!(book.effective("bob@x", pending.iter()).is_online());
+        assert!(!book.is_online("bob@x"), "not applied: nothing changed");
+        book.apply("bob@x", &pending[0]);
         assert!(book.is_online("bob@x"));
-        book.observe(&presence("unset_presence", "bob@x/desk"), &store);
+        book.apply("bob@x", &presence("bob@x", "", false));
         assert!(!book.is_online("bob@x"));
     }
 }

@@ -9,8 +9,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use event_pusher_core::spool::SpoolError;
 use event_pusher_core::{
-    one_by_one, Attachment, Backend, BackendError, ChatType, Delivery, DeliveryError, Direction, Event, EventBody,
-    Targets,
+    one_by_one, Attachment, Backend, BackendError, BackendId, Changes, ChatType, Delivery, DeliveryError, Direction,
+    Event, EventBody, StateChange, Targets,
 };
 use serde_json::Value;
 
@@ -38,6 +38,8 @@ pub enum RegistryError {
 
 pub struct PushBackend {
     name: String,
+    /// `push.NAME`: the scope of this backend's state changes.
+    scope: String,
     offline_only: bool,
     content: Content,
     providers: Vec<Arc<dyn Provider>>,
@@ -64,6 +66,7 @@ impl PushBackend {
         }
         Ok(PushBackend {
             name: name.to_owned(),
+            scope: BackendId::new(Self::KIND, name).to_string(),
             offline_only: config.offline_only,
             content: config.content,
             providers,
@@ -79,6 +82,11 @@ impl PushBackend {
         &self.name
     }
 
+    /// `push.NAME`, the scope of this backend's state changes.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
     fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
         self.providers.iter().find(|p| p.name() == name)
     }
@@ -86,11 +94,52 @@ impl PushBackend {
     /// Register a device for `jid` (reduced to its bare JID); answers once
     /// it is stored.
     pub async fn register(&self, jid: &str, device_id: &str, reg: &Registration) -> Result<Put, RegistryError> {
-        let user = self.check(jid, device_id, reg).map_err(RegistryError::Invalid)?;
-        let provider = provider_name(&reg.address);
-        let put = self.devices.put(&user, device_id, reg, &self.store).await?;
-        tracing::info!(backend = %self.name, user = %user, device_id, provider, "push device registered");
+        let (change, put) = self
+            .registration_change(jid, device_id, reg, &Changes::new())
+            .map_err(RegistryError::Invalid)?;
+        self.commit(change).await?;
         Ok(put)
+    }
+
+    /// The change that registers a device, and whether it adds or replaces
+    /// one (with the request's `pending` changes applied); or what is wrong
+    /// with the registration, naming the field.
+    pub fn registration_change(
+        &self,
+        jid: &str,
+        device_id: &str,
+        reg: &Registration,
+        pending: &Changes,
+    ) -> Result<(StateChange, Put), String> {
+        let user = self.check(jid, device_id, reg)?;
+        let put = if self.devices.has(&user, device_id, pending.about(&self.scope, &user)) {
+            Put::Replaced
+        } else {
+            Put::Created
+        };
+        Ok((self.devices.put_change(&self.scope, &user, device_id, reg), put))
+    }
+
+    /// The change that removes a device, if `jid` has it (with `pending`
+    /// applied).
+    pub fn removal_change(&self, jid: &str, device_id: &str, pending: &Changes) -> Result<Option<StateChange>, String> {
+        let user = super::registration::bare_jid(jid)?;
+        Ok(self
+            .devices
+            .has(&user, device_id, pending.about(&self.scope, &user))
+            .then(|| StateChange::DeviceRemove {
+                scope: self.scope.clone(),
+                user,
+                device_id: device_id.to_owned(),
+            }))
+    }
+
+    /// Store a registry change (applied in memory once committed).
+    async fn commit(&self, change: StateChange) -> Result<(), SpoolError> {
+        if !self.store.commit(vec![change.clone()]).await? {
+            Backend::apply(self, &change);
+        }
+        Ok(())
     }
 
     /// Check a registration without storing it: the user's bare JID, or
@@ -110,12 +159,16 @@ impl PushBackend {
 
     /// Remove a device; false when there was none.
     pub async fn unregister(&self, jid: &str, device_id: &str) -> Result<bool, RegistryError> {
-        let user = super::registration::bare_jid(jid).map_err(RegistryError::Invalid)?;
-        let removed = self.devices.remove(&user, device_id, &self.store).await?;
-        if removed {
-            tracing::info!(backend = %self.name, user = %user, device_id, "push device removed");
+        match self
+            .removal_change(jid, device_id, &Changes::new())
+            .map_err(RegistryError::Invalid)?
+        {
+            Some(change) => {
+                self.commit(change).await?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(removed)
     }
 
     /// What the admin API shows of a user's devices (no tokens).
@@ -133,14 +186,20 @@ impl PushBackend {
         }
     }
 
-    /// Whether this event calls for a notification, and to whom.
-    fn recipient_to_notify<'e>(&self, event: &'e Event) -> Option<&'e str> {
+    /// Whether this event calls for a notification, and to whom (presence
+    /// as if the request's `pending` changes were applied).
+    fn recipient_to_notify<'e>(&self, event: &'e Event, pending: &Changes) -> Option<&'e str> {
         match &event.body {
             EventBody::Chat(c)
                 if c.direction == Direction::Out && matches!(c.chat_type, ChatType::Chat | ChatType::Groupchat) =>
             {
                 let user = recipient(event)?;
-                (!self.offline_only || !self.presence.is_online(user)).then_some(user)
+                let online = || {
+                    self.presence
+                        .effective(user, pending.about(&self.scope, user))
+                        .is_online()
+                };
+                (!self.offline_only || !online()).then_some(user)
             }
             EventBody::Unacked(_) => recipient(event),
             _ => None,
@@ -184,10 +243,18 @@ impl PushBackend {
                 Ok(())
             }
             Ok(Sent::Invalid { reason }) => {
-                if self.devices.prune(user, device_id, &self.store) {
-                    counters.pruned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(backend = %self.name, user, device_id, provider = provider_label, %reason, "push device pruned: token no longer valid");
+                let prune = StateChange::DeviceRemove {
+                    scope: self.scope.clone(),
+                    user: user.to_owned(),
+                    device_id: device_id.to_owned(),
+                };
+                // Not awaited: a crash before the commit costs one more
+                // refusal, never a device.
+                if !self.store.commit_soon(vec![prune.clone()]) {
+                    Backend::apply(self, &prune);
                 }
+                counters.pruned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(backend = %self.name, user, device_id, provider = provider_label, %reason, "push device pruned: token no longer valid");
                 Ok(())
             }
             Err(e) => {
@@ -202,21 +269,48 @@ impl PushBackend {
 impl Backend for PushBackend {
     const KIND: &'static str = "push";
 
-    fn observe(&self, event: &Event) {
-        self.presence.observe(event, &self.store);
+    /// A presence event becomes a `Presence` change (when it changes
+    /// anything); applied once the request is stored.
+    fn observe(&self, event: &Event, changes: &mut Changes) {
+        let Some(p) = event.presence() else { return };
+        let user = event_pusher_core::jid::bare(&p.jid);
+        let change = StateChange::Presence {
+            scope: self.scope.clone(),
+            user: user.to_owned(),
+            resource: event_pusher_core::jid::resourcepart(&p.jid).to_owned(),
+            online: p.status == event_pusher_core::PresenceStatus::Online,
+        };
+        let mut now = self.presence.effective(user, changes.about(&self.scope, user));
+        if now.apply(&change) {
+            changes.push(change);
+        }
     }
 
     /// One queue item per device of the recipient; none when the event
-    /// calls for no notification or the recipient has no device.
-    fn targets(&self, event: &Event) -> Targets {
-        let Some(user) = self.recipient_to_notify(event) else {
+    /// calls for no notification or the recipient has no device. A
+    /// notification counts one more for the badge (a `Count` change).
+    fn targets(&self, event: &Event, changes: &mut Changes) -> Targets {
+        let Some(user) = self.recipient_to_notify(event, changes) else {
             return Targets::Each(Vec::new());
         };
-        let devices = self.devices.device_ids(user);
+        let devices = self.devices.device_ids(user, changes.about(&self.scope, user));
         if !devices.is_empty() {
-            self.presence.count_notification(user, &self.store);
+            changes.push(StateChange::Count {
+                scope: self.scope.clone(),
+                user: user.to_owned(),
+            });
         }
         Targets::Each(devices)
+    }
+
+    fn apply(&self, change: &StateChange) {
+        if change.scope() != self.scope {
+            return;
+        }
+        match change {
+            StateChange::Presence { user, .. } | StateChange::Count { user, .. } => self.presence.apply(user, change),
+            StateChange::DevicePut { .. } | StateChange::DeviceRemove { .. } => self.devices.apply(change),
+        }
     }
 
     fn attach(&self, attachment: &Attachment) -> Result<(), BackendError> {

@@ -35,7 +35,7 @@ impl AttemptLog {
 
     pub fn with_window(kind: &str, name: &str, window: Duration) -> Self {
         AttemptLog {
-            label: format!("{kind}.{name}"),
+            label: crate::BackendId::new(kind, name).to_string(),
             window,
             state: Mutex::new(State::default()),
         }

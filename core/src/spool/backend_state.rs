@@ -6,9 +6,10 @@
 //! fsync'd in a group commit; a put that is not awaited is still committed
 //! before any command sent after it (the writer takes commands in order).
 
-use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::SpoolError;
+use crate::state_change::{state_key, StateChange, UserPresence};
 
 pub(crate) const BACKEND_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("backend_state");
 
@@ -21,6 +22,41 @@ pub(crate) fn apply(txn: &WriteTransaction, entries: &[(String, Option<Vec<u8>>)
                 t.insert(key.as_str(), v.as_slice()).map_err(super::io)?;
             }
             None => {
+                t.remove(key.as_str()).map_err(super::io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fold state changes into their keys, in order: presence and counts into
+/// the user's [`UserPresence`] (removed once empty), devices set or removed.
+pub(crate) fn fold(txn: &WriteTransaction, changes: &[StateChange]) -> Result<(), SpoolError> {
+    let mut t = txn.open_table(BACKEND_STATE).map_err(super::io)?;
+    for change in changes {
+        let key = state_key(change);
+        match change {
+            StateChange::Presence { .. } | StateChange::Count { .. } => {
+                let mut presence: UserPresence = t
+                    .get(key.as_str())
+                    .map_err(super::io)?
+                    .and_then(|v| serde_json::from_slice(v.value()).ok())
+                    .unwrap_or_default();
+                if !presence.apply(change) {
+                    continue;
+                }
+                if presence.is_empty() {
+                    t.remove(key.as_str()).map_err(super::io)?;
+                } else {
+                    let bytes = serde_json::to_vec(&presence).map_err(super::io)?;
+                    t.insert(key.as_str(), bytes.as_slice()).map_err(super::io)?;
+                }
+            }
+            StateChange::DevicePut { record, .. } => {
+                let bytes = serde_json::to_vec(record).map_err(super::io)?;
+                t.insert(key.as_str(), bytes.as_slice()).map_err(super::io)?;
+            }
+            StateChange::DeviceRemove { .. } => {
                 t.remove(key.as_str()).map_err(super::io)?;
             }
         }

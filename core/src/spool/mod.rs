@@ -40,6 +40,7 @@ pub use fresh::FreshRows;
 pub use idempotency::{now_ms, KeyPolicy, KeyRecord, KeyedAppend};
 
 use crate::slot::Slot;
+use crate::state_change::{StateChange, StateSink};
 use writer::Command;
 
 /// The error a spool failure came from, shared so [`SpoolError`] can be
@@ -151,6 +152,8 @@ pub(crate) struct Shared {
     pub healthy: AtomicBool,
     /// Why the last write failed, while unhealthy.
     pub last_error: Mutex<Option<String>>,
+    /// Where committed state changes are applied in memory.
+    pub state_sink: arc_swap::ArcSwapOption<Box<dyn StateSink>>,
 }
 
 impl Shared {
@@ -277,6 +280,7 @@ impl Spool {
             stored_bytes: AtomicU64::new(counts.stored),
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
+            state_sink: arc_swap::ArcSwapOption::empty(),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
@@ -411,12 +415,42 @@ impl Spool {
     /// Durably append events to backend queues: `(slot, canonical JSON)`.
     /// Returns once they are committed with fsync, all or none.
     pub async fn append(&self, items: Vec<(Slot, Bytes)>) -> Result<(), SpoolError> {
-        if items.is_empty() {
+        self.commit(items, Vec::new()).await
+    }
+
+    /// Durably append events and the state changes accepted with them, in
+    /// one fsync'd transaction, all or none. The changes reach the
+    /// [`StateSink`] right after the commit, before this returns.
+    pub async fn commit(&self, items: Vec<(Slot, Bytes)>, changes: Vec<StateChange>) -> Result<(), SpoolError> {
+        if items.is_empty() && changes.is_empty() {
             return Ok(());
         }
         // Same layout: collected in place.
         let items = items.into_iter().map(|(s, b)| (s.index(), b)).collect();
-        self.call(|reply| Command::Append { items, reply }).await
+        self.call(|reply| Command::Append {
+            items,
+            changes,
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    /// [`commit`](Self::commit) of state changes alone, without waiting:
+    /// committed with the next group (for what a lost change costs little,
+    /// such as a device pruned after its provider refused its token: a
+    /// crash before the commit means one more refusal).
+    pub fn commit_soon(&self, changes: Vec<StateChange>) {
+        let _ = self.tx.send(Command::Append {
+            items: Vec::new(),
+            changes,
+            reply: None,
+        });
+    }
+
+    /// Where committed state changes are applied in memory (set once the
+    /// backends are attached, before serving).
+    pub fn set_state_sink(&self, sink: Box<dyn StateSink>) {
+        self.shared.state_sink.store(Some(Arc::new(sink)));
     }
 
     /// Like [`append`](Self::append), under an idempotency key: the events
@@ -425,12 +459,14 @@ impl Spool {
     pub async fn append_keyed(
         &self,
         items: Vec<(Slot, Bytes)>,
+        changes: Vec<StateChange>,
         key: String,
         record: KeyRecord,
     ) -> Result<KeyedAppend, SpoolError> {
         let items = items.into_iter().map(|(s, b)| (s.index(), b)).collect();
         self.call(|reply| Command::AppendKeyed {
             items,
+            changes,
             key,
             record,
             reply,

@@ -22,6 +22,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransactio
 use tokio::sync::oneshot;
 
 use super::idempotency::{self, KeyRecord, KeyedAppend};
+use crate::state_change::StateChange;
 use super::{
     count_slot, dead_table, paused_key, queue_table, DeadLetter, Record, Shared, SlotState, SlotTable, SpoolError,
     RECORDS, STATE,
@@ -30,14 +31,18 @@ use super::{
 type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 
 pub(crate) enum Command {
+    /// New events and the state changes accepted with them; `reply` is
+    /// `None` for changes sent without waiting (a pruned device).
     Append {
         items: Vec<(usize, Bytes)>,
-        reply: Reply<()>,
+        changes: Vec<StateChange>,
+        reply: Option<Reply<()>>,
     },
     /// An append under an idempotency key: stored with the key, unless the
     /// key is already there.
     AppendKeyed {
         items: Vec<(usize, Bytes)>,
+        changes: Vec<StateChange>,
         key: String,
         record: KeyRecord,
         reply: Reply<KeyedAppend>,
@@ -267,6 +272,22 @@ impl SpoolWriter {
                         slot.changed.notify_one();
                     }
                 }
+                // In-memory views follow the commit, in commit order, before
+                // anybody hears "stored" and before the delivery queues see
+                // the new rows (a push reads the badge count it carries).
+                if let Some(sink) = self.shared.state_sink.load_full() {
+                    for (cmd, res) in group.iter().zip(&results) {
+                        if let (
+                            Command::Append { changes, .. } | Command::AppendKeyed { changes, .. },
+                            Ok(Applied::Count(_)),
+                        ) = (cmd, res)
+                        {
+                            if !changes.is_empty() {
+                                sink.applied(changes);
+                            }
+                        }
+                    }
+                }
                 self.publish(&fx);
                 for (cmd, res) in group.drain(..).zip(results) {
                     reply(cmd, res);
@@ -407,15 +428,22 @@ impl SpoolWriter {
     /// Apply one command inside the transaction. A refusal (limits) returns
     /// an error for that command alone; an I/O error aborts the group.
     fn apply(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<Applied, SpoolError> {
-        if let Command::AppendKeyed { items, key, record, .. } = cmd {
-            return self.apply_append_keyed(txn, items, key, record, fx);
+        if let Command::AppendKeyed {
+            items,
+            changes,
+            key,
+            record,
+            ..
+        } = cmd
+        {
+            return self.apply_append_keyed(txn, items, changes, key, record, fx);
         }
         self.apply_counted(txn, cmd, fx).map(Applied::Count)
     }
 
     fn apply_counted(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<usize, SpoolError> {
         match cmd {
-            Command::Append { items, .. } => self.apply_append(txn, items, fx),
+            Command::Append { items, changes, .. } => self.apply_append(txn, items, changes, fx),
             Command::AppendKeyed { .. } => Ok(0),
             // Acks never join a group: `take` holds them for the next commit.
             Command::Ack { .. } => Ok(0),
@@ -442,6 +470,7 @@ impl SpoolWriter {
         &mut self,
         txn: &WriteTransaction,
         items: &[(usize, Bytes)],
+        changes: &[StateChange],
         key: &str,
         record: &KeyRecord,
         fx: &mut Effects,
@@ -450,18 +479,19 @@ impl SpoolWriter {
         if let Some(existing) = idempotency::take_live(txn, key, &policy)? {
             return Ok(Applied::Existing(existing));
         }
-        self.apply_append(txn, items, fx)?;
+        self.apply_append(txn, items, changes, fx)?;
         idempotency::store(txn, key, record)?;
         idempotency::prune(txn, &policy)?;
         Ok(Applied::Count(items.len()))
     }
 
-    /// Store new events, all or nothing: the limits are checked for the
-    /// whole request first.
+    /// Store new events and the state changes accepted with them, all or
+    /// nothing: the limits are checked for the whole request first.
     fn apply_append(
         &mut self,
         txn: &WriteTransaction,
         items: &[(usize, Bytes)],
+        changes: &[StateChange],
         fx: &mut Effects,
     ) -> Result<usize, SpoolError> {
         let slots = self.shared.slots.load();
@@ -520,6 +550,9 @@ impl SpoolWriter {
             fx.notify.push(*slot);
         }
         fx.bytes_delta += bytes as i64;
+        if !changes.is_empty() {
+            super::backend_state::fold(txn, changes)?;
+        }
         Ok(items.len())
     }
 
@@ -802,8 +835,12 @@ fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
                 Applied::Count(_) => KeyedAppend::Stored,
             }));
         }
-        Command::Append { reply, .. }
-        | Command::DeadLetter { reply, .. }
+        Command::Append { reply, .. } => {
+            if let Some(reply) = reply {
+                let _ = reply.send(res.map(|_| ()));
+            }
+        }
+        Command::DeadLetter { reply, .. }
         | Command::SetPaused { reply, .. }
         | Command::Attach { reply, .. }
         | Command::PutRecord { reply, .. }

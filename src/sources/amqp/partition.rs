@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_pusher_core::hook::{parse_calls, CallItem, Framing};
+use event_pusher_core::hook::{parse_body, parse_calls, CallItem, Framing};
 use event_pusher_core::IngestError;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -189,7 +189,19 @@ async fn store(
             .iter()
             .flat_map(|(d, _)| parse_calls(&d.data, framing(d)).unwrap_or_default())
             .collect();
-        match ctx.state.pipeline.accept(&calls).await {
+        let outcome = match ctx.state.pipeline.accept(&calls).await {
+            // Hook commands (`push_enable`, ...) read fields the typed
+            // reader skips: then the batch is read again as JSON values.
+            Err(IngestError::CommandNeedsJson { .. }) => {
+                let values: Vec<serde_json::Value> = good
+                    .iter()
+                    .flat_map(|(d, _)| parse_body(&d.data, framing(d)).unwrap_or_default())
+                    .collect();
+                ctx.state.pipeline.accept(&values).await
+            }
+            other => other,
+        };
+        match outcome {
             Ok(_) => break,
             Err(IngestError::Invalid { message, index }) => {
                 // Find the message holding item `index`, dead-letter it,
@@ -208,6 +220,9 @@ async fn store(
                 let (d, _) = good.remove(at);
                 let reason = format!("item {}: {message}", index - start);
                 dead_letter(ctx, channel, queue, &d, &reason).await?;
+            }
+            Err(IngestError::CommandNeedsJson { index }) => {
+                return Err(format!("hook command at item {index} could not be read as JSON"));
             }
             Err(IngestError::Spool(e)) => {
                 if !refused_logged {
