@@ -225,9 +225,12 @@ fn table_positions(path: &Path, text: &str) -> BTreeMap<String, usize> {
         .backends
         .into_iter()
         .flat_map(|(kind, instances)| {
-            instances
-                .into_iter()
-                .map(move |(name, table)| (event_pusher_core::BackendId::new(&kind, &name).to_string(), table.span().start))
+            instances.into_iter().map(move |(name, table)| {
+                (
+                    event_pusher_core::BackendId::new(&kind, &name).to_string(),
+                    table.span().start,
+                )
+            })
         })
         .collect()
 }

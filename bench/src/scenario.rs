@@ -186,7 +186,10 @@ mod tests {
         let mut claims = 0;
         for _ in 0..1000 {
             let mut e = HookTranslator.translate(&gen.next_call()).unwrap();
-            claims += chain.run(&mut e, &mut event_pusher_core::state_change::Changes::new()).claims.len();
+            claims += chain
+                .run(&mut e, &mut event_pusher_core::state_change::Changes::new())
+                .claims
+                .len();
         }
         assert!(claims > 1500, "{claims}");
         let ev = events(3, Mix::Standard, 100);

@@ -272,10 +272,9 @@ impl Pipeline {
                     command,
                     call,
                 } => {
-                    let outcome =
-                        command
-                            .command(&hook, call, &changes)
-                            .map_err(|e| IngestError::Invalid { message: e.0, index })?;
+                    let outcome = command
+                        .command(&hook, call, &changes)
+                        .map_err(|e| IngestError::Invalid { message: e.0, index })?;
                     for change in outcome.changes {
                         changes.push(change);
                     }
@@ -317,11 +316,7 @@ impl Pipeline {
             ids.push(event.id);
         }
         Ok(Prepared {
-            accepted: Accepted {
-                ids,
-                stopped,
-                reports,
-            },
+            accepted: Accepted { ids, stopped, reports },
             items,
             changes,
         })

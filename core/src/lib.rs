@@ -32,10 +32,10 @@ pub use backend::{
 pub use backend_id::BackendId;
 pub use chain::{Chain, ChainBuilder, ChainOutcome, Filter, Verdict};
 pub use class::{EventClass, EventClasses};
+pub use command::{CommandError, CommandHook, CommandHooks, CommandOutcome, CommandReport};
 pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus, Unacked};
 pub use hook::{HookError, HookTranslator};
 pub use ingest::{Accepted, IngestError, KeyedOutcome, Pipeline};
 pub use slot::{Slot, SlotRegistry};
 pub use state_change::{Changes, StateChange, StateSink};
 pub use state_router::StateRouter;
-pub use command::{CommandError, CommandHook, CommandHooks, CommandOutcome, CommandReport};

@@ -41,7 +41,10 @@ pub async fn run(target: Target) -> Result<String, CommandError> {
 fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     // `KIND.NAME`: names are unique per kind only.
-    let ids: Vec<String> = rows.iter().map(|r| event_pusher_core::BackendId::new(&r.kind, &r.name).to_string()).collect();
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| event_pusher_core::BackendId::new(&r.kind, &r.name).to_string())
+        .collect();
     let w = ids.iter().map(String::len).max().unwrap_or(4).max(7);
     let _ = writeln!(
         out,

@@ -67,11 +67,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     answer(state, outcome, key)
 }
 
-async fn accept<C: HookInput>(
-    state: &AppState,
-    calls: &[C],
-    key: Option<&str>,
-) -> Result<KeyedOutcome, IngestError> {
+async fn accept<C: HookInput>(state: &AppState, calls: &[C], key: Option<&str>) -> Result<KeyedOutcome, IngestError> {
     match key {
         None => state.pipeline.accept(calls).await.map(KeyedOutcome::Stored),
         Some(key) => state.pipeline.accept_keyed(calls, key).await,

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use event_pusher_core::BackendError;
 
-pub use config::PushConfig;
 pub use commands::PushCommands;
+pub use config::PushConfig;
 pub use publish::{PushBackend, RegistryError};
 
 const USER_AGENT: &str = concat!("event-pusher/", env!("CARGO_PKG_VERSION"));

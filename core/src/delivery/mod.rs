@@ -145,7 +145,9 @@ pub fn find_backend<'a>(backends: impl IntoIterator<Item = (&'a str, &'a str)>, 
         [] => Err(Lookup::NotFound(query.to_owned())),
         many => Err(Lookup::Ambiguous(
             query.to_owned(),
-            many.iter().map(|i| crate::BackendId::new(all[*i].0, &all[*i].1).to_string()).collect(),
+            many.iter()
+                .map(|i| crate::BackendId::new(all[*i].0, &all[*i].1).to_string())
+                .collect(),
         )),
     }
 }

@@ -22,11 +22,11 @@ use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransactio
 use tokio::sync::oneshot;
 
 use super::idempotency::{self, KeyRecord, KeyedAppend};
-use crate::state_change::StateChange;
 use super::{
     count_slot, dead_table, paused_key, queue_table, DeadLetter, Record, Shared, SlotState, SlotTable, SpoolError,
     RECORDS, STATE,
 };
+use crate::state_change::StateChange;
 
 type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 
