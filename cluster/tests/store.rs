@@ -185,6 +185,54 @@ async fn the_relay_keeps_the_order_they_were_accepted_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_the_store_refuses_does_not_block_the_ones_after_it() {
+    let db = TestDb::create().await;
+    let store = db.store("a").await;
+    let outbox = MemOutbox::default();
+    outbox.push(vec![count("bob@localhost")]);
+    outbox.push(vec![count("bad\0@localhost"), count("bob@localhost")]);
+    outbox.push(vec![count("bob@localhost")]);
+    let relay = tokio::spawn(relay(store.clone(), "spool-a".into(), outbox.clone()));
+    outbox.drained().await;
+    relay.abort();
+    let snap = store.load().await.unwrap();
+    assert_eq!(snap.presence.len(), 1);
+    assert_eq!(snap.presence[0].message_count, 2, "the refused entry is dropped whole");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_relaying_the_same_users_at_once_lose_nothing() {
+    let db = TestDb::create().await;
+    let a = db.store("a").await;
+    let b = db.store("b").await;
+    let users: Vec<String> = (0..20).map(|i| format!("u{i}@localhost")).collect();
+    let (out_a, out_b) = (MemOutbox::default(), MemOutbox::default());
+    for round in 0..50 {
+        // Opposite orders: a naive lock order would deadlock.
+        let forward: Vec<_> = users.iter().map(|u| count(u)).collect();
+        let backward: Vec<_> = users.iter().rev().map(|u| count(u)).collect();
+        out_a.push(forward);
+        out_b.push(backward);
+        if round == 49 {
+            out_a.push(vec![presence(&users[0], "a", true)]);
+            out_b.push(vec![presence(&users[0], "b", true)]);
+        }
+    }
+    let ra = tokio::spawn(relay(a.clone(), "spool-a".into(), out_a.clone()));
+    let rb = tokio::spawn(relay(b.clone(), "spool-b".into(), out_b.clone()));
+    out_a.drained().await;
+    out_b.drained().await;
+    ra.abort();
+    rb.abort();
+    let snap = a.load().await.unwrap();
+    for p in &snap.presence[1..] {
+        assert_eq!(p.message_count, 100, "{p:?}");
+    }
+    let u0 = user_presence(&snap, &users[0]).unwrap();
+    assert_eq!(u0.resources, vec!["a".to_owned(), "b".to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_writes_answer_what_they_did() {
     let db = TestDb::create().await;
     let store = db.store("a").await;

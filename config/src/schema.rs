@@ -122,7 +122,10 @@ pub struct ClusterConfig {
     /// a password: never print it, print [`ClusterConfig::redacted_postgres`].
     pub postgres: String,
     /// Connections in the pool.
-    #[serde(default = "ClusterConfig::default_pool_size", deserialize_with = "crate::types::positive")]
+    #[serde(
+        default = "ClusterConfig::default_pool_size",
+        deserialize_with = "crate::types::positive"
+    )]
     pub pool_size: usize,
     /// This sidecar's name in status and metrics (default: host name and
     /// listen port).
@@ -219,11 +222,20 @@ mod tests {
     #[test]
     fn passwords_are_redacted_in_every_form() {
         for (input, want) in [
-            ("postgres://ep:s3cret@10.0.0.5:5432/ep", "postgres://ep:***@10.0.0.5:5432/ep"),
+            (
+                "postgres://ep:s3cret@10.0.0.5:5432/ep",
+                "postgres://ep:***@10.0.0.5:5432/ep",
+            ),
             ("postgresql://ep:p@ss@host/db", "postgresql://ep:***@host/db"),
             ("postgres://ep@host/db", "postgres://ep@host/db"),
-            ("postgres://host/db?user=ep&password=s3cret&x=1", "postgres://host/db?user=ep&password=***&x=1"),
-            ("host=h user=ep password=s3cret dbname=ep", "host=h user=ep password=*** dbname=ep"),
+            (
+                "postgres://host/db?user=ep&password=s3cret&x=1",
+                "postgres://host/db?user=ep&password=***&x=1",
+            ),
+            (
+                "host=h user=ep password=s3cret dbname=ep",
+                "host=h user=ep password=*** dbname=ep",
+            ),
             ("host=h password='a b\\' c' dbname=ep", "host=h password=*** dbname=ep"),
             ("host=h user=nopassword=x", "host=h user=nopassword=x"),
         ] {
@@ -234,16 +246,24 @@ mod tests {
     type Doc = Document<toml::Table, toml::Table>;
 
     fn parse(text: &str) -> Result<Doc, crate::ConfigError> {
-        crate::parse::<Doc>("t.toml", text, |name| (name == "PG").then(|| "postgres://ep:pw@h/db".to_owned()))
-            .map(|(doc, _)| doc)
+        crate::parse::<Doc>("t.toml", text, |name| {
+            (name == "PG").then(|| "postgres://ep:pw@h/db".to_owned())
+        })
+        .map(|(doc, _)| doc)
     }
 
     #[test]
     fn the_cluster_table_is_optional_and_has_defaults() {
         assert!(parse("").unwrap().cluster.is_none());
         let c = parse("[cluster]\npostgres = \"${PG}\"\n").unwrap().cluster.unwrap();
-        assert_eq!((c.postgres.as_str(), c.pool_size, c.node), ("postgres://ep:pw@h/db", 8, None));
-        let c = parse("[cluster]\npostgres = \"x\"\npool_size = 2\nnode = \"chat-1\"\n").unwrap().cluster.unwrap();
+        assert_eq!(
+            (c.postgres.as_str(), c.pool_size, c.node),
+            ("postgres://ep:pw@h/db", 8, None)
+        );
+        let c = parse("[cluster]\npostgres = \"x\"\npool_size = 2\nnode = \"chat-1\"\n")
+            .unwrap()
+            .cluster
+            .unwrap();
         assert_eq!((c.pool_size, c.node.as_deref()), (2, Some("chat-1")));
     }
 
