@@ -5,6 +5,10 @@
 
 use thiserror::Error;
 
+/// The admin API's error text for [`ClusterError::Unavailable`]
+/// (`503 {"error": "cluster store unavailable"}`).
+pub const UNAVAILABLE: &str = "cluster store unavailable";
+
 #[derive(Debug, Error)]
 pub enum ClusterError {
     /// The store cannot be reached (connection refused or lost, pool

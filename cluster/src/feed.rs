@@ -177,14 +177,14 @@ pub(crate) fn payload(node: &str, notice: Notice) -> String {
 /// Send `notices` inside the caller's transaction: delivered to listeners
 /// when (and only if) it commits, in commit order.
 pub(crate) async fn notify(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     node: &str,
     notices: Vec<Notice>,
 ) -> Result<(), ClusterError> {
     if notices.is_empty() {
         return Ok(());
     }
-    let stmt = tx.prepare("SELECT pg_notify($1, $2)").await?;
+    let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
     let payloads: Vec<String> = notices.into_iter().map(|n| payload(node, n)).collect();
     // Pipelined: sent in order without waiting for each answer.
     futures::future::try_join_all(

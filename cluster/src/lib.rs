@@ -3,8 +3,10 @@
 //! subscriptions) kept in PostgreSQL, with every change announced to every
 //! sidecar through `LISTEN/NOTIFY`.
 //!
-//! A sidecar `connect`s (which migrates the schema), `load`s everything
-//! into its in-memory view, then applies the [`Change`]s from `subscribe`.
+//! A sidecar `connect`s (which migrates the schema), `subscribe`s, `load`s
+//! everything into its in-memory view, then applies the [`Change`]s
+//! received (a [`Change::Reloaded`] replaces the view; so does a `load()`
+//! after the receiver lagged).
 //! Writes come two ways: state changes accepted with requests are relayed
 //! from the local spool's outbox (`relay`, `apply_batch`: ordered, exactly
 //! once), and admin writes go to the store directly and are answered once
@@ -24,7 +26,7 @@ mod store;
 
 pub use admin::{CreateOutcome, PutOutcome};
 pub use apply::Applied;
-pub use error::ClusterError;
+pub use error::{ClusterError, UNAVAILABLE};
 pub use event_pusher_config::ClusterConfig;
 pub use feed::{Change, INLINE_LIMIT};
 pub use merge::Merged;

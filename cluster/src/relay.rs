@@ -33,7 +33,10 @@ pub trait Outbox: Send + Sync {
 }
 
 /// Relay `outbox` (whose entries are numbered by the spool identified by
-/// `origin`) to the store, forever. Run it as a task; abort it to stop (an
+/// `origin`) to the store, forever. `origin` must identify the spool
+/// instance, not the host (e.g. an id generated when the spool was
+/// created): a new spool numbering from 1 again under an old origin would
+/// have its entries skipped as already applied. Run it as a task; abort it to stop (an
 /// interrupted batch is relayed again later, and applied once).
 pub async fn relay(store: ClusterStore, origin: String, outbox: impl Outbox) {
     let mut backoff = BACKOFF_MIN;

@@ -95,6 +95,17 @@ pub struct ClusterStore {
     _tasks: Arc<Tasks>,
 }
 
+impl std::fmt::Debug for ClusterStore {
+    /// Without the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterStore")
+            .field("node", &self.shared.node)
+            .field("postgres", &self.shared.postgres_redacted)
+            .field("up", &self.shared.health.up())
+            .finish()
+    }
+}
+
 /// This sidecar's default node name: the host name and the listen port
 /// (`chat-1:8088`), unique per sidecar even with several on one host.
 pub fn default_node_name(listen_port: u16) -> String {
@@ -111,10 +122,12 @@ pub fn default_node_name(listen_port: u16) -> String {
 impl ClusterStore {
     /// Connect, migrate the schema, start listening for changes and the
     /// heartbeat. Fails with `Unavailable` when the store cannot be reached
-    /// (the sidecar is then not ready; call again later). Call `load()`
-    /// next, then apply the feed's changes on top: the listening
-    /// connection is open before `connect` returns, so nothing committed
-    /// after the load is missed.
+    /// (the sidecar is then not ready; call again later). Then
+    /// `subscribe()`, `load()`, and apply the received changes on top of
+    /// the loaded state: the listening connection is open before `connect`
+    /// returns, so nothing committed after the load is missed (changes
+    /// committed just before it may arrive too; they carry whole states,
+    /// so applying them again is harmless).
     pub async fn connect(config: &ClusterConfig, listen_port: u16) -> Result<ClusterStore, ClusterError> {
         let mut pg = tokio_postgres::Config::from_str(&config.postgres).map_err(ClusterError::Config)?;
         if pg.get_connect_timeout().is_none() {

@@ -155,8 +155,7 @@ async fn a_store_unreachable_at_start_is_unavailable() {
     proxy.cut();
     let err = ClusterStore::connect(&db.config_via(&proxy.addr(), "a"), 8088)
         .await
-        .err()
-        .expect("cannot connect");
+        .expect_err("cannot connect");
     assert!(err.is_unavailable(), "{err}");
     proxy.restore();
     store_via(&db, &proxy, "a").await;

@@ -527,7 +527,7 @@ async fn a_bad_connection_string_is_a_config_error() {
         pool_size: 1,
         node: None,
     };
-    let err = ClusterStore::connect(&config, 1).await.err().expect("refused");
+    let err = ClusterStore::connect(&config, 1).await.expect_err("refused");
     assert!(matches!(err, ClusterError::Config(_)), "{err}");
     assert!(err.to_string().starts_with("cluster.postgres: "), "{err}");
 }
