@@ -160,3 +160,66 @@ async fn a_store_unreachable_at_start_is_unavailable() {
     proxy.restore();
     store_via(&db, &proxy, "a").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_listening_connection_is_noticed_and_replaced() {
+    let db = TestDb::create().await;
+    let proxy = Proxy::start(PG).await;
+    let b = store_via(&db, &proxy, "b").await;
+    let a = db.store("a").await;
+    let mut feed = b.subscribe();
+
+    // Every connection b has goes silent without closing; new ones work.
+    proxy.stall();
+    a.put_device("push.mobile", "bob@localhost", "d1", &json!({"v": 1}))
+        .await
+        .unwrap();
+    // b's idle check finds its listening connection dead, opens another
+    // and re-reads what it could not hear.
+    let Change::Reloaded(snap) = wait_for(&mut feed, "reload after the idle check", |c| {
+        matches!(c, Change::Reloaded(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(snap.devices.len(), 1);
+    a.remove_device("push.mobile", "bob@localhost", "d1").await.unwrap();
+    wait_for(&mut feed, "after the new connection", |c| {
+        matches!(c, Change::Device { record: None, .. })
+    })
+    .await;
+    // A write on a stalled pooled connection times out as unavailable;
+    // later ones get fresh connections.
+    eventually("writes work again", || async {
+        b.put_device("push.mobile", "bob@localhost", "d2", &json!({"v": 1}))
+            .await
+            .ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_not_heard_from_for_30_s_are_not_listed_nor_summed() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    let a = db.store("a").await;
+    client
+        .execute(
+            "INSERT INTO nodes (name, last_seen, stats) VALUES
+                 ('gone', now() - interval '31 seconds', '{\"subscriptions\": {\"s1\": {\"delivered\": 100}}}'),
+                 ('alive', now() + interval '1 hour', '{\"subscriptions\": {\"s1\": {\"delivered\": 5}}}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    a.report_stats(json!({"subscriptions": {"s1": {"delivered": 1}}}));
+    let totals = eventually("a and alive summed", || {
+        let totals = a.subscription_totals();
+        async move { (totals.get("s1").map(|c| c.delivered) == Some(6)).then_some(totals) }
+    })
+    .await;
+    assert_eq!(totals.len(), 1);
+    let names: Vec<String> = a.status().nodes.into_iter().map(|n| n.name).collect();
+    assert_eq!(names, ["a", "alive"]);
+}

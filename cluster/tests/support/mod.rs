@@ -116,10 +116,13 @@ impl Drop for TestDb {
 /// A TCP proxy in front of PostgreSQL. `cut()` closes every connection
 /// through it and refuses new ones (accepts and closes them at once, as a
 /// dead server behind a load balancer would look); `restore()` lets them
-/// through again.
+/// through again. `stall()` black-holes the connections open now (they
+/// stay open, nothing more crosses them, as after a lost NAT entry) while
+/// new ones work.
 pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -129,21 +132,30 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
+        let epoch = Arc::new(AtomicU64::new(0));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let target = target.to_owned();
         let accept = tokio::spawn({
             let up = up.clone();
+            let epoch = epoch.clone();
             let conns = conns.clone();
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if !up.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
                     let target = target.clone();
+                    let epoch = epoch.clone();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = TcpStream::connect(&target).await {
+                            let born = epoch.load(Ordering::SeqCst);
+                            let (in_read, in_write) = inbound.into_split();
+                            let (out_read, out_write) = outbound.into_split();
+                            tokio::join!(
+                                pump(in_read, out_write, epoch.clone(), born),
+                                pump(out_read, in_write, epoch, born)
+                            );
                         }
                     });
                     conns.lock().unwrap().push(task);
@@ -153,9 +165,14 @@ impl Proxy {
         Proxy {
             addr,
             up,
+            epoch,
             conns,
             accept,
         }
+    }
+
+    pub fn stall(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn addr(&self) -> String {
@@ -179,6 +196,32 @@ impl Drop for Proxy {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// Copy one direction of a proxied connection until either side closes,
+/// or forever without forwarding once the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    epoch: Arc<AtomicU64>,
+    born: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if epoch.load(Ordering::SeqCst) != born {
+            // Black hole: keep both sockets open, forward nothing.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// An outbox in memory, standing in for the spool's: entries numbered
