@@ -412,3 +412,67 @@ async fn resolve(client: &mut Client, notice: Notice) -> Result<Change, ClusterE
         Notice::Reload => Change::Reloaded(Arc::new(snapshot::load(client).await?)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(record: Value) -> Notice {
+        Notice::Device {
+            scope: "push.mobile".into(),
+            user: "bob@localhost".into(),
+            device_id: "d1".into(),
+            record: Some(record),
+            fetch: false,
+        }
+    }
+
+    #[test]
+    fn small_states_travel_inline_and_large_ones_by_key() {
+        let small = payload("a", device(serde_json::json!({"token": "t"})));
+        let e: Envelope = serde_json::from_str(&small).unwrap();
+        assert!(
+            matches!(
+                e.change,
+                Notice::Device {
+                    record: Some(_),
+                    fetch: false,
+                    ..
+                }
+            ),
+            "{small}"
+        );
+        assert_eq!(e.node, "a");
+        assert!(e.ts > 0.0);
+
+        let large = payload("a", device(serde_json::json!({"token": "x".repeat(INLINE_LIMIT)})));
+        assert!(large.len() < INLINE_LIMIT, "{}", large.len());
+        let e: Envelope = serde_json::from_str(&large).unwrap();
+        assert!(
+            matches!(
+                e.change,
+                Notice::Device {
+                    record: None,
+                    fetch: true,
+                    ..
+                }
+            ),
+            "{large}"
+        );
+    }
+
+    #[test]
+    fn a_notice_from_a_newer_sidecar_with_unknown_fields_still_reads() {
+        let text = r#"{"ts": 1.5, "node": "n", "extra": 1,
+                       "change": {"k": "subscription", "id": "s1", "paused": true, "new_field": 2}}"#;
+        let e: Envelope = serde_json::from_str(text).unwrap();
+        assert!(matches!(
+            e.change,
+            Notice::Subscription {
+                record: None,
+                paused: true,
+                ..
+            }
+        ));
+    }
+}

@@ -241,3 +241,57 @@ impl Metrics {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counters_are_summed_over_nodes_and_bad_stats_count_as_none() {
+        let view = NodesView::from_rows(vec![
+            (
+                "a".into(),
+                1.0,
+                0.0,
+                json!({"subscriptions": {"s1": {"queued": 1, "delivered": 2}}}),
+            ),
+            (
+                "b".into(),
+                1.0,
+                0.0,
+                json!({"subscriptions": {"s1": {"failed": 3, "dead_letters": 4}, "s2": {}}}),
+            ),
+            ("c".into(), 1.0, 0.0, json!("not an object")),
+        ]);
+        assert_eq!(view.nodes.len(), 3);
+        assert_eq!(
+            view.totals["s1"],
+            SubscriptionCounters {
+                queued: 1,
+                delivered: 2,
+                failed: 3,
+                dead_letters: 4
+            }
+        );
+        assert_eq!(view.totals["s2"], SubscriptionCounters::default());
+    }
+
+    #[test]
+    fn only_unreachability_marks_the_store_down() {
+        let h = Health::new();
+        h.failed(&ClusterError::Corrupt {
+            what: "x",
+            message: "y".into(),
+        });
+        assert!(h.up());
+        h.failed(&ClusterError::Unavailable("refused".into()));
+        let s = h.status("pg".into());
+        assert!(!s.up);
+        assert_eq!(s.last_error.as_deref(), Some("cluster store unavailable: refused"));
+        h.ok();
+        let s = h.status("pg".into());
+        assert!(s.up);
+        assert!(s.last_error.is_some(), "kept after recovery");
+    }
+}
