@@ -196,6 +196,29 @@ impl ClusterStore {
         })
     }
 
+    /// [`ClusterStore::connect`], retried with backoff (up to 5 s) while
+    /// the store is unavailable; `on_unavailable` sees each failure (for
+    /// `/ready` and the log). Other errors (a bad connection string, a
+    /// refused login, a schema newer than this build) are returned: waiting
+    /// does not fix them.
+    pub async fn connect_retrying(
+        config: &ClusterConfig,
+        listen_port: u16,
+        mut on_unavailable: impl FnMut(&ClusterError),
+    ) -> Result<ClusterStore, ClusterError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match ClusterStore::connect(config, listen_port).await {
+                Err(e) if e.is_unavailable() => {
+                    on_unavailable(&e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// This sidecar's node name.
     pub fn node(&self) -> &str {
         &self.shared.node

@@ -157,8 +157,31 @@ async fn a_store_unreachable_at_start_is_unavailable() {
         .await
         .expect_err("cannot connect");
     assert!(err.is_unavailable(), "{err}");
+
+    // Retrying: waits while unavailable, connects once the store is back.
+    let config = db.config_via(&proxy.addr(), "a");
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let connecting = tokio::spawn(async move {
+        ClusterStore::connect_retrying(&config, 8088, |e| {
+            let _ = failed_tx.send(e.is_unavailable());
+        })
+        .await
+    });
+    assert_eq!(failed_rx.recv().await, Some(true), "reported while unavailable");
     proxy.restore();
-    store_via(&db, &proxy, "a").await;
+    let store = connecting.await.unwrap().expect("connected once the store is back");
+    store.load().await.unwrap();
+}
+
+#[tokio::test]
+async fn waiting_does_not_fix_a_missing_role() {
+    let db = TestDb::create().await;
+    let mut config = db.config("a");
+    config.postgres = format!("postgres://no_such_role@{PG}/{}", db.name);
+    let err = ClusterStore::connect_retrying(&config, 8088, |e| panic!("retried: {e}"))
+        .await
+        .expect_err("refused");
+    assert!(!err.is_unavailable(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
