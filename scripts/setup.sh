@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672
-# with the consistent-hash exchange plugin,
+# with the consistent-hash exchange plugin, PostgreSQL on 127.0.0.1:5432,
 # moto_server (the SNS/SQS emulator), http_ece and standardwebhooks from PyPI,
 # cargo-nextest, and Debian's
 # chromium + chromium-driver for the status page's browser test.
@@ -26,6 +26,28 @@ if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_consistent_hash
   log "enabling rabbitmq_consistent_hash_exchange"
   rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null
 fi
+
+# PostgreSQL for the cluster store's tests (cluster/tests): the machine's
+# server on 127.0.0.1:5432, user postgres with trust auth; each test creates
+# and drops its own database. Started if it is down.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+  log "starting PostgreSQL"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    for version in $(ls /etc/postgresql); do
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+    done
+  else
+    service postgresql start >/dev/null 2>&1 || true
+  fi
+  for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && break
+    sleep 1
+  done
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+  log "PostgreSQL did not start (127.0.0.1:5432)"; exit 1
+fi
+log "PostgreSQL is up"
 
 # moto_server for the SNS backend's tests.
 if ! command -v moto_server >/dev/null 2>&1; then

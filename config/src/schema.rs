@@ -24,6 +24,11 @@ pub struct Document<F, B, S = NoSources> {
     pub backends: B,
     #[serde(default)]
     pub sources: S,
+    /// `[cluster]`: devices, presence and webhook subscriptions shared with
+    /// the other sidecars through PostgreSQL. Absent: all of it stays in the
+    /// embedded spool.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A `[sources]` table with no kinds: for documents whose program has no
@@ -106,5 +111,182 @@ impl Default for SpoolConfig {
             max_queue: 1_000_000,
             max_bytes: 1 << 30,
         }
+    }
+}
+
+/// `[cluster]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// PostgreSQL connection string (URL or `key=value` form). It may carry
+    /// a password: never print it, print [`ClusterConfig::redacted_postgres`].
+    pub postgres: String,
+    /// Connections in the pool.
+    #[serde(
+        default = "ClusterConfig::default_pool_size",
+        deserialize_with = "crate::types::positive"
+    )]
+    pub pool_size: usize,
+    /// This sidecar's name in status and metrics (default: host name and
+    /// listen port).
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+impl ClusterConfig {
+    fn default_pool_size() -> usize {
+        8
+    }
+
+    /// The connection string with its password replaced by `***`, for logs,
+    /// status and `check-config`.
+    pub fn redacted_postgres(&self) -> String {
+        redact_conninfo(&self.postgres)
+    }
+}
+
+/// Debug without the password: configs end up in logs.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("postgres", &self.redacted_postgres())
+            .field("pool_size", &self.pool_size)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// Hide the password of a libpq connection string, in either form:
+/// `postgres://user:PASSWORD@host/db` or `... password=PASSWORD ...`
+/// (also the `?password=` URL parameter).
+fn redact_conninfo(conninfo: &str) -> String {
+    let mut out = conninfo.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        // The userinfo ends at the last '@' before the path.
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@').map(|i| rest + i) {
+            if let Some(colon) = out[rest..at].find(':').map(|i| rest + i) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    redact_password_param(&out)
+}
+
+/// `password=VALUE` as a URL query parameter or a `key=value` pair
+/// (a quoted value may contain spaces).
+fn redact_password_param(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("password=") {
+        let at_boundary = i == 0 || matches!(rest.as_bytes()[i - 1], b' ' | b'?' | b'&' | b'\t');
+        let value_start = i + "password=".len();
+        out.push_str(&rest[..value_start]);
+        if !at_boundary {
+            rest = &rest[value_start..];
+            continue;
+        }
+        let value = &rest[value_start..];
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            // Up to the closing quote (backslash escapes a quote).
+            let mut chars = quoted.char_indices();
+            let mut end = value.len();
+            while let Some((j, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '\'' => {
+                        end = j + 2;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            end
+        } else {
+            value.find([' ', '&', '\t']).unwrap_or(value.len())
+        };
+        out.push_str("***");
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_in_every_form() {
+        for (input, want) in [
+            (
+                "postgres://ep:s3cret@10.0.0.5:5432/ep",
+                "postgres://ep:***@10.0.0.5:5432/ep",
+            ),
+            ("postgresql://ep:p@ss@host/db", "postgresql://ep:***@host/db"),
+            ("postgres://ep@host/db", "postgres://ep@host/db"),
+            (
+                "postgres://host/db?user=ep&password=s3cret&x=1",
+                "postgres://host/db?user=ep&password=***&x=1",
+            ),
+            (
+                "host=h user=ep password=s3cret dbname=ep",
+                "host=h user=ep password=*** dbname=ep",
+            ),
+            ("host=h password='a b\\' c' dbname=ep", "host=h password=*** dbname=ep"),
+            ("host=h user=nopassword=x", "host=h user=nopassword=x"),
+        ] {
+            assert_eq!(redact_conninfo(input), want, "{input}");
+        }
+    }
+
+    type Doc = Document<toml::Table, toml::Table>;
+
+    fn parse(text: &str) -> Result<Doc, crate::ConfigError> {
+        crate::parse::<Doc>("t.toml", text, |name| {
+            (name == "PG").then(|| "postgres://ep:pw@h/db".to_owned())
+        })
+        .map(|(doc, _)| doc)
+    }
+
+    #[test]
+    fn the_cluster_table_is_optional_and_has_defaults() {
+        assert!(parse("").unwrap().cluster.is_none());
+        let c = parse("[cluster]\npostgres = \"${PG}\"\n").unwrap().cluster.unwrap();
+        assert_eq!(
+            (c.postgres.as_str(), c.pool_size, c.node),
+            ("postgres://ep:pw@h/db", 8, None)
+        );
+        let c = parse("[cluster]\npostgres = \"x\"\npool_size = 2\nnode = \"chat-1\"\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!((c.pool_size, c.node.as_deref()), (2, Some("chat-1")));
+    }
+
+    #[test]
+    fn cluster_errors_have_position_and_key() {
+        let e = parse("[cluster]\npostgres = \"x\"\npool = 3\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
+        assert!(e.message.contains("unknown field `pool`"), "{e}");
+        let e = parse("[cluster]\npostgres = \"x\"\npool_size = 0\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert_eq!(e.key.as_deref(), Some("cluster.pool_size"), "{e}");
+        let e = parse("[cluster]\nnode = \"a\"\n").unwrap_err();
+        assert!(e.message.contains("missing field `postgres`"), "{e}");
+    }
+
+    #[test]
+    fn debug_does_not_show_the_password() {
+        let c = ClusterConfig {
+            postgres: "postgres://ep:s3cret@h/db".into(),
+            pool_size: 8,
+            node: None,
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

@@ -1,0 +1,243 @@
+//! The outbox relay's writes: state changes accepted by a sidecar, applied
+//! to the store in one transaction per batch, exactly once.
+//!
+//! Exactly once because the batch's sequence numbers and the origin's
+//! cursor commit together: a batch relayed again after a crash (applied,
+//! but not yet removed from the local outbox) finds its entries at or below
+//! the cursor and skips them. Changes are operations (`Count` is "one
+//! more"), so interleaved batches from several sidecars lose none of each
+//! other's.
+//!
+//! Concurrent batches touching one user are serialized on the user's
+//! `counts` row (locked first, in key order so two batches cannot
+//! deadlock): the presence state each batch announces is then the state
+//! after it, in commit order, which is the order listeners receive it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use event_pusher_core::StateChange;
+use tokio_postgres::types::ToSql;
+
+use crate::feed::{self, Notice};
+use crate::store::ClusterStore;
+use crate::ClusterError;
+
+/// What a relayed batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Entries applied now.
+    pub entries: usize,
+    /// Entries skipped: at or below the origin's cursor (already applied).
+    pub skipped: usize,
+    /// The origin's cursor after the batch (`None`: nothing ever applied).
+    pub cursor: Option<u64>,
+}
+
+impl ClusterStore {
+    /// Apply the outbox entry `seq` of `origin` (a unique id of the local
+    /// spool); see [`ClusterStore::apply_batch`].
+    pub async fn apply(&self, origin: &str, seq: u64, changes: &[StateChange]) -> Result<Applied, ClusterError> {
+        self.apply_batch(origin, &[(seq, changes.to_vec())]).await
+    }
+
+    /// Apply outbox entries of `origin` in one transaction, in the order
+    /// given: entries whose `seq` is at or below the origin's cursor (or not
+    /// above an earlier entry of the batch) are skipped, the others applied
+    /// and the cursor moved to the last, and every sidecar is notified of
+    /// the resulting state. All or nothing.
+    pub async fn apply_batch(&self, origin: &str, batch: &[(u64, Vec<StateChange>)]) -> Result<Applied, ClusterError> {
+        let node = &self.shared.node;
+        self.shared
+            .run(|mut client| async move {
+                let tx = client.transaction().await?;
+                let applied = apply_in(&tx, node, origin, batch).await?;
+                tx.commit().await?;
+                Ok(applied)
+            })
+            .await
+    }
+}
+
+fn to_i64(seq: u64) -> Result<i64, ClusterError> {
+    i64::try_from(seq).map_err(|_| ClusterError::Corrupt {
+        what: "outbox sequence number",
+        message: format!("{seq} is larger than {}", i64::MAX),
+    })
+}
+
+async fn apply_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    node: &str,
+    origin: &str,
+    batch: &[(u64, Vec<StateChange>)],
+) -> Result<Applied, ClusterError> {
+    // Lock the origin's cursor: two relays of one origin (which should not
+    // happen) would serialize here rather than both apply.
+    tx.execute(
+        "INSERT INTO relay_cursors (origin, seq) VALUES ($1, -1) ON CONFLICT (origin) DO NOTHING",
+        &[&origin],
+    )
+    .await?;
+    let cursor: i64 = tx
+        .query_one("SELECT seq FROM relay_cursors WHERE origin = $1 FOR UPDATE", &[&origin])
+        .await?
+        .get(0);
+    let mut last = cursor;
+    let mut entries = Vec::new();
+    for (seq, changes) in batch {
+        let seq = to_i64(*seq)?;
+        if seq > last {
+            last = seq;
+            entries.push(changes);
+        }
+    }
+    let skipped = batch.len() - entries.len();
+    if entries.is_empty() {
+        return Ok(Applied {
+            entries: 0,
+            skipped,
+            cursor: u64::try_from(cursor).ok(),
+        });
+    }
+    let changes: Vec<&StateChange> = entries.iter().flat_map(|c| c.iter()).collect();
+
+    // Lock the touched users' count rows, in key order.
+    let users: BTreeSet<(&str, &str)> = changes
+        .iter()
+        .filter(|c| matches!(c, StateChange::Presence { .. } | StateChange::Count { .. }))
+        .map(|c| (c.scope(), c.user()))
+        .collect();
+    let (scopes, jids): (Vec<&str>, Vec<&str>) = users.iter().copied().unzip();
+    if !users.is_empty() {
+        tx.execute(
+            "INSERT INTO counts (scope, user_jid)
+             SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT (scope, user_jid) DO UPDATE SET message_count = counts.message_count",
+            &[&scopes, &jids],
+        )
+        .await?;
+    }
+
+    let online = tx
+        .prepare_cached(
+            "INSERT INTO presence (scope, user_jid, resource) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, user_jid, resource) DO UPDATE SET updated_at = now()",
+        )
+        .await?;
+    let reset = tx
+        .prepare_cached("UPDATE counts SET message_count = 0 WHERE scope = $1 AND user_jid = $2")
+        .await?;
+    let offline = tx
+        .prepare_cached("DELETE FROM presence WHERE scope = $1 AND user_jid = $2 AND resource = $3")
+        .await?;
+    let offline_all = tx
+        .prepare_cached("DELETE FROM presence WHERE scope = $1 AND user_jid = $2")
+        .await?;
+    let count = tx
+        .prepare_cached("UPDATE counts SET message_count = message_count + 1 WHERE scope = $1 AND user_jid = $2")
+        .await?;
+    let put = tx.prepare_cached(PUT_DEVICE).await?;
+    let remove = tx
+        .prepare_cached("DELETE FROM devices WHERE scope = $1 AND user_jid = $2 AND device_id = $3")
+        .await?;
+
+    // The devices' final states, in first-touched order.
+    let mut devices: Vec<(&str, &str, &str)> = Vec::new();
+    let mut device_state: BTreeMap<(&str, &str, &str), Option<&serde_json::Value>> = BTreeMap::new();
+    // Statements are pipelined: futures polled in order send their
+    // statements in order, and the server runs them in that order.
+    let mut pending = Vec::with_capacity(changes.len());
+    for change in &changes {
+        match change {
+            StateChange::Presence {
+                scope,
+                user,
+                resource,
+                online: true,
+            } => {
+                pending.push(tx.execute_raw(&online, params(&[scope, user, resource])));
+                pending.push(tx.execute_raw(&reset, params(&[scope, user])));
+            }
+            StateChange::Presence {
+                scope,
+                user,
+                resource,
+                online: false,
+            } => {
+                if resource.is_empty() {
+                    pending.push(tx.execute_raw(&offline_all, params(&[scope, user])));
+                } else {
+                    pending.push(tx.execute_raw(&offline, params(&[scope, user, resource])));
+                }
+            }
+            StateChange::Count { scope, user } => pending.push(tx.execute_raw(&count, params(&[scope, user]))),
+            StateChange::DevicePut {
+                scope,
+                user,
+                device_id,
+                record,
+            } => {
+                pending.push(tx.execute_raw(&put, params(&[scope, user, device_id, record])));
+                let key = (scope.as_str(), user.as_str(), device_id.as_str());
+                if device_state.insert(key, Some(record)).is_none() {
+                    devices.push(key);
+                }
+            }
+            StateChange::DeviceRemove { scope, user, device_id } => {
+                pending.push(tx.execute_raw(&remove, params(&[scope, user, device_id])));
+                let key = (scope.as_str(), user.as_str(), device_id.as_str());
+                if device_state.insert(key, None).is_none() {
+                    devices.push(key);
+                }
+            }
+        }
+    }
+    futures::future::try_join_all(pending).await?;
+
+    let mut notices = Vec::with_capacity(users.len() + devices.len());
+    if !users.is_empty() {
+        for row in tx.query(crate::snapshot::PRESENCE_OF_USERS, &[&scopes, &jids]).await? {
+            let p = crate::snapshot::user_presence(&row);
+            notices.push(Notice::Presence {
+                scope: p.scope,
+                user: p.user,
+                resources: p.resources,
+                message_count: p.message_count,
+                fetch: false,
+            });
+        }
+    }
+    for key in devices {
+        notices.push(Notice::Device {
+            scope: key.0.to_owned(),
+            user: key.1.to_owned(),
+            device_id: key.2.to_owned(),
+            record: device_state[&key].cloned(),
+            fetch: false,
+        });
+    }
+    tx.execute(
+        "UPDATE relay_cursors SET seq = $2, updated_at = now() WHERE origin = $1",
+        &[&origin, &last],
+    )
+    .await?;
+    feed::notify(tx, node, notices).await?;
+    Ok(Applied {
+        entries: entries.len(),
+        skipped,
+        cursor: u64::try_from(last).ok(),
+    })
+}
+
+/// Owned statement parameters, for pipelined statements (their futures
+/// outlive a temporary `&[...]`).
+pub(crate) fn params<'a>(p: &[&'a (dyn ToSql + Sync)]) -> Vec<&'a (dyn ToSql + Sync)> {
+    p.to_vec()
+}
+
+/// Insert or replace a device; returns whether it was new.
+pub(crate) const PUT_DEVICE: &str = "
+    INSERT INTO devices (scope, user_jid, device_id, record) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (scope, user_jid, device_id)
+    DO UPDATE SET record = excluded.record, updated_at = now()
+    RETURNING (xmax = 0) AS created";

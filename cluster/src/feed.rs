@@ -1,0 +1,478 @@
+//! The change feed: every committed change is announced with PostgreSQL
+//! `NOTIFY` in the same transaction (so it is sent exactly when, and only
+//! if, the change commits), and every sidecar `LISTEN`s on one dedicated
+//! connection. Nothing polls: an idle cluster costs one tiny query per
+//! `PING_IDLE` per sidecar.
+//!
+//! A notice carries the new state of what changed (not the operation), so a
+//! receiver just replaces its copy. States larger than [`INLINE_LIMIT`] are
+//! announced by key and read back by the receiver. A lost `LISTEN`
+//! connection can miss notices: after reconnecting, the receiver re-reads
+//! everything and publishes [`Change::Reloaded`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+
+use crate::snapshot::{self, Snapshot};
+use crate::store::Shared;
+use crate::ClusterError;
+
+/// The `LISTEN` / `NOTIFY` channel.
+pub(crate) const CHANNEL: &str = "event_pusher_cluster";
+
+/// Largest payload sent inline (PostgreSQL's limit is 8000 bytes).
+pub const INLINE_LIMIT: usize = 7_000;
+
+/// After this long without a notice, the listener checks its connection is
+/// still alive (a silently dropped connection would otherwise stay unseen).
+const PING_IDLE: Duration = Duration::from_secs(10);
+
+/// Reconnect backoff bounds for the listening connection.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A committed change, as every sidecar learns it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A device's new record; `None`: removed.
+    Device {
+        scope: String,
+        user: String,
+        device_id: String,
+        record: Option<Value>,
+    },
+    /// A user's presence now (all resources, sorted) and badge count.
+    Presence {
+        scope: String,
+        user: String,
+        resources: Vec<String>,
+        message_count: u64,
+    },
+    /// A subscription's new record and paused state; `record: None`:
+    /// detached.
+    Subscription {
+        id: String,
+        record: Option<Value>,
+        paused: bool,
+    },
+    /// The feed may have missed changes (the listening connection was lost,
+    /// or another sidecar merged its spool): this is the whole state now;
+    /// replace the in-memory view with it.
+    Reloaded(Arc<Snapshot>),
+}
+
+impl Change {
+    /// Label of `event_pusher_cluster_changes_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Device { .. } => "device",
+            Change::Presence { .. } => "presence",
+            Change::Subscription { .. } => "subscription",
+            Change::Reloaded(_) => "reloaded",
+        }
+    }
+}
+
+/// What travels in a NOTIFY payload.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    /// Unix time (seconds) when the writer committed, for the apply lag.
+    pub ts: f64,
+    /// The writing sidecar.
+    pub node: String,
+    pub change: Notice,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub(crate) enum Notice {
+    Device {
+        scope: String,
+        user: String,
+        device_id: String,
+        #[serde(default)]
+        record: Option<Value>,
+        /// The record was too large to send: read it from the store.
+        #[serde(default)]
+        fetch: bool,
+    },
+    Presence {
+        scope: String,
+        user: String,
+        #[serde(default)]
+        resources: Vec<String>,
+        #[serde(default)]
+        message_count: u64,
+        #[serde(default)]
+        fetch: bool,
+    },
+    Subscription {
+        id: String,
+        #[serde(default)]
+        record: Option<Value>,
+        #[serde(default)]
+        paused: bool,
+        #[serde(default)]
+        fetch: bool,
+    },
+    /// Re-read everything (after a merge).
+    Reload,
+}
+
+impl Notice {
+    /// The same notice without its state: the receiver reads it back.
+    fn by_key(&self) -> Notice {
+        let mut n = self.clone();
+        match &mut n {
+            Notice::Device { record, fetch, .. } => {
+                *record = None;
+                *fetch = true;
+            }
+            Notice::Presence { resources, fetch, .. } => {
+                *resources = Vec::new();
+                *fetch = true;
+            }
+            Notice::Subscription { record, fetch, .. } => {
+                *record = None;
+                *fetch = true;
+            }
+            Notice::Reload => {}
+        }
+        n
+    }
+}
+
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The NOTIFY payload for `notice`, by key if the state is too large.
+pub(crate) fn payload(node: &str, notice: Notice) -> String {
+    let ts = unix_now();
+    let full = Envelope {
+        ts,
+        node: node.to_owned(),
+        change: notice,
+    };
+    let text = serde_json::to_string(&full).unwrap_or_default();
+    if text.len() < INLINE_LIMIT {
+        return text;
+    }
+    let small = Envelope {
+        ts,
+        node: full.node,
+        change: full.change.by_key(),
+    };
+    serde_json::to_string(&small).unwrap_or_default()
+}
+
+/// Send `notices` inside the caller's transaction: delivered to listeners
+/// when (and only if) it commits, in commit order.
+pub(crate) async fn notify(
+    tx: &deadpool_postgres::Transaction<'_>,
+    node: &str,
+    notices: Vec<Notice>,
+) -> Result<(), ClusterError> {
+    if notices.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+    let payloads: Vec<String> = notices.into_iter().map(|n| payload(node, n)).collect();
+    // Pipelined: sent in order without waiting for each answer.
+    futures::future::try_join_all(
+        payloads
+            .iter()
+            .map(|p| tx.execute_raw(&stmt, crate::apply::params(&[&CHANNEL, p]))),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A connection that LISTENs, its notifications forwarded to a channel
+/// (closed when the connection ends), and the task driving it.
+pub(crate) struct Listener {
+    pub client: Client,
+    notices: mpsc::UnboundedReceiver<Notification>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Listener {
+    pub(crate) async fn connect(pg: &tokio_postgres::Config) -> Result<Listener, ClusterError> {
+        let (client, mut connection) = pg.connect(NoTls).await?;
+        let (tx, notices) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(n).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster store: listening connection lost");
+                        return;
+                    }
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        Ok(Listener {
+            client,
+            notices,
+            driver,
+        })
+    }
+}
+
+/// The listening task: turns notices into [`Change`]s for the subscribers,
+/// reconnecting with backoff (and publishing a reload) when the connection
+/// is lost. `first` is the connection `connect()` opened, before its own
+/// initial load, so nothing between the two is missed.
+pub(crate) async fn listen(shared: Arc<Shared>, first: Listener) {
+    let mut current = Some(first);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut listener = match current.take() {
+            Some(l) => l,
+            None => match reconnect(&shared).await {
+                Ok(l) => {
+                    backoff = BACKOFF_MIN;
+                    l
+                }
+                Err(e) => {
+                    shared.health.failed(&e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        shared.health.ok();
+        if let Err(e) = serve(&shared, &mut listener).await {
+            shared.health.failed(&e);
+        }
+    }
+}
+
+/// Connect, LISTEN, then read everything (changes committed while the
+/// connection was down were never announced to us).
+async fn reconnect(shared: &Shared) -> Result<Listener, ClusterError> {
+    let mut listener = tokio::time::timeout(crate::store::OP_TIMEOUT, Listener::connect(&shared.pg)).await??;
+    reload(shared, &mut listener.client).await?;
+    tracing::info!("cluster store: listening again, state reloaded");
+    Ok(listener)
+}
+
+async fn reload(shared: &Shared, client: &mut Client) -> Result<(), ClusterError> {
+    let snap = tokio::time::timeout(crate::store::OP_TIMEOUT, snapshot::load(client)).await??;
+    shared.publish(Change::Reloaded(Arc::new(snap)), None);
+    Ok(())
+}
+
+/// Handle notices until the connection fails.
+async fn serve(shared: &Shared, listener: &mut Listener) -> Result<(), ClusterError> {
+    loop {
+        let next = tokio::time::timeout(PING_IDLE, listener.notices.recv()).await;
+        let notification = match next {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(ClusterError::Unavailable("listening connection lost".into())),
+            Err(_idle) => {
+                tokio::time::timeout(crate::store::OP_TIMEOUT, listener.client.simple_query("SELECT 1")).await??;
+                continue;
+            }
+        };
+        let envelope: Envelope = match serde_json::from_str(notification.payload()) {
+            Ok(e) => e,
+            Err(e) => {
+                // A notice from a newer version, or someone else's NOTIFY.
+                tracing::warn!(error = %e, "cluster store: ignoring an unreadable notice");
+                continue;
+            }
+        };
+        let lag = (unix_now() - envelope.ts).max(0.0);
+        let change = resolve(&mut listener.client, envelope.change).await?;
+        shared.publish(change, Some(lag));
+    }
+}
+
+/// The [`Change`] a notice announces, read from the store if it was sent by
+/// key (or, for a reload notice, everything).
+async fn resolve(client: &mut Client, notice: Notice) -> Result<Change, ClusterError> {
+    Ok(match notice {
+        Notice::Device {
+            scope,
+            user,
+            device_id,
+            record,
+            fetch,
+        } => {
+            let record = if fetch {
+                client
+                    .query_opt(
+                        "SELECT record FROM devices WHERE scope = $1 AND user_jid = $2 AND device_id = $3",
+                        &[&scope, &user, &device_id],
+                    )
+                    .await?
+                    .map(|r| r.get(0))
+            } else {
+                record
+            };
+            Change::Device {
+                scope,
+                user,
+                device_id,
+                record,
+            }
+        }
+        Notice::Presence {
+            scope,
+            user,
+            resources,
+            message_count,
+            fetch,
+        } => {
+            if fetch {
+                let row = client
+                    .query_opt(
+                        snapshot::PRESENCE_OF_USERS,
+                        &[&vec![scope.clone()], &vec![user.clone()]],
+                    )
+                    .await?;
+                match row {
+                    Some(row) => {
+                        let p = snapshot::user_presence(&row);
+                        Change::Presence {
+                            scope,
+                            user,
+                            resources: p.resources,
+                            message_count: p.message_count,
+                        }
+                    }
+                    None => Change::Presence {
+                        scope,
+                        user,
+                        resources: Vec::new(),
+                        message_count: 0,
+                    },
+                }
+            } else {
+                Change::Presence {
+                    scope,
+                    user,
+                    resources,
+                    message_count,
+                }
+            }
+        }
+        Notice::Subscription {
+            id,
+            record,
+            paused,
+            fetch,
+        } => {
+            if fetch {
+                let row = client
+                    .query_opt(
+                        "SELECT record, paused, deleted FROM subscriptions WHERE id = $1",
+                        &[&id],
+                    )
+                    .await?;
+                match row {
+                    Some(r) if !r.get::<_, bool>(2) => Change::Subscription {
+                        id,
+                        record: r.get(0),
+                        paused: r.get(1),
+                    },
+                    _ => Change::Subscription {
+                        id,
+                        record: None,
+                        paused: false,
+                    },
+                }
+            } else {
+                Change::Subscription { id, record, paused }
+            }
+        }
+        Notice::Reload => Change::Reloaded(Arc::new(snapshot::load(client).await?)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(record: Value) -> Notice {
+        Notice::Device {
+            scope: "push.mobile".into(),
+            user: "bob@localhost".into(),
+            device_id: "d1".into(),
+            record: Some(record),
+            fetch: false,
+        }
+    }
+
+    #[test]
+    fn small_states_travel_inline_and_large_ones_by_key() {
+        let small = payload("a", device(serde_json::json!({"token": "t"})));
+        let e: Envelope = serde_json::from_str(&small).unwrap();
+        assert!(
+            matches!(
+                e.change,
+                Notice::Device {
+                    record: Some(_),
+                    fetch: false,
+                    ..
+                }
+            ),
+            "{small}"
+        );
+        assert_eq!(e.node, "a");
+        assert!(e.ts > 0.0);
+
+        let large = payload("a", device(serde_json::json!({"token": "x".repeat(INLINE_LIMIT)})));
+        assert!(large.len() < INLINE_LIMIT, "{}", large.len());
+        let e: Envelope = serde_json::from_str(&large).unwrap();
+        assert!(
+            matches!(
+                e.change,
+                Notice::Device {
+                    record: None,
+                    fetch: true,
+                    ..
+                }
+            ),
+            "{large}"
+        );
+    }
+
+    #[test]
+    fn a_notice_from_a_newer_sidecar_with_unknown_fields_still_reads() {
+        let text = r#"{"ts": 1.5, "node": "n", "extra": 1,
+                       "change": {"k": "subscription", "id": "s1", "paused": true, "new_field": 2}}"#;
+        let e: Envelope = serde_json::from_str(text).unwrap();
+        assert!(matches!(
+            e.change,
+            Notice::Subscription {
+                record: None,
+                paused: true,
+                ..
+            }
+        ));
+    }
+}
