@@ -18,6 +18,7 @@
 //! record, chain, spool, delivery), [`config`], [`filters`], [`backends`].
 
 mod chain_plan;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 #[cfg(feature = "gateway")]

@@ -284,7 +284,13 @@ impl Sidecar {
         let engine = DeliveryEngine::new(spool, slots, handles);
         // Stored subscriptions get their slots after the config's; their
         // queues start with the engine's.
-        let webhooks = Webhooks::new();
+        // With [cluster], state changes accepted with requests wait in the
+        // spool's outbox until the store has them.
+        let cluster = cfg.cluster.clone().map(|c| {
+            engine.spool().enable_outbox();
+            Arc::new(crate::cluster::Cluster::new(c, cfg.server.listen.port()))
+        });
+        let webhooks = Webhooks::new(cluster.clone());
         let loaded = webhooks.load(&engine, &pipeline).await?;
         if loaded > 0 {
             tracing::info!(subscriptions = loaded, "webhook subscriptions loaded");
@@ -310,7 +316,11 @@ impl Sidecar {
             push,
             sources: Sources::new(&cfg.sources),
             endpoints,
+            cluster: cluster.clone(),
         });
+        if let Some(cluster) = cluster {
+            crate::cluster::sync::start(cluster, state.clone(), cfg.server.listen.port());
+        }
         Ok((state, listener))
     }
 }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub reloader: FilterReloader,
     /// Webhook subscriptions added at runtime.
     pub webhooks: Webhooks,
+    /// The cluster store (`[cluster]`), when configured.
+    pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
     /// The push backends, for the device registry routes and the
     /// `push_enable`/`push_disable` hook calls.
     #[cfg(feature = "push")]

@@ -10,10 +10,17 @@
 //! finish), tables and record dropped, slot retired. At start the stored
 //! records are loaded and their slots attached in one commit.
 //!
-//! Changes run one at a time per id; the index is rebuilt whole after each
-//! (one vector push per subscription and class: cheap next to the fsync).
+//! Changes run one at a time; the index is rebuilt whole after each (one
+//! vector push per subscription and class: cheap next to the fsync).
+//!
+//! With a cluster store (`[cluster]`), every change is written to the store
+//! first and answered once it committed (`503 cluster store unavailable`
+//! while it cannot be reached, changing nothing); changes made on other
+//! sidecars arrive through [`Webhooks::apply_shared`] and are applied here
+//! the same way, locally only.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_pusher_backends::webhook::{AttachRequest, FieldError, PatchRequest, Subscription, WebhookBackend};
@@ -24,6 +31,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+use crate::cluster::{Cluster, SharedError};
+
 /// How long a changed or removed subscription's in-flight attempts may take.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -31,6 +40,10 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Webhooks {
     subs: Mutex<BTreeMap<String, Entry>>,
+    /// Held through each change, so an API change and one learned from
+    /// the cluster store never interleave.
+    ops: Mutex<()>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 #[derive(Clone)]
@@ -55,6 +68,9 @@ pub enum WebhookError {
     Spool(#[from] SpoolError),
     #[error("{0}")]
     Backend(String),
+    /// The cluster store could not take the change; nothing changed.
+    #[error("{0}")]
+    Shared(#[from] SharedError),
 }
 
 /// A subscription as the API shows it (never its secret).
@@ -85,8 +101,20 @@ pub struct Detached {
 }
 
 impl Webhooks {
-    pub fn new() -> Self {
-        Self::default()
+    /// The subscriptions of a sidecar; with `cluster`, shared through it.
+    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
+        Webhooks {
+            cluster,
+            ..Self::default()
+        }
+    }
+
+    /// The cluster store to write to first, if there is one.
+    fn store(&self) -> Result<Option<&event_pusher_cluster::ClusterStore>, WebhookError> {
+        match &self.cluster {
+            None => Ok(None),
+            Some(c) => Ok(Some(c.store()?)),
+        }
     }
 
     /// Load the stored subscriptions and attach their slots (before the
@@ -129,6 +157,21 @@ impl Webhooks {
         body: &serde_json::Value,
     ) -> Result<WebhookView, WebhookError> {
         let sub = AttachRequest::parse(body)?.into_subscription(OffsetDateTime::now_utc());
+        let _op = self.ops.lock().await;
+        if let Some(store) = self.store()? {
+            if self.subs.lock().await.contains_key(&sub.id) {
+                return Err(WebhookError::AlreadyExists(sub.id));
+            }
+            let record = record_json(&sub);
+            match store
+                .create_subscription(&sub.id, &record, false)
+                .await
+                .map_err(SharedError::from)?
+            {
+                event_pusher_cluster::CreateOutcome::Created => {}
+                event_pusher_cluster::CreateOutcome::AlreadyExists => return Err(WebhookError::AlreadyExists(sub.id)),
+            }
+        }
         // The registry refuses a taken id: that is the 409, and it holds
         // the id while the spool commit runs (attaches commit together).
         let slot = register(engine, &sub)?;
@@ -184,6 +227,7 @@ impl Webhooks {
     ) -> Result<WebhookView, WebhookError> {
         let patch = PatchRequest::parse(body)?;
         let rotated = patch.rotate_secret;
+        let _op = self.ops.lock().await;
         let mut subs = self.subs.lock().await;
         let entry = subs
             .get(id)
@@ -191,6 +235,16 @@ impl Webhooks {
             .ok_or_else(|| WebhookError::NotFound(id.to_owned()))?;
         let next = patch.apply(&entry.sub, OffsetDateTime::now_utc());
         let handle = handle(&next)?;
+        if let Some(store) = self.store()? {
+            let paused = engine.status_of(entry.slot).paused;
+            if !store
+                .update_subscription(id, &record_json(&next), paused)
+                .await
+                .map_err(SharedError::from)?
+            {
+                return Err(WebhookError::NotFound(id.to_owned()));
+            }
+        }
         engine
             .spool()
             .put_record(Record {
@@ -223,7 +277,17 @@ impl Webhooks {
         id: &str,
         paused: bool,
     ) -> Result<WebhookView, WebhookError> {
+        let _op = self.ops.lock().await;
         let e = self.entry(id).await?;
+        if let Some(store) = self.store()? {
+            if !store
+                .update_subscription(id, &record_json(&e.sub), paused)
+                .await
+                .map_err(SharedError::from)?
+            {
+                return Err(WebhookError::NotFound(id.to_owned()));
+            }
+        }
         engine.set_paused(e.slot, paused).await?;
         tracing::info!(id, paused, "webhook {}", if paused { "paused" } else { "restarted" });
         Ok(view(engine, &e.sub, e.slot))
@@ -238,6 +302,9 @@ impl Webhooks {
         id: &str,
         drain: Option<Duration>,
     ) -> Result<Detached, WebhookError> {
+        let _op = self.ops.lock().await;
+        // The store is checked before anything changes here.
+        let store = self.store()?;
         let entry = {
             let mut subs = self.subs.lock().await;
             let entry = subs.remove(id).ok_or_else(|| WebhookError::NotFound(id.to_owned()))?;
@@ -253,6 +320,14 @@ impl Webhooks {
                 return Err(WebhookError::DrainTimeout { queued });
             }
         }
+        if let Some(store) = store {
+            if let Err(e) = store.delete_subscription(id).await {
+                let mut subs = self.subs.lock().await;
+                subs.insert(id.to_owned(), entry);
+                rebuild_index(pipeline, &subs);
+                return Err(SharedError::from(e).into());
+            }
+        }
         let discarded = engine.remove(entry.slot, id.to_owned(), STOP_GRACE).await?;
         tracing::info!(id, discarded, "webhook detached");
         Ok(Detached {
@@ -260,6 +335,129 @@ impl Webhooks {
             discarded,
         })
     }
+}
+
+impl Webhooks {
+    /// Every subscription with its stored record and paused flag (to merge
+    /// into a cluster store).
+    pub async fn shared_records(&self, engine: &DeliveryEngine) -> Vec<(String, serde_json::Value, bool)> {
+        let subs = self.subs.lock().await;
+        subs.values()
+            .map(|e| (e.sub.id.clone(), record_json(&e.sub), engine.status_of(e.slot).paused))
+            .collect()
+    }
+
+    /// A subscription as the cluster store now holds it (`None`: detached
+    /// there): attached, changed, paused or detached here to match, locally
+    /// only. A detach elsewhere discards this sidecar's queue for it.
+    pub async fn apply_shared(
+        &self,
+        engine: &DeliveryEngine,
+        pipeline: &Pipeline,
+        id: &str,
+        record: Option<serde_json::Value>,
+        paused: bool,
+    ) {
+        let _op = self.ops.lock().await;
+        if let Err(e) = self.apply_shared_locked(engine, pipeline, id, record, paused).await {
+            tracing::error!(id, error = %e, "webhook subscription from the cluster store not applied");
+        }
+    }
+
+    /// Match every subscription to the store's list (after a load).
+    pub async fn reconcile_shared(
+        &self,
+        engine: &DeliveryEngine,
+        pipeline: &Pipeline,
+        shared: &[(String, serde_json::Value, bool)],
+    ) {
+        let _op = self.ops.lock().await;
+        let local: Vec<String> = self.subs.lock().await.keys().cloned().collect();
+        for id in local.iter().filter(|id| !shared.iter().any(|(s, _, _)| s == *id)) {
+            if let Err(e) = self.apply_shared_locked(engine, pipeline, id, None, false).await {
+                tracing::error!(id, error = %e, "webhook subscription not detached");
+            }
+        }
+        for (id, record, paused) in shared {
+            if let Err(e) = self
+                .apply_shared_locked(engine, pipeline, id, Some(record.clone()), *paused)
+                .await
+            {
+                tracing::error!(id, error = %e, "webhook subscription from the cluster store not applied");
+            }
+        }
+    }
+
+    async fn apply_shared_locked(
+        &self,
+        engine: &DeliveryEngine,
+        pipeline: &Pipeline,
+        id: &str,
+        record: Option<serde_json::Value>,
+        paused: bool,
+    ) -> Result<(), WebhookError> {
+        let current = self.subs.lock().await.get(id).cloned();
+        let Some(record) = record else {
+            if let Some(entry) = current {
+                let mut subs = self.subs.lock().await;
+                subs.remove(id);
+                rebuild_index(pipeline, &subs);
+                drop(subs);
+                let discarded = engine.remove(entry.slot, id.to_owned(), STOP_GRACE).await?;
+                tracing::info!(id, discarded, "webhook detached on another sidecar");
+            }
+            return Ok(());
+        };
+        let sub: Subscription = serde_json::from_value(record).map_err(|e| WebhookError::Backend(e.to_string()))?;
+        let slot = match current {
+            None => {
+                let slot = register(engine, &sub)?;
+                let stored = Record {
+                    key: sub.id.clone(),
+                    value: sub.to_json(),
+                };
+                if let Err(e) = engine
+                    .spool()
+                    .attach_slots(vec![(slot, slot_name(&sub.id), Some(stored))])
+                    .await
+                {
+                    engine.forget(slot);
+                    return Err(e.into());
+                }
+                engine.start_slot(slot);
+                tracing::info!(id, url = %sub.url, "webhook attached on another sidecar");
+                slot
+            }
+            Some(entry) if entry.sub != sub => {
+                let handle = handle(&sub)?;
+                engine
+                    .spool()
+                    .put_record(Record {
+                        key: sub.id.clone(),
+                        value: sub.to_json(),
+                    })
+                    .await?;
+                engine.replace(entry.slot, handle, STOP_GRACE).await;
+                tracing::info!(id, "webhook changed on another sidecar");
+                entry.slot
+            }
+            Some(entry) => entry.slot,
+        };
+        {
+            let mut subs = self.subs.lock().await;
+            subs.insert(id.to_owned(), Entry { sub, slot });
+            rebuild_index(pipeline, &subs);
+        }
+        if engine.status_of(slot).paused != paused {
+            engine.set_paused(slot, paused).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A subscription's record as the cluster store keeps it.
+fn record_json(sub: &Subscription) -> serde_json::Value {
+    serde_json::to_value(sub).unwrap_or(serde_json::Value::Null)
 }
 
 /// Register and attach the slots of the stored subscriptions in a registry

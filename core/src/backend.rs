@@ -95,6 +95,12 @@ impl ScopedState {
         self.spool.commit(Vec::new(), changes).await
     }
 
+    /// Commit changes that a cluster store already has (written there
+    /// first): stored and applied here, not relayed again.
+    pub async fn commit_local(&self, changes: Vec<StateChange>) -> Result<(), SpoolError> {
+        self.spool.commit_local(changes).await
+    }
+
     /// Commit changes with the next group, without waiting.
     pub fn commit_soon(&self, changes: Vec<StateChange>) {
         self.spool.commit_soon(changes);

@@ -39,6 +39,9 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         m.events_stopped.load(Ordering::Relaxed),
     );
     state.sources.render_metrics(&mut out);
+    if let Some(cluster) = &state.cluster {
+        cluster.render_metrics(&mut out);
+    }
     event_pusher_filters::metrics::render(&mut out);
     state.reloader.render_metrics(&mut out);
     for endpoint in &state.endpoints {

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod body;
+mod cluster;
 mod filters;
 mod ingest;
 pub mod listener;
@@ -59,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/dead-letters", get(admin::list_dead_letters))
         .route("/v1/dead-letters/replay", post(admin::replay))
         .route("/v1/filters/reload", post(filters::reload))
+        .route("/v1/cluster", get(cluster::status))
         .route("/v1/webhooks", post(webhooks::attach).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",
@@ -120,6 +122,13 @@ async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>)
         .collect();
     if !state.spool().is_healthy() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "spool is not writable");
+    }
+    if let Some(why) = state.cluster.as_ref().and_then(|c| c.not_ready()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "error": why})),
+        )
+            .into_response();
     }
     let sources = state.sources.not_ready();
     if !sources.is_empty() {

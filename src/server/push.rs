@@ -45,7 +45,14 @@ pub async fn put_device(
         Ok(b) => b,
         Err(not_found) => return answer(not_found),
     };
-    match backend.register(&jid, &device_id, &reg).await {
+    let registered = match &state.cluster {
+        Some(cluster) => register_shared(cluster, backend, &jid, &device_id, &reg).await,
+        None => backend
+            .register(&jid, &device_id, &reg)
+            .await
+            .map_err(Refusal::Registry),
+    };
+    match registered {
         Ok(put) => {
             let status = match put {
                 Put::Created => StatusCode::CREATED,
@@ -63,8 +70,86 @@ pub async fn put_device(
             )
                 .into_response()
         }
-        Err(e) => registry_error(e),
+        Err(e) => e.into_response(),
     }
+}
+
+/// Why a registry change was not made.
+enum Refusal {
+    Registry(RegistryError),
+    Shared(crate::cluster::SharedError),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Registry(e) => registry_error(e),
+            Refusal::Shared(e) => super::cluster::refused(e),
+        }
+    }
+}
+
+/// With a cluster store: the store first (answered once it committed),
+/// then this sidecar's registry.
+async fn register_shared(
+    cluster: &crate::cluster::Cluster,
+    backend: &PushBackend,
+    jid: &str,
+    device_id: &str,
+    reg: &Registration,
+) -> Result<Put, Refusal> {
+    let (change, _) = backend
+        .registration_change(jid, device_id, reg, &event_pusher_core::Changes::new())
+        .map_err(|m| Refusal::Registry(RegistryError::Invalid(m)))?;
+    let event_pusher_core::StateChange::DevicePut {
+        scope,
+        user,
+        device_id,
+        record,
+    } = &change
+    else {
+        return Err(Refusal::Registry(RegistryError::Invalid("not a registration".into())));
+    };
+    let store = cluster.store().map_err(Refusal::Shared)?;
+    let put = store
+        .put_device(scope, user, device_id, record)
+        .await
+        .map_err(|e| Refusal::Shared(e.into()))?;
+    backend
+        .commit_local(change)
+        .await
+        .map_err(|e| Refusal::Registry(e.into()))?;
+    Ok(match put {
+        event_pusher_cluster::PutOutcome::Created => Put::Created,
+        event_pusher_cluster::PutOutcome::Replaced => Put::Replaced,
+    })
+}
+
+/// With a cluster store: remove from the store first, then here. Whether
+/// the store had the device.
+async fn unregister_shared(
+    cluster: &crate::cluster::Cluster,
+    backend: &PushBackend,
+    jid: &str,
+    device_id: &str,
+) -> Result<bool, Refusal> {
+    let user = event_pusher_backends::push::registration::bare_jid(jid)
+        .map_err(|m| Refusal::Registry(RegistryError::Invalid(m)))?;
+    let store = cluster.store().map_err(Refusal::Shared)?;
+    let removed = store
+        .remove_device(backend.scope(), &user, device_id)
+        .await
+        .map_err(|e| Refusal::Shared(e.into()))?;
+    let change = event_pusher_core::StateChange::DeviceRemove {
+        scope: backend.scope().to_owned(),
+        user,
+        device_id: device_id.to_owned(),
+    };
+    backend
+        .commit_local(change)
+        .await
+        .map_err(|e| Refusal::Registry(e.into()))?;
+    Ok(removed)
 }
 
 #[derive(Deserialize)]
@@ -84,9 +169,13 @@ pub async fn delete_device(
     };
     let mut removed = false;
     for b in backends {
-        match b.unregister(&jid, &device_id).await {
+        let result = match &state.cluster {
+            Some(cluster) => unregister_shared(cluster, b, &jid, &device_id).await,
+            None => b.unregister(&jid, &device_id).await.map_err(Refusal::Registry),
+        };
+        match result {
             Ok(r) => removed |= r,
-            Err(e) => return registry_error(e),
+            Err(e) => return e.into_response(),
         }
     }
     if removed {

@@ -32,14 +32,35 @@ pub async fn attach(State(state): State<Arc<AppState>>, headers: HeaderMap, body
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {
-    Json(state.webhooks.list(&state.engine).await).into_response()
+    let views = state.webhooks.list(&state.engine).await;
+    let totals = state.cluster.as_ref().map(|c| c.subscription_totals());
+    let out: Vec<serde_json::Value> = views.iter().map(|v| with_cluster(v, totals.as_ref())).collect();
+    Json(out).into_response()
 }
 
 pub async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match state.webhooks.get(&state.engine, &id).await {
-        Ok(view) => Json(view).into_response(),
+        Ok(view) => {
+            let totals = state.cluster.as_ref().map(|c| c.subscription_totals());
+            Json(with_cluster(&view, totals.as_ref())).into_response()
+        }
         Err(e) => failure(e),
     }
+}
+
+/// A subscription's view; with a cluster store, plus `"cluster"`: its
+/// counters summed over the sidecars that report to the store.
+fn with_cluster(
+    view: &crate::webhooks::WebhookView,
+    totals: Option<&std::collections::BTreeMap<String, event_pusher_cluster::SubscriptionCounters>>,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(view).unwrap_or(serde_json::Value::Null);
+    if let Some(totals) = totals {
+        let c = totals.get(&view.id).cloned().unwrap_or_default();
+        v["cluster"] =
+            json!({"queued": c.queued, "delivered": c.delivered, "failed": c.failed, "dead_letters": c.dead_letters});
+    }
+    v
 }
 
 pub async fn patch(
@@ -130,5 +151,6 @@ fn failure(e: WebhookError) -> Response {
             .into_response(),
         WebhookError::Spool(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         WebhookError::Backend(_) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        WebhookError::Shared(e) => super::cluster::refused(e),
     }
 }

@@ -2,6 +2,8 @@
 //! (`backends/tests`) and the benchmarks (`bench/`) all need: a free port
 //! and a process's CPU time. One copy here instead of one per crate.
 
+pub mod postgres;
+
 use std::net::TcpListener;
 
 /// A port nobody listens on right now, or why none could be had.

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
 pub use event_pusher_testkit::free_port;
+#[allow(unused_imports)]
+pub use event_pusher_testkit::postgres::{Proxy, TestDb};
 
 /// Poll `f` until it returns true or the timeout passes.
 pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {

@@ -171,6 +171,29 @@ impl DeviceRegistry {
         }
     }
 
+    /// Set or remove a device as a cluster store holds it.
+    pub fn set(&self, user: &str, device_id: &str, record: Option<&Value>) {
+        match record {
+            Some(record) => self.apply(&StateChange::DevicePut {
+                scope: String::new(),
+                user: user.to_owned(),
+                device_id: device_id.to_owned(),
+                record: record.clone(),
+            }),
+            None => {
+                self.forget(user, device_id);
+            }
+        }
+    }
+
+    /// Replace every device (a cluster store's snapshot).
+    pub fn replace<'a>(&self, all: impl IntoIterator<Item = (&'a str, &'a str, &'a Value)>) {
+        self.users.write().unwrap_or_else(PoisonError::into_inner).clear();
+        for (user, device_id, record) in all {
+            self.set(user, device_id, Some(record));
+        }
+    }
+
     fn forget(&self, user: &str, device_id: &str) -> bool {
         let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
         let Some(devices) = users.get_mut(user) else {

@@ -61,6 +61,28 @@ impl PresenceBook {
         }
     }
 
+    /// Replace a user's presence with what a cluster store holds.
+    pub fn set(&self, user: &str, presence: UserPresence) {
+        let mut users = self.lock();
+        if presence.is_empty() {
+            users.remove(user);
+        } else {
+            users.insert(user.to_owned(), presence);
+        }
+    }
+
+    /// Replace everything (a cluster store's snapshot).
+    pub fn replace(&self, all: impl IntoIterator<Item = (String, UserPresence)>) {
+        let mut users = self.lock();
+        users.clear();
+        users.extend(all.into_iter().filter(|(_, p)| !p.is_empty()));
+    }
+
+    /// Every user's presence (to merge into a cluster store).
+    pub fn all(&self) -> Vec<(String, UserPresence)> {
+        self.lock().iter().map(|(u, p)| (u.clone(), p.clone())).collect()
+    }
+
     #[cfg(test)]
     pub fn is_online(&self, user: &str) -> bool {
         self.lock().get(user).is_some_and(UserPresence::is_online)

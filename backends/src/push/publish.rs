@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use event_pusher_core::spool::SpoolError;
+use event_pusher_core::state_change::UserPresence;
 use event_pusher_core::{
     one_by_one, Attachment, Backend, BackendError, BackendId, Changes, ChatType, Delivery, DeliveryError, Direction,
     Event, EventBody, StateChange, Targets,
@@ -132,6 +133,41 @@ impl PushBackend {
                 user,
                 device_id: device_id.to_owned(),
             }))
+    }
+
+    /// The registry and presence, for merging into a cluster store:
+    /// `(user, device_id, record)` and `(user, presence)`.
+    pub fn export(&self) -> (Vec<(String, String, Value)>, Vec<(String, UserPresence)>) {
+        (self.devices.all(), self.presence.all())
+    }
+
+    /// Replace the registry and presence with a cluster store's.
+    pub fn replace_shared<'a>(
+        &self,
+        devices: impl IntoIterator<Item = (&'a str, &'a str, &'a Value)>,
+        presence: impl IntoIterator<Item = (String, UserPresence)>,
+    ) {
+        self.devices.replace(devices);
+        self.presence.replace(presence);
+    }
+
+    /// A device as a cluster store now holds it (`None`: removed).
+    pub fn set_shared_device(&self, user: &str, device_id: &str, record: Option<&Value>) {
+        self.devices.set(user, device_id, record);
+    }
+
+    /// A user's presence as a cluster store now holds it.
+    pub fn set_shared_presence(&self, user: &str, presence: UserPresence) {
+        self.presence.set(user, presence);
+    }
+
+    /// Store a registry change that a cluster store has already (written
+    /// there first): kept here and applied, not relayed again.
+    pub async fn commit_local(&self, change: StateChange) -> Result<(), SpoolError> {
+        if !self.store.commit_local(vec![change.clone()]).await? {
+            Backend::apply(self, &change);
+        }
+        Ok(())
     }
 
     /// Store a registry change (applied in memory once committed).

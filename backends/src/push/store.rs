@@ -34,6 +34,15 @@ impl Store {
         }
     }
 
+    /// Commit changes a cluster store has already; `false` when not
+    /// attached.
+    pub async fn commit_local(&self, changes: Vec<StateChange>) -> Result<bool, SpoolError> {
+        match self.attached.get() {
+            Some(state) => state.commit_local(changes).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Commit changes with the next group; `false` when not attached.
     pub fn commit_soon(&self, changes: Vec<StateChange>) -> bool {
         match self.attached.get() {

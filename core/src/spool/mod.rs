@@ -23,6 +23,7 @@ mod backend_state;
 mod dead_letter;
 mod fresh;
 mod idempotency;
+mod outbox;
 pub mod record;
 mod writer;
 
@@ -154,6 +155,13 @@ pub(crate) struct Shared {
     pub last_error: Mutex<Option<String>>,
     /// Where committed state changes are applied in memory.
     pub state_sink: arc_swap::ArcSwapOption<Box<dyn StateSink>>,
+    /// Whether relayed state changes are kept in the outbox (a cluster
+    /// store is configured).
+    pub outbox_enabled: AtomicBool,
+    /// Woken after a commit added outbox rows.
+    pub outbox_added: Notify,
+    /// This spool's id (see `outbox`).
+    pub origin: String,
 }
 
 impl Shared {
@@ -266,6 +274,13 @@ impl Spool {
         let path = dir.join("spool.redb");
         let db = open_db(&path, backends)?;
         let counts = scan(&db, backends)?;
+        let origin = {
+            let txn = db.begin_write().map_err(io)?;
+            let origin = outbox::origin(&txn)?;
+            txn.commit().map_err(io)?;
+            origin
+        };
+        let (_, next_outbox) = outbox::stats(&db)?;
 
         let slots: SlotTable = backends
             .iter()
@@ -281,12 +296,15 @@ impl Spool {
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
             state_sink: arc_swap::ArcSwapOption::empty(),
+            outbox_enabled: AtomicBool::new(false),
+            outbox_added: Notify::new(),
+            origin,
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer::SpoolWriter::new(writer_shared, rx, counts.next_seq).run())
+            .spawn(move || writer::SpoolWriter::new(writer_shared, rx, counts.next_seq, next_outbox).run())
             .map_err(|e| SpoolError::io_in("cannot start spool writer", e))?;
         Ok(Spool {
             shared,
@@ -430,9 +448,68 @@ impl Spool {
         self.call(|reply| Command::Append {
             items,
             changes,
+            relay: true,
             reply: Some(reply),
         })
         .await
+    }
+
+    /// [`commit`](Self::commit) of changes that are not to be relayed to a
+    /// cluster store (they came from it, or were written to it first).
+    pub async fn commit_local(&self, changes: Vec<StateChange>) -> Result<(), SpoolError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.call(|reply| Command::Append {
+            items: Vec::new(),
+            changes,
+            relay: false,
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    /// Keep relayed state changes in the outbox from now on (a cluster
+    /// store is configured). Call before serving.
+    pub fn enable_outbox(&self) {
+        self.shared.outbox_enabled.store(true, Ordering::Release);
+    }
+
+    /// This spool's id: whose outbox numbers these are.
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
+    /// Up to `limit` of the oldest outbox rows, in order. Blocking.
+    pub fn outbox_batch(&self, limit: usize) -> Result<Vec<(u64, Vec<StateChange>)>, SpoolError> {
+        outbox::read(&*self.shared.db()?, limit)
+    }
+
+    /// Outbox rows waiting to be relayed. Blocking.
+    pub fn outbox_len(&self) -> Result<u64, SpoolError> {
+        outbox::stats(&*self.shared.db()?).map(|(n, _)| n)
+    }
+
+    /// Forget outbox rows up to and including `seq` (the store has them).
+    pub async fn outbox_remove_through(&self, seq: u64) -> Result<(), SpoolError> {
+        self.call(|reply| Command::OutboxRemove { through: seq, reply }).await
+    }
+
+    /// Resolves after a commit added outbox rows (or at once if one did
+    /// since the last call).
+    pub async fn outbox_added(&self) {
+        self.shared.outbox_added.notified().await
+    }
+
+    /// A flag kept in the spool (e.g. "merged into the cluster store").
+    /// Blocking.
+    pub fn flag(&self, key: &str) -> Result<bool, SpoolError> {
+        outbox::flag(&*self.shared.db()?, key)
+    }
+
+    pub async fn set_flag(&self, key: &str) -> Result<(), SpoolError> {
+        let key = key.to_owned();
+        self.call(|reply| Command::SetFlag { key, reply }).await
     }
 
     /// [`commit`](Self::commit) of state changes alone, without waiting:
@@ -443,6 +520,7 @@ impl Spool {
         let _ = self.tx.send(Command::Append {
             items: Vec::new(),
             changes,
+            relay: true,
             reply: None,
         });
     }
@@ -682,6 +760,8 @@ pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, Spoo
         txn.open_table(idempotency::KEYS).map_err(io)?;
         txn.open_table(idempotency::KEYS_BY_TIME).map_err(io)?;
         txn.open_table(RECORDS).map_err(io)?;
+        txn.open_table(outbox::OUTBOX).map_err(io)?;
+        txn.open_table(outbox::META).map_err(io)?;
         for name in backends {
             txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
                 .map_err(io)?;

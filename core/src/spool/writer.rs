@@ -36,7 +36,19 @@ pub(crate) enum Command {
     Append {
         items: Vec<(usize, Bytes)>,
         changes: Vec<StateChange>,
+        /// Keep the changes in the outbox for the cluster store (when it
+        /// is enabled); false for changes the store has already.
+        relay: bool,
         reply: Option<Reply<()>>,
+    },
+    /// The cluster store has the outbox rows up to `through`.
+    OutboxRemove {
+        through: u64,
+        reply: Reply<()>,
+    },
+    SetFlag {
+        key: String,
+        reply: Reply<()>,
     },
     /// An append under an idempotency key: stored with the key, unless the
     /// key is already there.
@@ -133,6 +145,8 @@ struct Effects {
     attached: Vec<(usize, Arc<SlotState>)>,
     /// Slots removed in this transaction: later commands skip them.
     detached: HashSet<usize>,
+    /// Rows were added to the outbox.
+    outbox_added: bool,
 }
 
 impl Effects {
@@ -149,6 +163,8 @@ pub(crate) struct SpoolWriter {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
     next_seq: u64,
+    /// The next outbox row's number.
+    next_outbox: u64,
     /// Acks waiting for the next commit, and since when the oldest waits.
     pending_acks: Vec<(usize, u64)>,
     pending_since: Option<Instant>,
@@ -160,11 +176,12 @@ pub(crate) struct SpoolWriter {
 }
 
 impl SpoolWriter {
-    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Command>, next_seq: u64) -> Self {
+    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Command>, next_seq: u64, next_outbox: u64) -> Self {
         SpoolWriter {
             shared,
             rx,
             next_seq,
+            next_outbox,
             pending_acks: Vec::new(),
             pending_since: None,
             retry_acks: Vec::new(),
@@ -236,6 +253,7 @@ impl SpoolWriter {
     fn commit_group(&mut self, group: &mut Vec<Command>) {
         let mut fx = Effects::default();
         let seq_before = self.next_seq;
+        let outbox_before = self.next_outbox;
         let closing = group.iter().any(|c| matches!(c, Command::Close { .. }));
         // Acks that failed to commit before, then those that waited.
         let mut acks = std::mem::take(&mut self.retry_acks);
@@ -289,6 +307,9 @@ impl SpoolWriter {
                     }
                 }
                 self.publish(&fx);
+                if fx.outbox_added {
+                    self.shared.outbox_added.notify_one();
+                }
                 for (cmd, res) in group.drain(..).zip(results) {
                     reply(cmd, res);
                 }
@@ -301,6 +322,7 @@ impl SpoolWriter {
                 }
                 self.shared.set_unhealthy(&e);
                 self.next_seq = seq_before;
+                self.next_outbox = outbox_before;
                 // Acks cannot be answered "failed": keep them for later.
                 self.retry_acks = acks;
                 for cmd in group.drain(..) {
@@ -443,7 +465,17 @@ impl SpoolWriter {
 
     fn apply_counted(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<usize, SpoolError> {
         match cmd {
-            Command::Append { items, changes, .. } => self.apply_append(txn, items, changes, fx),
+            Command::Append {
+                items, changes, relay, ..
+            } => {
+                let n = self.apply_append(txn, items, changes, fx)?;
+                if *relay {
+                    self.keep_for_relay(txn, changes, fx)?;
+                }
+                Ok(n)
+            }
+            Command::OutboxRemove { through, .. } => super::outbox::remove_through(txn, *through).map(|()| 0),
+            Command::SetFlag { key, .. } => super::outbox::set_flag(txn, key).map(|()| 0),
             Command::AppendKeyed { .. } => Ok(0),
             // Acks never join a group: `take` holds them for the next commit.
             Command::Ack { .. } => Ok(0),
@@ -480,9 +512,26 @@ impl SpoolWriter {
             return Ok(Applied::Existing(existing));
         }
         self.apply_append(txn, items, changes, fx)?;
+        self.keep_for_relay(txn, changes, fx)?;
         idempotency::store(txn, key, record)?;
         idempotency::prune(txn, &policy)?;
         Ok(Applied::Count(items.len()))
+    }
+
+    /// Keep a request's state changes in the outbox, when a cluster store
+    /// is configured.
+    fn keep_for_relay(
+        &mut self,
+        txn: &WriteTransaction,
+        changes: &[StateChange],
+        fx: &mut Effects,
+    ) -> Result<(), SpoolError> {
+        if changes.is_empty() || !self.shared.outbox_enabled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        super::outbox::append(txn, &mut self.next_outbox, changes)?;
+        fx.outbox_added = true;
+        Ok(())
     }
 
     /// Store new events and the state changes accepted with them, all or
@@ -844,6 +893,8 @@ fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
         | Command::SetPaused { reply, .. }
         | Command::Attach { reply, .. }
         | Command::PutRecord { reply, .. }
+        | Command::OutboxRemove { reply, .. }
+        | Command::SetFlag { reply, .. }
         | Command::Sync { reply }
         | Command::Close { reply } => {
             let _ = reply.send(res.map(|_| ()));
