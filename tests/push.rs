@@ -327,7 +327,12 @@ async fn a_408_from_a_push_provider_is_retried_like_the_http_backends() {
 
     post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "hello")).await;
     for device in ["m-408", "w-408"] {
-        assert_eq!(fake.wait_delivered(device, 1, WAIT).await.len(), 1, "{:?}", fake.pushed());
+        assert_eq!(
+            fake.wait_delivered(device, 1, WAIT).await.len(),
+            1,
+            "{:?}",
+            fake.pushed()
+        );
         let answers: Vec<u16> = fake
             .pushed()
             .iter()

@@ -130,7 +130,9 @@ pub fn webpush_provider(name: &str) -> String {
         env!("CARGO_MANIFEST_DIR"),
         "/backends/tests/fixtures/push/vapid_test_pkcs8.pem"
     );
-    format!("[backends.push.{name}.webpush]\nvapid_private_key_file = \"{key}\"\nsubject = \"mailto:ops@example.com\"\n")
+    format!(
+        "[backends.push.{name}.webpush]\nvapid_private_key_file = \"{key}\"\nsubject = \"mailto:ops@example.com\"\n"
+    )
 }
 
 /// A Web Push device whose endpoint is `fake`'s `/webpush/{device_id}`;
