@@ -157,11 +157,12 @@ where
             Outcome::Retry.error(format!("cannot reach SNS for topic {topic_arn}: {}", brief(&err)))
         }
         // An answer that is not SNS's (a proxy's error page, a cut body).
-        SdkError::ResponseError(r) => Outcome::Retry.error(format!(
-            "unreadable answer from SNS for topic {topic_arn}: {}",
-            brief(&err)
-        ))
-        .with_status(r.raw().status().as_u16()),
+        SdkError::ResponseError(r) => Outcome::Retry
+            .error(format!(
+                "unreadable answer from SNS for topic {topic_arn}: {}",
+                brief(&err)
+            ))
+            .with_status(r.raw().status().as_u16()),
         // The request could not even be built: it will not build next time.
         _ => Outcome::Permanent.error(format!(
             "cannot build the SNS request for topic {topic_arn}: {}",
