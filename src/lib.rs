@@ -21,8 +21,10 @@ mod chain_plan;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+/// The gateway consumer SDK (the `event-pusher-gateway-sdk` crate, which
+/// SDK users can depend on alone), kept under its old path.
 #[cfg(feature = "gateway")]
-pub mod gateway;
+pub use event_pusher_gateway_sdk as gateway;
 mod ingest_metrics;
 pub mod reload;
 pub mod runtime;

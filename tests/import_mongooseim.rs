@@ -1,7 +1,8 @@
 //! `event-pusher import-mongooseim`: MongooseIM configs (shaped after
 //! MongooseIM's documentation, in tests/fixtures/mongooseim/) become configs
 //! that `check-config` accepts; bad input is an error at file:line:column;
-//! an imported http handler really posts MongooseIM's form to its endpoint.
+//! an imported http handler really posts MongooseIM's form to its endpoint,
+//! and an imported push backend really pushes through MongoosePush.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{path_str, run_cli, Receiver};
+use support::{chat_to, path_str, run_cli, FakePush, Receiver};
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mongooseim");
@@ -64,9 +65,9 @@ fn fixtures_carry_their_settings_over() {
         "[backends.rabbit.mongooseim]",
         "[backends.sns.mongooseim]",
         "pm_messages_topic = \"user_message_sent\"",
-        "# [backends.push.mongooseim.mongoosepush]",
-        "# url = \"https://localhost:8443\"",
-        "push backend is not available in this build",
+        "\n[backends.push.mongooseim]\n",
+        "\n[backends.push.mongooseim.mongoosepush]\n",
+        "\nurl = \"https://localhost:8443\"",
     ] {
         assert!(all.contains(want), "missing {want:?} in:\n{all}");
     }
@@ -90,6 +91,18 @@ fn fixtures_carry_their_settings_over() {
         "{rabbit}"
     );
     let push = import("push_mongoosepush.toml");
+    for want in [
+        "\n[backends.push.mongooseim]\n",
+        "\nconcurrency = 200",
+        "\n[backends.push.mongooseim.mongoosepush]\n",
+        "\nurl = \"https://localhost:8443\"",
+    ] {
+        assert!(push.contains(want), "missing {want:?} in:\n{push}");
+    }
+    assert!(
+        !push.contains("# [backends.push"),
+        "the push backend is written enabled:\n{push}"
+    );
     assert!(
         push.contains("virtual_pubsub_hosts = [\"pubsub.@HOST@\"]  # not carried over"),
         "{push}"
@@ -217,4 +230,36 @@ async fn an_imported_http_handler_posts_forms_to_the_endpoint() {
         String::from_utf8_lossy(&got[0].body),
         "author=alice&server=localhost&receiver=bob&message=hi+bob+%26+co"
     );
+}
+
+/// The imported push backend sends through MongoosePush at the pool's
+/// host: a device registered with a `push_enable` hook call gets the next
+/// chat to its (offline) user.
+#[tokio::test]
+async fn an_imported_push_backend_pushes_through_mongoosepush() {
+    let fake = FakePush::start().await;
+    let mim = format!(
+        "[outgoing_pools.http.mongoose_push_http]\n  scope = \"global\"\n  workers = 4\n\
+         [outgoing_pools.http.mongoose_push_http.connection]\n  host = \"{}\"\n  path_prefix = \"/\"\n\
+         [modules.mod_push_service_mongoosepush]\n  pool_name = \"mongoose_push_http\"\n  api_version = \"v3\"\n\
+         [modules.mod_event_pusher.push]\n  backend = \"mnesia\"\n  wpool.workers = 10\n",
+        fake.url()
+    );
+    let (sc, imported) = support::start_imported_mongooseim(&mim).await;
+    let (status, answer) = sc
+        .post(
+            &json!({"hook": "push_enable", "jid": "bob@localhost", "device_id": "d1",
+                      "provider": "mongoosepush", "service": "fcm", "mode": "prod"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}\nconfig was:\n{imported}");
+    assert_eq!(answer["push"][0]["result"], "created", "{answer}");
+    let (status, answer) = sc.post(&chat_to("alice@localhost/a", "bob@localhost", "hello")).await;
+    assert_eq!(status, 202, "{answer}");
+
+    let got = fake.wait_delivered("d1", 1, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 1, "nothing pushed; config was:\n{imported}");
+    assert_eq!(got[0].provider, "mongoosepush");
+    assert_eq!(got[0].body["service"], "fcm");
+    assert_eq!(got[0].body["alert"]["body"], "hello");
 }

@@ -2,7 +2,8 @@
 //! MongoosePush (v3): the device registry API, the push_enable/disable
 //! hooks, presence (offline pushes, online does not, unacked always),
 //! message_count, content settings, silent devices, restart and kill -9,
-//! per-device fan-out with dead letters and replay, and pruning on 410.
+//! per-device fan-out with dead letters and replay, pruning on 410, and
+//! the transport's status policy (a 408 is retried, by every provider).
 
 mod support;
 
@@ -308,4 +309,38 @@ async fn a_gone_device_is_pruned_and_counted_not_dead_lettered() {
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
     let row = sc.backend("mobile").await;
     assert_eq!(row["kind"], "push", "{row}");
+}
+
+#[tokio::test]
+async fn a_408_from_a_push_provider_is_retried_like_the_http_backends() {
+    let fake = FakePush::start().await;
+    // Each device's provider first answers 408 Request Timeout, then 200.
+    for device in ["m-408", "w-408"] {
+        fake.script(device, [Answer::status(408)]);
+    }
+    let config = push_backend("mobile", &fake.url(), "") + &webpush_provider("mobile");
+    let sc = sidecar(config).await;
+    let (s, v) = put_device(&sc, "bob@localhost", "m-408", &mongoose("fcm")).await;
+    assert!(s < 300, "{v}");
+    let (s, v) = put_device(&sc, "bob@localhost", "w-408", &webpush_device(&fake, "w-408")).await;
+    assert!(s < 300, "{v}");
+
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "hello")).await;
+    for device in ["m-408", "w-408"] {
+        assert_eq!(
+            fake.wait_delivered(device, 1, WAIT).await.len(),
+            1,
+            "{:?}",
+            fake.pushed()
+        );
+        let answers: Vec<u16> = fake
+            .pushed()
+            .iter()
+            .filter(|p| p.device == device)
+            .map(|p| p.status)
+            .collect();
+        assert_eq!(answers, [408, 200], "{device}");
+    }
+    let (_, dead) = sc.get("/v1/dead-letters?backend=push.mobile").await;
+    assert_eq!(dead, json!([]), "a 408 is not a dead letter");
 }

@@ -15,6 +15,7 @@ pub mod push;
 pub mod rabbit;
 #[cfg(feature = "sns")]
 pub mod sns;
+pub mod transport;
 pub mod webhook;
 
 mod registry;

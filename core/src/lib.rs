@@ -11,12 +11,9 @@ pub mod chain;
 pub mod class;
 pub mod command;
 pub mod delivery;
-pub mod event;
-mod event_de;
 pub mod hook;
 pub mod hook_call;
 pub mod ingest;
-pub mod jid;
 pub mod metrics;
 pub mod slot;
 pub mod spool;
@@ -24,6 +21,10 @@ pub mod state_change;
 pub mod state_router;
 pub mod subscriptions;
 pub mod token;
+
+/// The event record and JIDs live in their own crate (the gateway SDK
+/// reads them too); these paths stay as they were.
+pub use event_pusher_event::{event, jid};
 
 pub use backend::{
     one_by_one, AnyBackend, Attachment, Backend, BackendError, Claims, Deliver, Delivery, DeliveryError, ScopedState,

@@ -1,9 +1,10 @@
 //! What the AMQP commands (`publish`, `declare-topology`) share: a
-//! connection and a channel from a `--url`.
+//! connection (the transport's one AMQP connect) and a channel from a
+//! `--url`.
 
 use event_pusher_backends::rabbit::AmqpUrl;
-use lapin::types::LongString;
-use lapin::{Channel, Connection, ConnectionProperties};
+use event_pusher_backends::transport::amqp;
+use lapin::{Channel, Connection};
 
 use super::CommandError;
 
@@ -11,10 +12,9 @@ use super::CommandError;
 /// open a channel. Errors show the URL without its password.
 pub async fn connect(url: &str, name: &str) -> Result<(Connection, Channel), CommandError> {
     let url = AmqpUrl::parse(url).map_err(|e| CommandError(format!("--url: {e}")))?;
-    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    let connection = Connection::connect_uri(url.uri().clone(), props)
+    let connection = amqp::connect(&url, name)
         .await
-        .map_err(|e| CommandError(format!("cannot connect to RabbitMQ at {url}: {e}")))?;
+        .map_err(|e| CommandError(e.to_string()))?;
     let channel = connection
         .create_channel()
         .await

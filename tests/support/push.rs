@@ -1,7 +1,9 @@
 //! Push peers for the push tests: one local server that plays a Google
 //! OAuth2 token endpoint (checking the RS256 grant with the fixture
-//! service account's public key), the FCM v1 send endpoint and a
-//! MongoosePush v3 service, answering per device as a test scripts; and
+//! service account's public key), the FCM v1 send endpoint, a
+//! MongoosePush v3 service and a Web Push service (`/webpush/{device}`: it
+//! takes the encrypted body without reading it), answering per device as
+//! a test scripts; and
 //! admin helpers for the device registry.
 
 use std::collections::{HashMap, VecDeque};
@@ -21,9 +23,10 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct Pushed {
     pub at: Instant,
-    /// `fcm` or `mongoosepush`.
+    /// `fcm`, `mongoosepush` or `webpush`.
     pub provider: &'static str,
-    /// FCM registration token, or MongoosePush device id.
+    /// FCM registration token, MongoosePush device id, or the last path
+    /// segment of a Web Push endpoint.
     pub device: String,
     pub status: u16,
     pub body: Value,
@@ -120,6 +123,30 @@ impl FakePush {
     }
 }
 
+/// A `[backends.push.NAME.webpush]` table with the test VAPID key, to
+/// append to [`push_backend`]'s.
+pub fn webpush_provider(name: &str) -> String {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/backends/tests/fixtures/push/vapid_test_pkcs8.pem"
+    );
+    format!(
+        "[backends.push.{name}.webpush]\nvapid_private_key_file = \"{key}\"\nsubject = \"mailto:ops@example.com\"\n"
+    )
+}
+
+/// A Web Push device whose endpoint is `fake`'s `/webpush/{device_id}`;
+/// the keys are RFC 8291's example (the fake does not decrypt).
+pub fn webpush_device(fake: &FakePush, device_id: &str) -> Value {
+    json!({"provider": "webpush", "subscription": {
+        "endpoint": format!("{}/webpush/{device_id}", fake.url()),
+        "keys": {
+            "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "auth": "BTBZMqHH6r4Tts7J_aSIgg",
+        },
+    }})
+}
+
 /// The fixture service account with `token_uri` pointing at `fake`,
 /// written into `dir`; returns its path.
 pub fn service_account_file(dir: &std::path::Path, fake: &FakePush) -> String {
@@ -147,6 +174,8 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, headers: H
         .map(str::to_owned);
     let (provider, device) = if let Some(id) = path.strip_prefix("/v3/notification/") {
         ("mongoosepush", id.to_owned())
+    } else if let Some(id) = path.strip_prefix("/webpush/") {
+        ("webpush", id.to_owned())
     } else if path.ends_with("/messages:send") {
         ("fcm", json["message"]["token"].as_str().unwrap_or_default().to_owned())
     } else {

@@ -26,9 +26,11 @@ mod connection;
 mod dispatch;
 mod hub;
 mod metrics;
-pub mod protocol;
 mod publish;
 mod session;
 
 pub use config::{ClientConfig, GatewayConfig};
+/// The wire protocol, shared with the consumer SDK (a crate of its own);
+/// `super::protocol::...` paths keep working.
+pub use event_pusher_gateway_protocol as protocol;
 pub use publish::GatewayBackend;

@@ -4,13 +4,11 @@
 //! - `request.rs`: the body (canonical JSON or MongooseIM's form) and the
 //!   Standard Webhooks signature.
 //! - `publish.rs`: sending, and turning the answer into delivered /
-//!   retry / dead letter.
-//! - `response.rs`: reading the answer's body with a bound.
+//!   retry / dead letter (by the transport's status policy).
 
 pub(crate) mod config;
-pub(crate) mod publish;
+mod publish;
 mod request;
-pub(crate) mod response;
 
 pub use config::{Format, HttpConfig, WebhookSecret};
 pub use publish::HttpBackend;

@@ -5,8 +5,8 @@
 //! about the token) means the token is gone ([`Sent::Invalid`]); 401 means
 //! the access token was rejected: fetch a fresh one and send once more,
 //! and if that is rejected too, report not ready for a while (the queue
-//! holds) and fail retryably. 429 and 5xx are retried by the engine,
-//! `Retry-After` honoured.
+//! holds) and fail retryably. Anything else by the transport's status
+//! policy (408, 429, 5xx retried, `Retry-After` honoured).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,14 +14,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use event_pusher_core::{BackendError, DeliveryError};
 use reqwest::header::AUTHORIZATION;
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use super::config::{base, FcmConfig};
 use super::fcm_auth::TokenSource;
 use super::provider::{Address, Device, Notification, Provider, Sent};
-use crate::http::publish::{classify, retry_after_of};
-use crate::http::response::{drain_success, error_excerpt};
 
 /// How long the provider reports not ready after its credential was
 /// rejected twice in a row; then the next send tries a fresh one.
@@ -57,21 +54,19 @@ impl FcmProvider {
     async fn post(&self, project: &str, token: &str, body: &Value) -> Result<Answer, DeliveryError> {
         let url = format!("{}/v1/projects/{project}/messages:send", self.endpoint);
         let req = self.client.post(url).header(AUTHORIZATION, format!("Bearer {token}"));
-        let resp = super::send_json(req, body).await?;
-        let status = resp.status();
-        if status.is_success() {
-            drain_success(resp).await;
-            return Ok(Answer::Delivered);
+        match super::send_json(req, body).await? {
+            Ok(()) => Ok(Answer::Delivered),
+            Err(refusal) if refusal.status == 401 => Ok(Answer::CredentialRejected(refusal.body)),
+            Err(refusal) if token_gone(refusal.status, &refusal.body) => Ok(Answer::Invalid(format!(
+                "FCM {}: {}",
+                refusal.status,
+                error_code(&refusal.body)
+            ))),
+            Err(refusal) => {
+                let message = refusal.describe();
+                Err(refusal.into_error(message))
+            }
         }
-        if status == StatusCode::UNAUTHORIZED {
-            return Ok(Answer::CredentialRejected(error_excerpt(resp).await));
-        }
-        let retry_after = retry_after_of(&resp);
-        let excerpt = error_excerpt(resp).await;
-        if token_gone(status, &excerpt) {
-            return Ok(Answer::Invalid(format!("FCM {status}: {}", error_code(&excerpt))));
-        }
-        Err(classify(status, retry_after, excerpt))
     }
 }
 
@@ -82,8 +77,8 @@ enum Answer {
 }
 
 /// FCM's way of saying the registration token is no longer valid.
-fn token_gone(status: StatusCode, body: &str) -> bool {
-    match status.as_u16() {
+fn token_gone(status: u16, body: &str) -> bool {
+    match status {
         404 => true,
         400 => body.contains("INVALID_ARGUMENT") && body.to_ascii_lowercase().contains("token"),
         _ => false,
@@ -208,10 +203,10 @@ mod tests {
         let silent = message("tok", &Notification { silent: true, ..note });
         assert!(silent["message"].get("notification").is_none());
         let gone = r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"errorCode":"UNREGISTERED"}]}}"#;
-        assert!(token_gone(StatusCode::NOT_FOUND, gone));
+        assert!(token_gone(404, gone));
         assert_eq!(error_code(gone), "UNREGISTERED");
         assert!(!token_gone(
-            StatusCode::BAD_REQUEST,
+            400,
             r#"{"error":{"status":"INVALID_ARGUMENT","message":"bad data"}}"#
         ));
     }

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::http::publish::{failure, transport_error};
+use crate::transport::status::{transport_error, Refusal};
 
 /// The OAuth2 scope FCM v1 sends need.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -161,8 +161,9 @@ impl TokenSource {
             .map_err(transport_error)?;
         let status = resp.status();
         if !status.is_success() {
-            let mut err = failure(resp).await;
-            err.message = format!("FCM token endpoint: {}", err.message);
+            let refusal = Refusal::read(resp).await;
+            let message = format!("FCM token endpoint: {}", refusal.describe());
+            let mut err = refusal.into_error(message);
             // A credential problem is not the event's fault: never dead-letter
             // it at once for that.
             err.retryable = true;

@@ -27,37 +27,28 @@ mod transport;
 mod truncate;
 pub mod webpush;
 
-use std::time::Duration;
-
-use event_pusher_core::BackendError;
+use event_pusher_core::{BackendError, DeliveryError};
 
 pub use commands::PushCommands;
 pub use config::PushConfig;
 pub use publish::{PushBackend, RegistryError};
 
-const USER_AGENT: &str = concat!("event-pusher/", env!("CARGO_PKG_VERSION"));
+use crate::transport::status::{self, Refusal};
 
-/// The HTTP client a provider sends with: bounded waits, no redirects (a
-/// redirected POST would turn into a GET).
+/// The HTTP client a provider without a `ca_file` sends with.
 pub(crate) fn http_client() -> Result<reqwest::Client, BackendError> {
-    reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))
+    transport::client(None, "")
 }
 
-/// Send `req` with `body` as JSON; a transport failure is a retryable
-/// delivery error.
+/// Send `req` with `body` as JSON: `Ok(Ok(()))` on 2xx, the refusal
+/// otherwise, a retryable delivery error when there was no answer.
 pub(crate) async fn send_json(
     req: reqwest::RequestBuilder,
     body: &serde_json::Value,
-) -> Result<reqwest::Response, event_pusher_core::DeliveryError> {
-    req.header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(crate::http::publish::transport_error)
+) -> Result<Result<(), Refusal>, DeliveryError> {
+    status::send(
+        req.header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string()),
+    )
+    .await
 }

@@ -1,18 +1,16 @@
 //! MongoosePush v3: `POST {url}/v3/notification/{device_id}` with
 //! `{"service", "mode", "alert": {"title", "body", "badge"}, "data",
 //! "priority": "high"}` (silent: no `alert`). 2xx delivered; 410 means the
-//! device is gone ([`Sent::Invalid`]); 429 and 5xx are retried.
+//! device is gone ([`Sent::Invalid`]); anything else by the transport's
+//! status policy (408, 429, 5xx retried).
 
 use async_trait::async_trait;
 use event_pusher_core::{BackendError, DeliveryError};
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use super::config::{base, MongoosePushConfig};
 use super::devices::{mode_name, service_name};
 use super::provider::{Address, Device, Notification, Provider, Sent};
-use crate::http::publish::failure;
-use crate::http::response::{drain_success, error_excerpt};
 
 pub struct MongoosePushProvider {
     client: reqwest::Client,
@@ -62,18 +60,15 @@ impl Provider for MongoosePushProvider {
         };
         let id: String = url::form_urlencoded::byte_serialize(device.device_id.as_bytes()).collect();
         let req = self.client.post(format!("{}/v3/notification/{id}", self.base));
-        let resp = super::send_json(req, &body(service_name(*service), mode_name(*mode), note)).await?;
-        let status = resp.status();
-        if status.is_success() {
-            drain_success(resp).await;
-            return Ok(Sent::Delivered);
+        match super::send_json(req, &body(service_name(*service), mode_name(*mode), note)).await? {
+            Ok(()) => Ok(Sent::Delivered),
+            Err(refusal) if refusal.status == 410 => Ok(Sent::Invalid {
+                reason: format!("MongoosePush 410: {}", refusal.body.trim()),
+            }),
+            Err(refusal) => {
+                let message = refusal.describe();
+                Err(refusal.into_error(message))
+            }
         }
-        if status == StatusCode::GONE {
-            let excerpt = error_excerpt(resp).await;
-            return Ok(Sent::Invalid {
-                reason: format!("MongoosePush 410: {}", excerpt.trim()),
-            });
-        }
-        Err(failure(resp).await)
     }
 }

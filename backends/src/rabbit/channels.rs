@@ -35,12 +35,12 @@ use std::time::Duration;
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
 use event_pusher_core::BackendError;
 use lapin::options::ConfirmSelectOptions;
-use lapin::types::LongString;
-use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus};
+use lapin::{Channel, Connection, ConnectionStatus};
 use tokio::sync::{Notify, Semaphore};
 
 use super::config::AmqpUrl;
 use super::declare::{declare, Declaration};
+use crate::transport::amqp;
 
 /// Connecting, opening the channel and declaring, each bounded by this.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,16 +140,10 @@ impl LaneManager {
     async fn open(&self) -> Result<Lane, BackendError> {
         let url = &self.url;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let props = ConnectionProperties::default()
-            .with_connection_name(LongString::from(format!("event-pusher {} #{id}", self.name)));
-        let connection = tokio::time::timeout(SETUP_TIMEOUT, Connection::connect_uri(url.uri().clone(), props))
+        let name = format!("event-pusher {} #{id}", self.name);
+        let connection = amqp::connect(url, &name)
             .await
-            .map_err(|_| {
-                BackendError::new(format!(
-                    "cannot connect to RabbitMQ at {url}: no answer within {SETUP_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|e| BackendError::with_source(format!("cannot connect to RabbitMQ at {url}: {e}"), e))?;
+            .map_err(|e| BackendError::with_source(e.to_string(), e))?;
         // On any error below, dropping `connection` closes it.
         let setup = async {
             let channel = connection

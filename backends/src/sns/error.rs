@@ -1,7 +1,9 @@
-//! Turning AWS errors into delivery errors: retry, or dead-letter at once.
+//! Turning AWS errors into delivery errors: retry, or dead-letter at once,
+//! as the transport's one status policy ([`Outcome`]) says.
 //!
 //! The rule: what the service may accept later is retryable — throttling,
-//! 5xx, transport failures and timeouts, expired credentials (they are
+//! the statuses every backend retries (408, 429, 5xx, ...), transport
+//! failures and timeouts, expired credentials (they are
 //! refreshed), and any entry of a batch that SNS itself blames on its side
 //! (`SenderFault=false`). What no retry can fix goes to dead letters with
 //! the AWS error code and message: invalid parameters, a missing topic
@@ -13,6 +15,8 @@ use std::time::Duration;
 use aws_sdk_sns::config::http::HttpResponse;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use event_pusher_core::DeliveryError;
+
+use crate::transport::Outcome;
 
 /// Error codes that mean "not now" rather than "never", whatever the status.
 const RETRYABLE_CODES: &[&str] = &[
@@ -112,16 +116,18 @@ pub(crate) fn classify(
         _ if message.is_empty() => format!("SNS rejected the publish to {topic_arn}: {code}"),
         _ => format!("SNS rejected the publish to {topic_arn}: {code}: {message}"),
     };
-    let retryable = RETRYABLE_CODES.contains(&code)
-        || status >= 500
-        || status == 429
+    let outcome = if RETRYABLE_CODES.contains(&code)
         // SNS says the failure was its own: worth another try.
-        || sender_fault == Some(false);
-    let mut err = if retryable {
-        DeliveryError::retryable(text)
+        || sender_fault == Some(false)
+    {
+        Outcome::Retry
+    } else if status == 0 {
+        // A batch entry blamed on the sender, with a code no retry fixes.
+        Outcome::Permanent
     } else {
-        DeliveryError::permanent(text)
+        Outcome::of_status(status)
     };
+    let mut err = outcome.error(text);
     if status != 0 {
         err = err.with_status(status);
     }
@@ -144,20 +150,21 @@ where
             let code = e.code().unwrap_or("UnknownError");
             classify(topic_arn, code, e.message().unwrap_or(""), status, None)
         }
-        SdkError::TimeoutError(_) => DeliveryError::retryable(format!("publish to SNS topic {topic_arn} timed out")),
+        SdkError::TimeoutError(_) => Outcome::Retry.error(format!("publish to SNS topic {topic_arn} timed out")),
         // Connection refused or reset, DNS, TLS, and credentials that could
         // not be loaded right now (identity resolution fails at this stage).
         SdkError::DispatchFailure(_) => {
-            DeliveryError::retryable(format!("cannot reach SNS for topic {topic_arn}: {}", brief(&err)))
+            Outcome::Retry.error(format!("cannot reach SNS for topic {topic_arn}: {}", brief(&err)))
         }
         // An answer that is not SNS's (a proxy's error page, a cut body).
-        SdkError::ResponseError(r) => DeliveryError::retryable(format!(
-            "unreadable answer from SNS for topic {topic_arn}: {}",
-            brief(&err)
-        ))
-        .with_status(r.raw().status().as_u16()),
+        SdkError::ResponseError(r) => Outcome::Retry
+            .error(format!(
+                "unreadable answer from SNS for topic {topic_arn}: {}",
+                brief(&err)
+            ))
+            .with_status(r.raw().status().as_u16()),
         // The request could not even be built: it will not build next time.
-        _ => DeliveryError::permanent(format!(
+        _ => Outcome::Permanent.error(format!(
             "cannot build the SNS request for topic {topic_arn}: {}",
             brief(&err)
         )),
@@ -177,6 +184,8 @@ mod tests {
             ("KMSThrottling", 400),
             ("InternalError", 500),
             ("Whatever", 503),
+            ("RequestTimeout", 408),
+            ("Whatever", 408),
         ] {
             let e = classify(ARN, code, "m", status, None);
             assert!(e.retryable, "{code}");

@@ -30,15 +30,7 @@ use super::error::{brief, classify, from_sdk};
 use super::message::{
     publication, topic_kind, Publication, TopicKind, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES,
 };
-use super::topics::{check_topics, create_topics};
-
-/// One configured topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Topic {
-    pub arn: String,
-    /// `.fifo` topics need a group id and take a deduplication id.
-    pub fifo: bool,
-}
+use super::topics::{check_topics, create_topics, Topic};
 
 /// What is needed to build the client.
 struct Settings {

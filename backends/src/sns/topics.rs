@@ -1,5 +1,6 @@
-//! At start: check that the configured topics exist, or create them when
-//! `create_topics = true` (emulators, first runs).
+//! A configured topic, and at start: check that the configured topics
+//! exist, or create them when `create_topics = true` (emulators, first
+//! runs).
 //!
 //! Creating is opt-in: in production topics usually belong to
 //! infrastructure code and the sidecar's role may not be allowed to create
@@ -11,7 +12,14 @@ use aws_sdk_sns::Client;
 use event_pusher_core::BackendError;
 
 use super::error::brief;
-use super::publish::Topic;
+
+/// One configured topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Topic {
+    pub arn: String,
+    /// `.fifo` topics need a group id and take a deduplication id.
+    pub fifo: bool,
+}
 
 /// The topic's name: the last field of its ARN.
 fn topic_name(arn: &str) -> &str {

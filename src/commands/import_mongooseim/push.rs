@@ -3,9 +3,11 @@
 //!
 //! The pool is the one `[modules.mod_push_service_mongoosepush]` names
 //! (`pool_name`), else `[outgoing_pools.http.mongoose_push_http]` as in
-//! MongooseIM's examples. The push backend is not in this build yet, so
-//! `check-config` would refuse the section: it is written commented out,
-//! complete, to be enabled when the backend ships.
+//! MongooseIM's examples. Devices are registered through event-pusher
+//! (`push_enable` hook calls or the admin API), not through MongooseIM's
+//! PubSub, so the written backend works as soon as devices register.
+//! Without that pool the backend is written without a provider (valid:
+//! `check-config` passes) and a note says to configure one.
 
 use super::http::join_url;
 use super::output::{Line, Section, Value};
@@ -13,14 +15,11 @@ use super::pools;
 use super::reader::{Result, Table};
 
 pub const NAME: &str = "mongooseim";
-pub const NOT_AVAILABLE: &str =
-    "The push backend is not available in this build: this section is kept, commented out, for when it is.";
 const DEFAULT_POOL: &str = "mongoose_push_http";
 
 pub fn import(root: &Table<'_, '_>, module: &Table<'_, '_>) -> Result<Vec<Section>> {
     module.check_keys(&["iqdisc", "backend", "wpool", "plugin_module", "virtual_pubsub_hosts"])?;
     let mut s = Section::new(format!("backends.push.{NAME}"));
-    s.disabled = Some(NOT_AVAILABLE.into());
     s.notes.push(format!("From [{}].", module.path()));
     s.lines.push(Line::set_noted(
         "events",
@@ -89,7 +88,6 @@ pub fn import(root: &Table<'_, '_>, module: &Table<'_, '_>) -> Result<Vec<Sectio
             let pool = pools::http(&pool_table)?;
             let (url, _) = join_url(&pool.host.value, &pool.path_prefix, "");
             let mut p = Section::new(format!("backends.push.{NAME}.mongoosepush"));
-            p.disabled = Some(NOT_AVAILABLE.into());
             p.notes.push(format!("MongoosePush, from [{}].", pool_table.path()));
             p.lines.push(Line::set_noted(
                 "url",

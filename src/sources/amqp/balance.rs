@@ -22,8 +22,8 @@
 //! user's newer events before this one delivered the older ones it
 //! stored. So a partition is handed over only once everything this
 //! sidecar had stored when it decided has left its delivery queues
-//! ([`delivered_so_far`]); it stops reading the partition meanwhile. If
-//! that takes longer than `HANDOVER_WAIT` (a backend down or paused), it
+//! (`handover::delivered_so_far`); it stops reading the partition
+//! meanwhile. If that takes longer than `HANDOVER_WAIT` (a backend down or paused), it
 //! keeps the partition and tries again later; and it does not try while
 //! more than `HANDOVER_BACKLOG` events wait for delivery, so a partition
 //! is not stalled waiting for a backlog to drain.
@@ -31,14 +31,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use event_pusher_core::delivery::DeliveryEngine;
-use event_pusher_core::Slot;
-
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::watch;
 
+use super::handover::{backlog, PING_HEADER};
 use super::partition::{Context, Partition};
 use super::topology::short;
 
@@ -47,14 +45,8 @@ const BALANCE_EVERY: Duration = Duration::from_secs(2);
 /// A partition that delivered within this long is one this sidecar is the
 /// active consumer of.
 const ACTIVE_WITHIN_MS: u64 = 3_000;
-/// Marks a ping message.
-const PING_HEADER: &str = "x-event-pusher-ping";
-/// Longest wait for the delivery queues before a hand-over.
-const HANDOVER_WAIT: Duration = Duration::from_secs(3);
 /// Events waiting for delivery above which no hand-over is tried.
 const HANDOVER_BACKLOG: u64 = 2_000;
-/// How often the delivery queues are looked at meanwhile.
-const HANDOVER_POLL: Duration = Duration::from_millis(50);
 /// The members queue is deleted this long after its last consumer left.
 const MEMBERS_EXPIRE_MS: u32 = 60_000;
 
@@ -145,60 +137,6 @@ async fn ping(channel: &Channel, partitions: &[Partition]) -> Result<(), String>
             .map_err(|e| format!("cannot ping queue \"{}\": {e}", p.queue))?;
     }
     Ok(())
-}
-
-/// Whether a delivery is a balancer's ping rather than input.
-pub fn is_ping(properties: &BasicProperties) -> bool {
-    properties
-        .headers()
-        .as_ref()
-        .is_some_and(|h| h.inner().contains_key(PING_HEADER))
-}
-
-/// Events waiting for delivery, over every backend.
-fn backlog(engine: &DeliveryEngine) -> u64 {
-    let spool = engine.spool();
-    engine
-        .slots()
-        .slots()
-        .map(|slot| spool.slot(slot).queued.load(Ordering::Relaxed))
-        .sum()
-}
-
-/// Wait until every event stored so far has left the delivery queues
-/// (delivered or dead-lettered): true if so within `HANDOVER_WAIT`.
-pub async fn delivered_so_far(engine: &DeliveryEngine) -> bool {
-    let spool = engine.spool();
-    // Sequence numbers only grow: an event stored so far has one at most
-    // its queue's head now.
-    let heads: Vec<(Slot, u64)> = engine
-        .slots()
-        .slots()
-        .map(|slot| (slot, spool.slot(slot).head.load(Ordering::Acquire)))
-        .collect();
-    let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
-    loop {
-        let spool2 = spool.clone();
-        let heads2 = heads.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            heads2.iter().all(|(slot, head)| {
-                // The oldest event still queued, if any, must be newer.
-                match spool2.read_queue(*slot, 0, 1) {
-                    Ok(rows) => rows.first().is_none_or(|(seq, _)| seq > head),
-                    Err(_) => false,
-                }
-            })
-        })
-        .await
-        .unwrap_or(false);
-        if done {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(HANDOVER_POLL).await;
-    }
 }
 
 /// Declare the members queue (idempotent; it goes away a minute after the

@@ -29,6 +29,7 @@
 mod balance;
 mod config;
 mod dead_letter;
+mod handover;
 mod partition;
 mod session;
 mod status;

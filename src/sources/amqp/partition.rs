@@ -28,8 +28,8 @@ use lapin::types::FieldTable;
 use lapin::Channel;
 use tokio::sync::{watch, Notify};
 
-use super::balance::{delivered_so_far, is_ping};
 use super::dead_letter::DeadLetters;
+use super::handover::{delivered_so_far, is_ping};
 use super::status::{Outcome, SourceStatus};
 use super::topology::short;
 use crate::state::AppState;

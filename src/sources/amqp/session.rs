@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::types::LongString;
-use lapin::{Connection, ConnectionProperties};
+use event_pusher_backends::transport::amqp;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
@@ -65,14 +64,8 @@ async fn session(
 ) -> Result<(), String> {
     let url = &source.config.url;
     let topology = source.topology();
-    let props = ConnectionProperties::default()
-        .with_connection_name(LongString::from(format!("event-pusher source amqp.{}", source.name)));
-    // From the parsed URI, not a string: a string would turn an IP host
-    // into `localhost` (see backends/src/rabbit/channels.rs).
-    let connection = tokio::time::timeout(SETUP_TIMEOUT, Connection::connect_uri(url.uri().clone(), props))
-        .await
-        .map_err(|_| format!("cannot connect to RabbitMQ at {url}: no answer within {SETUP_TIMEOUT:?}"))?
-        .map_err(|e| format!("cannot connect to RabbitMQ at {url}: {e}"))?;
+    let name = format!("event-pusher source amqp.{}", source.name);
+    let connection = amqp::connect(url, &name).await.map_err(|e| e.to_string())?;
     let connection = Arc::new(connection);
     let setup = async {
         if source.config.declare {

@@ -3,8 +3,9 @@
 //! APNs answers `200`, or a status with `{"reason": "..."}`:
 //! `410 Unregistered` and `400 BadDeviceToken` mean the device is gone;
 //! `403 ExpiredProviderToken` / `InvalidProviderToken` refuse our token
-//! (re-signed and retried once); `429` and `5xx` are worth retrying;
-//! any other refusal (a bad topic, a too-large payload) is permanent.
+//! (re-signed and retried once); anything else by the transport's status
+//! policy (`408`, `429`, `5xx` retried; a bad topic, a too-large payload
+//! permanent).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,8 +17,9 @@ use super::payload::{self, apns_id, device_url, endpoint_for, is_device_token};
 use super::token::ProviderToken;
 use crate::push::es256::Es256Key;
 use crate::push::provider::{Address, Device, Notification, Provider, Sent};
-use crate::push::transport::{self, Attempt, CredentialHealth, Refusal};
+use crate::push::transport::{self, Attempt, CredentialHealth};
 use crate::push::truncate::render_within;
+use crate::transport::status::{self, Refusal};
 
 pub struct ApnsProvider {
     client: reqwest::Client,
@@ -55,7 +57,7 @@ impl ApnsProvider {
             .header("apns-id", apns_id(&note.event_id))
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        Ok(match transport::send(request).await? {
+        Ok(match status::send(request).await? {
             Ok(()) => Attempt::Sent(Sent::Delivered),
             Err(refusal) => classify(refusal),
         })
@@ -71,7 +73,7 @@ fn classify(refusal: Refusal) -> Attempt {
             status: refusal.status,
             reason,
         },
-        _ => Attempt::Failed(refusal.into_error("APNs", &reason)),
+        (status, _) => Attempt::Failed(refusal.into_error(format!("APNs answered {status}: {reason}"))),
     }
 }
 
@@ -153,7 +155,7 @@ mod tests {
             panic!("BadTopic is a failure");
         };
         assert!(!e.retryable && e.message.contains("BadTopic"), "{e}");
-        for status in [429, 500, 503] {
+        for status in [408, 429, 500, 503] {
             let Attempt::Failed(e) = classify(refusal(status, "")) else {
                 panic!("{status} is a failure");
             };

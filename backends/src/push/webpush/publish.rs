@@ -3,8 +3,8 @@
 //!
 //! `201` (or any 2xx) means accepted; `404` / `410`: the subscription is
 //! gone; `401` / `403`: the VAPID token was refused (re-signed and retried
-//! once); `429` and `5xx` are worth retrying; anything else (`413` too
-//! large, `400` malformed) is permanent.
+//! once); anything else by the transport's status policy (`408`, `429`,
+//! `5xx` retried; `413` too large, `400` malformed permanent).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,8 +18,9 @@ use super::subscription::Subscription;
 use super::vapid::Vapid;
 use crate::push::es256::Es256Key;
 use crate::push::provider::{Address, Device, Notification, Provider, Sent};
-use crate::push::transport::{self, Attempt, CredentialHealth, Refusal};
+use crate::push::transport::{self, Attempt, CredentialHealth};
 use crate::push::truncate::render_within;
+use crate::transport::status::{self, Refusal};
 
 pub struct WebPushProvider {
     client: reqwest::Client,
@@ -56,7 +57,7 @@ impl WebPushProvider {
             .header("ttl", &self.ttl)
             .header("urgency", "high")
             .body(body);
-        Ok(match transport::send(request).await? {
+        Ok(match status::send(request).await? {
             Ok(()) => Attempt::Sent(Sent::Delivered),
             Err(refusal) => classify(refusal),
         })
@@ -64,17 +65,14 @@ impl WebPushProvider {
 }
 
 fn classify(refusal: Refusal) -> Attempt {
-    let what = match refusal.body.trim() {
-        "" => format!("HTTP {}", refusal.status),
-        body => format!("HTTP {}: {body}", refusal.status),
-    };
+    let what = refusal.describe();
     match refusal.status {
         404 | 410 => Attempt::Sent(Sent::Invalid { reason: what }),
         401 | 403 => Attempt::CredentialRejected {
             status: refusal.status,
             reason: what,
         },
-        _ => Attempt::Failed(refusal.into_error("Web Push", &what)),
+        status => Attempt::Failed(refusal.into_error(format!("Web Push answered {status}: {what}"))),
     }
 }
 
@@ -162,7 +160,14 @@ mod tests {
                 "{status}"
             );
         }
-        for (status, retryable) in [(429, true), (500, true), (503, true), (413, false), (400, false)] {
+        for (status, retryable) in [
+            (408, true),
+            (429, true),
+            (500, true),
+            (503, true),
+            (413, false),
+            (400, false),
+        ] {
             let Attempt::Failed(e) = classify(refusal(status)) else {
                 panic!("{status} is a failure");
             };

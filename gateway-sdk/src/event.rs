@@ -1,7 +1,7 @@
 //! Typed dispatches and the handler trait the user implements.
 
 use async_trait::async_trait;
-use event_pusher_core::{Event, EventBody, PresenceStatus};
+use event_pusher_event::{Event, EventBody, PresenceStatus};
 use serde_json::Value;
 
 use super::cache::PresenceCache;

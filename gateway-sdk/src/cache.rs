@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use event_pusher_core::PresenceStatus;
+use event_pusher_event::PresenceStatus;
 
 /// The last presence status seen per full JID.
 #[derive(Debug, Default)]

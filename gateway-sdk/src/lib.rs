@@ -7,11 +7,11 @@
 //! share one connection ([`Client::consumers`]).
 //!
 //! ```no_run
-//! use event_pusher::gateway::{Client, Dispatch, EventHandler, GatewayEvent, intents};
+//! use event_pusher_gateway_sdk::{Client, Dispatch, EventHandler, GatewayEvent, intents};
 //!
 //! struct Print;
 //!
-//! #[event_pusher::async_trait]
+//! #[event_pusher_gateway_sdk::async_trait]
 //! impl EventHandler for Print {
 //!     async fn handle_event(&self, dispatch: Dispatch) {
 //!         if let GatewayEvent::Presence { event, previous } = &dispatch.event {
@@ -20,7 +20,7 @@
 //!     }
 //! }
 //!
-//! # async fn run() -> Result<(), event_pusher::gateway::ClientError> {
+//! # async fn run() -> Result<(), event_pusher_gateway_sdk::ClientError> {
 //! Client::new("ws://127.0.0.1:8088/v1/gateway", "token", intents::PRESENCE | intents::CHAT)
 //!     .consumers(4)
 //!     .run(Print)
@@ -28,17 +28,21 @@
 //! # }
 //! ```
 //!
-//! Wire and contract: `design/gateway.md`; the server side is
-//! `event_pusher_backends::gateway`.
+//! The server side is `event_pusher_backends::gateway`; both speak
+//! `event_pusher_gateway_protocol`. The sidecar crate re-exports this one
+//! as `event_pusher::gateway`. This crate depends on no part of the
+//! sidecar (no spool, server, broker or cloud SDKs).
 
 mod cache;
 mod client;
 mod event;
 
+pub use async_trait::async_trait;
 pub use cache::PresenceCache;
 pub use client::{Client, ClientError};
 pub use event::{Dispatch, EventHandler, GatewayEvent};
-pub use event_pusher_backends::gateway::protocol;
+pub use event_pusher_event::{Event, EventBody, PresenceStatus};
+pub use event_pusher_gateway_protocol as protocol;
 
 /// Intent bits (the event classes): OR them to subscribe.
 pub mod intents {

@@ -1,4 +1,4 @@
-//! Reading a receiver's answer body without letting the receiver decide how
+//! Reading a peer's answer body without letting the receiver decide how
 //! much memory that takes.
 //!
 //! A peer may answer with an endless (or just huge) body. We only ever need

@@ -1,7 +1,9 @@
 //! The Uncord gateway protocol: opcodes, close codes, intent bits and the
-//! frames a client may send. Shared by the server (this module's siblings)
-//! and the consumer SDK (`event_pusher::gateway`), so both speak one
-//! definition of the wire.
+//! frames a client may send. Shared by the server
+//! (`event_pusher_backends::gateway`, which re-exports it as `protocol`)
+//! and the consumer SDK (`event-pusher-gateway-sdk`), so both speak one
+//! definition of the wire. A crate of its own so the SDK needs nothing of
+//! the server.
 
 use serde::Deserialize;
 use serde_json::Value;
