@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use event_pusher_testkit::RawGateway;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -53,26 +54,25 @@ pub async fn connect(url: &str, token: &str, n: usize, note_arrivals: bool) -> R
         let (url, token) = (url.to_owned(), token.to_owned());
         let (received, arrivals, ready) = (received.clone(), arrivals.clone(), ready_tx.clone());
         tasks.push(tokio::spawn(async move {
-            let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
-                Ok((ws, _)) => ws,
+            // The handshake is the shared raw client's (testkit); the
+            // counting below is this benchmark's own.
+            let handshake = async {
+                let mut gw = RawGateway::open(&url).await?;
+                gw.identify_until_ready(&token, 63).await?;
+                Ok::<_, String>(gw)
+            };
+            let gw = match handshake.await {
+                Ok(gw) => gw,
                 Err(e) => {
-                    let _ = ready.send(Err(format!("connect {url}: {e}"))).await;
+                    let _ = ready.send(Err(e)).await;
                     return;
                 }
             };
-            let (mut sink, mut stream) = ws.split();
-            let identify = format!("{{\"op\":2,\"d\":{{\"token\":\"{token}\",\"intents\":63}}}}");
-            if sink.send(Message::text(identify)).await.is_err() {
-                let _ = ready.send(Err("identify failed".into())).await;
-                return;
-            }
+            let _ = ready.send(Ok(())).await;
+            let (_sink, mut stream) = gw.into_inner().split();
             while let Some(Ok(m)) = stream.next().await {
                 let Message::Text(t) = m else { continue };
                 let t = t.as_str();
-                if t.contains("\"t\":\"READY\"") {
-                    let _ = ready.send(Ok(())).await;
-                    continue;
-                }
                 let Some(at) = t.find(ID_MARK) else { continue };
                 received.fetch_add(1, Ordering::Relaxed);
                 if let Some(arrivals) = &arrivals {

@@ -8,11 +8,13 @@
 //! - [`sink`]: a fast HTTP receiver that counts and measures latency
 //!   (binary `sink`);
 //! - [`raw`]: the raw baselines: redb group commit, reqwest, lapin;
-//! - [`sidecar`]: starting and driving the real `event-pusher` binary;
+//! - [`sidecar`]: starting the real `event-pusher` binary on the bench
+//!   config (the driver itself is `event_pusher_testkit::Sidecar`);
 //! - [`report`]: tables and percentiles;
 //! - [`scaleout`]: the scale-out case's topology, publisher and counters.
 //! - [`gateway`]: WebSocket sessions and the raw gateway server (binary
-//!   `gateway`).
+//!   `gateway`);
+//! - [`scenarios`]: the cases of the binary `e2e`, one file each.
 //!
 //! `scripts/bench.sh` runs the whole set (binary `e2e` plus the criterion
 //! bench `chain`); see BENCHMARKS.md.
@@ -24,6 +26,7 @@ pub mod raw;
 pub mod report;
 pub mod scaleout;
 pub mod scenario;
+pub mod scenarios;
 pub mod sidecar;
 pub mod sink;
 

@@ -117,17 +117,8 @@ impl Topology {
 /// One sample of a source's series off a sidecar's `/metrics` (summed
 /// over every line with the name and label).
 pub async fn source_metric(base_url: &str, name: &str, label: &str) -> Result<f64, String> {
-    let text = reqwest::get(format!("{base_url}/metrics"))
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum())
+    let text = event_pusher_testkit::scrape(base_url).await?;
+    Ok(event_pusher_testkit::sum_of(&text, name, &[label]))
 }
 
 /// Wait until the sidecars at `urls` share `partitions` (each active on at

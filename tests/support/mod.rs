@@ -1,27 +1,33 @@
-//! Test support for end-to-end tests: the real `event-pusher` binary on a
-//! free port with its own spool directory (`sidecar`), a real HTTP receiver
-//! whose answers a test can script (`receiver`), one-shot CLI runs (`cli`),
-//! `/metrics` and CPU-time readings (`metrics`), hook-call builders and
-//! delivery counting (`events`), real disk faults (`faults`), and the shared
-//! RabbitMQ broker (`broker`).
+//! Test support for end-to-end tests. The drivers are the workspace's
+//! one test support, `event_pusher_testkit` (the sidecar driver, the
+//! webhook receiver, the raw gateway client, the broker helpers, the TCP
+//! fault proxy, disk faults, `/metrics` and CPU readings); this module
+//! re-exports all of it and adds what only the root crate's tests have:
+//! the binary Cargo built for them (`sidecar`: `Sidecar::start(Options)`),
+//! one-shot CLI runs (`cli`), hook-call builders and delivery counting
+//! (`events`) and the push peers (`push`).
 //!
 //! Each test file does `mod support;` and uses what it needs; everything is
 //! re-exported here, so `support::NAME` works for every helper.
 #![allow(dead_code)]
 
-mod broker;
 mod cli;
 mod events;
-mod faults;
-mod gateway;
-mod metrics;
 mod push;
-mod receiver;
 mod sidecar;
 
 // Each test binary uses only some helpers; the rest must not warn.
 #[allow(unused_imports)]
-pub use {broker::*, cli::*, events::*, faults::*, gateway::*, metrics::*, push::*, receiver::*, sidecar::*};
+pub use {cli::*, events::*, push::*, sidecar::*};
+
+// The shared drivers, under the names the tests have always used. Not
+// `Sidecar`: the root crate's own (above) knows the binary.
+#[allow(unused_imports)]
+pub use event_pusher_testkit::{
+    amqp_url, broker_start, broker_stop, cpu_secs, cpu_ticks, gateway_backend, http_backend, metric, rabbit_channel,
+    rss_of, scrape, sum_of, Answer, Immutable, Next, Options, RawGateway, Received, Receiver, Rss, TcpProxy, Tmpfs,
+    AMQP,
+};
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -23,7 +23,7 @@ use clap::Parser;
 use event_pusher_bench::gateway::{self, RawServer, Sessions};
 use event_pusher_bench::mix::{Mix, MixGen};
 use event_pusher_bench::report::{fmt_ms, new_hist, ratio, record, table, thousands, Percentiles};
-use event_pusher_bench::sidecar::Sidecar;
+use event_pusher_bench::sidecar;
 use event_pusher_bench::{parse_duration, scenario, unix_ns};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -153,7 +153,7 @@ async fn wait_for(sessions: &Sessions, want: u64, timeout: Duration) -> Result<I
 }
 
 async fn fan_out_sidecar(args: &Args, tmp: &std::path::Path, n: usize) -> Result<f64, String> {
-    let sc = Sidecar::start(&args.sidecar, tmp, "", &backend_toml()).await?;
+    let sc = sidecar::start(&args.sidecar, tmp, "", &backend_toml()).await?;
     sc.wait_path("/ready", Duration::from_secs(20)).await?;
     let url = format!("ws{}/v1/gateway", sc.url.trim_start_matches("http"));
     let sessions = gateway::connect(&url, TOKEN, n, false).await?;
@@ -223,7 +223,7 @@ async fn serve_raw(events: usize) -> Result<(), String> {
 }
 
 async fn latency(args: &Args, tmp: &std::path::Path) -> Result<Percentiles, String> {
-    let sc = Sidecar::start(&args.sidecar, tmp, "", &backend_toml()).await?;
+    let sc = sidecar::start(&args.sidecar, tmp, "", &backend_toml()).await?;
     sc.wait_path("/ready", Duration::from_secs(20)).await?;
     let url = format!("ws{}/v1/gateway", sc.url.trim_start_matches("http"));
     let sessions = gateway::connect(&url, TOKEN, args.latency_sessions, true).await?;

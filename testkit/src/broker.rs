@@ -5,13 +5,26 @@
 /// The broker every test uses.
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// The broker's URL: `EVENT_PUSHER_TEST_AMQP_URL` when set (a broker
+/// elsewhere), else [`AMQP`].
+pub fn amqp_url() -> String {
+    std::env::var("EVENT_PUSHER_TEST_AMQP_URL").unwrap_or_else(|_| AMQP.to_owned())
+}
+
 /// A connection and a channel on it (keep the connection while using it).
 pub async fn rabbit_channel() -> (lapin::Connection, lapin::Channel) {
-    let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+    try_rabbit_channel(AMQP)
         .await
-        .expect("RabbitMQ at 127.0.0.1:5672 (scripts/setup.sh starts it)");
-    let ch = conn.create_channel().await.expect("channel");
-    (conn, ch)
+        .unwrap_or_else(|e| panic!("RabbitMQ at 127.0.0.1:5672 (scripts/setup.sh starts it): {e}"))
+}
+
+/// A connection to the broker at `url` and a channel on it.
+pub async fn try_rabbit_channel(url: &str) -> Result<(lapin::Connection, lapin::Channel), String> {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let ch = conn.create_channel().await.map_err(|e| format!("channel: {e}"))?;
+    Ok((conn, ch))
 }
 
 /// Stop the broker's app (`rabbitmqctl stop_app`); the node stays up, so

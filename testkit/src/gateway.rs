@@ -1,5 +1,6 @@
-//! A raw gateway client for tests: JSON frames over tokio-tungstenite, no
-//! SDK logic, so tests check the wire itself.
+//! A raw gateway client: JSON frames over tokio-tungstenite, no SDK
+//! logic, so tests check the wire itself and the gateway benchmark's
+//! sessions do no more work than a client must.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::*;
+use crate::sidecar::Sidecar;
 
 /// A `[backends.gateway.live]` table with two clients: `full` (token
 /// `full-token`, every intent) and `presence` (token `presence-token`,
@@ -38,11 +39,48 @@ pub struct RawGateway {
 }
 
 impl RawGateway {
-    /// Connect and read Hello.
+    /// A connection made by the test itself (custom request headers).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> RawGateway {
+        RawGateway { ws }
+    }
+
+    /// Open a WebSocket to `url` and read nothing yet.
+    pub async fn open(url: &str) -> Result<RawGateway, String> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| format!("connect {url}: {e}"))?;
+        Ok(RawGateway { ws })
+    }
+
+    /// The WebSocket, for a caller that reads and writes on its own.
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
+    /// Send Identify with `token` and `intents`, then read until READY
+    /// (skipping Hello and anything else); the READY frame.
+    pub async fn identify_until_ready(&mut self, token: &str, intents: u64) -> Result<Value, String> {
+        let identify = json!({"op": 2, "d": {"token": token, "intents": intents}});
+        self.ws
+            .send(Message::text(identify.to_string()))
+            .await
+            .map_err(|e| format!("identify: {e}"))?;
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str().contains("\"t\":\"READY\"") => {
+                    return serde_json::from_str(t.as_str()).map_err(|e| format!("READY: {e}"));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("before READY: {e}")),
+                None => return Err("the connection ended before READY".into()),
+            }
+        }
+    }
+
+    /// Connect to the sidecar's gateway and read Hello.
     pub async fn connect(sc: &Sidecar) -> (RawGateway, Value) {
         let url = format!("ws://127.0.0.1:{}/v1/gateway", sc.port);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
-        let mut gw = RawGateway { ws };
+        let mut gw = RawGateway::open(&url).await.unwrap_or_else(|e| panic!("websocket {e}"));
         let hello = gw.frame().await;
         assert_eq!(hello["op"], 10, "first frame is Hello: {hello}");
         (gw, hello)
@@ -59,6 +97,11 @@ impl RawGateway {
 
     pub async fn send(&mut self, frame: Value) {
         self.send_text(frame.to_string()).await;
+    }
+
+    /// Send any message, raw frames included (invalid on purpose).
+    pub async fn send_message(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send message");
     }
 
     pub async fn send_text(&mut self, text: String) {
