@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use event_pusher_backends::webhook::{AttachRequest, FieldError, PatchRequest, Subscription, WebhookBackend};
+use event_pusher_backends::webhook::{
+    check_egress, shown_url, AttachRequest, FieldError, PatchRequest, Subscription, WebhookBackend,
+};
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine};
 use event_pusher_core::spool::{Record, Spool, SpoolError};
 use event_pusher_core::{AnyBackend, Backend, Pipeline, Slot, SlotRegistry};
@@ -129,6 +131,7 @@ impl Webhooks {
         body: &serde_json::Value,
     ) -> Result<WebhookView, WebhookError> {
         let sub = AttachRequest::parse(body)?.into_subscription(OffsetDateTime::now_utc());
+        check_egress(&sub.url).await?;
         // The registry refuses a taken id: that is the 409, and it holds
         // the id while the spool commit runs (attaches commit together).
         let slot = register(engine, &sub)?;
@@ -183,6 +186,9 @@ impl Webhooks {
         body: &serde_json::Value,
     ) -> Result<WebhookView, WebhookError> {
         let patch = PatchRequest::parse(body)?;
+        if let Some(url) = &patch.url {
+            check_egress(url).await?;
+        }
         let rotated = patch.rotate_secret;
         let mut subs = self.subs.lock().await;
         let entry = subs
@@ -320,7 +326,7 @@ fn view(engine: &DeliveryEngine, sub: &Subscription, slot: Slot) -> WebhookView 
     let s = engine.status_of(slot);
     WebhookView {
         id: sub.id.clone(),
-        url: sub.url.clone(),
+        url: shown_url(&sub.url),
         events: sub.events.clone(),
         state: if s.paused { "paused" } else { "started" },
         created_at: sub.created_at.clone(),

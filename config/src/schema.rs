@@ -24,6 +24,9 @@ pub struct Document<F, B, S = NoSources> {
     pub backends: B,
     #[serde(default)]
     pub sources: S,
+    /// `[egress]`: where API-chosen URLs may point.
+    #[serde(default)]
+    pub egress: crate::EgressConfig,
 }
 
 /// A `[sources]` table with no kinds: for documents whose program has no

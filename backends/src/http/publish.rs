@@ -41,21 +41,32 @@ impl HttpBackend {
     /// An HTTP client as a backend uses it; several backends may share one
     /// (webhook subscriptions do: one connection pool, one TLS setup).
     pub fn client(timeout_ms: u64, max_idle_per_host: usize) -> Result<reqwest::Client, BackendError> {
+        Self::client_builder(timeout_ms, max_idle_per_host)
+            .build()
+            .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))
+    }
+
+    /// The settings of [`client`](Self::client), to add to (webhook
+    /// subscriptions add the egress guard's resolver).
+    pub fn client_builder(timeout_ms: u64, max_idle_per_host: usize) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_millis(timeout_ms.min(10_000)))
             .pool_max_idle_per_host(max_idle_per_host)
             // A redirected POST would silently turn into a GET; report it.
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))
     }
 
     /// A backend sending through `client` (see [`client`](Self::client)).
     pub fn with_client(client: reqwest::Client, config: &HttpConfig) -> Self {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
-            // Validated when the config was read.
+            // Validated when the config was read; a reserved one (framing,
+            // signatures) is never sent, even from a record stored before
+            // they were refused: it would duplicate or override ours.
+            if crate::egress::reserved_header(k) {
+                continue;
+            }
             if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 headers.insert(k, v);
             }

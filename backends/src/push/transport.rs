@@ -28,12 +28,7 @@ const USER_AGENT: &str = concat!("event-pusher/", env!("CARGO_PKG_VERSION"));
 /// APNs (it offers nothing else). No HTTP/2 prior knowledge: a plain
 /// `http://` test endpoint then speaks HTTP/1.1, what simple mocks serve.
 pub fn client(ca_file: Option<&Path>, key: &str) -> Result<reqwest::Client, BackendError> {
-    let builder = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        // A redirected POST would silently turn into a GET.
-        .redirect(reqwest::redirect::Policy::none());
+    let builder = builder();
     let Some(path) = ca_file else {
         return build(builder);
     };
@@ -50,7 +45,18 @@ pub fn client(ca_file: Option<&Path>, key: &str) -> Result<reqwest::Client, Back
     build(builder.tls_certs_merge(certs))
 }
 
-fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, BackendError> {
+/// The settings every provider's client has (Web Push adds the egress
+/// guard's resolver).
+pub fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A redirected POST would silently turn into a GET.
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+pub fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, BackendError> {
     builder
         .build()
         .map_err(|e| BackendError::with_source(format!("cannot build HTTP client: {e}"), e))
