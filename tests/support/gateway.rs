@@ -38,6 +38,11 @@ pub struct RawGateway {
 }
 
 impl RawGateway {
+    /// A connection made by the test itself (custom request headers).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> RawGateway {
+        RawGateway { ws }
+    }
+
     /// Connect and read Hello.
     pub async fn connect(sc: &Sidecar) -> (RawGateway, Value) {
         let url = format!("ws://127.0.0.1:{}/v1/gateway", sc.port);
@@ -59,6 +64,11 @@ impl RawGateway {
 
     pub async fn send(&mut self, frame: Value) {
         self.send_text(frame.to_string()).await;
+    }
+
+    /// Send any message, raw frames included (invalid on purpose).
+    pub async fn send_message(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send message");
     }
 
     pub async fn send_text(&mut self, text: String) {
