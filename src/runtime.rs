@@ -117,6 +117,9 @@ impl Sidecar {
     /// Build the chain and the backends without starting anything.
     pub fn build(&self) -> Result<Assembly, ConfigError> {
         let cfg = &self.loaded.config;
+        // The process's `[egress]` policy, before anything that checks or
+        // delivers to an API-chosen URL exists.
+        event_pusher_backends::egress::install(event_pusher_backends::egress::Egress::new(&cfg.egress));
         let mut backends = cfg.backends.build(&self.loaded.source)?;
         // Checked here too so `check-config` refuses a clashing path.
         endpoints_of(&backends, &self.loaded)?;

@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_pusher_backends::webhook::{AttachRequest, FieldError, PatchRequest, Subscription, WebhookBackend};
+use event_pusher_backends::webhook::{
+    check_egress, shown_url, AttachRequest, FieldError, PatchRequest, Subscription, WebhookBackend,
+};
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine};
 use event_pusher_core::spool::{Record, Spool, SpoolError};
 use event_pusher_core::{AnyBackend, Backend, Pipeline, Slot, SlotRegistry};
@@ -157,6 +159,7 @@ impl Webhooks {
         body: &serde_json::Value,
     ) -> Result<WebhookView, WebhookError> {
         let sub = AttachRequest::parse(body)?.into_subscription(OffsetDateTime::now_utc());
+        check_egress(&sub.url).await?;
         let _op = self.ops.lock().await;
         if let Some(store) = self.store()? {
             if self.subs.lock().await.contains_key(&sub.id) {
@@ -226,6 +229,9 @@ impl Webhooks {
         body: &serde_json::Value,
     ) -> Result<WebhookView, WebhookError> {
         let patch = PatchRequest::parse(body)?;
+        if let Some(url) = &patch.url {
+            check_egress(url).await?;
+        }
         let rotated = patch.rotate_secret;
         let _op = self.ops.lock().await;
         let mut subs = self.subs.lock().await;
@@ -518,7 +524,7 @@ fn view(engine: &DeliveryEngine, sub: &Subscription, slot: Slot) -> WebhookView 
     let s = engine.status_of(slot);
     WebhookView {
         id: sub.id.clone(),
-        url: sub.url.clone(),
+        url: shown_url(&sub.url),
         events: sub.events.clone(),
         state: if s.paused { "paused" } else { "started" },
         created_at: sub.created_at.clone(),

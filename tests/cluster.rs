@@ -217,7 +217,7 @@ async fn subscriptions_attached_anywhere_deliver_everywhere() {
 
 /// What a test config needs to attach subscriptions to a local receiver.
 fn allow_private() -> String {
-    String::new()
+    "[egress]\nallow_private = true\n".to_owned()
 }
 
 #[tokio::test]

@@ -416,8 +416,9 @@ async fn websocket_sessions_do_not_hold_the_listeners_connection_slots() {
 #[tokio::test]
 async fn max_sessions_refuses_more_connections_with_503() {
     let sc = start("max_sessions = 2").await;
-    let _a = RawGateway::connect(&sc).await;
-    let _b = RawGateway::connect(&sc).await;
+    // Identified sessions count, not connections that have not identified.
+    let _a = RawGateway::identified(&sc, "full-token", 1).await;
+    let _b = RawGateway::identified(&sc, "full-token", 1).await;
     let url = format!("ws://127.0.0.1:{}/v1/gateway", sc.port);
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),

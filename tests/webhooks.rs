@@ -16,8 +16,13 @@ use support::*;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The receivers are on 127.0.0.1: private addresses allowed.
 async fn start() -> Sidecar {
-    Sidecar::start(Options::default()).await
+    Sidecar::start(Options {
+        body: "[egress]\nallow_private = true\n".into(),
+        ..Default::default()
+    })
+    .await
 }
 
 /// Attach and insist on 201; the answer.

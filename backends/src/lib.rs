@@ -5,6 +5,7 @@
 //! [`BackendsConfig`] and its `build`).
 
 pub mod common;
+pub mod egress;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod http;

@@ -6,6 +6,7 @@
 //! `F` and `B` type parameters of [`Document`]. The whole file is then
 //! deserialized in one pass, so an error anywhere carries its position.
 
+mod egress;
 mod error;
 mod interpolate;
 mod listen;
@@ -16,6 +17,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+pub use egress::{EgressConfig, HostRule};
 pub use error::{ConfigError, Source};
 pub use interpolate::interpolate;
 pub use schema::{ClusterConfig, Document, NoSources, ServerConfig, SpoolConfig};

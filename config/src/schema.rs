@@ -29,6 +29,9 @@ pub struct Document<F, B, S = NoSources> {
     /// embedded spool.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// `[egress]`: where API-chosen URLs may point.
+    #[serde(default)]
+    pub egress: crate::EgressConfig,
 }
 
 /// A `[sources]` table with no kinds: for documents whose program has no

@@ -39,7 +39,7 @@ pub async fn put_device(
     };
     let reg = match Registration::parse(&value, false) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return invalid_field(e),
     };
     let backend = match pick_named(&state, reg.backend.as_deref()) {
         Ok(b) => b,
@@ -239,7 +239,18 @@ fn chosen<'a>(state: &'a AppState, name: Option<&str>) -> Result<Vec<&'a Arc<Pus
 
 fn registry_error(e: RegistryError) -> Response {
     match e {
-        RegistryError::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
+        RegistryError::Invalid(message) => invalid_field(message),
         RegistryError::Spool(e) => spool_refused(e),
     }
+}
+
+/// 400 for a registration error `FIELD: why`, naming the field
+/// (`{"error": ..., "field": "subscription.endpoint"}`).
+fn invalid_field(message: String) -> Response {
+    let field = message.split_once(": ").map(|(f, _)| f.to_owned());
+    let mut body = json!({"error": message});
+    if let Some(f) = field.filter(|f| !f.contains(' ')) {
+        body["field"] = json!(f);
+    }
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }

@@ -26,9 +26,22 @@ pub struct GatewayConfig {
     /// session is closed with 4000 (it can resume).
     #[serde(default = "default_max_queued", deserialize_with = "event_pusher_config::types::positive")]
     pub max_queued: usize,
-    /// Open WebSocket connections at most; more are answered 503.
+    /// Identified connections at most; an upgrade beyond this is answered
+    /// 503 (an Identify that finds it full since: close 1013).
     #[serde(default = "default_max_sessions", deserialize_with = "event_pusher_config::types::positive")]
     pub max_sessions: usize,
+    /// Connections that have not identified yet, at most, counted apart
+    /// from `max_sessions`: when full, the oldest of them is closed (1013)
+    /// to make room, so sockets that never identify cannot lock out a
+    /// client that does.
+    #[serde(default = "default_max_pending", deserialize_with = "event_pusher_config::types::positive")]
+    pub max_pending: usize,
+    /// `ws://` or `wss://` base the clients reach this sidecar at (behind
+    /// a proxy: its public address); `resume_gateway_url` is this plus
+    /// `path`. Unset: built from the request's `Host` when it is a valid
+    /// host name or address, else `ws://localhost`.
+    #[serde(default, deserialize_with = "public_url")]
+    pub public_url: Option<String>,
     /// One table per client that may connect.
     #[serde(default)]
     pub clients: IndexMap<String, ClientConfig>,
@@ -66,4 +79,24 @@ fn default_max_queued() -> usize {
 
 fn default_max_sessions() -> usize {
     10_000
+}
+
+fn default_max_pending() -> usize {
+    1024
+}
+
+fn public_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let url = url::Url::parse(&s).map_err(|e| serde::de::Error::custom(format!("invalid URL \"{s}\": {e}")))?;
+    if !matches!(url.scheme(), "ws" | "wss") || url.host().is_none() {
+        return Err(serde::de::Error::custom(format!(
+            "\"{s}\" must be a ws:// or wss:// URL with a host"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(serde::de::Error::custom(format!(
+            "\"{s}\" must be scheme://host[:port][/prefix], no credentials, query or fragment"
+        )));
+    }
+    Ok(Some(url.as_str().trim_end_matches('/').to_owned()))
 }

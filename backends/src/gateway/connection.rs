@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::dispatch::Payload;
-use super::hub::{ConnectionGuard, Hub};
+use super::hub::{ConnectionGuard, Hub, Pending, SessionSlot};
 use super::protocol::{self, close, control, dispatch, op, Frame};
 use super::session::{Outgoing, ResumeCheck, Session};
 
@@ -24,6 +24,23 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Frames written per flush in the live loop.
 const WRITE_BATCH: usize = 64;
+
+/// Close codes of the WebSocket layer (RFC 6455) and the gateway's own
+/// beyond the contract's table.
+pub mod extra_close {
+    /// A frame or message over the size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A WebSocket protocol violation (bad framing, unmasked frame, ...).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Too many connections: the oldest unidentified one makes room, or
+    /// `max_sessions` were taken while this one identified. Try again.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The session was resumed on another connection, which replaced this
+    /// one (do not resume from here: the session lives on elsewhere).
+    pub const SESSION_REPLACED: u16 = 4006;
+}
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -46,10 +63,12 @@ struct Live {
     kicked: oneshot::Receiver<u16>,
     /// Resume only: what to write before going live.
     replay: Option<Vec<Outgoing>>,
+    /// Its place among `max_sessions`, held while it is live.
+    _slot: SessionSlot,
 }
 
 /// Serve one upgraded connection to its end.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_url: String, _guard: ConnectionGuard) {
+pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_url: String, _guard: ConnectionGuard, pending: Pending) {
     let (mut sink, mut stream) = socket.split();
     let mut draining = hub.draining();
     let hello = control(
@@ -59,7 +78,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_url: String, _guard:
     if sink.send(text(hello)).await.is_err() {
         return;
     }
-    let end = match handshake(&hub, &mut sink, &mut stream, &resume_url, &mut draining).await {
+    let end = match handshake(&hub, &mut sink, &mut stream, &resume_url, &mut draining, pending).await {
         Err(end) => end,
         Ok(live) => {
             let outbox = live.outbox.clone();
@@ -80,11 +99,15 @@ async fn handshake(
     stream: &mut Stream,
     resume_url: &str,
     draining: &mut tokio::sync::watch::Receiver<bool>,
+    mut pending: Pending,
 ) -> Result<Live, End> {
     let deadline = Instant::now() + hub.limits.heartbeat_interval;
     loop {
         let frame = tokio::select! {
             _ = drain_signal(draining) => return Err(End::Reconnect),
+            Ok(()) = &mut pending.evicted => {
+                return Err(End::Close(extra_close::TRY_AGAIN_LATER, "too many unidentified connections"))
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(End::Close(close::NOT_AUTHENTICATED, "no identify within the heartbeat interval"))
             }
@@ -93,9 +116,9 @@ async fn handshake(
         let Some(frame) = frame else { continue };
         match frame.op {
             op::HEARTBEAT => send(sink, control(op::HEARTBEAT_ACK, Value::Null)).await?,
-            op::IDENTIFY => return identify(hub, frame.d, resume_url),
+            op::IDENTIFY => return identify(hub, frame.d, resume_url, session_slot(hub)?),
             op::RESUME => {
-                if let Some(live) = resume(hub, frame.d)? {
+                if let Some(live) = resume(hub, frame.d, session_slot(hub)?)? {
                     return Ok(live);
                 }
                 // Cannot resume: op 9 false, and the client identifies again.
@@ -113,7 +136,19 @@ async fn handshake(
     }
 }
 
-fn identify(hub: &Arc<Hub>, d: Value, resume_url: &str) -> Result<Live, End> {
+/// A place among `max_sessions` for a connection that identifies or
+/// resumes (it leaves the unidentified when the handshake returns).
+fn session_slot(hub: &Arc<Hub>) -> Result<SessionSlot, End> {
+    hub.take_session_slot()
+        .ok_or(End::Close(extra_close::TRY_AGAIN_LATER, "too many gateway sessions"))
+}
+
+fn identify(hub: &Arc<Hub>, d: Value, resume_url: &str, slot: SessionSlot) -> Result<Live, End> {
+    // Intents that are a number but no i64 (2^63 and up, negative beyond
+    // i64, fractions) are invalid intents, not a decode error.
+    if d.get("intents").is_some_and(|i| i.is_number() && i.as_i64().is_none()) {
+        return Err(End::Close(close::INVALID_INTENTS, "invalid intents"));
+    }
     let identify: protocol::Identify =
         serde_json::from_value(d).map_err(|_| End::Close(close::DECODE_ERROR, "bad identify payload"))?;
     let client = hub
@@ -145,11 +180,12 @@ fn identify(hub: &Arc<Hub>, d: Value, resume_url: &str) -> Result<Live, End> {
         queue,
         kicked,
         replay: None,
+        _slot: slot,
     })
 }
 
 /// `Ok(None)`: the session cannot be resumed (op 9).
-fn resume(hub: &Arc<Hub>, d: Value) -> Result<Option<Live>, End> {
+fn resume(hub: &Arc<Hub>, d: Value, slot: SessionSlot) -> Result<Option<Live>, End> {
     let resume: protocol::Resume =
         serde_json::from_value(d).map_err(|_| End::Close(close::DECODE_ERROR, "bad resume payload"))?;
     let client = hub
@@ -169,6 +205,7 @@ fn resume(hub: &Arc<Hub>, d: Value) -> Result<Option<Live>, End> {
                 queue,
                 kicked,
                 replay: Some(replay),
+                _slot: slot,
             }))
         }
         ResumeCheck::InvalidSeq => Err(End::Close(close::INVALID_SEQ, "invalid seq")),
@@ -283,12 +320,30 @@ async fn drain_signal(draining: &mut tokio::sync::watch::Receiver<bool>) {
 /// when the connection ends or the frame cannot be decoded.
 fn read_frame(message: Option<Result<Message, axum::Error>>) -> Result<Option<Frame>, End> {
     match message {
-        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(End::Gone),
+        None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+        Some(Err(e)) => Err(read_error(&e)),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
         Some(Ok(Message::Binary(_))) => Err(End::Close(close::DECODE_ERROR, "frames are JSON text")),
         Some(Ok(Message::Text(t))) => serde_json::from_str::<Frame>(t.as_str())
             .map(Some)
             .map_err(|_| End::Close(close::DECODE_ERROR, "decode error")),
+    }
+}
+
+/// A read that failed: a frame the WebSocket layer refused gets its close
+/// code (1009 too big, 1007 not UTF-8, 1002 protocol violation) and a close
+/// frame; a connection that broke is gone. axum hides the WebSocket
+/// library's error type, so its message is what tells them apart.
+fn read_error(e: &axum::Error) -> End {
+    let msg = e.to_string();
+    if msg.starts_with("Space limit exceeded") {
+        End::Close(extra_close::MESSAGE_TOO_BIG, "message too big")
+    } else if msg.starts_with("UTF-8 encoding error") {
+        End::Close(extra_close::INVALID_PAYLOAD, "text frame is not UTF-8")
+    } else if msg.starts_with("WebSocket protocol error") && !msg.contains("without closing handshake") {
+        End::Close(extra_close::PROTOCOL_ERROR, "protocol error")
+    } else {
+        End::Gone
     }
 }
 

@@ -6,13 +6,13 @@
 //! `try_send`; a full queue closes that connection (4000) instead of
 //! blocking ingest or other sessions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use event_pusher_core::token::constant_time_eq;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::dispatch::Payload;
 use super::metrics::GatewayMetrics;
@@ -34,12 +34,15 @@ pub struct Limits {
     pub resume_timeout: Duration,
     pub max_queued: usize,
     pub max_sessions: usize,
+    pub max_pending: usize,
 }
 
 /// All sessions of one gateway backend.
 pub struct Hub {
     pub backend: String,
     pub path: String,
+    /// `public_url` from the config: the base of `resume_gateway_url`.
+    pub public_url: Option<String>,
     pub limits: Limits,
     pub clients: Vec<Client>,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
@@ -48,6 +51,17 @@ pub struct Hub {
     draining: watch::Sender<bool>,
     /// Open WebSocket connections (identified or not).
     connections: AtomicUsize,
+    /// Identified connections (bounded by `max_sessions`).
+    identified: AtomicUsize,
+    /// Connections that have not identified yet, oldest first.
+    pending: Mutex<PendingSet>,
+}
+
+/// The unidentified connections: each one's number and how to close it.
+#[derive(Default)]
+struct PendingSet {
+    next: u64,
+    waiting: BTreeMap<u64, oneshot::Sender<()>>,
 }
 
 impl Hub {
@@ -56,12 +70,20 @@ impl Hub {
             metrics: GatewayMetrics::new(),
             backend,
             path,
+            public_url: None,
             limits,
             clients,
             sessions: RwLock::new(HashMap::new()),
             draining: watch::channel(false).0,
             connections: AtomicUsize::new(0),
+            identified: AtomicUsize::new(0),
+            pending: Mutex::new(PendingSet::default()),
         }
+    }
+
+    pub fn with_public_url(mut self, url: Option<String>) -> Hub {
+        self.public_url = url;
+        self
     }
 
     /// The client whose token this is. Compares every token in full so the
@@ -154,11 +176,48 @@ impl Hub {
         }
     }
 
-    /// Count a new connection, unless `max_sessions` are open already.
-    pub fn open_connection(self: &Arc<Self>) -> Option<ConnectionGuard> {
-        let n = self.connections.fetch_add(1, Ordering::AcqRel);
+    /// Whether `max_sessions` connections are identified.
+    pub fn sessions_full(&self) -> bool {
+        self.identified.load(Ordering::Acquire) >= self.limits.max_sessions
+    }
+
+    /// Count a new connection, as not identified yet. When `max_pending`
+    /// are waiting already, the oldest of them is told to close: a client
+    /// that identifies right after Hello always gets through.
+    pub fn open_connection(self: &Arc<Self>) -> (ConnectionGuard, Pending) {
+        self.connections.fetch_add(1, Ordering::AcqRel);
         let guard = ConnectionGuard { hub: self.clone() };
-        (n < self.limits.max_sessions).then_some(guard)
+        let (evict, evicted) = oneshot::channel();
+        let mut set = self.pending_set();
+        while set.waiting.len() >= self.limits.max_pending {
+            match set.waiting.pop_first() {
+                Some((_, oldest)) => {
+                    let _ = oldest.send(());
+                }
+                None => break,
+            }
+        }
+        let id = set.next;
+        set.next += 1;
+        set.waiting.insert(id, evict);
+        let pending = Pending {
+            hub: self.clone(),
+            id,
+            evicted,
+        };
+        (guard, pending)
+    }
+
+    /// Take an identified connection's place, unless `max_sessions` are
+    /// taken.
+    pub fn take_session_slot(self: &Arc<Self>) -> Option<SessionSlot> {
+        let n = self.identified.fetch_add(1, Ordering::AcqRel);
+        let slot = SessionSlot { hub: self.clone() };
+        (n < self.limits.max_sessions).then_some(slot)
+    }
+
+    fn pending_set(&self) -> std::sync::MutexGuard<'_, PendingSet> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Session>>> {
@@ -181,10 +240,35 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// A connection among the unidentified; `evicted` fires when newer ones
+/// need its place. Dropping it (identified, or gone) leaves the set.
+pub struct Pending {
+    hub: Arc<Hub>,
+    id: u64,
+    pub evicted: oneshot::Receiver<()>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.hub.pending_set().waiting.remove(&self.id);
+    }
+}
+
+/// An identified connection's place in `max_sessions`.
+pub struct SessionSlot {
+    hub: Arc<Hub>,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.hub.identified.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::{mpsc, oneshot};
+    use tokio::sync::mpsc;
 
     /// One event to 1,000 sessions is one payload, shared: each session's
     /// buffer and queue hold the same `Arc`, nothing is encoded again.
@@ -196,6 +280,7 @@ mod tests {
             resume_timeout: Duration::from_secs(60),
             max_queued: 10,
             max_sessions: 2000,
+            max_pending: 10,
         };
         let hub = Hub::new("live".into(), "/v1/gateway".into(), limits, Vec::new());
         let mut queues = Vec::new();

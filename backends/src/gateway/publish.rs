@@ -25,6 +25,9 @@ use crate::common::Endpoint;
 /// Largest frame a client may send (Identify, Resume, heartbeats are small).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
+/// Initial read buffer of a connection (grows for a larger frame).
+const READ_BUFFER: usize = 4 * 1024;
+
 /// How long shutdown waits for connections to take their op 7.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
@@ -67,9 +70,13 @@ impl GatewayBackend {
             resume_timeout: Duration::from_millis(config.resume_timeout_ms),
             max_queued: config.max_queued,
             max_sessions: config.max_sessions,
+            max_pending: config.max_pending,
         };
         Ok(GatewayBackend {
-            hub: Arc::new(Hub::new(name.to_owned(), config.path.clone(), limits, clients)),
+            hub: Arc::new(
+                Hub::new(name.to_owned(), config.path.clone(), limits, clients)
+                    .with_public_url(config.public_url.clone()),
+            ),
         })
     }
 
@@ -145,6 +152,39 @@ impl Endpoint for GatewayEndpoint {
     }
 }
 
+/// `resume_gateway_url`: from `public_url` when set; else from the
+/// request's `Host` only when it is a plain `host[:port]` (never copied
+/// verbatim: it is the client's to write).
+fn resume_url(hub: &Hub, headers: &HeaderMap) -> String {
+    if let Some(base) = &hub.public_url {
+        return format!("{base}{}", hub.path);
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| valid_host(h))
+        .unwrap_or("localhost");
+    format!("ws://{host}{}", hub.path)
+}
+
+/// `name[:port]`, `a.b.c.d[:port]` or `[v6][:port]`, nothing else.
+fn valid_host(h: &str) -> bool {
+    let Ok(auth) = h.parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    if auth.as_str() != h || h.contains('@') {
+        return false;
+    }
+    let host = auth.host();
+    let ok_name = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+    let ok_v6 = host.starts_with('[') && host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
+    ok_name || ok_v6
+}
+
 /// `GET path` with an upgrade: count the connection, then hand the socket
 /// to its own task (outside the listener's connection slots and shutdown
 /// deadline: see README "Gateway").
@@ -152,15 +192,17 @@ async fn upgrade(State(hub): State<Arc<Hub>>, headers: HeaderMap, ws: WebSocketU
     if hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let Some(guard) = hub.open_connection() else {
+    if hub.sessions_full() {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many gateway sessions").into_response();
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let resume_url = format!("ws://{host}{}", hub.path);
+    }
+    // Counted among the unidentified (the oldest is closed when they are
+    // too many), not against `max_sessions` until it identifies.
+    let (guard, pending) = hub.open_connection();
+    let resume_url = resume_url(&hub, &headers);
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| super::connection::serve(hub, socket, resume_url, guard))
+        // Client frames are small: no 128 KiB read buffer per socket, so
+        // thousands of unidentified sockets cost little.
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| super::connection::serve(hub, socket, resume_url, guard, pending))
 }

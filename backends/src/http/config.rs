@@ -57,6 +57,11 @@ fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, 
     for (k, v) in &map {
         HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| serde::de::Error::custom(format!("invalid header name \"{k}\"")))?;
+        if crate::egress::reserved_header(k) {
+            return Err(serde::de::Error::custom(format!(
+                "header \"{k}\" is reserved (Host, Content-Length, Content-Type, Transfer-Encoding, Connection and webhook-* are set by the sender)"
+            )));
+        }
         HeaderValue::from_str(v).map_err(|_| serde::de::Error::custom(format!("invalid value for header \"{k}\"")))?;
     }
     Ok(map)

@@ -50,7 +50,12 @@ impl HttpBackend {
     pub fn with_client(client: reqwest::Client, config: &HttpConfig) -> Self {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
-            // Validated when the config was read.
+            // Validated when the config was read; a reserved one (framing,
+            // signatures) is never sent, even from a record stored before
+            // they were refused: it would duplicate or override ours.
+            if crate::egress::reserved_header(k) {
+                continue;
+            }
             if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 headers.insert(k, v);
             }

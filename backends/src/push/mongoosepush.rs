@@ -26,6 +26,26 @@ impl MongoosePushProvider {
     }
 }
 
+/// `value` as one URL path segment: every byte but the unreserved ones
+/// (`A-Z a-z 0-9 - . _ ~`) percent-encoded, so `a b` is `a%20b` (not `a+b`,
+/// another device) and `/`, `?`, `#` stay inside the segment. `None` for
+/// empty, `.` and `..`, which a URL parser would treat as path steps
+/// however they are encoded.
+pub(crate) fn path_segment(value: &str) -> Option<String> {
+    if matches!(value, "" | "." | "..") {
+        return None;
+    }
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(out)
+}
+
 /// The v3 body.
 pub fn body(service: &str, mode: &str, note: &Notification) -> Value {
     let mut body = json!({
@@ -58,7 +78,14 @@ impl Provider for MongoosePushProvider {
         let Address::MongoosePush { service, mode } = &device.address else {
             return Err(DeliveryError::permanent("not a MongoosePush device"));
         };
-        let id: String = url::form_urlencoded::byte_serialize(device.device_id.as_bytes()).collect();
+        let Some(id) = path_segment(&device.device_id) else {
+            // Refused at registration; a record stored before cannot be
+            // sent without climbing out of the path.
+            return Err(DeliveryError::permanent(format!(
+                "device_id \"{}\" cannot be a path segment",
+                device.device_id
+            )));
+        };
         let req = self.client.post(format!("{}/v3/notification/{id}", self.base));
         match super::send_json(req, &body(service_name(*service), mode_name(*mode), note)).await? {
             Ok(()) => Ok(Sent::Delivered),
@@ -70,5 +97,20 @@ impl Provider for MongoosePushProvider {
                 Err(refusal.into_error(message))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn device_ids_stay_one_path_segment() {
+        assert_eq!(path_segment("a b").as_deref(), Some("a%20b"));
+        assert_eq!(path_segment("a/../b?c#d").as_deref(), Some("a%2F..%2Fb%3Fc%23d"));
+        assert_eq!(path_segment("é").as_deref(), Some("%C3%A9"));
+        assert_eq!(path_segment(".."), None);
+        assert_eq!(path_segment("."), None);
+        assert_eq!(path_segment(""), None);
     }
 }

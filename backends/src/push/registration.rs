@@ -100,6 +100,10 @@ pub fn check_device_id(id: &str) -> Result<(), String> {
     if id.chars().any(char::is_control) {
         return Err("device_id: contains control characters".into());
     }
+    if id == "." || id == ".." {
+        // A path segment of its own would climb the provider's URL path.
+        return Err(format!("device_id: \"{id}\" is not a device id"));
+    }
     Ok(())
 }
 
@@ -154,7 +158,10 @@ fn web_push(obj: &Map<String, Value>) -> Result<Address, String> {
     let (p256dh, auth) = (key("p256dh")?, key("auth")?);
     // The Web Push provider's own check: a key that cannot encrypt is
     // refused now, naming the field, not at every send.
-    super::webpush::Subscription::parse(endpoint, &p256dh, &auth).map_err(|e| format!("subscription.{e}"))?;
+    let checked =
+        super::webpush::Subscription::parse(endpoint, &p256dh, &auth).map_err(|e| format!("subscription.{e}"))?;
+    // Chosen by whoever registers, not by the operator: `[egress]` applies.
+    super::webpush::check_egress(&checked.endpoint).map_err(|e| format!("subscription.{e}"))?;
     Ok(Address::WebPush {
         endpoint: endpoint.to_owned(),
         p256dh,

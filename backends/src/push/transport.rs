@@ -30,6 +30,13 @@ pub fn client(ca_file: Option<&Path>, key: &str) -> Result<reqwest::Client, Back
         .build()?)
 }
 
+/// A provider's client for API-chosen endpoints (Web Push): as
+/// [`client`], resolving names through the `[egress]` guard, which checks
+/// the addresses a push service's name resolves to at each connection.
+pub fn guarded_client() -> Result<reqwest::Client, BackendError> {
+    Ok(HttpClient::new().timeout(REQUEST_TIMEOUT).egress_guard().build()?)
+}
+
 /// What one attempt with a given credential came to.
 pub enum Attempt {
     /// Delivered, or the device is gone: the credential was accepted.

@@ -57,6 +57,7 @@ pub struct HttpClient {
     idle_per_host: Option<usize>,
     ca_file: Option<(String, PathBuf)>,
     http2_prior_knowledge: bool,
+    egress_guard: bool,
 }
 
 impl Default for HttpClient {
@@ -67,6 +68,7 @@ impl Default for HttpClient {
             idle_per_host: None,
             ca_file: None,
             http2_prior_knowledge: false,
+            egress_guard: false,
         }
     }
 }
@@ -111,6 +113,15 @@ impl HttpClient {
         self
     }
 
+    /// Resolve names through the `[egress]` guard: for clients that send
+    /// to URLs chosen through the API (webhook subscriptions, Web Push
+    /// endpoints), so a name that resolves to a private address at
+    /// connect time is refused even if it was public when checked.
+    pub fn egress_guard(mut self) -> Self {
+        self.egress_guard = true;
+        self
+    }
+
     pub fn build(self) -> Result<reqwest::Client, ClientError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -124,6 +135,9 @@ impl HttpClient {
         }
         if self.http2_prior_knowledge {
             builder = builder.http2_prior_knowledge();
+        }
+        if self.egress_guard {
+            builder = crate::egress::guard(builder);
         }
         if let Some((key, path)) = self.ca_file {
             builder = builder.tls_certs_merge(read_ca_file(key, path)?);

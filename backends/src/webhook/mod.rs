@@ -11,4 +11,6 @@ mod publish;
 mod subscription;
 
 pub use publish::{WebhookBackend, ROTATION_OVERLAP};
-pub use subscription::{generate_id, generate_secret, AttachRequest, FieldError, PatchRequest, Subscription};
+pub use subscription::{
+    check_egress, generate_id, generate_secret, shown_url, AttachRequest, FieldError, PatchRequest, Subscription,
+};

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use super::subscription::Subscription;
 use crate::common::BackendConfig;
 use crate::http::{HttpBackend, HttpConfig, WebhookSecret};
+use crate::transport::HttpClient;
 
 /// How long a rotated-out secret keeps signing beside the new one.
 pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
@@ -25,7 +26,10 @@ const IDLE_PER_HOST: usize = 32;
 
 /// One subscription's backend: an [`HttpBackend`] (json body, Standard
 /// Webhooks headers, `webhook-id` = event id) reported as kind `webhook`.
-pub struct WebhookBackend(HttpBackend);
+pub struct WebhookBackend {
+    http: HttpBackend,
+    url: url::Url,
+}
 
 /// One HTTP client for every subscription: a client per subscription would
 /// hold a connection pool and a TLS setup each, thousands of them.
@@ -34,7 +38,13 @@ fn shared_client() -> Result<reqwest::Client, BackendError> {
     if let Some(c) = CLIENT.get() {
         return Ok(c.clone());
     }
-    let client = HttpBackend::client(TIMEOUT_MS, IDLE_PER_HOST)?;
+    // The egress guard's resolver: the addresses a subscription's name
+    // resolves to at each connection are checked again (DNS rebinding).
+    let client = HttpClient::new()
+        .connect_timeout(Duration::from_millis(TIMEOUT_MS))
+        .idle_per_host(IDLE_PER_HOST)
+        .egress_guard()
+        .build()?;
     Ok(CLIENT.get_or_init(|| client).clone())
 }
 
@@ -65,7 +75,13 @@ impl WebhookBackend {
                 .map_err(|e| BackendError::new(format!("webhook {}: previous secret: {e}", sub.id)))?;
             backend = backend.with_retiring_secret(old, until);
         }
-        Ok((WebhookBackend(backend), config.common().options()))
+        Ok((
+            WebhookBackend {
+                http: backend,
+                url: config.url.clone(),
+            },
+            config.common().options(),
+        ))
     }
 }
 
@@ -74,10 +90,20 @@ impl Backend for WebhookBackend {
     const KIND: &'static str = "webhook";
 
     fn wants(&self, event: &Event) -> bool {
-        self.0.wants(event)
+        self.http.wants(event)
     }
 
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
-        self.0.deliver(batch).await
+        // A host written as an address is connected to without a lookup,
+        // so the resolver never sees it: check it here, against the policy
+        // of now (a subscription stored under an older `[egress]`).
+        if let Err(e) = crate::egress::current().check_literal(&self.url) {
+            let why = format!("refused by the egress guard: {e}");
+            return batch
+                .iter()
+                .map(|_| Err(DeliveryError::retryable(why.clone())))
+                .collect();
+        }
+        self.http.deliver(batch).await
     }
 }

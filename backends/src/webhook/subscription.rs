@@ -200,6 +200,10 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+/// Shortest and longest secret key taken (Standard Webhooks: 24 to 64 bytes).
+const MIN_SECRET: usize = 24;
+const MAX_SECRET: usize = 64;
+
 /// `wh_` and a ULID: unique, and sorted by creation.
 pub fn generate_id() -> String {
     format!("wh_{}", ulid::Ulid::generate().to_string().to_lowercase())
@@ -257,7 +261,41 @@ fn url(v: &Value) -> Result<String, FieldError> {
             format!("\"{s}\" must be http:// or https://, not {}://", url.scheme()),
         ));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Not echoed: the point is not to show credentials.
+        return Err(FieldError::new(
+            "url",
+            "must not carry credentials (user:pass@); send them with headers, e.g. Authorization",
+        ));
+    }
+    // The literal check here (no lookup); `check_egress` resolves names.
+    crate::egress::current()
+        .check_literal(&url)
+        .map_err(|e| FieldError::new("url", e.to_string()))?;
     Ok(s.to_owned())
+}
+
+/// The attach-time egress check of a subscription URL (`[egress]`): the
+/// host in any spelling, and every address its name resolves to.
+pub async fn check_egress(url: &str) -> Result<(), FieldError> {
+    let url = url::Url::parse(url).map_err(|e| FieldError::new("url", format!("invalid URL: {e}")))?;
+    crate::egress::current()
+        .check_url(&url)
+        .await
+        .map_err(|e| FieldError::new("url", e.to_string()))
+}
+
+/// `url` as listings show it: without `user:pass@` (refused now, but a
+/// subscription stored before may carry them).
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn events(v: &Value) -> Result<Vec<String>, FieldError> {
@@ -294,6 +332,12 @@ fn headers(v: &Value) -> Result<BTreeMap<String, String>, FieldError> {
     for (k, v) in map {
         HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| FieldError::new("headers", format!("invalid header name \"{k}\"")))?;
+        if crate::egress::reserved_header(k) {
+            return Err(FieldError::new(
+                "headers",
+                format!("\"{k}\" is reserved (Host, Content-Length, Content-Type, Transfer-Encoding, Connection and webhook-* are set by the sender)"),
+            ));
+        }
         let value = v
             .as_str()
             .ok_or_else(|| FieldError::new("headers", format!("value of \"{k}\" must be a string")))?;
@@ -311,7 +355,16 @@ fn retry(v: &Value) -> Result<Value, FieldError> {
 
 fn secret(v: &Value) -> Result<String, FieldError> {
     let s = string("secret", v)?;
-    WebhookSecret::parse(s).map_err(|e| FieldError::new("secret", e))?;
+    let key = WebhookSecret::parse(s).map_err(|e| FieldError::new("secret", e))?;
+    if !(MIN_SECRET..=MAX_SECRET).contains(&key.0.len()) {
+        return Err(FieldError::new(
+            "secret",
+            format!(
+                "must be `whsec_` + base64 of {MIN_SECRET} to {MAX_SECRET} bytes (Standard Webhooks), not {}",
+                key.0.len()
+            ),
+        ));
+    }
     Ok(s.to_owned())
 }
 
@@ -336,6 +389,16 @@ mod tests {
         assert_eq!(err(json!({"url": "http://x", "headers": {"a b": "c"}})), "headers");
         assert_eq!(err(json!({"url": "http://x", "format": "form"})), "format");
         assert_eq!(err(json!({"url": "http://x", "colour": 1})), "colour");
+        assert_eq!(err(json!({"url": "http://u:p@x/"})), "url");
+        assert_eq!(
+            err(json!({"url": "http://x", "headers": {"Content-Length": "5"}})),
+            "headers"
+        );
+        assert_eq!(
+            err(json!({"url": "http://x", "headers": {"webhook-id": "forged"}})),
+            "headers"
+        );
+        assert_eq!(err(json!({"url": "http://x", "secret": "whsec_AA=="})), "secret");
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! order, and with them each user's hook calls.
 //!
 //! A message that is not valid input is published to the dead-letter queue
-//! with the reason and rejected; the rest of its batch goes on. A spool
-//! that refuses (full, unwritable) is waited out with the batch in hand:
+//! with the reason and rejected; the rest of its batch goes on. So is a
+//! message larger than `server.max_body_bytes` (the HTTP limit), and one
+//! the spool refuses as full while nothing is queued or in flight anywhere
+//! (no delivery can make room: it can never fit). A spool that refuses
+//! otherwise (full, unwritable) is waited out with the batch in hand:
 //! nothing is acked, requeued or dropped, and the broker sends no more than
 //! `prefetch` meanwhile.
 //!
@@ -19,7 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_pusher_core::delivery::DeliveryEngine;
 use event_pusher_core::hook::{parse_body, parse_calls, CallItem, Framing};
+use event_pusher_core::spool::SpoolError;
 use event_pusher_core::IngestError;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -171,8 +176,19 @@ async fn store(
     status.count(Outcome::Redelivered, redelivered as u64);
 
     // Messages whose body parses, with how many hook calls each holds.
+    // The body is already in memory (AMQP hands whole messages); one over
+    // the limit is dead-lettered by its length, without being parsed.
+    let max = ctx.state.max_body_bytes;
     let mut good: Vec<(Delivery, usize)> = Vec::with_capacity(batch.len());
     for d in batch {
+        if d.data.len() > max {
+            let reason = format!(
+                "message of {} bytes is larger than server.max_body_bytes ({max})",
+                d.data.len()
+            );
+            dead_letter(ctx, channel, queue, &d, &reason).await?;
+            continue;
+        }
         match parse_calls(&d.data, framing(&d)) {
             Ok(calls) => {
                 let n = calls.len();
@@ -181,6 +197,60 @@ async fn store(
             Err(e) => dead_letter(ctx, channel, queue, &d, &format!("invalid body: {e}")).await?,
         }
     }
+    // Groups of messages stored together, in queue order: the whole batch,
+    // unless the spool refuses it with nothing left to drain, when it is
+    // split into single messages (see `never_fits`).
+    let mut groups = std::collections::VecDeque::from([good]);
+    let mut stored: Vec<u64> = Vec::new();
+    while let Some(mut good) = groups.pop_front() {
+        match accept_group(ctx, channel, queue, &mut good, stop).await? {
+            Group::Stored => stored.extend(good.iter().map(|(d, _)| d.delivery_tag)),
+            Group::Abandoned => return Ok(Stored::Abandoned),
+            Group::NeverFits(why) if good.len() == 1 => {
+                let (d, _) = good.remove(0);
+                let reason = format!("larger than the spool can ever hold (spool.max_bytes): {why}");
+                dead_letter(ctx, channel, queue, &d, &reason).await?;
+            }
+            Group::NeverFits(_) => {
+                for single in good.into_iter().rev() {
+                    groups.push_front(vec![single]);
+                }
+            }
+        }
+    }
+    if let Some(last) = stored.iter().copied().chain(last_ping).max() {
+        // Every earlier delivery of this channel is settled already (acked
+        // in an earlier batch or rejected above), so `multiple` acks
+        // exactly this batch's good messages.
+        channel
+            .basic_ack(last, BasicAckOptions { multiple: true })
+            .await
+            .map_err(|e| format!("cannot ack on queue \"{queue}\": {e}"))?;
+        status.count(Outcome::Acked, stored.len() as u64);
+    }
+    Ok(Stored::Done)
+}
+
+/// How storing one group of messages ended.
+enum Group {
+    /// Stored (those that were invalid were dead-lettered and removed).
+    Stored,
+    /// Shutdown came while the spool was refusing.
+    Abandoned,
+    /// The spool is full with nothing queued or in flight that could free
+    /// it: waiting cannot help (the spool's own words).
+    NeverFits(String),
+}
+
+/// One `Pipeline::accept` of a group, dead-lettering invalid messages and
+/// waiting out a spool that refuses while something drains it.
+async fn accept_group(
+    ctx: &Context,
+    channel: &Channel,
+    queue: &str,
+    good: &mut Vec<(Delivery, usize)>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Group, String> {
     let mut refused_logged = false;
     while !good.is_empty() {
         // Typed calls borrowed from the bodies (parsed again: cheaper than
@@ -225,28 +295,30 @@ async fn store(
                 return Err(format!("hook command at item {index} could not be read as JSON"));
             }
             Err(IngestError::Spool(e)) => {
+                if matches!(e, SpoolError::Full(_)) && nothing_draining(&ctx.state.engine) {
+                    return Ok(Group::NeverFits(e.to_string()));
+                }
                 if !refused_logged {
                     tracing::warn!(queue, error = %e, "spool refused a batch; holding it (unacked) until it accepts");
                     refused_logged = true;
                 }
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return Ok(Stored::Abandoned),
+                    _ = stop.wait_for(|s| *s) => return Ok(Group::Abandoned),
                     _ = tokio::time::sleep(SPOOL_RETRY) => {}
                 }
             }
         }
     }
-    if let Some(last) = good.iter().map(|(d, _)| d.delivery_tag).chain(last_ping).max() {
-        // Every earlier delivery of this channel is settled already (acked
-        // in an earlier batch or rejected above), so `multiple` acks
-        // exactly this batch's good messages.
-        channel
-            .basic_ack(last, BasicAckOptions { multiple: true })
-            .await
-            .map_err(|e| format!("cannot ack on queue \"{queue}\": {e}"))?;
-        status.count(Outcome::Acked, good.len() as u64);
-    }
-    Ok(Stored::Done)
+    Ok(Group::Stored)
+}
+
+/// Nothing queued or in flight in any backend: no delivery will free room
+/// in the spool, so a refusal for being full is final for this request.
+fn nothing_draining(engine: &DeliveryEngine) -> bool {
+    engine.slots().slots().all(|slot| {
+        let s = engine.status_of(slot);
+        s.queued == 0 && s.in_flight == 0
+    })
 }
 
 /// The framing the body's content type asks for (JSON unless NDJSON).

@@ -83,29 +83,34 @@ impl Topology {
         }
         let _ = channel.close(200, "declared".into()).await;
         let dead = self.dead_queue();
-        // A passive declare of a missing queue closes its channel: a
-        // channel of its own.
-        let probe = open(connection).await?;
-        let exists = probe
+        // Declared as we would make it, on a channel of its own; one the
+        // operator made with other arguments is refused (406) and used as
+        // it is. Not probed with a passive declare first: on the first
+        // start the queue is missing, and that probe's channel close is
+        // logged as an error by the AMQP client.
+        let channel = open(connection).await?;
+        let declared = channel
             .queue_declare(
                 short(&dead)?,
                 QueueDeclareOptions {
-                    passive: true,
+                    durable: true,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                quorum_args(false),
             )
-            .await
-            .is_ok();
-        let _ = probe.close(200, "checked".into()).await;
-        if exists {
-            return Ok(());
-        }
-        let channel = open(connection).await?;
-        declare_queue(&channel, &dead, false).await?;
+            .await;
         let _ = channel.close(200, "declared".into()).await;
-        Ok(())
+        match declared {
+            Ok(_) => Ok(()),
+            Err(e) if is_precondition_failed(&e) => Ok(()),
+            Err(e) => Err(explain(&format!("queue \"{dead}\""), &e)),
+        }
     }
+}
+
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
 async fn open(connection: &Connection) -> Result<Channel, String> {
@@ -116,12 +121,17 @@ async fn open(connection: &Connection) -> Result<Channel, String> {
 }
 
 /// A durable quorum queue; partitions also get single-active-consumer.
-async fn declare_queue(channel: &Channel, name: &str, single_active: bool) -> Result<(), String> {
+fn quorum_args(single_active: bool) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     if single_active {
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
+    args
+}
+
+async fn declare_queue(channel: &Channel, name: &str, single_active: bool) -> Result<(), String> {
+    let args = quorum_args(single_active);
     channel
         .queue_declare(
             short(name)?,

@@ -34,7 +34,7 @@ impl WebPushProvider {
     pub fn new(config: &WebPushConfig) -> Result<Self, BackendError> {
         let key = Es256Key::from_pem_file(&config.vapid_private_key_file, "webpush vapid_private_key_file")?;
         Ok(WebPushProvider {
-            client: transport::client(None, "")?,
+            client: transport::guarded_client()?,
             vapid: Vapid::new(key, config.subject.clone()),
             ttl: config.ttl_s.to_string(),
             health: CredentialHealth::default(),
@@ -111,6 +111,11 @@ impl Provider for WebPushProvider {
         };
         let subscription = Subscription::parse(endpoint, p256dh, auth)
             .map_err(|e| DeliveryError::permanent(format!("subscription.{e}")))?;
+        // A host written as an address is connected to without a lookup
+        // (the resolver never sees it): checked here, on the policy of now.
+        crate::egress::current()
+            .check_literal(&subscription.endpoint)
+            .map_err(|e| DeliveryError::retryable(format!("refused by the egress guard: {e}")))?;
         let body = render_within(note, MAX_PLAINTEXT, |n| plaintext(n).to_string().into_bytes())
             .and_then(|plain| encrypt(&plain, &subscription.ua_public, &subscription.auth))
             .map_err(|e| DeliveryError::permanent(format!("notification: {e}")))?;

@@ -47,6 +47,24 @@ impl Subscription {
     }
 }
 
+/// The `[egress]` check of an endpoint given through the API (the
+/// registry calls it at registration; sends re-check the address connected
+/// to): `https://` unless private addresses or this host are allowed, and
+/// no private address in any spelling. The error is `endpoint: ...`.
+pub fn check_egress(endpoint: &url::Url) -> Result<(), String> {
+    let policy = crate::egress::current();
+    let open = policy.allows_private() || policy.url_listed(endpoint);
+    if endpoint.scheme() != "https" && !open {
+        return Err(format!(
+            "endpoint: \"{endpoint}\" must be https:// (push services are HTTPS; http:// only with [egress] allow_private = true or the host in allow_hosts)"
+        ));
+    }
+    policy
+        .check_literal(endpoint)
+        .map(|_| ())
+        .map_err(|e| format!("endpoint: {e}"))
+}
+
 /// base64url, with or without `=` padding (browsers omit it, some
 /// libraries add it).
 fn decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
