@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 pub use error::{ConfigError, Source};
 pub use interpolate::interpolate;
-pub use schema::{Document, NoSources, ServerConfig, SpoolConfig};
+pub use schema::{Document, NoSources, ServerConfig, SpoolConfig, WebhooksConfig};
 pub use serde_spanned::Spanned;
 pub use types::{EventClassList, Priority, RetryConfig};
 

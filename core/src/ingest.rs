@@ -151,6 +151,16 @@ impl Pipeline {
         }
     }
 
+    /// Store events the sidecar made itself (operational events) as any
+    /// other: through the chain and the subscriptions, except for `skip`,
+    /// the slot an event is about.
+    pub async fn accept_events(&self, events: Vec<Event>, skip: Option<Slot>) -> Result<Accepted, IngestError> {
+        let (accepted, mut items) = self.run_chain(events);
+        items.retain(|(slot, _)| Some(*slot) != skip);
+        self.spool.append(items).await?;
+        Ok(accepted)
+    }
+
     fn translate<C: HookInput>(&self, calls: &[C]) -> Result<Vec<Event>, IngestError> {
         // Translate everything before touching the chain or the spool. One
         // clock read for the whole request: ids stay unique (their low 80

@@ -16,6 +16,7 @@ pub mod hook_call;
 pub mod ingest;
 pub mod jid;
 pub mod metrics;
+pub mod operational;
 pub mod slot;
 pub mod spool;
 pub mod state_change;
@@ -27,7 +28,9 @@ pub use backend::{
 };
 pub use chain::{Chain, ChainBuilder, ChainOutcome, Filter, Verdict};
 pub use class::{EventClass, EventClasses};
-pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus, Unacked};
+pub use event::{
+    Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Operational, Presence, PresenceStatus, Unacked,
+};
 pub use hook::{HookError, HookTranslator};
 pub use ingest::{Accepted, IngestError, KeyedOutcome, Pipeline};
 pub use slot::{Slot, SlotRegistry};

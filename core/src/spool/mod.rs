@@ -23,6 +23,7 @@ mod backend_state;
 mod dead_letter;
 mod fresh;
 mod idempotency;
+mod overflow;
 pub mod record;
 mod writer;
 
@@ -38,6 +39,7 @@ use tokio::sync::{oneshot, Notify};
 pub use dead_letter::{DeadLetter, LastError};
 pub use fresh::FreshRows;
 pub use idempotency::{now_ms, KeyPolicy, KeyRecord, KeyedAppend};
+pub use overflow::{Intake, Overflow};
 
 use crate::slot::Slot;
 use writer::Command;
@@ -116,6 +118,8 @@ pub struct SlotState {
     /// Rows just appended, for the delivery queue to take without reading
     /// them back (`fresh.rs`).
     pub fresh: Mutex<FreshRows>,
+    /// Overflow policy and counters (`overflow.rs`).
+    pub intake: Intake,
 }
 
 impl SlotState {
@@ -128,6 +132,7 @@ impl SlotState {
             paused: AtomicBool::new(c.paused),
             changed: Notify::new(),
             fresh: Mutex::new(FreshRows::new(c.head)),
+            intake: Intake::default(),
         }
     }
 }

@@ -128,6 +128,8 @@ struct Effects {
     attached: Vec<(usize, Arc<SlotState>)>,
     /// Slots removed in this transaction: later commands skip them.
     detached: HashSet<usize>,
+    /// Events dead-lettered on arrival (`overflow.rs`), per slot.
+    overflowed: HashMap<usize, u64>,
 }
 
 impl Effects {
@@ -484,14 +486,22 @@ impl SpoolWriter {
             *per_slot.entry(*slot).or_default() += 1;
             bytes += b.len() as u64;
         }
+        // How many of each slot's events enter its queue; the rest go to
+        // its dead letters (`overflow.rs`).
+        let mut room: HashMap<usize, u64> = HashMap::new();
         for (slot, add) in &per_slot {
             let Some(state) = live(*slot) else { continue };
             let queued = state.queued.load(Ordering::Relaxed) as i64 + fx.queued_delta.get(slot).copied().unwrap_or(0);
-            if queued as u64 + add > limits.max_queue {
-                return Err(SpoolError::Full(format!(
-                    "queue of backend \"{}\" holds {queued} events (limit {})",
-                    state.name, limits.max_queue
-                )));
+            match state.intake.admit(queued.max(0) as u64, *add, limits.max_queue) {
+                Some(n) => {
+                    room.insert(*slot, n);
+                }
+                None => {
+                    return Err(SpoolError::Full(format!(
+                        "queue of backend \"{}\" holds {queued} events (limit {})",
+                        state.name, limits.max_queue
+                    )))
+                }
             }
         }
         let stored = self.shared.stored_bytes.load(Ordering::Relaxed) as i64 + fx.bytes_delta;
@@ -506,6 +516,20 @@ impl SpoolWriter {
         for (state, slot, b) in &items {
             let seq = self.next_seq;
             self.next_seq += 1;
+            match room.get_mut(slot) {
+                Some(0) => {
+                    let reason = state.intake.reason();
+                    let stored = super::overflow::dead_letter_on_arrival(txn, &state.name, seq, b, reason)?;
+                    fx.bytes_delta += stored as i64 - b.len() as i64;
+                    fx.dead(*slot, 1);
+                    *fx.overflowed.entry(*slot).or_default() += 1;
+                    // Its queue reports the dead letters.
+                    fx.notify.push(*slot);
+                    continue;
+                }
+                Some(left) => *left -= 1,
+                None => {}
+            }
             let t = match tables.entry(*slot) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(
@@ -734,6 +758,11 @@ impl SpoolWriter {
             }
         }
         add(&self.shared.stored_bytes, fx.bytes_delta);
+        for (slot, n) in &fx.overflowed {
+            if let Some(s) = live(*slot) {
+                s.intake.overflow_dead_lettered.fetch_add(*n, Ordering::Relaxed);
+            }
+        }
         for (slot, paused) in &fx.paused {
             if let Some(s) = live(*slot) {
                 s.paused.store(*paused, Ordering::Release);
