@@ -21,10 +21,12 @@
 
 mod backend_state;
 mod dead_letter;
+mod erase;
 mod fresh;
 mod idempotency;
 mod overflow;
 pub mod record;
+mod retention;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -39,7 +41,9 @@ use tokio::sync::{oneshot, Notify};
 pub use dead_letter::{DeadLetter, LastError};
 pub use fresh::FreshRows;
 pub use idempotency::{now_ms, KeyPolicy, KeyRecord, KeyedAppend};
+pub use erase::Erased;
 pub use overflow::{Intake, Overflow};
+pub use retention::Window;
 
 use crate::slot::Slot;
 use writer::Command;
