@@ -219,6 +219,36 @@ impl Backend for PushBackend {
         Targets::Each(devices)
     }
 
+    /// Remove the user's devices and presence and badge count (each
+    /// through the registry's and the presence book's own paths, so memory
+    /// and spool agree): online then offline on the bare JID leaves the
+    /// book with nothing for the user, and an empty entry is deleted.
+    async fn erase_user(&self, user: &str) -> Result<u64, BackendError> {
+        let mut removed = 0;
+        for device in self.devices.device_ids(user) {
+            if self
+                .unregister(user, &device)
+                .await
+                .map_err(|e| BackendError::new(format!("cannot remove a push device: {e}")))?
+            {
+                removed += 1;
+            }
+        }
+        for (jid, status) in [
+            (format!("{user}/erase"), event_pusher_core::PresenceStatus::Online),
+            (user.to_owned(), event_pusher_core::PresenceStatus::Offline),
+        ] {
+            let event = Event {
+                id: Event::new_id(),
+                body: event_pusher_core::EventBody::Presence(event_pusher_core::Presence { jid, status }),
+                timestamp: time::OffsetDateTime::now_utc(),
+                metadata: Default::default(),
+            };
+            self.presence.observe(&event, &self.store);
+        }
+        Ok(removed)
+    }
+
     fn attach(&self, attachment: &Attachment) -> Result<(), BackendError> {
         let rows = self
             .store

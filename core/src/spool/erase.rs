@@ -137,7 +137,13 @@ mod tests {
         spool.dead_letter(b, 4, dl).await.unwrap();
         let before = spool.stored_bytes();
         let erased = spool.erase_user("Alice@x/anything").await.unwrap();
-        assert_eq!(erased, Erased { queued: 2, dead_letters: 1 });
+        assert_eq!(
+            erased,
+            Erased {
+                queued: 2,
+                dead_letters: 1
+            }
+        );
         assert_eq!(spool.slot(a).queued.load(Ordering::Relaxed), 1);
         assert_eq!(spool.slot(b).queued.load(Ordering::Relaxed), 0);
         assert_eq!(spool.slot(b).dead.load(Ordering::Relaxed), 0);

@@ -20,6 +20,7 @@
 //! 503 and nothing already stored is lost.
 
 mod backend_state;
+pub mod check;
 mod dead_letter;
 mod erase;
 mod fresh;
@@ -39,9 +40,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letter::{DeadLetter, LastError};
+pub use erase::Erased;
 pub use fresh::FreshRows;
 pub use idempotency::{now_ms, KeyPolicy, KeyRecord, KeyedAppend};
-pub use erase::Erased;
 pub use overflow::{Intake, Overflow};
 pub use retention::Window;
 

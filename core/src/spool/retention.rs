@@ -132,8 +132,14 @@ mod tests {
         let ev = || Bytes::from_static(b"{\"id\":\"x\"}");
         spool.append(vec![(a, ev()), (a, ev()), (a, ev())]).await.unwrap();
         let now = crate::event::timestamp_millis::format(&OffsetDateTime::now_utc());
-        spool.dead_letter(a, 1, dead("old", "2020-01-01T00:00:00.000Z")).await.unwrap();
-        spool.dead_letter(a, 2, dead("mid", "2024-06-01T00:00:00.000Z")).await.unwrap();
+        spool
+            .dead_letter(a, 1, dead("old", "2020-01-01T00:00:00.000Z"))
+            .await
+            .unwrap();
+        spool
+            .dead_letter(a, 2, dead("mid", "2024-06-01T00:00:00.000Z"))
+            .await
+            .unwrap();
         spool.dead_letter(a, 3, dead("new", &now)).await.unwrap();
         let w = Window {
             since: Some(crate::event::timestamp_millis::parse("2024-01-01T00:00:00Z").unwrap()),
@@ -141,7 +147,11 @@ mod tests {
         };
         assert_eq!(spool.replay_window(a, None, w).await.unwrap(), 1, "only mid");
         assert_eq!(spool.slot(a).queued.load(Ordering::Relaxed), 1);
-        assert_eq!(spool.expire_dead(Duration::from_secs(3600)).await.unwrap(), 1, "only old");
+        assert_eq!(
+            spool.expire_dead(Duration::from_secs(3600)).await.unwrap(),
+            1,
+            "only old"
+        );
         let left: Vec<String> = spool.list_dead(a).unwrap().into_iter().map(|d| d.id).collect();
         assert_eq!(left, ["new"]);
         assert_eq!(spool.slot(a).dead.load(Ordering::Relaxed), 1);
