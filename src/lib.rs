@@ -23,6 +23,7 @@ pub mod config;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 mod ingest_metrics;
+pub mod operations;
 pub mod reload;
 pub mod runtime;
 pub mod server;

@@ -13,6 +13,8 @@
 //! Changes run one at a time per id; the index is rebuilt whole after each
 //! (one vector push per subscription and class: cheap next to the fsync).
 
+mod disable;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -63,8 +65,15 @@ pub struct WebhookView {
     pub id: String,
     pub url: String,
     pub events: Vec<String>,
-    /// `started` or `paused`.
+    /// `started`, `paused` or `disabled`.
     pub state: &'static str,
+    /// Why and when it was disabled (auto-disable), while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
+    pub overflow: event_pusher_core::spool::Overflow,
+    pub rate_limit_per_s: Option<f64>,
     pub created_at: String,
     pub queued: u64,
     pub in_flight: u64,
@@ -117,6 +126,7 @@ impl Webhooks {
         }
         let n = attach.len();
         engine.spool().attach_slots(attach).await?;
+        subs.values().for_each(|e| disable::after_load(engine, e));
         rebuild_index(pipeline, &subs);
         Ok(n)
     }
@@ -223,6 +233,9 @@ impl Webhooks {
         id: &str,
         paused: bool,
     ) -> Result<WebhookView, WebhookError> {
+        if !paused {
+            self.enable(engine, id).await?;
+        }
         let e = self.entry(id).await?;
         engine.set_paused(e.slot, paused).await?;
         tracing::info!(id, paused, "webhook {}", if paused { "paused" } else { "restarted" });
@@ -322,7 +335,11 @@ fn view(engine: &DeliveryEngine, sub: &Subscription, slot: Slot) -> WebhookView 
         id: sub.id.clone(),
         url: sub.url.clone(),
         events: sub.events.clone(),
-        state: if s.paused { "paused" } else { "started" },
+        state: disable::state(sub.disabled.is_some(), s.paused),
+        disabled_reason: sub.disabled.as_ref().map(|d| d.reason.clone()),
+        disabled_at: sub.disabled.as_ref().map(|d| d.at.clone()),
+        overflow: sub.overflow,
+        rate_limit_per_s: sub.rate_limit_per_s,
         created_at: sub.created_at.clone(),
         queued: s.queued,
         in_flight: s.in_flight,

@@ -89,6 +89,9 @@ async fn store<C: HookInput>(
     };
     match outcome {
         Ok(KeyedOutcome::Stored(Accepted { ids, stopped })) => {
+            if let Some(r) = state.engine.reporter_ref() {
+                r.ingest_accepted();
+            }
             state.metrics.accepted(ids.len(), stopped);
             accepted(&ids, push)
         }
@@ -108,7 +111,12 @@ async fn store<C: HookInput>(
         Err(IngestError::Invalid { message, index }) => {
             bad_request(&message, Some(positions.get(index).copied().unwrap_or(index)))
         }
-        Err(IngestError::Spool(e)) => spool_refused(e),
+        Err(IngestError::Spool(e)) => {
+            if let Some(r) = state.engine.reporter_ref() {
+                r.ingest_refused(&e.to_string());
+            }
+            spool_refused(e)
+        }
     }
 }
 

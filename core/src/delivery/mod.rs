@@ -221,6 +221,11 @@ impl DeliveryEngine {
         let _ = self.reporter.set(reporter);
     }
 
+    /// The reporter, if one was set, without cloning it (the ingest path).
+    pub fn reporter_ref(&self) -> Option<&crate::operational::Reporter> {
+        self.reporter.get()
+    }
+
     /// Where operational signals go (a no-op reporter if none was set).
     pub fn reporter(&self) -> crate::operational::Reporter {
         self.reporter.get().cloned().unwrap_or_default()
@@ -542,6 +547,23 @@ pub mod dead_letters {
         })
         .await
         .map_err(|e| PageError::Spool(SpoolError::io(e)))?
+    }
+
+    /// [`replay`], only what died in `window`.
+    pub async fn replay_window(
+        spool: &Spool,
+        slots: Vec<Slot>,
+        ids: Option<Vec<String>>,
+        window: crate::spool::Window,
+    ) -> Result<usize, SpoolError> {
+        if window == crate::spool::Window::default() {
+            return replay(spool, slots, ids).await;
+        }
+        let mut replayed = 0;
+        for slot in slots {
+            replayed += spool.replay_window(slot, ids.clone(), window).await?;
+        }
+        Ok(replayed)
     }
 
     /// Move the dead letters of `slots` (all, or those with `ids`) back to
