@@ -37,7 +37,33 @@ impl CheckReport {
 /// Check the spool in `dir` (the file `spool.redb`). Fails only when the
 /// file cannot be opened at all (missing, locked by a running sidecar);
 /// what is wrong inside is in the report.
+///
+/// redb assumes its own file is sound and panics on some damage (an
+/// "unreachable" page type) rather than returning an error; a check of a
+/// damaged file must report that, not crash, so such a panic is caught and
+/// reported as a problem (with the panic message kept off stderr).
 pub fn check(dir: &Path) -> Result<CheckReport, SpoolError> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| check_unguarded(dir));
+    std::panic::set_hook(previous);
+    outcome.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Ok(CheckReport {
+            bytes: std::fs::metadata(dir.join("spool.redb")).map_or(0, |m| m.len()),
+            problems: vec![format!(
+                "the file is damaged: the store cannot read its own structure ({why})"
+            )],
+            ..CheckReport::default()
+        })
+    })
+}
+
+fn check_unguarded(dir: &Path) -> Result<CheckReport, SpoolError> {
     let path = dir.join("spool.redb");
     let bytes = std::fs::metadata(&path)
         .map_err(|e| SpoolError::io_in(format!("cannot read {}", path.display()), e))?
