@@ -178,6 +178,9 @@ pub struct BackendStatus {
     pub overflow_dead_lettered: u64,
     /// Seconds ready events waited for `rate_limit_per_s`, since start.
     pub throttled_seconds: f64,
+    /// A webhook subscription disabled after failing too long: it delivers
+    /// nothing and its new events go to dead letters until restarted.
+    pub disabled: bool,
 }
 
 /// A delivery queue started at runtime: stopped on its own.
@@ -419,6 +422,7 @@ impl DeliveryEngine {
             circuit_open: b.stats.circuit_open.load(Ordering::Relaxed),
             overflow_dead_lettered: s.intake.overflow_dead_lettered.load(Ordering::Relaxed),
             throttled_seconds: b.stats.throttled_us.load(Ordering::Relaxed) as f64 / 1e6,
+            disabled: s.intake.is_diverted(),
         })
     }
 
@@ -439,6 +443,7 @@ impl DeliveryEngine {
             circuit_open: false,
             overflow_dead_lettered: 0,
             throttled_seconds: 0.0,
+            disabled: false,
         })
     }
 
