@@ -202,10 +202,12 @@ async fn wait_webhook(sc: &Sidecar, id: &str, f: impl Fn(&Value) -> bool) -> Val
 async fn refuse_answers_503_and_bad_values_name_their_field() {
     let down = Receiver::start().await;
     down.set_default(Answer::status(503));
+    let ops = Receiver::start().await;
     let body = format!(
-        "{}{}",
-        http_backend("crm", &down.url("/x"), "overflow = \"refuse\""),
-        fast_retry("crm", 1000)
+        "{}{}{}",
+        http_backend("crm", &down.url("/x"), "overflow = \"refuse\"\nevents = [\"chat\"]"),
+        fast_retry("crm", 1000),
+        http_backend("ops", &ops.url("/ops"), "events = [\"operational\"]"),
     );
     let sc = Sidecar::start(Options {
         spool: "max_queue = 3".into(),
@@ -225,6 +227,28 @@ async fn refuse_answers_503_and_bad_values_name_their_field() {
     assert!(refused, "a full queue with overflow = \"refuse\" answers 503");
     let row = sc.backend("crm").await;
     assert_eq!(row["dead_letters"], 0, "refused events are nowhere: {row}");
+    // The operator hears that ingest refuses, and when it takes events again.
+    let refusing = eventually(WAIT, || {
+        operational_types(&ops).iter().any(|(t, _)| t == "spool.refusing")
+    })
+    .await;
+    assert!(refusing, "{:?}", operational_types(&ops));
+    down.set_default(Answer::status(200));
+    assert!(down.wait_for(3, WAIT).await.len() >= 3);
+    let _ = wait_backend(&sc, "crm", WAIT, |b| b["queued"] == 0).await;
+    post_ok(&sc, &chat("alice@localhost", "taken again")).await;
+    let accepting = eventually(WAIT, || {
+        operational_types(&ops).iter().any(|(t, _)| t == "spool.accepting")
+    })
+    .await;
+    let types = operational_types(&ops);
+    assert!(accepting, "{types:?}");
+    assert_eq!(
+        types.iter().filter(|(t, _)| t.starts_with("spool.")).count(),
+        2,
+        "each change once: {types:?}"
+    );
+    down.set_default(Answer::status(503));
 
     for (body, field) in [
         (json!({"url": down.url("/h"), "overflow": "drop"}), "overflow"),

@@ -260,3 +260,43 @@ async fn spool_check_counts_a_stopped_spool_and_names_what_is_broken() {
     assert_eq!(code, 1);
     assert!(err.contains("--config") && err.contains("--dir"), "{err}");
 }
+
+/// Erasure reaches the push backend: the user's devices are removed (and
+/// counted), their presence and badge count forgotten, across a restart.
+#[tokio::test]
+async fn erasing_a_user_removes_their_push_devices_and_presence() {
+    let fake = FakePush::start().await;
+    let mut sc = Sidecar::start(Options {
+        body: push_backend("mobile", &fake.url(), ""),
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    let device = json!({"provider": "mongoosepush", "service": "fcm", "mode": "prod"});
+    for (jid, id) in [
+        ("alice@localhost", "a1"),
+        ("alice@localhost", "a2"),
+        ("bob@localhost", "b1"),
+    ] {
+        let (status, v) = put_device(&sc, jid, id, &device).await;
+        assert!(status == 200 || status == 201, "{v}");
+    }
+    post_ok(&sc, &json!({"hook": "user_available", "jid": "alice@localhost/phone"})).await;
+    let (status, v) = sc.admin(Method::DELETE, "/v1/users/alice%40localhost", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["devices"], 2, "{v}");
+    assert!(device_ids(&sc, "alice@localhost").await.is_empty());
+    assert_eq!(device_ids(&sc, "bob@localhost").await, ["b1"]);
+    let (_, v) = sc.admin(Method::DELETE, "/v1/users/alice%40localhost", None).await;
+    assert_eq!(v["devices"], 0, "idempotent: {v}");
+
+    // Stored too: nothing of alice comes back after a restart.
+    assert_eq!(sc.sigterm(), Some(0));
+    sc.spawn().await;
+    sc.wait_ready().await;
+    assert!(device_ids(&sc, "alice@localhost").await.is_empty());
+    assert_eq!(device_ids(&sc, "bob@localhost").await, ["b1"]);
+    let (code, out, err) = cli(&["spool", "check", "--dir", &path_str(&sc.spool_dir())], &[]).await;
+    assert_eq!(code, 1, "the running sidecar holds the spool: {out}");
+    assert!(err.contains("another process"), "{err}");
+}
