@@ -82,6 +82,18 @@ enum Command {
         #[command(subcommand)]
         action: WebhooksAction,
     },
+    /// Erase everything held about a user (bare JID) in a running sidecar:
+    /// queued events, dead letters, push devices, presence, badge counts
+    EraseUser {
+        jid: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Inspect a spool
+    Spool {
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +176,29 @@ enum DlqAction {
         /// Only these event ids (default: all).
         #[arg(long = "id")]
         ids: Vec<String>,
+        /// Only dead letters that died at or after this time (RFC 3339)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only dead letters that died at or before this time (RFC 3339)
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolAction {
+    /// Check a stopped sidecar's spool: integrity, counts per table, size;
+    /// exits 1 naming what is broken
+    Check {
+        /// The sidecar's config file (its spool.dir)
+        #[arg(long, short, conflicts_with = "dir")]
+        config: Option<PathBuf>,
+        /// The spool directory itself
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The report as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -234,6 +269,15 @@ fn main() -> ExitCode {
             } => commands::declare_topology::run(&url, &exchange, partitions as usize)
                 .await
                 .map_err(|e| e.to_string()),
+            Command::EraseUser { jid, target } => {
+                let target = target.resolve().map_err(|e| e.to_string())?;
+                commands::operations::erase_user(target, &jid)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Command::Spool {
+                action: SpoolAction::Check { config, dir, json },
+            } => commands::operations::spool_check(config.as_deref(), dir.as_deref(), json).map_err(|e| e.to_string()),
             Command::Dlq { action } => {
                 let (target, backend, action) = match action {
                     DlqAction::List {
@@ -251,7 +295,13 @@ fn main() -> ExitCode {
                             after,
                         },
                     ),
-                    DlqAction::Replay { backend, target, ids } => (target, backend, dlq::Action::Replay { ids }),
+                    DlqAction::Replay {
+                        backend,
+                        target,
+                        ids,
+                        since,
+                        until,
+                    } => (target, backend, dlq::Action::Replay { ids, since, until }),
                 };
                 let target = target.resolve().map_err(|e| e.to_string())?;
                 dlq::run(target, backend.as_deref(), action)

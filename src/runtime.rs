@@ -182,11 +182,15 @@ impl Sidecar {
             header_timeout: Duration::from_millis(self.loaded.config.server.header_timeout_ms),
             max_connections: self.loaded.config.server.max_connections,
         };
+        let upkeep = crate::operations::Upkeep::of(&self.loaded.config);
         let (state, listener) = self.start().await?;
         let addr = listener.local_addr().map_err(RunError::Serve)?;
         tracing::info!(%addr, "event-pusher listening");
         #[cfg(unix)]
         let sighup = crate::reload::on_sighup(state.clone()).map_err(RunError::Serve)?;
+        // Operations upkeep (operational events, auto-disable, retention):
+        // connected before the queues start, stopped before they drain.
+        let upkeep = crate::operations::start(&state, upkeep);
         let handles = state.engine.start();
         let sources = state.sources.start(&state);
         let app = crate::server::router(state.clone());
@@ -219,6 +223,7 @@ impl Sidecar {
         // Sources stop before deliveries drain: each stores and acks the
         // batch in hand; what it holds unacked goes back to the broker.
         sources.join().await;
+        upkeep.stop();
         let left = deadline
             .get()
             .map_or(grace, |d| d.saturating_duration_since(tokio::time::Instant::now()));

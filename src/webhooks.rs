@@ -19,6 +19,8 @@
 //! sidecars arrive through [`Webhooks::apply_shared`] and are applied here
 //! the same way, locally only.
 
+mod disable;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,8 +83,15 @@ pub struct WebhookView {
     pub id: String,
     pub url: String,
     pub events: Vec<String>,
-    /// `started` or `paused`.
+    /// `started`, `paused` or `disabled`.
     pub state: &'static str,
+    /// Why and when it was disabled (auto-disable), while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
+    pub overflow: event_pusher_core::spool::Overflow,
+    pub rate_limit_per_s: Option<f64>,
     pub created_at: String,
     pub queued: u64,
     pub in_flight: u64,
@@ -147,6 +156,7 @@ impl Webhooks {
         }
         let n = attach.len();
         engine.spool().attach_slots(attach).await?;
+        subs.values().for_each(|e| disable::after_load(engine, e));
         rebuild_index(pipeline, &subs);
         Ok(n)
     }
@@ -286,14 +296,23 @@ impl Webhooks {
         let _op = self.ops.lock().await;
         let e = self.entry(id).await?;
         if let Some(store) = self.store()? {
+            // `restart` also enables a disabled subscription.
+            let mut shared = e.sub.clone();
+            if !paused {
+                shared.disabled = None;
+            }
             if !store
-                .update_subscription(id, &record_json(&e.sub), paused)
+                .update_subscription(id, &record_json(&shared), paused)
                 .await
                 .map_err(SharedError::from)?
             {
                 return Err(WebhookError::NotFound(id.to_owned()));
             }
         }
+        if !paused {
+            self.enable(engine, id).await?;
+        }
+        let e = self.entry(id).await?;
         engine.set_paused(e.slot, paused).await?;
         tracing::info!(id, paused, "webhook {}", if paused { "paused" } else { "restarted" });
         Ok(view(engine, &e.sub, e.slot))
@@ -526,7 +545,11 @@ fn view(engine: &DeliveryEngine, sub: &Subscription, slot: Slot) -> WebhookView 
         id: sub.id.clone(),
         url: shown_url(&sub.url),
         events: sub.events.clone(),
-        state: if s.paused { "paused" } else { "started" },
+        state: disable::state(sub.disabled.is_some(), s.paused),
+        disabled_reason: sub.disabled.as_ref().map(|d| d.reason.clone()),
+        disabled_at: sub.disabled.as_ref().map(|d| d.at.clone()),
+        overflow: sub.overflow,
+        rate_limit_per_s: sub.rate_limit_per_s,
         created_at: sub.created_at.clone(),
         queued: s.queued,
         in_flight: s.in_flight,

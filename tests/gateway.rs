@@ -155,7 +155,7 @@ async fn every_close_code() {
     expect_close(&sc, &[json!({"d": null})], 4002).await;
     expect_close(&sc, &[identify("wrong", 1)], 4004).await;
     expect_close(&sc, &[identify("full-token", 1), identify("full-token", 1)], 4005).await;
-    expect_close(&sc, &[identify("full-token", 64)], 4013).await;
+    expect_close(&sc, &[identify("full-token", 128)], 4013).await;
     expect_close(&sc, &[identify("full-token", -1)], 4013).await;
     expect_close(&sc, &[identify("presence-token", 3)], 4014).await;
 
@@ -354,7 +354,7 @@ fn check_config(body: &str) -> CliOutput {
 fn bad_gateway_config_is_refused_naming_the_key() {
     let cases = [
         (
-            "[backends.gateway.live.clients.a]\ntoken = \"t\"\nintents = 64\n",
+            "[backends.gateway.live.clients.a]\ntoken = \"t\"\nintents = 128\n",
             &["backends.gateway.live", "clients.a.intents"][..],
         ),
         (

@@ -669,3 +669,70 @@ async fn status_page_in_chromium() {
         .await;
     browser.close().await;
 }
+
+/// Operations on the page: a webhook subscription disabled after failing
+/// (`[webhooks] disable_after_s`) shows as disabled, and the overflow and
+/// throttle counters have their columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_subscriptions_and_operations_counters_in_chromium() {
+    let browser = Browser::start().await;
+    let ok = Receiver::start().await;
+    let down = Receiver::start().await;
+    down.set_default(Answer::status(503));
+    let body = format!(
+        "{}[webhooks]\ndisable_after_s = 1\n",
+        http_backend("ok", &ok.url("/hook"), "rate_limit_per_s = 2")
+    );
+    let sc = Sidecar::start(Options {
+        body,
+        ..Default::default()
+    })
+    .await;
+    let (status, v) = sc
+        .admin(
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            Some(&json!({"id": "crm", "url": down.url("/hook"), "events": ["chat"],
+                "retry": {"max_attempts": 1000, "initial_backoff_ms": 20, "max_backoff_ms": 50}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let chats = |n: usize, tag: &str| -> Value {
+        Value::Array(
+            (0..n)
+                .map(|i| json!({"hook": "user_send_message", "from": "a@localhost/r", "to": "b@localhost", "type": "chat", "body": format!("{tag}{i}")}))
+                .collect(),
+        )
+    };
+    let (status, answer) = sc.post(&chats(2, "before")).await;
+    assert_eq!(status, 202, "{answer}");
+
+    let c = browser.c();
+    c.goto(&format!("{}/ui", sc.url)).await.expect("open /ui");
+    browser
+        .wait_js(
+            "webhook.crm shown disabled",
+            "const r = document.querySelector('[data-backend=\"webhook.crm\"]');
+             return r ? r.dataset.state : null;",
+            vec![],
+            |v| v == "disabled",
+        )
+        .await;
+    // Disabled: new events are dead-lettered on arrival, and counted.
+    let (status, answer) = sc.post(&chats(3, "after")).await;
+    assert_eq!(status, 202, "{answer}");
+    browser.wait_field("webhook.crm", "overflow_dead_lettered", 3).await;
+    browser.wait_field("http.ok", "delivered", 5).await;
+    // 2 tokens a second, at most 2 held: the fifth event waited.
+    let throttled = browser
+        .wait_js(
+            "http.ok throttled seconds",
+            "const e = document.querySelector('[data-backend=\"http.ok\"] [data-field=\"throttled_seconds\"]');
+             return e ? Number(e.dataset.value) : null;",
+            vec![],
+            |v| v.as_f64().is_some_and(|s| s > 0.0),
+        )
+        .await;
+    assert!(throttled.as_f64() > Some(0.0));
+    browser.close().await;
+}

@@ -45,7 +45,7 @@ impl BuiltBackend {
 }
 
 /// The keys every backend table has (`priority`, `events`, `concurrency`,
-/// `breaker_threshold`, `ordering`, `retry`), gathered so the registry can build any backend the same way.
+/// `breaker_threshold`, `ordering`, `retry`, `overflow`, `rate_limit_per_s`), gathered so the registry can build any backend the same way.
 pub struct CommonKeys<'a> {
     pub priority: Priority,
     pub events: EventClassList,
@@ -53,6 +53,8 @@ pub struct CommonKeys<'a> {
     pub retry: &'a RetryConfig,
     pub breaker_threshold: u32,
     pub ordering: OrderingConfig,
+    pub overflow: event_pusher_core::spool::Overflow,
+    pub rate_limit_per_s: Option<f64>,
 }
 
 impl CommonKeys<'_> {
@@ -60,6 +62,8 @@ impl CommonKeys<'_> {
         let mut options =
             event_pusher_config::types::delivery_options(self.concurrency, self.breaker_threshold, self.retry);
         options.ordering = self.ordering.delivery_order();
+        options.overflow = self.overflow;
+        options.rate_limit_per_s = self.rate_limit_per_s;
         options
     }
 }
@@ -79,7 +83,7 @@ pub trait BackendConfig {
 
 /// Declare a backend's config struct: its own keys as written, then the
 /// common keys (`priority`, `events`, `concurrency`, `breaker_threshold`,
-/// `ordering`, `retry`), defined here once, and its [`BackendConfig`] impl.
+/// `ordering`, `retry`, `overflow`, `rate_limit_per_s`), defined here once, and its [`BackendConfig`] impl.
 ///
 /// A macro rather than `#[serde(flatten)]`: flatten cannot be combined with
 /// `deny_unknown_fields`, and unknown keys must stay errors with a position.
@@ -156,6 +160,13 @@ macro_rules! backend_config {
             $($tuning)*
             #[serde(default)]
             pub retry: event_pusher_config::RetryConfig,
+            /// `refuse` (default): ingest answers 503 while this queue is
+            /// full; `dead_letter`: new events go to its dead letters.
+            #[serde(default)]
+            pub overflow: event_pusher_core::spool::Overflow,
+            /// Most deliveries per second (token bucket; deliveries wait).
+            #[serde(default, deserialize_with = "event_pusher_config::types::rate_per_s")]
+            pub rate_limit_per_s: Option<f64>,
         }
 
         impl $crate::common::BackendConfig for $name {
@@ -169,6 +180,8 @@ macro_rules! backend_config {
                     retry: &self.retry,
                     breaker_threshold,
                     ordering,
+                    overflow: self.overflow,
+                    rate_limit_per_s: self.rate_limit_per_s,
                 }
             }
         }

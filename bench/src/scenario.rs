@@ -73,7 +73,7 @@ impl Backend for ClaimLikeRabbit {
                 c.body.as_deref().is_some_and(|b| !b.is_empty())
                     && matches!(c.chat_type, ChatType::Chat | ChatType::Groupchat)
             }
-            EventBody::Unacked(_) => false,
+            EventBody::Unacked(_) | EventBody::Operational(_) => false,
         }
     }
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {

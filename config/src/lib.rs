@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 pub use egress::{EgressConfig, HostRule};
 pub use error::{ConfigError, Source};
 pub use interpolate::interpolate;
-pub use schema::{ClusterConfig, Document, NoSources, ServerConfig, SpoolConfig};
+pub use schema::{ClusterConfig, Document, NoSources, ServerConfig, SpoolConfig, WebhooksConfig};
 pub use serde_spanned::Spanned;
 pub use types::{EventClassList, Priority, RetryConfig};
 

@@ -18,6 +18,8 @@ pub struct Document<F, B, S = NoSources> {
     pub server: ServerConfig,
     #[serde(default)]
     pub spool: SpoolConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     #[serde(default = "Vec::new")]
     pub filters: Vec<F>,
     #[serde(default)]
@@ -105,6 +107,9 @@ pub struct SpoolConfig {
     /// Bytes of event data held (queues and dead letters) before ingest
     /// answers 503.
     pub max_bytes: u64,
+    /// Dead letters older than this many seconds are deleted (0: kept
+    /// until replayed or the backend is removed).
+    pub dead_letter_retention_s: u64,
 }
 
 impl Default for SpoolConfig {
@@ -113,6 +118,24 @@ impl Default for SpoolConfig {
             dir: PathBuf::from("./data"),
             max_queue: 1_000_000,
             max_bytes: 1 << 30,
+            dead_letter_retention_s: 0,
+        }
+    }
+}
+
+/// `[webhooks]`: runtime webhook subscriptions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// A subscription whose deliveries fail without one success for this
+    /// many seconds is disabled (0: never).
+    pub disable_after_s: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            disable_after_s: 5 * 24 * 3600,
         }
     }
 }

@@ -30,7 +30,7 @@ impl<'de> Deserialize<'de> for EventClassList {
         for name in &names {
             let class = EventClass::from_name(name).ok_or_else(|| {
                 serde::de::Error::custom(format!(
-                    "unknown event class \"{name}\" (expected presence, chat, groupchat, headline, normal or unacked)"
+                    "unknown event class \"{name}\" (expected presence, chat, groupchat, headline, normal, unacked or operational)"
                 ))
             })?;
             set = set.with(class);
@@ -160,6 +160,18 @@ pub fn delivery_options(concurrency: usize, breaker_threshold: u32, retry: &Retr
         },
         ..DeliveryOptions::default()
     }
+}
+
+/// Deserialize an optional rate per second that must be above 0
+/// (`rate_limit_per_s`).
+pub fn rate_per_s<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let rate = f64::deserialize(d)?;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(serde::de::Error::custom(
+            "must be a number above 0 (leave the key out for no limit)",
+        ));
+    }
+    Ok(Some(rate))
 }
 
 /// Deserialize a duration in milliseconds that must be at least 1 (timeouts).

@@ -290,6 +290,13 @@ pub trait Backend: Send + Sync + 'static {
     /// in order. A short answer counts the missing ones as retryable
     /// failures.
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>>;
+
+    /// Forget what the backend holds about `user` (a bare JID): devices,
+    /// presence, counters (`DELETE /v1/users/{jid}`). Returns how many
+    /// devices went. Backends that hold nothing per user keep the default.
+    async fn erase_user(&self, _user: &str) -> Result<u64, BackendError> {
+        Ok(0)
+    }
 }
 
 /// Deliver a batch one event after the other with `deliver_one`: the
@@ -337,6 +344,7 @@ pub trait Deliver: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
     fn max_batch(&self) -> usize;
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>>;
+    async fn erase_user(&self, user: &str) -> Result<u64, BackendError>;
 }
 
 #[async_trait]
@@ -355,6 +363,9 @@ impl<B: Backend> Deliver for B {
     }
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
         Backend::deliver(self, batch).await
+    }
+    async fn erase_user(&self, user: &str) -> Result<u64, BackendError> {
+        Backend::erase_user(self, user).await
     }
 }
 

@@ -16,9 +16,13 @@ pub enum EventClass {
     Headline,
     Normal,
     Unacked,
+    /// What the sidecar reports on itself (`backend.failing`, ...): never
+    /// part of "all classes", only delivered where named.
+    Operational,
 }
 
 impl EventClass {
+    /// The six message classes: what "all classes" (no `events`) means.
     pub const ALL: [EventClass; 6] = [
         EventClass::Presence,
         EventClass::Chat,
@@ -26,6 +30,17 @@ impl EventClass {
         EventClass::Headline,
         EventClass::Normal,
         EventClass::Unacked,
+    ];
+
+    /// Every class, operational included, in bit order.
+    pub const EVERY: [EventClass; 7] = [
+        EventClass::Presence,
+        EventClass::Chat,
+        EventClass::Groupchat,
+        EventClass::Headline,
+        EventClass::Normal,
+        EventClass::Unacked,
+        EventClass::Operational,
     ];
 
     pub fn bit(self) -> u8 {
@@ -36,6 +51,7 @@ impl EventClass {
             EventClass::Headline => 1 << 3,
             EventClass::Normal => 1 << 4,
             EventClass::Unacked => 1 << 5,
+            EventClass::Operational => 1 << 6,
         }
     }
 
@@ -47,11 +63,12 @@ impl EventClass {
             EventClass::Headline => "headline",
             EventClass::Normal => "normal",
             EventClass::Unacked => "unacked",
+            EventClass::Operational => "operational",
         }
     }
 
     pub fn from_name(name: &str) -> Option<EventClass> {
-        EventClass::ALL.into_iter().find(|c| c.name() == name)
+        EventClass::EVERY.into_iter().find(|c| c.name() == name)
     }
 
     /// The class an event belongs to.
@@ -59,6 +76,7 @@ impl EventClass {
         match &event.body {
             EventBody::Presence(_) => EventClass::Presence,
             EventBody::Unacked(_) => EventClass::Unacked,
+            EventBody::Operational(_) => EventClass::Operational,
             EventBody::Chat(c) => match c.chat_type {
                 ChatType::Chat => EventClass::Chat,
                 ChatType::Groupchat => EventClass::Groupchat,
@@ -80,11 +98,14 @@ impl fmt::Display for EventClass {
 pub struct EventClasses(u8);
 
 impl EventClasses {
+    /// The six message classes (the default); see [`EventClass::ALL`].
     pub const ALL: EventClasses = EventClasses(0b11_1111);
+    /// Every class, operational included.
+    pub const EVERY: EventClasses = EventClasses(0b111_1111);
     pub const NONE: EventClasses = EventClasses(0);
 
     pub fn from_bits(bits: u8) -> Self {
-        EventClasses(bits & Self::ALL.0)
+        EventClasses(bits & Self::EVERY.0)
     }
 
     pub fn bits(self) -> u8 {
@@ -126,5 +147,11 @@ mod tests {
         assert!(!set.contains(EventClass::Groupchat));
         assert_eq!(EventClass::from_name("groupchat"), Some(EventClass::Groupchat));
         assert_eq!(EventClass::from_name("message"), None);
+        assert_eq!(EventClass::Operational.bit(), 1 << 6);
+        assert_eq!(EventClass::from_name("operational"), Some(EventClass::Operational));
+        assert!(
+            !EventClasses::ALL.contains(EventClass::Operational),
+            "not in all classes"
+        );
     }
 }

@@ -212,6 +212,20 @@ impl Pipeline {
         }
     }
 
+    /// Store events the sidecar made itself (operational events) as any
+    /// other: through the chain and the subscriptions, except for `skip`,
+    /// the slot an event is about.
+    pub async fn accept_events(&self, events: Vec<Event>, skip: Option<Slot>) -> Result<Accepted, IngestError> {
+        let Prepared {
+            accepted,
+            mut items,
+            changes,
+        } = self.run_chain(events.into_iter().map(Item::Event).collect())?;
+        items.retain(|(slot, _)| Some(*slot) != skip);
+        self.spool.commit(items, changes.into_vec()).await?;
+        Ok(accepted)
+    }
+
     /// Read every call: events translated, commands found. Everything is
     /// read before anything runs, so a bad call refuses the request before
     /// any filter or command saw it.

@@ -15,6 +15,7 @@ pub mod hook;
 pub mod hook_call;
 pub mod ingest;
 pub mod metrics;
+pub mod operational;
 pub mod slot;
 pub mod spool;
 pub mod state_change;
@@ -34,7 +35,9 @@ pub use backend_id::BackendId;
 pub use chain::{Chain, ChainBuilder, ChainOutcome, Filter, Verdict};
 pub use class::{EventClass, EventClasses};
 pub use command::{CommandError, CommandHook, CommandHooks, CommandOutcome, CommandReport};
-pub use event::{Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus, Unacked};
+pub use event::{
+    Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Operational, Presence, PresenceStatus, Unacked,
+};
 pub use hook::{HookError, HookTranslator};
 pub use ingest::{Accepted, IngestError, KeyedOutcome, Pipeline};
 pub use slot::{Slot, SlotRegistry};

@@ -65,6 +65,11 @@ pub struct BackendStats {
     pub latency: Histogram,
     /// One attempt's call to the backend.
     pub publish: Histogram,
+    /// Microseconds ready events waited for `rate_limit_per_s` tokens.
+    pub throttled_us: AtomicU64,
+    /// Since when (ms since the epoch) attempts have failed without a
+    /// success in between; 0 while the last attempt succeeded.
+    pub failing_since_ms: AtomicU64,
 }
 
 impl BackendStats {

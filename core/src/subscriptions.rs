@@ -17,8 +17,8 @@ use arc_swap::ArcSwap;
 use crate::class::{EventClass, EventClasses};
 use crate::slot::Slot;
 
-/// Slots per event class, in [`EventClass::ALL`] order.
-type ByClass = [Vec<Slot>; EventClass::ALL.len()];
+/// Slots per event class, in [`EventClass::EVERY`] order.
+type ByClass = [Vec<Slot>; EventClass::EVERY.len()];
 
 /// Slots by event class, swapped whole on change.
 #[derive(Default)]
@@ -36,7 +36,7 @@ impl SubscriptionIndex {
     pub fn rebuild(&self, subscriptions: impl IntoIterator<Item = (Slot, EventClasses)>) {
         let mut by_class = ByClass::default();
         for (slot, classes) in subscriptions {
-            for (i, class) in EventClass::ALL.into_iter().enumerate() {
+            for (i, class) in EventClass::EVERY.into_iter().enumerate() {
                 if classes.contains(class) {
                     by_class[i].push(slot);
                 }

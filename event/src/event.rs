@@ -166,6 +166,20 @@ pub struct Unacked {
     pub message_id: Option<String>,
 }
 
+/// What the sidecar reports on itself (class `operational`): `type` is
+/// `backend.failing`, `backend.recovered`, `delivery.dead_lettered`,
+/// `webhook.disabled`, `spool.refusing` or `spool.accepting`; `backend` the
+/// `KIND.NAME` it is about (none for the spool's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operational {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
 /// What happened, by kind; serialized with an `event` tag next to the
 /// record's common fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +188,7 @@ pub enum EventBody {
     Chat(Chat),
     Presence(Presence),
     Unacked(Unacked),
+    Operational(Operational),
 }
 
 /// One standard event record.
@@ -206,6 +221,8 @@ impl Event {
             },
             EventBody::Presence(p) => jid::bare(&p.jid),
             EventBody::Unacked(u) => jid::bare(&u.to),
+            // One "user" per backend reported on: its events stay in order.
+            EventBody::Operational(o) => o.backend.as_deref().unwrap_or_default(),
         }
     }
 
@@ -249,6 +266,7 @@ impl Serialize for Event {
             EventBody::Chat(_) => "chat",
             EventBody::Presence(_) => "presence",
             EventBody::Unacked(_) => "unacked",
+            EventBody::Operational(_) => "operational",
         };
         m.serialize_entry("event", kind)?;
         let mut ts = [0u8; timestamp_millis::LEN];
@@ -281,6 +299,13 @@ impl Serialize for Event {
                 if let Some(id) = &u.message_id {
                     m.serialize_entry("message_id", id)?;
                 }
+            }
+            EventBody::Operational(o) => {
+                m.serialize_entry("type", &o.kind)?;
+                if let Some(b) = &o.backend {
+                    m.serialize_entry("backend", b)?;
+                }
+                m.serialize_entry("detail", &o.detail)?;
             }
         }
         m.serialize_entry("metadata", &self.metadata)?;

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::event::{
-    timestamp_millis, Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Presence, PresenceStatus,
-    Unacked,
+    timestamp_millis, Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Operational, Presence,
+    PresenceStatus, Unacked,
 };
 
 impl<'de> Deserialize<'de> for Event {
@@ -33,7 +33,10 @@ struct Fields {
     id: Option<String>,
     kind: Option<String>,
     timestamp: Option<OffsetDateTime>,
-    chat_type: Option<ChatType>,
+    /// A chat's type, or an operational event's (read before `event` may be).
+    kind_type: Option<TypeField>,
+    backend: Option<String>,
+    detail: Option<serde_json::Map<String, serde_json::Value>>,
     direction: Option<Direction>,
     from: Option<String>,
     to: Option<String>,
@@ -46,6 +49,23 @@ struct Fields {
 
 fn required<T, E: de::Error>(v: Option<T>, field: &'static str) -> Result<T, E> {
     v.ok_or_else(|| E::missing_field(field))
+}
+
+/// `type`: a chat type (read without allocating), or anything else (an
+/// operational event's type).
+enum TypeField {
+    Chat(ChatType),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for TypeField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <Cow<'de, str>>::deserialize(d)?;
+        Ok(match ChatType::parse(&s) {
+            Some(t) => TypeField::Chat(t),
+            None => TypeField::Other(s.into_owned()),
+        })
+    }
 }
 
 struct Timestamp(OffsetDateTime);
@@ -72,7 +92,9 @@ impl<'de> Visitor<'de> for EventVisitor {
                 "id" => f.id = Some(map.next_value()?),
                 "event" => f.kind = Some(map.next_value()?),
                 "timestamp" => f.timestamp = Some(map.next_value::<Timestamp>()?.0),
-                "type" => f.chat_type = Some(map.next_value()?),
+                "type" => f.kind_type = Some(map.next_value()?),
+                "backend" => f.backend = map.next_value()?,
+                "detail" => f.detail = map.next_value()?,
                 "direction" => f.direction = Some(map.next_value()?),
                 "from" => f.from = map.next_value()?,
                 "to" => f.to = Some(map.next_value()?),
@@ -88,7 +110,15 @@ impl<'de> Visitor<'de> for EventVisitor {
         }
         let body = match required(f.kind, "event")?.as_str() {
             "chat" => EventBody::Chat(Chat {
-                chat_type: required(f.chat_type, "type")?,
+                chat_type: match required(f.kind_type, "type")? {
+                    TypeField::Chat(t) => t,
+                    TypeField::Other(t) => {
+                        return Err(de::Error::unknown_variant(
+                            &t,
+                            &["chat", "groupchat", "headline", "normal"],
+                        ))
+                    }
+                },
                 direction: required(f.direction, "direction")?,
                 from: required(f.from, "from")?,
                 to: required(f.to, "to")?,
@@ -105,7 +135,20 @@ impl<'de> Visitor<'de> for EventVisitor {
                 body: f.body,
                 message_id: f.message_id,
             }),
-            other => return Err(de::Error::unknown_variant(other, &["chat", "presence", "unacked"])),
+            "operational" => EventBody::Operational(Operational {
+                kind: match required(f.kind_type, "type")? {
+                    TypeField::Chat(t) => t.as_str().to_owned(),
+                    TypeField::Other(t) => t,
+                },
+                backend: f.backend,
+                detail: f.detail.unwrap_or_default(),
+            }),
+            other => {
+                return Err(de::Error::unknown_variant(
+                    other,
+                    &["chat", "presence", "unacked", "operational"],
+                ))
+            }
         };
         Ok(Event {
             id: required(f.id, "id")?,

@@ -267,6 +267,8 @@ fn fields(event: &Event) -> Fields<'_> {
             None,
             u.body.as_deref(),
         ),
+        // `type` matchers name chat types only.
+        EventBody::Operational(_) => ("operational", None, None, None, None, None, None),
     }
 }
 

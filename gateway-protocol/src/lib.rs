@@ -42,8 +42,8 @@ pub mod close {
     pub const SERVICE_RESTART: u16 = 1012;
 }
 
-/// Every intent bit: presence 1<<0 ... unacked 1<<5 (the event classes).
-pub const ALL_INTENTS: u64 = 0b11_1111;
+/// Every intent bit: presence 1<<0 ... unacked 1<<5, operational 1<<6 (the event classes).
+pub const ALL_INTENTS: u64 = 0b111_1111;
 
 /// Dispatch types (`t`).
 pub mod dispatch {

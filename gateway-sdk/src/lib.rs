@@ -52,5 +52,6 @@ pub mod intents {
     pub const HEADLINE: u64 = 1 << 3;
     pub const NORMAL: u64 = 1 << 4;
     pub const UNACKED: u64 = 1 << 5;
+    pub const OPERATIONAL: u64 = 1 << 6;
     pub const ALL: u64 = super::protocol::ALL_INTENTS;
 }

@@ -23,6 +23,9 @@ pub enum Action {
     },
     Replay {
         ids: Vec<String>,
+        /// RFC 3339: only what died at or after it / at or before it.
+        since: Option<String>,
+        until: Option<String>,
     },
 }
 
@@ -72,13 +75,19 @@ async fn via_api(
             }
             req.send().await
         }
-        Action::Replay { ids } => {
+        Action::Replay { ids, since, until } => {
             let mut body = json!({});
             if let Some(b) = backend {
                 body["backend"] = json!(b);
             }
             if !ids.is_empty() {
                 body["ids"] = json!(ids);
+            }
+            if let Some(s) = since {
+                body["since"] = json!(s);
+            }
+            if let Some(u) = until {
+                body["until"] = json!(u);
             }
             http.post(format!("{base}/v1/dead-letters/replay"))
                 .json(&body)
@@ -154,9 +163,13 @@ async fn offline_action(spool: &Spool, slots: Vec<Slot>, action: &Action) -> Res
             })?;
             Ok(render(&page, *json))
         }
-        Action::Replay { ids } => {
+        Action::Replay { ids, since, until } => {
             let ids = (!ids.is_empty()).then(|| ids.clone());
-            let n = dead_letters::replay(spool, slots, ids).await.map_err(failed)?;
+            let window = crate::server::replay_window(since.as_deref(), until.as_deref())
+                .map_err(|e| CommandError(format!("--{e}")))?;
+            let n = dead_letters::replay_window(spool, slots, ids, window)
+                .await
+                .map_err(failed)?;
             Ok(format!(
                 "replayed {n} dead letters (sidecar not running: they go out when it starts)\n"
             ))

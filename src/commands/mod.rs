@@ -7,6 +7,7 @@ pub mod check_config;
 pub mod declare_topology;
 pub mod dlq;
 pub mod import_mongooseim;
+pub mod operations;
 #[cfg(feature = "rabbit")]
 pub mod publish;
 pub mod status;

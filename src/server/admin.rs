@@ -119,6 +119,10 @@ pub async fn list_dead_letters(State(state): State<Arc<AppState>>, Query(q): Que
 pub struct ReplayRequest {
     backend: Option<String>,
     ids: Option<Vec<String>>,
+    /// RFC 3339: only what died at or after it.
+    since: Option<String>,
+    /// RFC 3339: only what died at or before it.
+    until: Option<String>,
 }
 
 /// `POST /v1/dead-letters/replay {"backend": NAME, "ids": [...]}`: move dead
@@ -138,19 +142,23 @@ pub async fn replay(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         Err(e) => return e.into_response(),
     };
     // No body, `null` or `{}`: everything.
+    let everything = || ReplayRequest {
+        backend: None,
+        ids: None,
+        since: None,
+        until: None,
+    };
     let req: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReplayRequest {
-            backend: None,
-            ids: None,
-        }
+        everything()
     } else {
         match serde_json::from_slice::<Option<ReplayRequest>>(&body) {
-            Ok(r) => r.unwrap_or(ReplayRequest {
-                backend: None,
-                ids: None,
-            }),
+            Ok(r) => r.unwrap_or_else(everything),
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid replay request: {e}")),
         }
+    };
+    let window = match crate::server::operations::window(req.since.as_deref(), req.until.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let slots = match slots_for(&state, req.backend.as_deref()) {
         Ok(s) => s,
@@ -159,7 +167,7 @@ pub async fn replay(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     // `KIND.NAME` of what was chosen, for the log: the request may give a
     // bare name.
     let chosen: Vec<String> = slots.iter().map(|s| state.spool().slot(*s).name.clone()).collect();
-    let replayed = match dead_letters::replay(state.spool(), slots, req.ids).await {
+    let replayed = match dead_letters::replay_window(state.spool(), slots, req.ids, window).await {
         Ok(n) => n,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };

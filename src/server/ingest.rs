@@ -78,6 +78,9 @@ async fn accept<C: HookInput>(state: &AppState, calls: &[C], key: Option<&str>) 
 fn answer(state: &AppState, outcome: Result<KeyedOutcome, IngestError>, key: Option<&str>) -> Response {
     match outcome {
         Ok(KeyedOutcome::Stored(a)) => {
+            if let Some(r) = state.engine.reporter_ref() {
+                r.ingest_accepted();
+            }
             state.metrics.accepted(a.ids.len(), a.stopped);
             accepted(&a)
         }
@@ -96,7 +99,12 @@ fn answer(state: &AppState, outcome: Result<KeyedOutcome, IngestError>, key: Opt
         ),
         Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
         Err(IngestError::CommandNeedsJson { index }) => bad_request("hook command could not be read", Some(index)),
-        Err(IngestError::Spool(e)) => spool_refused(e),
+        Err(IngestError::Spool(e)) => {
+            if let Some(r) = state.engine.reporter_ref() {
+                r.ingest_refused(&e.to_string());
+            }
+            spool_refused(e)
+        }
     }
 }
 

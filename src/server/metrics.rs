@@ -159,6 +159,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             .publish
             .render(&mut out, "event_pusher_publish_duration_seconds", l);
     }
+    super::operations::render_metrics(&state, &mut out);
     #[cfg(feature = "push")]
     {
         let push: Vec<_> = state.push.backends().iter().map(|b| b.metrics()).collect();

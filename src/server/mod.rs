@@ -10,6 +10,9 @@ mod ingest;
 pub mod listener;
 mod metrics;
 mod mongooseim;
+mod operations;
+
+pub use operations::window as replay_window;
 #[cfg(feature = "push")]
 mod push;
 mod ui;
@@ -59,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/backends/{name}/resume", post(admin::resume))
         .route("/v1/dead-letters", get(admin::list_dead_letters))
         .route("/v1/dead-letters/replay", post(admin::replay))
+        .route("/v1/users/{jid}", axum::routing::delete(operations::delete_user))
         .route("/v1/filters/reload", post(filters::reload))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/webhooks", post(webhooks::attach).get(webhooks::list))

@@ -42,6 +42,9 @@ impl Payload {
     }
 }
 
+/// The dispatch type of an operational event (intent bit 1<<6).
+pub const OPERATIONAL_EVENT: &str = "OPERATIONAL_EVENT";
+
 /// The dispatch type of an event, by its class (contract: "Dispatch types").
 pub fn dispatch_type(event: &Event) -> &'static str {
     match &event.body {
@@ -49,6 +52,7 @@ pub fn dispatch_type(event: &Event) -> &'static str {
         EventBody::Unacked(_) => dispatch::MESSAGE_UNACKED,
         EventBody::Chat(c) if c.chat_type == ChatType::Chat => dispatch::DM_MESSAGE_CREATE,
         EventBody::Chat(_) => dispatch::MESSAGE_CREATE,
+        EventBody::Operational(_) => OPERATIONAL_EVENT,
     }
 }
 

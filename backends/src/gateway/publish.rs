@@ -49,7 +49,7 @@ impl GatewayBackend {
             }
             if c.intents & !ALL_INTENTS != 0 {
                 return Err(BackendError::new(format!(
-                    "clients.{client}.intents: {} has bits beyond unacked (1<<5); the most is {ALL_INTENTS}",
+                    "clients.{client}.intents: {} has bits beyond operational (1<<6); the most is {ALL_INTENTS}",
                     c.intents
                 )));
             }

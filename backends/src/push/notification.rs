@@ -18,7 +18,7 @@ pub fn recipient(event: &Event) -> Option<&str> {
     match &event.body {
         EventBody::Chat(c) => Some(jid::bare(&c.to)),
         EventBody::Unacked(u) => Some(jid::bare(&u.to)),
-        EventBody::Presence(_) => None,
+        EventBody::Presence(_) | EventBody::Operational(_) => None,
     }
 }
 
@@ -33,6 +33,7 @@ pub fn build(event: &Event, content: Content, message_count: u64, silent: bool) 
         ),
         EventBody::Unacked(u) => (u.from.as_deref(), u.body.as_deref(), u.message_id.as_deref(), "unacked"),
         EventBody::Presence(_) => (None, None, None, "presence"),
+        EventBody::Operational(_) => (None, None, None, "operational"),
     };
     let sender_bare = sender.map(jid::bare);
     let (title, text) = match content {

@@ -349,6 +349,44 @@ impl Backend for PushBackend {
         }
     }
 
+    /// Remove the user's devices, presence and badge count, as state
+    /// changes committed like any other (so memory, spool and a cluster
+    /// store agree): online then offline on every resource leaves the book
+    /// with nothing for the user, and an empty entry is deleted.
+    async fn erase_user(&self, user: &str) -> Result<u64, BackendError> {
+        let user = event_pusher_core::jid::bare(user).to_owned();
+        let mut changes: Vec<StateChange> = self
+            .devices
+            .device_ids(&user, std::iter::empty())
+            .into_iter()
+            .map(|device_id| StateChange::DeviceRemove {
+                scope: self.scope.clone(),
+                user: user.clone(),
+                device_id: device_id.to_string(),
+            })
+            .collect();
+        let removed = changes.len() as u64;
+        for (resource, online) in [("erase", true), ("", false)] {
+            changes.push(StateChange::Presence {
+                scope: self.scope.clone(),
+                user: user.clone(),
+                resource: resource.to_owned(),
+                online,
+            });
+        }
+        let stored = self
+            .store
+            .commit(changes.clone())
+            .await
+            .map_err(|e| BackendError::with_source(format!("cannot erase push state of {user}: {e}"), e))?;
+        if !stored {
+            for change in &changes {
+                Backend::apply(self, change);
+            }
+        }
+        Ok(removed)
+    }
+
     fn attach(&self, attachment: &Attachment) -> Result<(), BackendError> {
         let rows = self
             .store

@@ -62,7 +62,7 @@ impl Exchanges {
                     ChatType::Headline | ChatType::Normal => None,
                 }
             }
-            EventBody::Unacked(_) => None,
+            EventBody::Unacked(_) | EventBody::Operational(_) => None,
         }
     }
 

@@ -106,7 +106,7 @@ pub fn body(event: &Event) -> Option<serde_json::Value> {
             "to_user_id": id(&c.to),
             "message": c.body.as_deref().unwrap_or_default(),
         })),
-        EventBody::Unacked(_) => None,
+        EventBody::Unacked(_) | EventBody::Operational(_) => None,
     }
 }
 

@@ -6,9 +6,13 @@
 //! - `publish.rs`: [`WebhookBackend`], the `http` backend's delivery
 //!   (Standard Webhooks signatures, retries, dead letters) under the kind
 //!   `webhook`, with both secrets signing for a day after a rotation.
+//! - `limits.rs`: `overflow`, `rate_limit_per_s` and the auto-disable mark.
 
+mod limits;
 mod publish;
 mod subscription;
+
+pub use limits::Disabled;
 
 pub use publish::{WebhookBackend, ROTATION_OVERLAP};
 pub use subscription::{

@@ -64,6 +64,10 @@ impl WebhookBackend {
         if let Some(retry) = &sub.retry {
             raw["retry"] = retry.clone();
         }
+        raw["overflow"] = json!(sub.overflow);
+        if let Some(rate) = sub.rate_limit_per_s {
+            raw["rate_limit_per_s"] = json!(rate);
+        }
         let config: HttpConfig =
             serde_json::from_value(raw).map_err(|e| BackendError::new(format!("webhook {}: {e}", sub.id)))?;
         let mut backend = HttpBackend::with_client(shared_client()?, &config);

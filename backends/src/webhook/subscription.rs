@@ -59,6 +59,17 @@ pub struct Subscription {
     pub rotated_at: Option<String>,
     /// RFC 3339.
     pub created_at: String,
+    /// What a full queue does (`dead_letter` unless the attach said).
+    #[serde(
+        default = "super::limits::default_overflow",
+        skip_serializing_if = "super::limits::is_default_overflow"
+    )]
+    pub overflow: event_pusher_core::spool::Overflow,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_s: Option<f64>,
+    /// Set by auto-disable, cleared by restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<super::limits::Disabled>,
 }
 
 impl Subscription {
@@ -85,6 +96,8 @@ pub struct AttachRequest {
     pub headers: BTreeMap<String, String>,
     pub retry: Option<Value>,
     pub secret: Option<String>,
+    pub overflow: Option<event_pusher_core::spool::Overflow>,
+    pub rate_limit_per_s: Option<f64>,
 }
 
 impl AttachRequest {
@@ -92,7 +105,17 @@ impl AttachRequest {
         let map = object(body)?;
         only(
             map,
-            &["id", "url", "events", "secret", "headers", "format", "retry"],
+            &[
+                "id",
+                "url",
+                "events",
+                "secret",
+                "headers",
+                "format",
+                "retry",
+                "overflow",
+                "rate_limit_per_s",
+            ],
             &[],
         )?;
         let id = map.get("id").map(id).transpose()?;
@@ -119,6 +142,12 @@ impl AttachRequest {
             headers,
             retry,
             secret,
+            overflow: map.get("overflow").map(super::limits::overflow).transpose()?,
+            rate_limit_per_s: map
+                .get("rate_limit_per_s")
+                .map(super::limits::rate)
+                .transpose()?
+                .flatten(),
         })
     }
 
@@ -135,6 +164,9 @@ impl AttachRequest {
             previous_secret: None,
             rotated_at: None,
             created_at: rfc3339(now),
+            overflow: self.overflow.unwrap_or_else(super::limits::default_overflow),
+            rate_limit_per_s: self.rate_limit_per_s,
+            disabled: None,
         }
     }
 }
@@ -147,6 +179,9 @@ pub struct PatchRequest {
     pub headers: Option<BTreeMap<String, String>>,
     pub retry: Option<Value>,
     pub rotate_secret: bool,
+    pub overflow: Option<event_pusher_core::spool::Overflow>,
+    /// `Some(None)`: remove the limit.
+    pub rate_limit_per_s: Option<Option<f64>>,
 }
 
 impl PatchRequest {
@@ -154,7 +189,15 @@ impl PatchRequest {
         let map = object(body)?;
         only(
             map,
-            &["url", "events", "headers", "retry", "rotate_secret"],
+            &[
+                "url",
+                "events",
+                "headers",
+                "retry",
+                "rotate_secret",
+                "overflow",
+                "rate_limit_per_s",
+            ],
             &["id", "secret", "format"],
         )?;
         let rotate_secret = match map.get("rotate_secret") {
@@ -169,6 +212,8 @@ impl PatchRequest {
             headers: map.get("headers").map(headers).transpose()?,
             retry: map.get("retry").map(retry).transpose()?,
             rotate_secret,
+            overflow: map.get("overflow").map(super::limits::overflow).transpose()?,
+            rate_limit_per_s: map.get("rate_limit_per_s").map(super::limits::rate).transpose()?,
         })
     }
 
@@ -187,6 +232,12 @@ impl PatchRequest {
         }
         if let Some(retry) = self.retry {
             next.retry = Some(retry);
+        }
+        if let Some(overflow) = self.overflow {
+            next.overflow = overflow;
+        }
+        if let Some(rate) = self.rate_limit_per_s {
+            next.rate_limit_per_s = rate;
         }
         if self.rotate_secret {
             next.previous_secret = Some(std::mem::replace(&mut next.secret, generate_secret()));
@@ -314,7 +365,7 @@ fn events(v: &Value) -> Result<Vec<String>, FieldError> {
         if EventClass::from_name(name).is_none() {
             return Err(FieldError::new(
                 "events",
-                format!("unknown event class {item} (expected presence, chat, groupchat, headline, normal or unacked)"),
+                format!("unknown event class {item} (expected presence, chat, groupchat, headline, normal, unacked or operational)"),
             ));
         }
         if !names.iter().any(|n| n == name) {

@@ -86,6 +86,11 @@ impl CircuitBreaker {
         self.cooldown
     }
 
+    /// Retryable failures in a row (for `backend.failing`).
+    pub fn consecutive(&self) -> u32 {
+        self.consecutive
+    }
+
     pub fn is_open(&self) -> bool {
         self.open_until.is_some()
     }

@@ -13,6 +13,7 @@ mod breaker;
 mod queue;
 mod retry;
 mod scheduler;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,10 @@ pub struct DeliveryOptions {
     /// Most events held in memory at once; the rest wait in the spool.
     pub window: usize,
     pub ordering: DeliveryOrder,
+    /// What a full queue does to new events (`overflow`).
+    pub overflow: crate::spool::Overflow,
+    /// Most deliveries started per second (`rate_limit_per_s`); `None`: no limit.
+    pub rate_limit_per_s: Option<f64>,
 }
 
 /// Whether a backend keeps each user's events in order (`ordering` in
@@ -67,6 +72,8 @@ impl Default for DeliveryOptions {
             breaker: BreakerPolicy::default(),
             window: 4096,
             ordering: DeliveryOrder::PerUser,
+            overflow: crate::spool::Overflow::Refuse,
+            rate_limit_per_s: None,
         }
     }
 }
@@ -168,6 +175,14 @@ pub struct BackendStatus {
     /// The circuit breaker is open: the endpoint keeps failing and is being
     /// backed off as a whole.
     pub circuit_open: bool,
+    /// Events dead-lettered on arrival since start (full queue with
+    /// `overflow = "dead_letter"`, or a disabled subscription).
+    pub overflow_dead_lettered: u64,
+    /// Seconds ready events waited for `rate_limit_per_s`, since start.
+    pub throttled_seconds: f64,
+    /// A webhook subscription disabled after failing too long: it delivers
+    /// nothing and its new events go to dead letters until restarted.
+    pub disabled: bool,
 }
 
 /// A delivery queue started at runtime: stopped on its own.
@@ -186,6 +201,8 @@ pub struct DeliveryEngine {
     /// Set by [`start`](Self::start): slots added before it start with it.
     started: AtomicBool,
     runtime: Mutex<HashMap<Slot, RunningQueue>>,
+    /// Where the queues send operational signals (none until set).
+    reporter: std::sync::OnceLock<crate::operational::Reporter>,
 }
 
 impl DeliveryEngine {
@@ -200,7 +217,23 @@ impl DeliveryEngine {
             stop,
             started: AtomicBool::new(false),
             runtime: Mutex::new(HashMap::new()),
+            reporter: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Send operational signals to `reporter` (before [`start`](Self::start)).
+    pub fn set_reporter(&self, reporter: crate::operational::Reporter) {
+        let _ = self.reporter.set(reporter);
+    }
+
+    /// The reporter, if one was set, without cloning it (the ingest path).
+    pub fn reporter_ref(&self) -> Option<&crate::operational::Reporter> {
+        self.reporter.get()
+    }
+
+    /// Where operational signals go (a no-op reporter if none was set).
+    pub fn reporter(&self) -> crate::operational::Reporter {
+        self.reporter.get().cloned().unwrap_or_default()
     }
 
     /// A copy of the registry as it is now (slots come and go at runtime).
@@ -226,7 +259,8 @@ impl DeliveryEngine {
             if entry.runtime {
                 self.spawn_runtime(slot, b);
             } else {
-                let q = DeliveryQueue::new(slot, b, self.spool.clone(), self.stop.subscribe());
+                let q = DeliveryQueue::new(slot, b, self.spool.clone(), self.stop.subscribe())
+                    .with_reporter(self.reporter());
                 handles.push(tokio::spawn(q.run()));
             }
         }
@@ -260,7 +294,8 @@ impl DeliveryEngine {
 
     fn spawn_runtime(&self, slot: Slot, b: Arc<BackendHandle>) {
         let (stop, rx) = watch::channel(*self.stop.borrow());
-        let task = tokio::spawn(DeliveryQueue::new(slot, b, self.spool.clone(), rx).run());
+        let queue = DeliveryQueue::new(slot, b, self.spool.clone(), rx).with_reporter(self.reporter());
+        let task = tokio::spawn(queue.run());
         let mut running = self.runtime.lock().unwrap_or_else(PoisonError::into_inner);
         running.insert(slot, RunningQueue { stop, task });
     }
@@ -387,6 +422,9 @@ impl DeliveryEngine {
             retries: BackendStats::get(&b.stats.retries),
             dead_letters: s.dead.load(Ordering::Relaxed),
             circuit_open: b.stats.circuit_open.load(Ordering::Relaxed),
+            overflow_dead_lettered: s.intake.overflow_dead_lettered.load(Ordering::Relaxed),
+            throttled_seconds: b.stats.throttled_us.load(Ordering::Relaxed) as f64 / 1e6,
+            disabled: s.intake.is_diverted(),
         })
     }
 
@@ -405,6 +443,9 @@ impl DeliveryEngine {
             retries: 0,
             dead_letters: 0,
             circuit_open: false,
+            overflow_dead_lettered: 0,
+            throttled_seconds: 0.0,
+            disabled: false,
         })
     }
 
@@ -513,6 +554,23 @@ pub mod dead_letters {
         })
         .await
         .map_err(|e| PageError::Spool(SpoolError::io(e)))?
+    }
+
+    /// [`replay`], only what died in `window`.
+    pub async fn replay_window(
+        spool: &Spool,
+        slots: Vec<Slot>,
+        ids: Option<Vec<String>>,
+        window: crate::spool::Window,
+    ) -> Result<usize, SpoolError> {
+        if window == crate::spool::Window::default() {
+            return replay(spool, slots, ids).await;
+        }
+        let mut replayed = 0;
+        for slot in slots {
+            replayed += spool.replay_window(slot, ids.clone(), window).await?;
+        }
+        Ok(replayed)
     }
 
     /// Move the dead letters of `slots` (all, or those with `ids`) back to

@@ -20,9 +20,11 @@ use tokio::task::JoinSet;
 
 use super::breaker::{Admission, CircuitBreaker};
 use super::scheduler::{Decision, Outcome, Scheduler};
+use super::throttle::Throttle;
 use super::{BackendHandle, DeliveryOrder};
 use crate::backend::{Delivery, DeliveryError};
 use crate::event::Event;
+use crate::operational::{Reporter, Signal};
 use crate::slot::Slot;
 use crate::spool::{DeadLetter, LastError, SlotState, Spool};
 
@@ -58,15 +60,28 @@ pub struct DeliveryQueue {
     cursor: u64,
     started: bool,
     read_failing: bool,
+    /// `rate_limit_per_s`, when set.
+    throttle: Option<Throttle>,
+    /// Where operational signals go (circuit, dead letters).
+    reporter: Reporter,
+    /// Events the spool dead-lettered on arrival, as last reported.
+    overflow_seen: u64,
 }
 
 impl DeliveryQueue {
     pub fn new(slot: Slot, handle: Arc<BackendHandle>, spool: Spool, stop: watch::Receiver<bool>) -> Self {
         let breaker = CircuitBreaker::new(handle.options.breaker);
         let window = Scheduler::new(handle.options.retry);
+        let state = spool.slot(slot);
+        // The spool writer applies the policy when the queue is full.
+        state.intake.set_overflow(handle.options.overflow);
+        let throttle = handle
+            .options
+            .rate_limit_per_s
+            .map(|r| Throttle::new(r, Instant::now()));
         DeliveryQueue {
             slot,
-            state: spool.slot(slot),
+            state,
             handle,
             spool,
             stop,
@@ -78,7 +93,36 @@ impl DeliveryQueue {
             cursor: 0,
             started: false,
             read_failing: false,
+            throttle,
+            reporter: Reporter::default(),
+            overflow_seen: 0,
         }
+    }
+
+    /// Send operational signals (circuit opened or closed, dead letters)
+    /// to `reporter`.
+    pub fn with_reporter(mut self, reporter: Reporter) -> Self {
+        self.overflow_seen = self.state.intake.overflow_dead_lettered.load(Ordering::Relaxed);
+        self.reporter = reporter;
+        self
+    }
+
+    /// Report events the spool dead-lettered on arrival (a full queue, a
+    /// disabled subscription) since the last look.
+    fn report_overflow(&mut self) {
+        let now = self.state.intake.overflow_dead_lettered.load(Ordering::Relaxed);
+        if now > self.overflow_seen {
+            self.dead_lettered(now - self.overflow_seen);
+            self.overflow_seen = now;
+        }
+    }
+
+    fn dead_lettered(&self, count: u64) {
+        self.reporter.report(Signal::DeadLettered {
+            slot: self.slot,
+            backend: self.name().to_owned(),
+            count,
+        });
     }
 
     /// `KIND.NAME` (the spool's name for the slot), for logs: a bare name
@@ -123,6 +167,7 @@ impl DeliveryQueue {
             }
             self.window.promote_due(Instant::now());
             self.dispatch().await;
+            self.report_overflow();
 
             self.handle
                 .stats
@@ -171,7 +216,11 @@ impl DeliveryQueue {
         // look again shortly while events wait.
         let waiting = self.window.has_waiting();
         let not_ready = (self.started && waiting && !self.handle.backend.is_ready()).then(|| now + NOT_READY_POLL);
-        [retry, breaker, start_at, not_ready].into_iter().flatten().min()
+        let throttled = self.throttle.as_ref().and_then(Throttle::next_at);
+        [retry, breaker, start_at, not_ready, throttled]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Load more of the spool queue while the window has room.
@@ -291,6 +340,11 @@ impl DeliveryQueue {
                     break;
                 }
                 Admission::Probe => {
+                    if self.tokens(1) == 0 {
+                        // No probe went out: the next one may.
+                        self.breaker.on_inconclusive();
+                        break;
+                    }
                     self.window.ready_parked_probe();
                     if self.send(1) == 0 {
                         self.breaker.on_inconclusive();
@@ -298,12 +352,25 @@ impl DeliveryQueue {
                     }
                 }
                 Admission::Closed => {
+                    let n = self.tokens(max_batch);
+                    if n == 0 {
+                        break;
+                    }
                     self.window.unpark();
-                    if self.send(max_batch) == 0 {
+                    if self.send(n) == 0 {
                         break;
                     }
                 }
             }
+        }
+    }
+
+    /// How many events may go out now under `rate_limit_per_s` (at most
+    /// `want`; all of them without a limit).
+    fn tokens(&mut self, want: usize) -> usize {
+        match &mut self.throttle {
+            None => want,
+            Some(t) => t.available(want, Instant::now()),
         }
     }
 
@@ -356,6 +423,11 @@ impl DeliveryQueue {
             return 0;
         }
         let sent = seqs.len();
+        if let Some(t) = &mut self.throttle {
+            let waited = t.take(sent, Instant::now());
+            let us = waited.as_micros() as u64;
+            self.handle.stats.throttled_us.fetch_add(us, Ordering::Relaxed);
+        }
         let backend = self.handle.backend.clone();
         let stats = self.handle.stats.clone();
         stats.in_flight.fetch_add(seqs.len() as i64, Ordering::Relaxed);
@@ -403,7 +475,12 @@ impl DeliveryQueue {
                 Ok(()) => {
                     if self.breaker.is_open() {
                         tracing::info!(backend = %self.name(), "endpoint answers again; circuit closed");
+                        self.reporter.report(Signal::CircuitClosed {
+                            slot: self.slot,
+                            backend: self.name().to_owned(),
+                        });
                     }
+                    stats.failing_since_ms.store(0, Ordering::Relaxed);
                     self.breaker.on_success();
                     self.last_endpoint_error = None;
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -419,14 +496,27 @@ impl DeliveryQueue {
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    let now_ms = crate::spool::now_ms();
+                    let _ = stats
+                        .failing_since_ms
+                        .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
                     if e.retryable {
                         self.last_endpoint_error = Some(e.clone());
                         real_failure = Some(e.clone());
+                        let was_open = self.breaker.is_open();
                         if self.breaker.on_failure(Instant::now()) {
                             tracing::warn!(
                                 backend = %self.name(), error = %e, retry_in = ?self.breaker.cooldown(),
                                 "endpoint keeps failing; circuit open"
                             );
+                            if !was_open {
+                                self.reporter.report(Signal::CircuitOpened {
+                                    slot: self.slot,
+                                    backend: self.name().to_owned(),
+                                    consecutive_failures: self.breaker.consecutive(),
+                                    last_error: e.message.clone(),
+                                });
+                            }
                         }
                     } else if e.status.is_some() {
                         // The endpoint answered; it just will not take this
@@ -489,6 +579,7 @@ impl DeliveryQueue {
                         tracing::warn!(backend = %self.name(), %id, attempts, error = %err, "event dead-lettered");
                         self.handle.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         self.window.release(seq);
+                        self.dead_lettered(1);
                     }
                     Err(e) => {
                         // The spool cannot take it now; keep the event and try

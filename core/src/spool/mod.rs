@@ -20,11 +20,15 @@
 //! 503 and nothing already stored is lost.
 
 mod backend_state;
+pub mod check;
 mod dead_letter;
+mod erase;
 mod fresh;
 mod idempotency;
 mod outbox;
+mod overflow;
 pub mod record;
+mod retention;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -37,8 +41,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letter::{DeadLetter, LastError};
+pub use erase::Erased;
 pub use fresh::FreshRows;
 pub use idempotency::{now_ms, KeyPolicy, KeyRecord, KeyedAppend};
+pub use overflow::{Intake, Overflow};
+pub use retention::Window;
 
 use crate::slot::Slot;
 use crate::state_change::{StateChange, StateSink};
@@ -118,6 +125,8 @@ pub struct SlotState {
     /// Rows just appended, for the delivery queue to take without reading
     /// them back (`fresh.rs`).
     pub fresh: Mutex<FreshRows>,
+    /// Overflow policy and counters (`overflow.rs`).
+    pub intake: Intake,
 }
 
 impl SlotState {
@@ -130,6 +139,7 @@ impl SlotState {
             paused: AtomicBool::new(c.paused),
             changed: Notify::new(),
             fresh: Mutex::new(FreshRows::new(c.head)),
+            intake: Intake::default(),
         }
     }
 }

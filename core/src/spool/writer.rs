@@ -101,6 +101,23 @@ pub(crate) enum Command {
         entries: Vec<(String, Option<Vec<u8>>)>,
         reply: Option<Reply<()>>,
     },
+    /// Delete dead letters that died before `cutoff_ms` (`retention.rs`).
+    Expire {
+        cutoff_ms: i128,
+        reply: Reply<u64>,
+    },
+    /// Replay the dead letters (with `ids`, if given) that died in `window`.
+    ReplayWindow {
+        slot: usize,
+        ids: Option<Vec<String>>,
+        window: super::retention::Window,
+        reply: Reply<usize>,
+    },
+    /// Remove a user's queued events and dead letters everywhere (`erase.rs`).
+    Erase {
+        user: String,
+        reply: Reply<super::erase::Erased>,
+    },
     /// Force a durable commit.
     Sync {
         reply: Reply<()>,
@@ -147,6 +164,10 @@ struct Effects {
     detached: HashSet<usize>,
     /// Rows were added to the outbox.
     outbox_added: bool,
+    /// Events dead-lettered on arrival (`overflow.rs`), per slot.
+    overflowed: HashMap<usize, u64>,
+    /// Dead letters deleted by retention, per slot.
+    expired: HashMap<usize, u64>,
 }
 
 impl Effects {
@@ -460,6 +481,9 @@ impl SpoolWriter {
         {
             return self.apply_append_keyed(txn, items, changes, key, record, fx);
         }
+        if let Command::Erase { user, .. } = cmd {
+            return self.apply_erase(txn, user, fx).map(Applied::Erased);
+        }
         self.apply_counted(txn, cmd, fx).map(Applied::Count)
     }
 
@@ -480,7 +504,17 @@ impl SpoolWriter {
             // Acks never join a group: `take` holds them for the next commit.
             Command::Ack { .. } => Ok(0),
             Command::DeadLetter { slot, seq, record, .. } => self.apply_dead_letter(txn, *slot, *seq, record, fx),
-            Command::Replay { slot, ids, .. } => self.apply_replay(txn, *slot, ids.as_deref(), fx),
+            Command::Replay { slot, ids, .. } => {
+                let ids = ids.as_deref();
+                self.apply_replay(txn, *slot, &|dl| ids.is_none_or(|ids| ids.contains(&dl.id)), fx)
+            }
+            Command::ReplayWindow { slot, ids, window, .. } => {
+                let ids = ids.as_deref();
+                let chosen = |dl: &DeadLetter| ids.is_none_or(|ids| ids.contains(&dl.id)) && window.contains(dl);
+                self.apply_replay(txn, *slot, &chosen, fx)
+            }
+            Command::Expire { cutoff_ms, .. } => self.apply_expire(txn, *cutoff_ms, fx),
+            Command::Erase { .. } => Ok(0),
             Command::SetPaused { slot, paused, .. } => self.apply_set_paused(txn, *slot, *paused, fx),
             Command::Attach { slots, .. } => self.apply_attach(txn, slots, fx),
             Command::Detach { slot, record_key, .. } => self.apply_detach(txn, *slot, record_key, fx),
@@ -563,14 +597,22 @@ impl SpoolWriter {
             *per_slot.entry(*slot).or_default() += 1;
             bytes += b.len() as u64;
         }
+        // How many of each slot's events enter its queue; the rest go to
+        // its dead letters (`overflow.rs`).
+        let mut room: HashMap<usize, u64> = HashMap::new();
         for (slot, add) in &per_slot {
             let Some(state) = live(*slot) else { continue };
             let queued = state.queued.load(Ordering::Relaxed) as i64 + fx.queued_delta.get(slot).copied().unwrap_or(0);
-            if queued as u64 + add > limits.max_queue {
-                return Err(SpoolError::Full(format!(
-                    "queue of backend \"{}\" holds {queued} events (limit {})",
-                    state.name, limits.max_queue
-                )));
+            match state.intake.admit(queued.max(0) as u64, *add, limits.max_queue) {
+                Some(n) => {
+                    room.insert(*slot, n);
+                }
+                None => {
+                    return Err(SpoolError::Full(format!(
+                        "queue of backend \"{}\" holds {queued} events (limit {})",
+                        state.name, limits.max_queue
+                    )))
+                }
             }
         }
         let stored = self.shared.stored_bytes.load(Ordering::Relaxed) as i64 + fx.bytes_delta;
@@ -585,6 +627,20 @@ impl SpoolWriter {
         for (state, slot, b) in &items {
             let seq = self.next_seq;
             self.next_seq += 1;
+            match room.get_mut(slot) {
+                Some(0) => {
+                    let reason = state.intake.reason();
+                    let stored = super::overflow::dead_letter_on_arrival(txn, &state.name, seq, b, reason)?;
+                    fx.bytes_delta += stored as i64 - b.len() as i64;
+                    fx.dead(*slot, 1);
+                    *fx.overflowed.entry(*slot).or_default() += 1;
+                    // Its queue reports the dead letters.
+                    fx.notify.push(*slot);
+                    continue;
+                }
+                Some(left) => *left -= 1,
+                None => {}
+            }
             let t = match tables.entry(*slot) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(
@@ -642,13 +698,62 @@ impl SpoolWriter {
         Ok(1)
     }
 
-    /// Put dead letters (all, or those with the given event ids) back at
-    /// the end of their queue; how many.
+    /// Delete expired dead letters of every live slot; how many.
+    fn apply_expire(&mut self, txn: &WriteTransaction, cutoff_ms: i128, fx: &mut Effects) -> Result<usize, SpoolError> {
+        let mut total = 0;
+        for (slot, name) in self.shared.live_names() {
+            if fx.detached.contains(&slot) {
+                continue;
+            }
+            let (n, bytes) = super::retention::expire(txn, &name, cutoff_ms)?;
+            if n > 0 {
+                fx.dead(slot, -(n as i64));
+                fx.bytes_delta -= bytes as i64;
+                *fx.expired.entry(slot).or_default() += n;
+                total += n as usize;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Remove a user's events from every live slot's queue and dead
+    /// letters.
+    fn apply_erase(
+        &mut self,
+        txn: &WriteTransaction,
+        user: &str,
+        fx: &mut Effects,
+    ) -> Result<super::erase::Erased, SpoolError> {
+        let (mut queued, mut dead) = (0u64, 0u64);
+        for (slot, name) in self.shared.live_names() {
+            if fx.detached.contains(&slot) {
+                continue;
+            }
+            let (seqs, q, d, bytes) = super::erase::erase_slot(txn, &name, user)?;
+            fx.queued(slot, -(q as i64));
+            fx.dead(slot, -(d as i64));
+            fx.bytes_delta -= bytes as i64;
+            // Rows just appended may wait in the queue's fresh buffer: it
+            // must read the spool (where they are gone) instead.
+            if let Some(last) = seqs.last() {
+                fx.replayed.push((slot, *last));
+            }
+            queued += q;
+            dead += d;
+        }
+        Ok(super::erase::Erased {
+            queued,
+            dead_letters: dead,
+        })
+    }
+
+    /// Put the dead letters `chosen` picks back at the end of their queue;
+    /// how many.
     fn apply_replay(
         &mut self,
         txn: &WriteTransaction,
         slot: usize,
-        ids: Option<&[String]>,
+        chosen_by: &dyn Fn(&DeadLetter) -> bool,
         fx: &mut Effects,
     ) -> Result<usize, SpoolError> {
         let Some(name) = self.live_name(slot, fx) else {
@@ -671,7 +776,7 @@ impl SpoolWriter {
                     continue;
                 }
             };
-            if ids.is_none_or(|ids| ids.contains(&dl.id)) {
+            if chosen_by(&dl) {
                 chosen.push((k.value(), v.value().len(), dl));
             }
         }
@@ -816,6 +921,16 @@ impl SpoolWriter {
             }
         }
         add(&self.shared.stored_bytes, fx.bytes_delta);
+        for (slot, n) in &fx.overflowed {
+            if let Some(s) = live(*slot) {
+                s.intake.overflow_dead_lettered.fetch_add(*n, Ordering::Relaxed);
+            }
+        }
+        for (slot, n) in &fx.expired {
+            if let Some(s) = live(*slot) {
+                s.intake.expired.fetch_add(*n, Ordering::Relaxed);
+            }
+        }
         for (slot, paused) in &fx.paused {
             if let Some(s) = live(*slot) {
                 s.paused.store(*paused, Ordering::Release);
@@ -865,13 +980,14 @@ fn add(counter: &std::sync::atomic::AtomicU64, delta: i64) {
 enum Applied {
     Count(usize),
     Existing(KeyRecord),
+    Erased(super::erase::Erased),
 }
 
 impl Applied {
     fn count(self) -> usize {
         match self {
             Applied::Count(n) => n,
-            Applied::Existing(_) => 0,
+            Applied::Existing(_) | Applied::Erased(_) => 0,
         }
     }
 }
@@ -881,7 +997,7 @@ fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
         Command::AppendKeyed { reply, .. } => {
             let _ = reply.send(res.map(|a| match a {
                 Applied::Existing(r) => KeyedAppend::Existing(r),
-                Applied::Count(_) => KeyedAppend::Stored,
+                Applied::Count(_) | Applied::Erased(_) => KeyedAppend::Stored,
             }));
         }
         Command::Append { reply, .. } => {
@@ -899,8 +1015,17 @@ fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
         | Command::Close { reply } => {
             let _ = reply.send(res.map(|_| ()));
         }
-        Command::Replay { reply, .. } => {
+        Command::Replay { reply, .. } | Command::ReplayWindow { reply, .. } => {
             let _ = reply.send(res.map(Applied::count));
+        }
+        Command::Expire { reply, .. } => {
+            let _ = reply.send(res.map(|a| a.count() as u64));
+        }
+        Command::Erase { reply, .. } => {
+            let _ = reply.send(res.map(|a| match a {
+                Applied::Erased(e) => e,
+                _ => super::erase::Erased::default(),
+            }));
         }
         Command::Detach { reply, .. } => {
             let _ = reply.send(res.map(|a| a.count() as u64));

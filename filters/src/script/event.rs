@@ -80,6 +80,8 @@ impl ScriptEvent {
             ("event", EventBody::Chat(_)) => s("chat"),
             ("event", EventBody::Presence(_)) => s("presence"),
             ("event", EventBody::Unacked(_)) => s("unacked"),
+            ("event", EventBody::Operational(_)) => s("operational"),
+            ("type", EventBody::Operational(o)) => s(&o.kind),
             ("timestamp", _) => s(&event_pusher_core::event::timestamp_millis::format(&e.timestamp)),
             ("type", EventBody::Chat(c)) => s(c.chat_type.as_str()),
             ("direction", EventBody::Chat(c)) => s(c.direction.as_str()),

@@ -247,6 +247,8 @@
   }
 
   function stateOf(b) {
+    // Disabled (auto-disable) is paused too: say why it is not delivering.
+    if (b.disabled) return ['disabled', 'disabled'];
     if (b.paused) return ['paused', 'paused'];
     if (b.circuit_open) return ['circuit-open', 'circuit open'];
     if (!b.ready) return ['not-ready', 'not ready'];
@@ -259,6 +261,8 @@
     ['delivered', 'Delivered'],
     ['failed', 'Failed'],
     ['dead_letters', 'Dead letters'],
+    ['overflow_dead_lettered', 'Overflowed'],
+    ['throttled_seconds', 'Throttled s'],
   ];
 
   function createBackendRow(key) {
@@ -292,7 +296,7 @@
     badge.dataset.state = state;
     for (const [field] of NUMBER_FIELDS) {
       const cell = row.querySelector(`[data-field="${field}"]`);
-      cell.textContent = Number(b[field]).toLocaleString('en-US');
+      cell.textContent = Number(b[field]).toLocaleString('en-US', { maximumFractionDigits: 1 });
       cell.dataset.value = String(b[field]);
     }
     row.querySelector('[data-action="show-dead-letters"]').hidden = !(b.dead_letters > 0);
