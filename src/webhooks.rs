@@ -58,7 +58,7 @@ pub enum WebhookError {
 }
 
 /// A subscription as the API shows it (never its secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub url: String,
@@ -77,7 +77,7 @@ pub struct WebhookView {
 }
 
 /// The answer to a detach.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Detached {
     pub id: String,
     /// Queued events dropped with the subscription.

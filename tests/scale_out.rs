@@ -1,4 +1,4 @@
-//! Scale-out through RabbitMQ (`design/scale-out.md`): hook calls published
+//! Scale-out through RabbitMQ (`docs/scale-out.md`): hook calls published
 //! to the consistent-hash exchange, several sidecars consuming the
 //! partitions, an HTTP sink behind them. Each test uses its own exchange
 //! (and so its own queues), deleted at the end.

@@ -28,7 +28,7 @@
 //! # }
 //! ```
 //!
-//! Wire and contract: `design/gateway.md`; the server side is
+//! Wire and contract: `docs/backends/gateway.md` and `docs/gateway-sdk.md`; the server side is
 //! `event_pusher_backends::gateway`.
 
 mod cache;

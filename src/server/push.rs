@@ -1,6 +1,6 @@
 //! The push device registry over HTTP (`/v1/push/devices/...`, admin
 //! token) and the `push_enable` / `push_disable` hook calls that come in
-//! through ingest (contract: `shared/design/push.md`).
+//! through ingest (contract: `docs/backends/push.md`).
 //!
 //! Both are registry commands, not events: they change a push backend's
 //! registry (stored in the spool, answered after the commit) and produce no
