@@ -27,7 +27,7 @@ pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {
     Json(state.engine.status()).into_response()
 }
 
-#[utoipa::path(post, path = "/v1/backends/{name}/pause", tag = "admin", params(("name" = String, Path, description = "NAME, or KIND.NAME where kinds share a name; a subscription id")),
+#[utoipa::path(post, path = "/v1/backends/{name}/pause", tag = "admin", operation_id = "pause_backend", params(("name" = String, Path, description = "NAME, or KIND.NAME where kinds share a name; a subscription id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Paused (stored: survives a restart)", body = super::openapi::BackendRow),
@@ -40,7 +40,7 @@ pub async fn pause(State(state): State<Arc<AppState>>, Path(name): Path<String>)
     set_paused(&state, &name, true).await
 }
 
-#[utoipa::path(post, path = "/v1/backends/{name}/resume", tag = "admin", params(("name" = String, Path, description = "NAME, or KIND.NAME where kinds share a name; a subscription id")),
+#[utoipa::path(post, path = "/v1/backends/{name}/resume", tag = "admin", operation_id = "resume_backend", params(("name" = String, Path, description = "NAME, or KIND.NAME where kinds share a name; a subscription id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Delivering again", body = super::openapi::BackendRow),

@@ -84,11 +84,37 @@ impl Modify for BearerToken {
 
 /// The document as served and checked in (pretty, ending in a newline).
 pub fn document() -> String {
-    let mut text = ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the OpenAPI document: {e}\"}}"));
+    let mut value = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
+        serde_json::json!({"error": format!("cannot render the OpenAPI document: {e}")})
+    });
+    camel_case_links(&mut value);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// utoipa 5 writes a Link Object's `operationId` / `operationRef` in snake
+/// case, which OpenAPI tools (schemathesis) reject: spell them as the
+/// specification does.
+fn camel_case_links(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(links)) = map.get_mut("links") {
+                for link in links.values_mut() {
+                    if let Value::Object(link) = link {
+                        for (from, to) in [("operation_id", "operationId"), ("operation_ref", "operationRef")] {
+                            if let Some(v) = link.remove(from) {
+                                link.insert(to.to_owned(), v);
+                            }
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(camel_case_links);
+        }
+        Value::Array(items) => items.iter_mut().for_each(camel_case_links),
+        _ => {}
+    }
 }
 
 /// `GET /openapi.json`.
@@ -169,8 +195,16 @@ fn push_list_devices() {}
     request_body(content = DeviceRegistration, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Replaced", body = DeviceRegistered),
-        (status = 201, description = "Registered", body = DeviceRegistered),
+        (status = 200, description = "Replaced", body = DeviceRegistered, links(
+            ("ListDevices" = (operation_id = "push_list_devices", parameters(("jid" = "$request.path.jid")))),
+            ("DeleteDevice" = (operation_id = "push_delete_device",
+                parameters(("jid" = "$request.path.jid"), ("device_id" = "$request.path.device_id")))),
+        )),
+        (status = 201, description = "Registered", body = DeviceRegistered, links(
+            ("ListDevices" = (operation_id = "push_list_devices", parameters(("jid" = "$request.path.jid")))),
+            ("DeleteDevice" = (operation_id = "push_delete_device",
+                parameters(("jid" = "$request.path.jid"), ("device_id" = "$request.path.device_id")))),
+        )),
         (status = 400, description = "A bad field, or a provider that is not configured", body = ErrorBody),
         (status = 401, description = "Bad or missing token", body = ErrorBody),
         (status = 404, description = "No push backend is configured, or no such one", body = ErrorBody),

@@ -24,7 +24,14 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
     request_body(content = super::openapi::AttachRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Attached; `secret` is shown only now", body = crate::webhooks::WebhookView),
+        (status = 201, description = "Attached; `secret` is shown only now", body = crate::webhooks::WebhookView,
+            links(
+                ("GetWebhook" = (operation_id = "get_webhook", parameters(("id" = "$response.body#/id")))),
+                ("PatchWebhook" = (operation_id = "patch_webhook", parameters(("id" = "$response.body#/id")))),
+                ("PauseWebhook" = (operation_id = "pause_webhook", parameters(("id" = "$response.body#/id")))),
+                ("RestartWebhook" = (operation_id = "restart_webhook", parameters(("id" = "$response.body#/id")))),
+                ("DetachWebhook" = (operation_id = "detach_webhook", parameters(("id" = "$response.body#/id")))),
+            )),
         (status = 400, description = "A bad field (field names it)", body = super::openapi::ErrorBody),
         (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
         (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::openapi::ErrorBody),
@@ -52,7 +59,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
     Json(state.webhooks.list(&state.engine).await).into_response()
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "get_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
     responses(
         (status = 200, description = "The subscription (never its secret)", body = crate::webhooks::WebhookView),
         (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
@@ -65,7 +72,7 @@ pub async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>)
     }
 }
 
-#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The subscription's id")),
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "patch_webhook", params(("id" = String, Path, description = "The subscription's id")),
     request_body(content = super::openapi::PatchRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
@@ -93,7 +100,7 @@ pub async fn patch(
     }
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{id}/pause", tag = "webhooks", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/webhooks/{id}/pause", tag = "webhooks", operation_id = "pause_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
     responses(
         (status = 200, description = "Paused: keeps queueing", body = crate::webhooks::WebhookView),
         (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
@@ -104,7 +111,7 @@ pub async fn pause(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
     set_paused(&state, &id, true).await
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{id}/restart", tag = "webhooks", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/webhooks/{id}/restart", tag = "webhooks", operation_id = "restart_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
     responses(
         (status = 200, description = "Sending again, backlog first", body = crate::webhooks::WebhookView),
         (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
@@ -130,7 +137,7 @@ pub struct DetachQuery {
     timeout_s: Option<String>,
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "detach_webhook",
     params(("id" = String, Path, description = "The subscription's id"), DetachQuery),
     security(("bearer" = [])),
     responses(
