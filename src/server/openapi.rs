@@ -436,28 +436,57 @@ pub struct Reloaded {
 #[allow(dead_code)]
 pub struct AttachRequest {
     /// 1–64 of `A-Z a-z 0-9 _ -`; generated when absent.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: Option<String>,
     /// http:// or https://.
+    #[schema(pattern = "^https?://[a-z0-9.-]{1,30}(:[0-9]{2,5})?(/[a-z0-9/]{0,20})?$")]
     pub url: String,
-    /// Event-class names; default all.
-    pub events: Option<Vec<String>>,
-    /// `whsec_` + base64; generated (and returned once) when absent.
+    /// Event classes; default all.
+    pub events: Option<Vec<EventClass>>,
+    /// `whsec_` + base64 of 24 to 64 bytes; generated (and returned once) when absent.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{32,86}={0,2}$")]
     pub secret: Option<String>,
+    /// Sent with every delivery.
     pub headers: Option<BTreeMap<String, String>>,
-    /// `json`.
+    /// `json`, the only one.
     pub format: Option<String>,
-    /// `max_attempts`, `initial_backoff_ms`, `max_backoff_ms`.
-    pub retry: Option<BTreeMap<String, u64>>,
+    pub retry: Option<Retry>,
+}
+
+/// The event classes of `events` lists.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum EventClass {
+    Presence,
+    Chat,
+    Groupchat,
+    Headline,
+    Normal,
+    Unacked,
+}
+
+/// A subscription's `retry` (the keys of a backend's `retry` table).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Retry {
+    /// At least 1 (the first attempt counts).
+    #[schema(minimum = 1)]
+    pub max_attempts: Option<u32>,
+    pub initial_backoff_ms: Option<u64>,
+    /// Not below `initial_backoff_ms`.
+    pub max_backoff_ms: Option<u64>,
 }
 
 /// `PATCH /v1/webhooks/{id}`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct PatchRequest {
+    #[schema(pattern = "^https?://[a-z0-9.-]{1,30}(:[0-9]{2,5})?(/[a-z0-9/]{0,20})?$")]
     pub url: Option<String>,
-    pub events: Option<Vec<String>>,
+    pub events: Option<Vec<EventClass>>,
     pub headers: Option<BTreeMap<String, String>>,
-    pub retry: Option<BTreeMap<String, u64>>,
+    pub retry: Option<Retry>,
     /// Issue a new secret; both are signed for 24 hours.
     pub rotate_secret: Option<bool>,
 }
