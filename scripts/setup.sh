@@ -88,3 +88,21 @@ if ! python3 -c 'import standardwebhooks' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'standardwebhooks>=1.0,<2'
 fi
 python3 -c 'import standardwebhooks' || { log "standardwebhooks not importable after install"; exit 1; }
+
+# The docs and deploy checks (tests/openapi.rs, tests/deploy.rs):
+# schemathesis drives the release binary against docs/openapi.json;
+# kubernetes-validate checks deploy/kubernetes offline (it ships the
+# Kubernetes schemas); promtool (Debian's prometheus) checks and unit-tests
+# deploy/prometheus/alerts.yml.
+if ! command -v schemathesis >/dev/null 2>&1 || ! command -v kubernetes-validate >/dev/null 2>&1; then
+  log "installing schemathesis and kubernetes-validate from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4.1,<5' 'kubernetes-validate>=1.30,<2'
+fi
+command -v schemathesis >/dev/null 2>&1 || { log "schemathesis not on PATH after install"; exit 1; }
+command -v kubernetes-validate >/dev/null 2>&1 || { log "kubernetes-validate not on PATH after install"; exit 1; }
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing prometheus (for promtool)"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+fi
+log "promtool: $(command -v promtool)"

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use event_pusher::commands::target::TargetArgs;
 use event_pusher::commands::{self, dlq, webhooks};
 use event_pusher::Sidecar;
@@ -26,13 +26,23 @@ struct Cli {
 enum Command {
     /// Run the sidecar (the default). Without --config: the embedded default.
     Run {
+        /// The config file (TOML) [default: the embedded default: listen
+        /// 127.0.0.1:8088, spool ./data, a log backend on stdout]
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Log lines as JSON or text; wins over EVENT_PUSHER_LOG_FORMAT
+        /// [default: EVENT_PUSHER_LOG_FORMAT, else text]
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        log_format: Option<LogFormat>,
     },
     /// Validate a config file and print the handler chain.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
     /// Write an event-pusher config from a MongooseIM config's mod_event_pusher.
     ImportMongooseim {
+        /// MongooseIM's mongooseim.toml.
         file: PathBuf,
         /// Write here instead of stdout.
         #[arg(long, short)]
@@ -60,6 +70,7 @@ enum Command {
         /// amqp://user:password@host:5672/vhost
         #[arg(long)]
         url: String,
+        /// The scale-out exchange to publish to.
         #[arg(long, default_value = event_pusher::sources::amqp::DEFAULT_EXCHANGE)]
         exchange: String,
     },
@@ -70,6 +81,7 @@ enum Command {
         /// amqp://user:password@host:5672/vhost
         #[arg(long)]
         url: String,
+        /// The scale-out exchange (also the prefix of the queue names).
         #[arg(long, default_value = event_pusher::sources::amqp::DEFAULT_EXCHANGE)]
         exchange: String,
         /// Partition queues (the source's `partitions`).
@@ -94,6 +106,65 @@ enum Command {
         #[command(subcommand)]
         action: SpoolAction,
     },
+    /// Print a shell completion script: `event-pusher completions bash >
+    /// /etc/bash_completion.d/event-pusher`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff): `event-pusher man > event-pusher.1`.
+    Man,
+}
+
+/// `--log-format`: how log lines on stderr look.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// The shells `completions` writes for.
+#[derive(Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(shell: CompletionShell) -> Self {
+        match shell {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+/// `--version`: the version and the cargo features this binary was built
+/// with (which backends and sources it has). Computed once: clap keeps a
+/// `&'static str`.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(version);
+
+fn version() -> String {
+    let features: Vec<&str> = [
+        ("rabbit", cfg!(feature = "rabbit")),
+        ("sns", cfg!(feature = "sns")),
+        ("push", cfg!(feature = "push")),
+        ("gateway", cfg!(feature = "gateway")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    format!("{} (features: {})", env!("CARGO_PKG_VERSION"), features.join(", "))
+}
+
+/// The command line as clap sees it, with the version string filled in.
+fn command() -> clap::Command {
+    Cli::command().version(VERSION.as_str())
 }
 
 #[derive(Subcommand)]
@@ -128,18 +199,21 @@ enum WebhooksAction {
     },
     /// Stop sending; events keep queueing.
     Pause {
+        /// The subscription's id.
         id: String,
         #[command(flatten)]
         target: TargetArgs,
     },
     /// Send again, the backlog first, in order.
     Restart {
+        /// The subscription's id.
         id: String,
         #[command(flatten)]
         target: TargetArgs,
     },
     /// Detach: the subscription and its queue go.
     Remove {
+        /// The subscription's id.
         id: String,
         /// Wait up to this many seconds for its queue to empty first.
         #[arg(long, value_name = "SECONDS")]
@@ -151,6 +225,7 @@ enum WebhooksAction {
 
 #[derive(Subcommand)]
 enum DlqAction {
+    /// List dead letters, a page at a time.
     List {
         /// One backend: NAME, or KIND.NAME where kinds share a name.
         #[arg(long)]
@@ -167,6 +242,7 @@ enum DlqAction {
         #[arg(long)]
         after: Option<String>,
     },
+    /// Move dead letters back into their delivery queue.
     Replay {
         /// One backend: NAME, or KIND.NAME where kinds share a name.
         #[arg(long)]
@@ -203,8 +279,15 @@ enum SpoolAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let log_format = match &cli.command {
+        Some(Command::Run { log_format, .. }) => *log_format,
+        _ => None,
+    };
+    init_tracing(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -213,14 +296,34 @@ fn main() -> ExitCode {
         }
     };
     let result: Result<String, String> = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Run { config: None }) {
-            Command::Run { config } => {
+        match cli.command.unwrap_or(Command::Run {
+            config: None,
+            log_format: None,
+        }) {
+            Command::Run { config, .. } => {
                 let sidecar = match &config {
                     Some(p) => Sidecar::from_file(p),
                     None => Sidecar::embedded_default(),
                 }
                 .map_err(|e| e.to_string())?;
                 sidecar.run().await.map(|_| String::new()).map_err(|e| e.to_string())
+            }
+            Command::Completions { shell } => {
+                let mut out = Vec::new();
+                clap_complete::generate(
+                    clap_complete::Shell::from(shell),
+                    &mut command(),
+                    "event-pusher",
+                    &mut out,
+                );
+                String::from_utf8(out).map_err(|e| e.to_string())
+            }
+            Command::Man => {
+                let mut out = Vec::new();
+                clap_mangen::Man::new(command())
+                    .render(&mut out)
+                    .map_err(|e| format!("cannot render the man page: {e}"))?;
+                String::from_utf8(out).map_err(|e| e.to_string())
             }
             Command::CheckConfig { file } => commands::check_config::run(&file).map_err(|e| e.to_string()),
             Command::ImportMongooseim { file, output, force } => {
@@ -323,8 +426,9 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (stdout carries the `log` backend's JSON lines);
-/// `RUST_LOG` filters, `EVENT_PUSHER_LOG_FORMAT=json` for JSON logs.
-fn init_tracing() {
+/// `RUST_LOG` filters; JSON lines with `--log-format json` (run) or, without
+/// the flag, `EVENT_PUSHER_LOG_FORMAT=json`: the flag wins.
+fn init_tracing(flag: Option<LogFormat>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
@@ -332,7 +436,11 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var("EVENT_PUSHER_LOG_FORMAT").is_ok_and(|v| v == "json") {
+    let json = match flag {
+        Some(format) => format == LogFormat::Json,
+        None => std::env::var("EVENT_PUSHER_LOG_FORMAT").is_ok_and(|v| v == "json"),
+    };
+    if json {
         builder.json().init();
     } else {
         builder.init();

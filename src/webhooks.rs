@@ -78,7 +78,7 @@ pub enum WebhookError {
 }
 
 /// A subscription as the API shows it (never its secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub url: String,
@@ -90,6 +90,8 @@ pub struct WebhookView {
     pub disabled_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<String>,
+    /// `refuse` or `dead_letter`: what a full queue does to new events.
+    #[schema(value_type = String, example = "dead_letter")]
     pub overflow: event_pusher_core::spool::Overflow,
     pub rate_limit_per_s: Option<f64>,
     pub created_at: String,
@@ -104,7 +106,7 @@ pub struct WebhookView {
 }
 
 /// The answer to a detach.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Detached {
     pub id: String,
     /// Queued events dropped with the subscription.

@@ -232,7 +232,7 @@ fn l_notify() -> &'static str {
     "backend=\"notify\""
 }
 
-/// DESIGN.md's own example names `rabbit.main` and `sns.main`: a name may
+/// docs/configuration.md's own example names `rabbit.main` and `sns.main`: a name may
 /// repeat across kinds, and the admin API then takes `KIND.NAME`.
 #[tokio::test]
 async fn a_name_shared_by_two_kinds_is_addressed_as_kind_dot_name() {

@@ -1,4 +1,4 @@
-//! Scale-out through RabbitMQ (`design/scale-out.md`): hook calls published
+//! Scale-out through RabbitMQ (`docs/scale-out.md`): hook calls published
 //! to the consistent-hash exchange, several sidecars consuming the
 //! partitions, an HTTP sink behind them. Each test uses its own exchange
 //! (and so its own queues), deleted at the end.
@@ -363,7 +363,7 @@ async fn kill_nine_mid_stream_moves_partitions_and_loses_nothing() {
     let dups = duplicates(&rx);
     // Not asserted: a user's events the killed sidecar had stored but not
     // delivered arrive after its restart, behind newer ones the others
-    // delivered meanwhile (README: "Running several sidecars").
+    // delivered meanwhile (docs/scale-out.md).
     let reordered = out_of_order(&rx).len();
     let mut redelivered = 0.0;
     for sc in &sidecars {

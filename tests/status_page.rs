@@ -4,7 +4,7 @@
 //! `scripts/setup.sh`; nothing here downloads a browser).
 //!
 //! `UPDATE_SCREENSHOT=1 cargo nextest run --test status_page` also writes
-//! the README's `docs/status-page.png`.
+//! `docs/status-page.png` (shown in docs/operations.md).
 
 mod support;
 

@@ -194,7 +194,7 @@ pub enum EventBody {
 /// One standard event record.
 ///
 /// Serialized by hand (below) so the canonical JSON keeps the field order
-/// DESIGN.md shows: `id`, `event`, `timestamp`, the kind's fields, `metadata`.
+/// docs/http-api.md shows: `id`, `event`, `timestamp`, the kind's fields, `metadata`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Assigned at ingest; the delivery id and idempotency key.

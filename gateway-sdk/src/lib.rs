@@ -28,7 +28,9 @@
 //! # }
 //! ```
 //!
-//! The server side is `event_pusher_backends::gateway`; both speak
+//! Wire and contract: the sidecar repository's `docs/backends/gateway.md`
+//! and `docs/gateway-sdk.md`. The server side is
+//! `event_pusher_backends::gateway`; both speak
 //! `event_pusher_gateway_protocol`. The sidecar crate re-exports this one
 //! as `event_pusher::gateway`. This crate depends on no part of the
 //! sidecar (no spool, server, broker or cloud SDKs).

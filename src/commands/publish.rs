@@ -1,5 +1,5 @@
 //! `event-pusher publish`: hook calls as NDJSON on stdin, published to the
-//! scale-out exchange the way a chat node should (`design/scale-out.md`):
+//! scale-out exchange the way a chat node should (`docs/scale-out.md`):
 //! routing key = the bare JID of the user whose order matters (found by
 //! the same hook translation the sidecar runs), persistent,
 //! `application/json`, with publisher confirms. For scripts, tests, and

@@ -18,14 +18,37 @@ use event_pusher_core::delivery::Lookup;
 use event_pusher_core::spool::Order;
 use event_pusher_core::Slot;
 
+#[utoipa::path(get, path = "/v1/backends", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every backend instance and subscription", body = Vec<super::openapi::BackendRow>),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+    ))]
 pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {
     Json(state.engine.status()).into_response()
 }
 
+#[utoipa::path(post, path = "/v1/backends/{name}/pause", tag = "admin", operation_id = "pause_backend", params(("name" = String, Path, description = "NAME, or KIND.NAME where kinds share a name; a subscription id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Paused (stored: survives a restart)", body = super::openapi::BackendRow),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such backend", body = super::openapi::ErrorBody),
+        (status = 409, description = "A bare name several kinds share", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+    ))]
 pub async fn pause(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     set_paused(&state, &name, true).await
 }
 
+#[utoipa::path(post, path = "/v1/backends/{name}/resume", tag = "admin", operation_id = "resume_backend", params(("name" = String, Path, description = "NAME, or KIND.NAME where kinds share a name; a subscription id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Delivering again", body = super::openapi::BackendRow),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such backend", body = super::openapi::ErrorBody),
+        (status = 409, description = "A bare name several kinds share", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+    ))]
 pub async fn resume(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     set_paused(&state, &name, false).await
 }
@@ -49,6 +72,8 @@ async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
     }
 }
 
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Deserialize)]
 pub struct DeadLetterQuery {
     backend: Option<String>,
@@ -60,6 +85,20 @@ pub struct DeadLetterQuery {
 /// `GET /v1/dead-letters?backend=KIND.NAME&limit=N&after=ID&order=asc|desc`:
 /// a JSON array of records, one page. When more remain, `X-Next-After`
 /// carries the `after` of the next page and `Link` its URL (`rel="next"`).
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "admin", params(DeadLetterQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page, oldest first unless order=desc", body = Vec<super::openapi::DeadLetter>,
+            headers(
+                ("X-Next-After" = String, description = "The `after` of the next page, when more remain"),
+                ("Link" = String, description = "The next page's URL, rel=\"next\""),
+            )),
+        (status = 400, description = "Bad limit, order or after", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such backend", body = super::openapi::ErrorBody),
+        (status = 409, description = "A bare name several kinds share", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not be read", body = super::openapi::ErrorBody),
+    ))]
 pub async fn list_dead_letters(State(state): State<Arc<AppState>>, Query(q): Query<DeadLetterQuery>) -> Response {
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
         None => dead_letters::DEFAULT_PAGE,
@@ -114,7 +153,7 @@ pub async fn list_dead_letters(State(state): State<Arc<AppState>>, Query(q): Que
     resp
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     backend: Option<String>,
@@ -127,6 +166,20 @@ pub struct ReplayRequest {
 
 /// `POST /v1/dead-letters/replay {"backend": NAME, "ids": [...]}`: move dead
 /// letters back into the delivery queue (all of them when `ids` is absent).
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "admin",
+    request_body(content = Option<ReplayRequest>, content_type = "application/json",
+        description = "`backend` (default all) and `ids` (default all); an empty body replays everything"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Moved back into their queues", body = super::openapi::Replayed),
+        (status = 400, description = "Not a replay request", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such backend", body = super::openapi::ErrorBody),
+        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::openapi::ErrorBody),
+        (status = 409, description = "A bare name several kinds share", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not be written", body = super::openapi::ErrorBody),
+    ))]
 pub async fn replay(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     // Bounded like ingest: a list of ids is the most a replay names.
     let body = match read_bounded(

@@ -11,6 +11,8 @@ use event_pusher_core::metrics::label;
 
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
+    responses((status = 200, description = "Prometheus text format (docs/operations.md lists every series)", content_type = "text/plain")))]
 pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::with_capacity(8192);
     let m = &state.metrics;

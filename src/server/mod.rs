@@ -13,6 +13,7 @@ mod mongooseim;
 mod operations;
 
 pub use operations::window as replay_window;
+mod openapi;
 #[cfg(feature = "push")]
 mod push;
 mod ui;
@@ -30,8 +31,9 @@ use crate::state::AppState;
 
 /// Paths (and everything below them) the sidecar serves itself: a
 /// backend's endpoint may not take them.
-const RESERVED: [&str; 10] = [
+const RESERVED: [&str; 11] = [
     "/health",
+    "/openapi.json",
     "/ready",
     "/metrics",
     "/ui",
@@ -82,6 +84,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::serve))
         .merge(ui::routes())
         .merge(api)
         .fallback(not_found)
@@ -109,6 +112,8 @@ fn push_routes() -> Router<Arc<AppState>> {
     Router::new()
 }
 
+#[utoipa::path(get, path = "/health", tag = "probes", security(()),
+    responses((status = 200, description = "Alive", body = openapi::Probe)))]
 async fn health() -> Response {
     (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
 }
@@ -116,6 +121,11 @@ async fn health() -> Response {
 /// 200 once the spool is open, every backend has started and every source
 /// consumes. Backends and sources are named `KIND.NAME`: names are unique
 /// per kind only.
+#[utoipa::path(get, path = "/ready", tag = "probes", security(()),
+    responses(
+        (status = 200, description = "Spool open, backends started, sources consuming", body = openapi::Probe),
+        (status = 503, description = "Not ready: names what is not", body = openapi::Probe),
+    ))]
 async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     let not_ready: Vec<String> = state
         .engine

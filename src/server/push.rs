@@ -1,8 +1,8 @@
 //! The push device registry over HTTP (`/v1/push/devices/...`, admin
-//! token): request and answer mapping only. The registry itself, and the
-//! `push_enable` / `push_disable` hook calls (commands of the push backend,
-//! run by the ingest pipeline for every source), are in
-//! `event_pusher_backends::push`.
+//! token): request and answer mapping only (contract:
+//! `docs/backends/push.md`). The registry itself, and the `push_enable` /
+//! `push_disable` hook calls (commands of the push backend, run by the
+//! ingest pipeline for every source), are in `event_pusher_backends::push`.
 
 use std::sync::Arc;
 

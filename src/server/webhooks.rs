@@ -20,6 +20,25 @@ use crate::webhooks::WebhookError;
 /// How long `DELETE ...?drain=true` waits when `timeout_s` is not given.
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
+    request_body(content = super::openapi::AttachRequest, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Attached; `secret` is shown only now", body = crate::webhooks::WebhookView,
+            links(
+                ("GetWebhook" = (operation_id = "get_webhook", parameters(("id" = "$response.body#/id")))),
+                ("PatchWebhook" = (operation_id = "patch_webhook", parameters(("id" = "$response.body#/id")))),
+                ("PauseWebhook" = (operation_id = "pause_webhook", parameters(("id" = "$response.body#/id")))),
+                ("RestartWebhook" = (operation_id = "restart_webhook", parameters(("id" = "$response.body#/id")))),
+                ("DetachWebhook" = (operation_id = "detach_webhook", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "A bad field (field names it)", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::openapi::ErrorBody),
+        (status = 409, description = "already_exists: the id is taken", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+    ))]
 pub async fn attach(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let body = match json_body(&state, &headers, body).await {
         Ok(b) => b,
@@ -31,6 +50,11 @@ pub async fn attach(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     }
 }
 
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every subscription (never a secret)", body = Vec<crate::webhooks::WebhookView>),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+    ))]
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {
     let views = state.webhooks.list(&state.engine).await;
     let totals = state.cluster.as_ref().map(|c| c.subscription_totals());
@@ -38,6 +62,12 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
     Json(out).into_response()
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "get_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The subscription (never its secret)", body = crate::webhooks::WebhookView),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
+    ))]
 pub async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match state.webhooks.get(&state.engine, &id).await {
         Ok(view) => {
@@ -63,6 +93,18 @@ fn with_cluster(
     v
 }
 
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "patch_webhook", params(("id" = String, Path, description = "The subscription's id")),
+    request_body(content = super::openapi::PatchRequest, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed; with `rotate_secret`, the new `secret`", body = crate::webhooks::WebhookView),
+        (status = 400, description = "A bad field (field names it)", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
+        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+    ))]
 pub async fn patch(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -79,10 +121,24 @@ pub async fn patch(
     }
 }
 
+#[utoipa::path(post, path = "/v1/webhooks/{id}/pause", tag = "webhooks", operation_id = "pause_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Paused: keeps queueing", body = crate::webhooks::WebhookView),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+    ))]
 pub async fn pause(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     set_paused(&state, &id, true).await
 }
 
+#[utoipa::path(post, path = "/v1/webhooks/{id}/restart", tag = "webhooks", operation_id = "restart_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Sending again, backlog first", body = crate::webhooks::WebhookView),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+    ))]
 pub async fn restart(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     set_paused(&state, &id, false).await
 }
@@ -94,12 +150,26 @@ async fn set_paused(state: &AppState, id: &str, paused: bool) -> Response {
     }
 }
 
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Deserialize)]
 pub struct DetachQuery {
     drain: Option<String>,
     timeout_s: Option<String>,
 }
 
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "detach_webhook",
+    params(("id" = String, Path, description = "The subscription's id"), DetachQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Detached; `discarded` counts the queued events dropped", body = crate::webhooks::Detached),
+        (status = 400, description = "Bad drain or timeout_s", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+        (status = 504, description = "drain=true and the queue did not empty in time: nothing was removed",
+            body = super::openapi::DrainTimeout),
+    ))]
 pub async fn detach(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -1,7 +1,7 @@
 //! The `gateway` backend: a live WebSocket stream of events for bots and
 //! services, speaking the Uncord gateway protocol (Discord-style opcodes,
 //! intents to choose event classes, resume after a dropped connection).
-//! Contract: `design/gateway.md`.
+//! Contract: `docs/backends/gateway.md`.
 //!
 //! ```toml
 //! [backends.gateway.live]

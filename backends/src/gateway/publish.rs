@@ -187,7 +187,7 @@ fn valid_host(h: &str) -> bool {
 
 /// `GET path` with an upgrade: count the connection, then hand the socket
 /// to its own task (outside the listener's connection slots and shutdown
-/// deadline: see README "Gateway").
+/// deadline: see docs/backends/gateway.md).
 async fn upgrade(State(hub): State<Arc<Hub>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     if hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();

@@ -1,5 +1,5 @@
 //! `[backends.push.NAME]` and its provider tables (contract:
-//! `shared/design/push.md`). Each provider table is optional; a device can
+//! `docs/backends/push.md`). Each provider table is optional; a device can
 //! only be registered for a provider that is configured.
 
 use std::path::PathBuf;

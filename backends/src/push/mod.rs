@@ -1,6 +1,6 @@
 //! The `push` backend: a device registry, presence awareness, and
 //! notifications through FCM v1, APNs, Web Push and MongoosePush
-//! (contract: `shared/design/push.md`).
+//! (contract: `docs/backends/push.md`).
 //!
 //! In the chain the backend follows presence (`observe`, whatever its
 //! `events` mask) and claims a message once per device of an offline

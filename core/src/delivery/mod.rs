@@ -136,7 +136,7 @@ impl std::fmt::Display for Lookup {
 }
 
 /// Find a backend by `NAME` or `KIND.NAME` among `(kind, name)` pairs.
-/// Names are unique within a kind, not across kinds (DESIGN.md's own
+/// Names are unique within a kind, not across kinds (docs/configuration.md's own
 /// example has `rabbit.main` and `sns.main`).
 pub fn find_backend<'a>(backends: impl IntoIterator<Item = (&'a str, &'a str)>, query: &str) -> Result<usize, Lookup> {
     let all: Vec<(&str, &str)> = backends.into_iter().collect();

@@ -3,7 +3,7 @@
 //! The script defines `fn filter(event)`; it is compiled once when the
 //! chain is built ([`ScriptFilter::compile`]) and called for each event with
 //! the canonical record as an `Event` object whose fields are read-only
-//! except `metadata`. See `design/scripts.md` for the contract.
+//! except `metadata`. See `docs/plugins.md` for the contract.
 
 mod config;
 mod deadline;

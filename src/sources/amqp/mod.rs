@@ -1,5 +1,5 @@
 //! The `amqp` ingest source: hook calls from RabbitMQ partitions, so that
-//! several sidecars can share one stream (`design/scale-out.md`).
+//! several sidecars can share one stream (`docs/scale-out.md`).
 //!
 //! ```toml
 //! [sources.amqp.main]

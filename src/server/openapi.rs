@@ -1,0 +1,551 @@
+//! The HTTP API as an OpenAPI 3.1 document, served at `GET /openapi.json`
+//! and checked in as `docs/openapi.json` (a test fails when they differ).
+//!
+//! The operations come from the `#[utoipa::path]` attributes on the
+//! handlers themselves (`server/*.rs`), so a route's method, path,
+//! parameters and statuses sit next to the code that answers them. Bodies
+//! are the handlers' own types where the handler has one (`WebhookView`,
+//! `Detached`, the query structs); where a handler builds its JSON inline,
+//! the schema below describes it, and the schemathesis test
+//! (`tests/openapi.rs`) checks every answer of the running binary against
+//! it, so a body that drifts from its schema fails the suite.
+//!
+//! Open like `/health`: the document holds no secret, and API clients and
+//! gateways fetch it before they have a token.
+
+use std::collections::BTreeMap;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The whole document. Adding a route: annotate its handler with
+/// `#[utoipa::path]` and name it in `paths(...)` here.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "event-pusher",
+        description = "Durable event-pushing sidecar for chat servers: ingest, probes and the admin API. \
+                       Contract and prose: docs/http-api.md."
+    ),
+    paths(
+        super::health,
+        super::ready,
+        super::metrics::render,
+        serve,
+        ui_page,
+        ui_slash,
+        ui_script,
+        ui_style,
+        ui_icon,
+        super::ingest::post_events,
+        super::mongooseim::post_form,
+        mongooseim_slash,
+        mongooseim_below,
+        super::admin::list_backends,
+        super::admin::pause,
+        super::admin::resume,
+        super::admin::list_dead_letters,
+        super::admin::replay,
+        super::filters::reload,
+        super::webhooks::attach,
+        super::webhooks::list,
+        super::webhooks::get_one,
+        super::webhooks::patch,
+        super::webhooks::detach,
+        super::webhooks::pause,
+        super::webhooks::restart,
+        push_list_devices,
+        push_put_device,
+        push_delete_device,
+    ),
+    modifiers(&BearerToken),
+    tags(
+        (name = "probes", description = "Open: liveness, readiness, metrics, this document, the status page"),
+        (name = "ingest", description = "Hook calls in; 202 once fsync'd"),
+        (name = "admin", description = "Backends, dead letters, filters"),
+        (name = "webhooks", description = "Webhook subscriptions at runtime"),
+        (name = "push", description = "The push device registry"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The `bearer` security scheme that `/v1/*` operations name.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The document as served and checked in (pretty, ending in a newline).
+pub fn document() -> String {
+    let mut value = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
+        serde_json::json!({"error": format!("cannot render the OpenAPI document: {e}")})
+    });
+    camel_case_links(&mut value);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// utoipa 5 writes a Link Object's `operationId` / `operationRef` in snake
+/// case, which OpenAPI tools (schemathesis) reject: spell them as the
+/// specification does.
+fn camel_case_links(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(links)) = map.get_mut("links") {
+                for link in links.values_mut() {
+                    if let Value::Object(link) = link {
+                        for (from, to) in [("operation_id", "operationId"), ("operation_ref", "operationRef")] {
+                            if let Some(v) = link.remove(from) {
+                                link.insert(to.to_owned(), v);
+                            }
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(camel_case_links);
+        }
+        Value::Array(items) => items.iter_mut().for_each(camel_case_links),
+        _ => {}
+    }
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "probes",
+    security(()),
+    responses((status = 200, description = "This document", content_type = "application/json"))
+)]
+pub async fn serve() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+}
+
+// Routes served by closures or by another path's handler: described here.
+
+#[utoipa::path(get, path = "/ui", tag = "probes", security(()),
+    responses((status = 200, description = "The status page", content_type = "text/html")))]
+#[allow(dead_code)]
+fn ui_page() {}
+
+#[utoipa::path(get, path = "/ui/", tag = "probes", security(()),
+    responses((status = 308, description = "Redirect to /ui")))]
+#[allow(dead_code)]
+fn ui_slash() {}
+
+#[utoipa::path(get, path = "/ui/app.js", tag = "probes", security(()),
+    responses((status = 200, description = "The status page's script", content_type = "text/javascript")))]
+#[allow(dead_code)]
+fn ui_script() {}
+
+#[utoipa::path(get, path = "/ui/app.css", tag = "probes", security(()),
+    responses((status = 200, description = "The status page's style", content_type = "text/css")))]
+#[allow(dead_code)]
+fn ui_style() {}
+
+#[utoipa::path(get, path = "/ui/icon.svg", tag = "probes", security(()),
+    responses((status = 200, description = "The status page's icon", content_type = "image/svg+xml")))]
+#[allow(dead_code)]
+fn ui_icon() {}
+
+#[utoipa::path(post, path = "/v1/mongooseim/http/", tag = "ingest",
+    request_body(content = MongooseImForm, content_type = "application/x-www-form-urlencoded"),
+    security(("bearer" = [])),
+    responses(FormAnswers))]
+#[allow(dead_code)]
+fn mongooseim_slash() {}
+
+#[utoipa::path(post, path = "/v1/mongooseim/http/{path}", tag = "ingest",
+    params(("path" = String, Path, description = "Any path below: MongooseIM appends its handler's `path`")),
+    request_body(content = MongooseImForm, content_type = "application/x-www-form-urlencoded"),
+    security(("bearer" = [])),
+    responses(FormAnswers))]
+#[allow(dead_code)]
+fn mongooseim_below() {}
+
+// The push registry's routes exist only with the `push` feature; the
+// document describes the default build, so they are described here rather
+// than on the feature-gated handlers.
+
+#[utoipa::path(get, path = "/v1/push/devices/{jid}", tag = "push",
+    params(("jid" = String, Path, description = "A bare JID, percent-encoded (a full JID is reduced)"), BackendParam),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user's devices", body = DeviceList),
+        (status = 400, description = "Not a usable JID", body = ErrorBody),
+        (status = 401, description = "Bad or missing token", body = ErrorBody),
+        (status = 404, description = "No such push backend", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn push_list_devices() {}
+
+#[utoipa::path(put, path = "/v1/push/devices/{jid}/{device_id}", tag = "push",
+    params(
+        ("jid" = String, Path, description = "A bare JID, percent-encoded (a full JID is reduced)"),
+        ("device_id" = String, Path, description = "The device's id (MongoosePush: its device id)"),
+    ),
+    request_body(content = DeviceRegistration, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Replaced", body = DeviceRegistered, links(
+            ("ListDevices" = (operation_id = "push_list_devices", parameters(("jid" = "$request.path.jid")))),
+            ("DeleteDevice" = (operation_id = "push_delete_device",
+                parameters(("jid" = "$request.path.jid"), ("device_id" = "$request.path.device_id")))),
+        )),
+        (status = 201, description = "Registered", body = DeviceRegistered, links(
+            ("ListDevices" = (operation_id = "push_list_devices", parameters(("jid" = "$request.path.jid")))),
+            ("DeleteDevice" = (operation_id = "push_delete_device",
+                parameters(("jid" = "$request.path.jid"), ("device_id" = "$request.path.device_id")))),
+        )),
+        (status = 400, description = "A bad field, or a provider that is not configured", body = ErrorBody),
+        (status = 401, description = "Bad or missing token", body = ErrorBody),
+        (status = 404, description = "No push backend is configured, or no such one", body = ErrorBody),
+        (status = 408, description = "Body not complete within server.body_timeout_ms", body = ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
+        (status = 503, description = "The spool could not store it", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn push_put_device() {}
+
+#[utoipa::path(delete, path = "/v1/push/devices/{jid}/{device_id}", tag = "push",
+    params(
+        ("jid" = String, Path, description = "A bare JID, percent-encoded"),
+        ("device_id" = String, Path, description = "The device's id"),
+        BackendParam,
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "Not a usable JID", body = ErrorBody),
+        (status = 401, description = "Bad or missing token", body = ErrorBody),
+        (status = 404, description = "No such device, or no push backend", body = ErrorBody),
+        (status = 503, description = "The spool could not store it", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn push_delete_device() {}
+
+/// `?backend=NAME`: one push backend (default: all).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct BackendParam {
+    /// One push backend by name (default: all).
+    backend: Option<String>,
+}
+
+/// An error answer: `error` names what is wrong; some answers add where.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    pub error: String,
+    /// Which item of the request (ingest).
+    pub index: Option<u64>,
+    /// Which field (webhooks).
+    pub field: Option<String>,
+}
+
+/// `{"status": ...}` of `/health` and `/ready`; a `/ready` 503 adds
+/// `error` and what is not ready.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Probe {
+    pub status: Option<String>,
+    pub error: Option<String>,
+    /// Backends not ready, `KIND.NAME`.
+    pub backends: Option<Vec<String>>,
+    /// Sources not consuming, `KIND.NAME`.
+    pub sources: Option<Vec<String>>,
+}
+
+/// One hook call (`POST /v1/events` takes one, an array of them, or
+/// NDJSON).
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct HookCall {
+    pub hook: HookName,
+    /// chat hooks: the sender.
+    pub from: Option<String>,
+    /// chat and unacked hooks: the recipient.
+    pub to: Option<String>,
+    /// presence and push hooks: the user.
+    pub jid: Option<String>,
+    /// chat: `chat`, `groupchat`, `headline` or `normal` (default).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub body: Option<String>,
+    /// The chat server's message id: the record's `message_id`.
+    pub id: Option<String>,
+    /// RFC 3339; default: now.
+    pub timestamp: Option<String>,
+    /// Strings, numbers and booleans.
+    pub metadata: Option<BTreeMap<String, Value>>,
+    /// push hooks: the device.
+    pub device_id: Option<String>,
+    /// push_enable: `fcm`, `apns`, `webpush`, `mongoosepush`.
+    pub provider: Option<String>,
+    pub token: Option<String>,
+}
+
+/// The hooks `POST /v1/events` understands.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum HookName {
+    UserSendMessage,
+    FilterLocalPacket,
+    UserAvailable,
+    UnsetPresence,
+    UnacknowledgedMessage,
+    PushEnable,
+    PushDisable,
+}
+
+/// One hook call or a JSON array of them.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum IngestBody {
+    One(Box<HookCall>),
+    Many(Vec<HookCall>),
+}
+
+/// `202`: every event is in the spool.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Accepted {
+    pub accepted: u64,
+    /// Event ids (ULIDs), in request order.
+    pub ids: Vec<String>,
+    /// Reports of push_enable / push_disable calls.
+    pub push: Option<Vec<Value>>,
+}
+
+/// What `POST /v1/mongooseim/http` (and every path below it) answers.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum FormAnswers {
+    /// Stored
+    #[response(status = 200)]
+    Stored(#[to_schema] Accepted),
+    /// A field missing, repeated or unusable in a JID
+    #[response(status = 400)]
+    Invalid(#[to_schema] ErrorBody),
+    /// Bad or missing token
+    #[response(status = 401)]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Body not complete within server.body_timeout_ms
+    #[response(status = 408)]
+    Timeout(#[to_schema] ErrorBody),
+    /// Body over server.max_body_bytes
+    #[response(status = 413)]
+    TooLarge(#[to_schema] ErrorBody),
+    /// Not application/x-www-form-urlencoded
+    #[response(status = 415)]
+    NotAForm(#[to_schema] ErrorBody),
+    /// Spool full or unwritable
+    #[response(status = 503, headers(("Retry-After" = String, description = "Seconds")))]
+    Refused(#[to_schema] ErrorBody),
+}
+
+/// What MongooseIM's http backend posts.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MongooseImForm {
+    pub author: String,
+    pub server: String,
+    pub receiver: String,
+    pub message: String,
+}
+
+/// A row of `GET /v1/backends`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BackendRow {
+    pub name: String,
+    /// `log`, `http`, `rabbit`, `sns`, `push`, `gateway`, `webhook`.
+    pub kind: String,
+    pub paused: bool,
+    pub ready: bool,
+    pub queued: u64,
+    pub in_flight: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub retries: u64,
+    pub dead_letters: u64,
+    pub circuit_open: bool,
+}
+
+/// A dead letter.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeadLetter {
+    /// The event id.
+    pub id: String,
+    /// `KIND.NAME`.
+    pub backend: String,
+    /// The event record as it was claimed.
+    pub event: BTreeMap<String, Value>,
+    pub attempts: u64,
+    pub last_error: LastError,
+    pub first_attempt_at: String,
+    pub last_attempt_at: String,
+    pub dead_at: String,
+    /// The push device it was for.
+    pub target: Option<String>,
+}
+
+/// The last attempt's failure.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LastError {
+    /// The HTTP status, when there was one.
+    pub status: Option<u64>,
+    pub message: String,
+}
+
+/// `{"replayed": N}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Replayed {
+    pub replayed: u64,
+}
+
+/// `POST /v1/filters/reload`'s answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Reloaded {
+    pub reloaded: Option<bool>,
+    pub filters: Option<Vec<String>>,
+    pub chain: Option<Vec<Value>>,
+    /// Sections that changed in the file but need a restart.
+    pub not_applied: Option<Vec<String>>,
+    pub warning: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `POST /v1/webhooks`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AttachRequest {
+    /// 1–64 of `A-Z a-z 0-9 _ -`; generated when absent.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub id: Option<String>,
+    /// http:// or https://.
+    #[schema(pattern = "^https?://[a-z0-9.-]{1,30}(:[0-9]{2,5})?(/[a-z0-9/]{0,20})?$")]
+    pub url: String,
+    /// Event classes; default all.
+    pub events: Option<Vec<EventClass>>,
+    /// `whsec_` + base64 of 24 to 64 bytes; generated (and returned once) when absent.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{32,86}={0,2}$")]
+    pub secret: Option<String>,
+    /// Sent with every delivery.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `json`, the only one.
+    pub format: Option<String>,
+    pub retry: Option<Retry>,
+}
+
+/// The event classes of `events` lists.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum EventClass {
+    Presence,
+    Chat,
+    Groupchat,
+    Headline,
+    Normal,
+    Unacked,
+}
+
+/// A subscription's `retry` (the keys of a backend's `retry` table).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Retry {
+    /// At least 1 (the first attempt counts).
+    #[schema(minimum = 1)]
+    pub max_attempts: Option<u32>,
+    pub initial_backoff_ms: Option<u64>,
+    /// Not below `initial_backoff_ms`.
+    pub max_backoff_ms: Option<u64>,
+}
+
+/// `PATCH /v1/webhooks/{id}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PatchRequest {
+    #[schema(pattern = "^https?://[a-z0-9.-]{1,30}(:[0-9]{2,5})?(/[a-z0-9/]{0,20})?$")]
+    pub url: Option<String>,
+    pub events: Option<Vec<EventClass>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub retry: Option<Retry>,
+    /// Issue a new secret; both are signed for 24 hours.
+    pub rotate_secret: Option<bool>,
+}
+
+/// `{"id", "queued"}` of a drain that timed out, with `error`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DrainTimeout {
+    pub error: String,
+    pub queued: u64,
+}
+
+/// `PUT /v1/push/devices/{jid}/{device_id}`: by provider (see docs/backends/push.md).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeviceRegistration {
+    /// `fcm`, `apns`, `webpush`, `mongoosepush`.
+    pub provider: String,
+    /// fcm, apns (hex).
+    pub token: Option<String>,
+    /// apns, mongoosepush: `prod` or `dev`.
+    pub mode: Option<String>,
+    /// mongoosepush: `fcm` or `apns`.
+    pub service: Option<String>,
+    /// webpush: the browser's `PushSubscription.toJSON()`.
+    pub subscription: Option<BTreeMap<String, Value>>,
+    /// Data-only notifications.
+    pub silent: Option<bool>,
+    /// Which push backend, when there are several.
+    pub backend: Option<String>,
+}
+
+/// A registered device, as listed (tokens shown by their last characters only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeviceView {
+    pub device_id: String,
+    pub provider: String,
+    pub mode: Option<String>,
+    pub silent: bool,
+    pub registered_at: String,
+    pub last_push_at: Option<String>,
+    pub token_hint: Option<String>,
+    pub backend: Option<String>,
+}
+
+/// `GET /v1/push/devices/{jid}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeviceList {
+    pub jid: String,
+    pub devices: Vec<DeviceView>,
+}
+
+/// `PUT /v1/push/devices/...`'s answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeviceRegistered {
+    pub jid: String,
+    pub backend: String,
+    pub device: DeviceView,
+}
