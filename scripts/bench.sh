@@ -8,8 +8,10 @@
 # binaries and the criterion bench), then runs:
 #   - the chain bench (criterion, in-process, one core)  -> rate chain N
 #   - e2e ingest / http / rabbit / memory / latency / mixed / lowrate /
-#     webhooks / scaleout                                 -> ratio <case> X
-#     (scaleout also prints `rate scaleout K N`: events/s through K sidecars)
+#     webhooks / scaleout / cluster                       -> ratio <case> X
+#     (scaleout also prints `rate scaleout K N`: events/s through K sidecars;
+#     cluster is [cluster] on vs off, and also prints `ratio cluster-push X`
+#     and `latency cluster p99 MS`; it needs PostgreSQL on 127.0.0.1:5432)
 # and ends with one line per case:
 #   ratio ingest X / ratio http X / ratio rabbit X / ratio memory X / ratio mixed X /
 #   ratio lowrate X / ratio webhooks X / ratio scaleout X / rate scaleout K N /

@@ -246,3 +246,36 @@ fn an_initial_backoff_over_the_max_is_refused_at_the_table() {
         &["initial_backoff_ms (5000)", "max_backoff_ms (100)"],
     );
 }
+
+/// `[cluster]` is shown without the password in the connection string, in
+/// either form PostgreSQL accepts; without it, check-config says the state
+/// stays in the spool.
+#[test]
+fn the_cluster_section_is_shown_without_its_password() {
+    for (postgres, shown) in [
+        (
+            "postgres://event_pusher:s3cret-pw@10.0.0.5:5432/event_pusher",
+            "postgres://event_pusher:***@10.0.0.5:5432/event_pusher",
+        ),
+        (
+            "host=10.0.0.5 user=event_pusher password=s3cret-pw dbname=event_pusher",
+            "password=***",
+        ),
+    ] {
+        let text = format!(
+            "[spool]\ndir = \"./data\"\n\n[cluster]\npostgres = \"{postgres}\"\npool_size = 3\nnode = \"chat-1\"\n\n[backends.log.console]\n"
+        );
+        let (_, out) = check(&text, &[]);
+        assert_eq!(out.code, Some(0), "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("cluster store"))
+            .unwrap_or_else(|| panic!("no cluster line:\n{}", out.stdout));
+        assert!(line.contains(shown), "{line}");
+        assert!(line.contains("pool 3") && line.contains("node chat-1"), "{line}");
+        assert!(!out.stdout.contains("s3cret-pw"), "password shown:\n{}", out.stdout);
+    }
+    let (_, out) = check("[spool]\ndir = \"./data\"\n\n[backends.log.console]\n", &[]);
+    assert!(out.stdout.contains("cluster off"), "{}", out.stdout);
+}

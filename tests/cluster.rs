@@ -348,3 +348,116 @@ async fn sidecars_starting_at_once_on_an_empty_database_all_migrate_and_merge() 
     })
     .await;
 }
+
+/// Wait until the sidecars share the source's partitions (each owns its
+/// fair share): the balancer's metric per sidecar.
+async fn wait_balanced(sidecars: &[&Sidecar], partitions: usize) {
+    let started = Instant::now();
+    let fair = partitions.div_ceil(sidecars.len());
+    loop {
+        let mut active = Vec::new();
+        for sc in sidecars {
+            let (_, text) = sc.get_text("/metrics").await;
+            active.push(
+                metric(&text, "event_pusher_source_partitions_active", &["source=\"main\""]).unwrap_or(0.0) as usize,
+            );
+        }
+        if active.iter().sum::<usize>() == partitions && active.iter().all(|n| *n <= fair) {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "partitions never shared: active per sidecar {active:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Two sidecars sharing eight partitions of the scale-out exchange, devices
+/// registered through A's admin API only: a chat to each of 16 users lands
+/// on whichever sidecar owns the user's partition, and every user gets
+/// exactly one push (before the cluster store, B pushed nobody's).
+#[tokio::test]
+async fn serial_amqp_partitions_push_every_user_exactly_once_whichever_sidecar_takes_the_chat() {
+    use lapin::options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions,
+    };
+    use lapin::BasicProperties;
+
+    const USERS: usize = 16;
+    const PARTITIONS: usize = 8;
+    let db = TestDb::create().await;
+    let fake = FakePush::start().await;
+    let exchange = format!("t-{}", event_pusher_core::Event::new_id().to_lowercase());
+    let source =
+        format!("[sources.amqp.main]\nurl = \"{AMQP}\"\nexchange = \"{exchange}\"\npartitions = {PARTITIONS}\n");
+    let a = node("a", &db.url(), &fake, &source).await;
+    let b = node("b", &db.url(), &fake, &source).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    wait_balanced(&[&a, &b], PARTITIONS).await;
+
+    for u in 0..USERS {
+        let (s, v) = put_device(&a, &format!("u{u}@localhost"), &format!("d{u}"), &mongoose()).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    until("B sees every device registered on A", || async {
+        device_ids(&b, &format!("u{}@localhost", USERS - 1)).await == [format!("d{}", USERS - 1)]
+    })
+    .await;
+
+    let (_conn, ch) = rabbit_channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    for u in 0..USERS {
+        let user = format!("u{u}@localhost");
+        let call = chat_to("alice@localhost/a", &user, &format!("to u{u}"));
+        ch.basic_publish(
+            exchange.as_str().into(),
+            user.as_str().into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&call).expect("json"),
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    }
+    for u in 0..USERS {
+        let got = fake.wait_delivered(&format!("d{u}"), 1, WAIT).await;
+        assert_eq!(got.len(), 1, "u{u}: {:?}", fake.pushed());
+        assert_eq!(got[0].body["alert"]["body"], format!("to u{u}"));
+    }
+    // Both sidecars took chats (the test is about the one without the
+    // admin calls), and nobody got a second push.
+    let mut accepted = Vec::new();
+    for sc in [&a, &b] {
+        let (_, text) = sc.get_text("/metrics").await;
+        accepted.push(
+            metric(
+                &text,
+                "event_pusher_source_messages_total",
+                &["source=\"main\"", "outcome=\"acked\""],
+            )
+            .unwrap_or(0.0),
+        );
+    }
+    assert!(accepted.iter().all(|n| *n > 0.0), "acked per sidecar {accepted:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.pushed().len(), USERS, "{:?}", fake.pushed());
+
+    for q in (0..PARTITIONS)
+        .map(|p| format!("{exchange}.{p}"))
+        .chain([format!("{exchange}.dead"), format!("{exchange}.members")])
+    {
+        let _ = ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()).await;
+        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    let _ = ch
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+}

@@ -736,3 +736,59 @@ async fn disabled_subscriptions_and_operations_counters_in_chromium() {
     assert!(throttled.as_f64() > Some(0.0));
     browser.close().await;
 }
+
+/// With `[cluster]`, the page shows the store (up, then down with its error
+/// while the proxy in front of PostgreSQL is cut) and the nodes seen.
+#[tokio::test]
+async fn cluster_store_and_nodes_in_chromium() {
+    use support::{Proxy, TestDb};
+    let browser = Browser::start().await;
+    let db = TestDb::create().await;
+    let proxy = Proxy::start(event_pusher_testkit::postgres::PG).await;
+    let sc = Sidecar::start(Options {
+        body: format!(
+            "[cluster]\npostgres = \"{}\"\nnode = \"chat-7\"\n\n[backends.log.audit]\n",
+            db.url_via(&proxy.addr())
+        ),
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    let c = browser.c();
+    c.goto(&format!("{}/ui", sc.url)).await.expect("open /ui");
+    browser
+        .wait_js(
+            "the store shown up, with this node listed",
+            "const s = document.querySelector('[data-role=cluster-store]');
+             const n = document.querySelector('[data-role=cluster-nodes]');
+             return s && !document.querySelector('[data-role=cluster]').hidden
+               ? [s.dataset.up, s.textContent, n.textContent] : null;",
+            vec![],
+            |v| {
+                v[0] == "true"
+                    && v[1].as_str().is_some_and(|t| t.contains("chat-7"))
+                    && v[2].as_str().is_some_and(|t| t.contains("chat-7"))
+            },
+        )
+        .await;
+    proxy.cut();
+    browser
+        .wait_js(
+            "the store shown down",
+            "const s = document.querySelector('[data-role=cluster-store]');
+             return s ? [s.dataset.up, s.textContent] : null;",
+            vec![],
+            |v| v[0] == "false" && v[1].as_str().is_some_and(|t| t.contains("DOWN")),
+        )
+        .await;
+    proxy.restore();
+    browser
+        .wait_js(
+            "the store shown up again",
+            "return document.querySelector('[data-role=cluster-store]').dataset.up;",
+            vec![],
+            |v| v == "true",
+        )
+        .await;
+    browser.close().await;
+}

@@ -16,9 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use event_pusher_core::StateChange;
-use tokio_postgres::types::ToSql;
 
 use crate::feed::{self, Notice};
+use crate::sql::params;
 use crate::store::ClusterStore;
 use crate::ClusterError;
 
@@ -227,12 +227,6 @@ async fn apply_in(
         skipped,
         cursor: u64::try_from(last).ok(),
     })
-}
-
-/// Owned statement parameters, for pipelined statements (their futures
-/// outlive a temporary `&[...]`).
-pub(crate) fn params<'a>(p: &[&'a (dyn ToSql + Sync)]) -> Vec<&'a (dyn ToSql + Sync)> {
-    p.to_vec()
 }
 
 /// Insert or replace a device; returns whether it was new.

@@ -19,8 +19,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
-use crate::snapshot::{self, Snapshot};
-use crate::store::Shared;
+use crate::change::Change;
+use crate::shared::{Shared, OP_TIMEOUT};
+use crate::snapshot;
+use crate::sql::params;
 use crate::ClusterError;
 
 /// The `LISTEN` / `NOTIFY` channel.
@@ -36,48 +38,6 @@ const PING_IDLE: Duration = Duration::from_secs(10);
 /// Reconnect backoff bounds for the listening connection.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// A committed change, as every sidecar learns it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// A device's new record; `None`: removed.
-    Device {
-        scope: String,
-        user: String,
-        device_id: String,
-        record: Option<Value>,
-    },
-    /// A user's presence now (all resources, sorted) and badge count.
-    Presence {
-        scope: String,
-        user: String,
-        resources: Vec<String>,
-        message_count: u64,
-    },
-    /// A subscription's new record and paused state; `record: None`:
-    /// detached.
-    Subscription {
-        id: String,
-        record: Option<Value>,
-        paused: bool,
-    },
-    /// The feed may have missed changes (the listening connection was lost,
-    /// or another sidecar merged its spool): this is the whole state now;
-    /// replace the in-memory view with it.
-    Reloaded(Arc<Snapshot>),
-}
-
-impl Change {
-    /// Label of `event_pusher_cluster_changes_total{kind}`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Change::Device { .. } => "device",
-            Change::Presence { .. } => "presence",
-            Change::Subscription { .. } => "subscription",
-            Change::Reloaded(_) => "reloaded",
-        }
-    }
-}
 
 /// What travels in a NOTIFY payload.
 #[derive(Debug, Serialize, Deserialize)]
@@ -187,12 +147,7 @@ pub(crate) async fn notify(
     let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
     let payloads: Vec<String> = notices.into_iter().map(|n| payload(node, n)).collect();
     // Pipelined: sent in order without waiting for each answer.
-    futures::future::try_join_all(
-        payloads
-            .iter()
-            .map(|p| tx.execute_raw(&stmt, crate::apply::params(&[&CHANNEL, p]))),
-    )
-    .await?;
+    futures::future::try_join_all(payloads.iter().map(|p| tx.execute_raw(&stmt, params(&[&CHANNEL, p])))).await?;
     Ok(())
 }
 
@@ -273,14 +228,14 @@ pub(crate) async fn listen(shared: Arc<Shared>, first: Listener) {
 /// Connect, LISTEN, then read everything (changes committed while the
 /// connection was down were never announced to us).
 async fn reconnect(shared: &Shared) -> Result<Listener, ClusterError> {
-    let mut listener = tokio::time::timeout(crate::store::OP_TIMEOUT, Listener::connect(&shared.pg)).await??;
+    let mut listener = tokio::time::timeout(OP_TIMEOUT, Listener::connect(&shared.pg)).await??;
     reload(shared, &mut listener.client).await?;
     tracing::info!("cluster store: listening again, state reloaded");
     Ok(listener)
 }
 
 async fn reload(shared: &Shared, client: &mut Client) -> Result<(), ClusterError> {
-    let snap = tokio::time::timeout(crate::store::OP_TIMEOUT, snapshot::load(client)).await??;
+    let snap = tokio::time::timeout(OP_TIMEOUT, snapshot::load(client)).await??;
     shared.publish(Change::Reloaded(Arc::new(snap)), None);
     Ok(())
 }
@@ -293,7 +248,7 @@ async fn serve(shared: &Shared, listener: &mut Listener) -> Result<(), ClusterEr
             Ok(Some(n)) => n,
             Ok(None) => return Err(ClusterError::Unavailable("listening connection lost".into())),
             Err(_idle) => {
-                tokio::time::timeout(crate::store::OP_TIMEOUT, listener.client.simple_query("SELECT 1")).await??;
+                tokio::time::timeout(OP_TIMEOUT, listener.client.simple_query("SELECT 1")).await??;
                 continue;
             }
         };

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::shared::{Shared, NODE_LIVENESS};
 use crate::status::NodesView;
-use crate::store::Shared;
 use crate::ClusterError;
 
 pub(crate) const INTERVAL: Duration = Duration::from_secs(2);
@@ -43,7 +43,7 @@ pub(crate) async fn beat(shared: &Shared, starting: bool) -> Result<(), ClusterE
                             extract(epoch FROM started_at)::float8, stats
                      FROM nodes WHERE last_seen > now() - make_interval(secs => $1)
                      ORDER BY name",
-                    &[&crate::store::NODE_LIVENESS.as_secs_f64()],
+                    &[&NODE_LIVENESS.as_secs_f64()],
                 )
                 .await?;
             Ok(rows)

@@ -14,21 +14,25 @@
 
 mod admin;
 mod apply;
+mod change;
 mod error;
 mod feed;
 mod heartbeat;
 mod merge;
 mod migrate;
 mod relay;
+mod shared;
 mod snapshot;
+mod sql;
 mod status;
 mod store;
 
 pub use admin::{CreateOutcome, PutOutcome};
 pub use apply::Applied;
+pub use change::Change;
 pub use error::{ClusterError, UNAVAILABLE};
 pub use event_pusher_config::ClusterConfig;
-pub use feed::{Change, INLINE_LIMIT};
+pub use feed::INLINE_LIMIT;
 pub use merge::Merged;
 pub use migrate::SCHEMA_VERSION;
 pub use relay::{relay, Outbox, RELAY_BATCH};

@@ -5,9 +5,9 @@
 //! detached); presence resources are united, and a count is taken only for
 //! a user the store has none for.
 
-use crate::apply::params;
 use crate::feed::{self, Notice};
 use crate::snapshot::Snapshot;
+use crate::sql::params;
 use crate::store::ClusterStore;
 use crate::ClusterError;
 

@@ -5,7 +5,6 @@
 //! once committed), `merge.rs` (first start), `heartbeat.rs` (nodes).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,65 +15,16 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
-use crate::feed::{self, Change, Listener};
+use crate::change::Change;
+use crate::feed::{self, Listener};
+use crate::shared::{Shared, NODE_LIVENESS, OP_TIMEOUT};
 use crate::snapshot::{self, Snapshot};
 use crate::status::{self, ClusterStatus, Health, Metrics, NodeSeen, NodesView, SubscriptionCounters};
 use crate::{heartbeat, migrate, ClusterError};
 
-/// Longest any single store operation may take before it counts as the
-/// store being unreachable (a black-holed network would otherwise hang
-/// the caller forever).
-pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Changes a slow subscriber may fall behind before it sees
 /// `RecvError::Lagged` (it must then `load()` again).
 const FEED_CAPACITY: usize = 16_384;
-
-/// A node is listed while its last heartbeat is this recent.
-pub(crate) const NODE_LIVENESS: Duration = Duration::from_secs(30);
-
-/// What the handle and the background tasks share.
-pub(crate) struct Shared {
-    pub pool: Pool,
-    pub pg: tokio_postgres::Config,
-    pub node: String,
-    pub postgres_redacted: String,
-    pub health: Health,
-    pub metrics: Metrics,
-    pub feed: broadcast::Sender<Change>,
-    pub nodes: Mutex<NodesView>,
-    pub stats: Mutex<serde_json::Value>,
-}
-
-impl Shared {
-    /// Hand a change to the subscribers and count it.
-    pub(crate) fn publish(&self, change: Change, lag: Option<f64>) {
-        self.metrics.count(change.kind());
-        if let Some(lag) = lag {
-            self.metrics.lag.observe(lag);
-        }
-        // No subscriber yet is fine: they load() before subscribing to
-        // deltas anyway.
-        let _ = self.feed.send(change);
-    }
-
-    /// Run `op` on a pooled connection, bounded by [`OP_TIMEOUT`], and
-    /// record whether the store was reachable.
-    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T, ClusterError>
-    where
-        F: FnOnce(deadpool_postgres::Object) -> Fut,
-        Fut: Future<Output = Result<T, ClusterError>>,
-    {
-        let r = tokio::time::timeout(OP_TIMEOUT, async {
-            let client = self.pool.get().await?;
-            op(client).await
-        })
-        .await
-        .unwrap_or_else(|elapsed| Err(elapsed.into()));
-        self.health.observe(&r);
-        r
-    }
-}
 
 /// Stops the background tasks when the last handle is dropped.
 struct Tasks(Vec<JoinHandle<()>>);

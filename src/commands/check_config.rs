@@ -36,6 +36,30 @@ pub fn run(path: &Path) -> Result<String, CommandError> {
             format!("{} s, at most {}", s.idempotency_window_s, s.idempotency_max_keys)
         }
     );
+    match &cfg.cluster {
+        // The connection string is shown without its password.
+        Some(c) => {
+            let node = match &c.node {
+                Some(n) => n.clone(),
+                None => format!(
+                    "{} (default: host name and listen port)",
+                    event_pusher_cluster::default_node_name(cfg.server.listen.port())
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "cluster store {} · pool {} connections · node {node}",
+                c.redacted_postgres(),
+                c.pool_size
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "cluster off (devices, presence and subscriptions stay in this spool)"
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "chain ({} handlers, lowest priority first):",

@@ -6,7 +6,7 @@ use event_pusher_core::spool::Overflow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::subscription::FieldError;
+use super::field_error::FieldError;
 
 /// Why and since when a subscription stopped delivering on its own
 /// (`[webhooks] disable_after_s`); cleared by `restart`.

@@ -8,13 +8,15 @@
 //!   `webhook`, with both secrets signing for a day after a rotation.
 //! - `limits.rs`: `overflow`, `rate_limit_per_s` and the auto-disable mark.
 
+mod field_error;
 mod limits;
 mod publish;
 mod subscription;
 
+pub use field_error::FieldError;
 pub use limits::Disabled;
 
 pub use publish::{WebhookBackend, ROTATION_OVERLAP};
 pub use subscription::{
-    check_egress, generate_id, generate_secret, shown_url, AttachRequest, FieldError, PatchRequest, Subscription,
+    check_egress, generate_id, generate_secret, shown_url, AttachRequest, PatchRequest, Subscription,
 };

@@ -16,24 +16,8 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::field_error::FieldError;
 use crate::http::WebhookSecret;
-
-/// A request field that is missing, malformed or not allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-}
 
 /// A subscription as stored (JSON in the spool's `subscriptions` table).
 /// The secrets are stored (the sidecar signs with them) but never shown

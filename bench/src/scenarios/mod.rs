@@ -7,6 +7,7 @@
 //! as `ratio <case> <value>` (empty: no ratio), or why it could not be
 //! measured.
 
+pub mod cluster;
 pub mod http;
 pub mod ingest;
 pub mod latency;
@@ -30,7 +31,7 @@ use crate::sidecar::{free_port, Sidecar};
 use crate::sink::SinkClient;
 
 /// Every case, in the order a full run takes them.
-pub const CASES: &str = "ingest,http,rabbit,memory,latency,mixed,lowrate,webhooks,scaleout";
+pub const CASES: &str = "ingest,http,rabbit,memory,latency,mixed,lowrate,webhooks,scaleout,cluster";
 
 #[derive(Parser, Clone)]
 #[command(
@@ -137,6 +138,7 @@ impl Cx {
             "lowrate" => lowrate::run(self).await,
             "webhooks" => webhooks::run(self).await,
             "scaleout" => scaleout::run(self).await,
+            "cluster" => cluster::run(self).await,
             other => Err(format!("unknown case \"{other}\"")),
         }
     }

@@ -186,6 +186,7 @@
   async function tick(gen) {
     try {
       await refreshBackends();
+      await refreshCluster();
       if (gen !== generation) return;
       showContent();
       clearError('refresh');
@@ -208,6 +209,41 @@
 
   function setRefreshStatus(text) {
     byId('refresh-status').textContent = text;
+  }
+
+  // ---- cluster store -----------------------------------------------------
+
+  // Without [cluster] the sidecar answers 404: the section stays hidden and
+  // is not asked again.
+  let clusterConfigured = true;
+
+  async function refreshCluster() {
+    if (!clusterConfigured) return;
+    let data;
+    try {
+      ({ data } = await api('GET', 'v1/cluster'));
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        clusterConfigured = false;
+        byId('cluster').hidden = true;
+        return;
+      }
+      throw err;
+    }
+    const store = data.store || {};
+    const storeLine = byId('cluster-store');
+    storeLine.dataset.up = store.up ? 'true' : 'false';
+    storeLine.className = `store ${store.up ? 'up' : 'down'}`;
+    let text = `Store ${store.up ? 'up' : 'DOWN'} (${store.postgres || 'postgres'})`;
+    if (store.since) text += ` since ${formatTime(store.since)}`;
+    if (!store.up && store.last_error) text += ` — ${store.last_error}`;
+    storeLine.textContent = `${text} · this node: ${data.node}`;
+    const nodes = Array.isArray(data.nodes) ? data.nodes : [];
+    byId('cluster-nodes').textContent = nodes.length
+      ? `Nodes seen in the last 30 s (${nodes.length}): ${nodes.map((n) => n.name).join(', ')}`
+      : 'No nodes seen in the last 30 s.';
+    byId('cluster-nodes').dataset.count = String(nodes.length);
+    byId('cluster').hidden = false;
   }
 
   // ---- backends --------------------------------------------------------
