@@ -97,6 +97,7 @@ enum Command {
     /// Erase everything held about a user (bare JID) in a running sidecar:
     /// queued events, dead letters, push devices, presence, badge counts
     EraseUser {
+        /// The user's bare JID (e.g. alice@localhost).
         jid: String,
         #[command(flatten)]
         target: TargetArgs,

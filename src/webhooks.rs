@@ -470,6 +470,9 @@ impl Webhooks {
             }
             Some(entry) => entry.slot,
         };
+        // Disabled (auto-disable, on any sidecar) or enabled again: new
+        // events go to the dead letters while it is disabled.
+        engine.spool().slot(slot).intake.set_diverted(sub.disabled.is_some());
         {
             let mut subs = self.subs.lock().await;
             subs.insert(id.to_owned(), Entry { sub, slot });
@@ -483,7 +486,7 @@ impl Webhooks {
 }
 
 /// A subscription's record as the cluster store keeps it.
-fn record_json(sub: &Subscription) -> serde_json::Value {
+pub(crate) fn record_json(sub: &Subscription) -> serde_json::Value {
     serde_json::to_value(sub).unwrap_or(serde_json::Value::Null)
 }
 

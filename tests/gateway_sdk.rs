@@ -100,10 +100,14 @@ async fn sdk_sees_every_dispatch_exactly_once_across_cut_connections() {
     .consumers(3)
     .max_backoff(Duration::from_millis(200));
     let running = tokio::spawn(client.run(Recorder(seen.clone())));
-    assert!(
-        eventually(Duration::from_secs(10), || *seen.sessions.lock().expect("lock") == 1).await,
-        "READY"
-    );
+    if !eventually(Duration::from_secs(10), || *seen.sessions.lock().expect("lock") == 1).await {
+        let client = if running.is_finished() {
+            format!("{:?}", running.await)
+        } else {
+            "still running".into()
+        };
+        panic!("no READY (client: {client}); sidecar log:\n{}", sc.log_tail());
+    }
 
     let mut posted = Vec::new();
     posted.extend(post_ok(&sc, &json!({"hook": "user_available", "jid": "carol@localhost/phone"})).await);

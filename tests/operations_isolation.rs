@@ -39,7 +39,7 @@ async fn a_dead_subscription_never_makes_ingest_refuse_and_gets_disabled() {
     let dead = Receiver::start().await;
     dead.set_default(Answer::status(503));
     let body = format!(
-        "{}{}\n{}[webhooks]\ndisable_after_s = 2\n",
+        "{}{}\n{}[webhooks]\ndisable_after_s = 2\n\n[egress]\nallow_private = true\n",
         http_backend("good", &good.url("/good"), ""),
         http_backend("ops", &ops.url("/ops"), "events = [\"operational\"]"),
         fast_retry("ops", 5),
@@ -208,7 +208,7 @@ async fn refuse_answers_503_and_bad_values_name_their_field() {
         http_backend("crm", &down.url("/x"), "overflow = \"refuse\"\nevents = [\"chat\"]"),
         fast_retry("crm", 1000),
         http_backend("ops", &ops.url("/ops"), "events = [\"operational\"]"),
-    );
+    ) + "\n[egress]\nallow_private = true\n";
     let sc = Sidecar::start(Options {
         spool: "max_queue = 3".into(),
         body,

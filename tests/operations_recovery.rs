@@ -142,7 +142,7 @@ async fn erasing_a_user_removes_their_events_everywhere_and_is_idempotent() {
         http_backend("held", &rx.url("/x"), ""),
         http_backend("bad", &bad.url("/x"), ""),
         fast_retry("bad", 1)
-    );
+    ) + "\n[egress]\nallow_private = true\n";
     let sc = Sidecar::start(Options {
         body,
         ..Default::default()

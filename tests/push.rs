@@ -318,7 +318,9 @@ async fn a_408_from_a_push_provider_is_retried_like_the_http_backends() {
     for device in ["m-408", "w-408"] {
         fake.script(device, [Answer::status(408)]);
     }
-    let config = push_backend("mobile", &fake.url(), "") + &webpush_provider("mobile");
+    // The Web Push stand-in is a local http:// endpoint.
+    let config =
+        push_backend("mobile", &fake.url(), "") + &webpush_provider("mobile") + "\n[egress]\nallow_private = true\n";
     let sc = sidecar(config).await;
     let (s, v) = put_device(&sc, "bob@localhost", "m-408", &mongoose("fcm")).await;
     assert!(s < 300, "{v}");

@@ -210,3 +210,63 @@ fn check_config_refuses_mixed_keys_by_name() {
         );
     }
 }
+
+/// Scripts that run long hold their own requests only: with eight requests
+/// busy in a script that runs to its wall-clock budget (a high
+/// `max_operations`), `/health` and a request the script passes quickly
+/// still answer at once. Before, the script ran on the async workers and
+/// both waited for the scripts (up to 20 s measured).
+#[tokio::test]
+async fn slow_scripts_leave_health_and_other_requests_answering() {
+    let body = format!(
+        r#"[[filters]]
+name = "slow"
+max_operations = 1000000000
+on_error = "continue"
+source = '''
+fn filter(event) {{
+    if event.body == "slow" {{ let n = 0; loop {{ n += 1; }} }}
+}}
+'''
+
+[backends.log.audit]
+"#
+    );
+    let sc = Sidecar::start(Options {
+        body,
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    let url = format!("{}/v1/events", sc.url);
+    let slow: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(&url)
+                    .json(
+                        &json!({"hook":"user_send_message","from":"a@x","to":"b@x","body":"slow","id":format!("s{i}")}),
+                    )
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // Let the slow requests reach the script.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let t = Instant::now();
+    let (status, _) = sc.get("/health").await;
+    let health = t.elapsed();
+    assert_eq!(status, 200);
+    // The budget is 500 ms per call: a /health that waited for eight of
+    // them (two at a time on two cores) would take over a second.
+    assert!(
+        health < Duration::from_millis(400),
+        "/health took {health:?} while scripts ran"
+    );
+    for s in slow {
+        assert_eq!(s.await.expect("join").expect("request"), 202);
+    }
+}

@@ -680,7 +680,7 @@ async fn disabled_subscriptions_and_operations_counters_in_chromium() {
     let down = Receiver::start().await;
     down.set_default(Answer::status(503));
     let body = format!(
-        "{}[webhooks]\ndisable_after_s = 1\n",
+        "{}[webhooks]\ndisable_after_s = 1\n\n[egress]\nallow_private = true\n",
         http_backend("ok", &ok.url("/hook"), "rate_limit_per_s = 2")
     );
     let sc = Sidecar::start(Options {

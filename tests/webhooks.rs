@@ -398,3 +398,44 @@ async fn exhausted_retries_go_to_dead_letters_under_the_subscription_id() {
     assert_eq!((status, v["replayed"].as_u64()), (200, Some(1)), "{v}");
     assert_eq!(rx.wait_for(1, Duration::from_secs(10)).await.len(), 1);
 }
+
+/// PATCH while deliveries are in flight: the attempts in flight finish on
+/// the old settings and are not sent again by the new ones (before, each
+/// PATCH resent every in-flight event, counted as delivered twice).
+#[tokio::test]
+async fn patching_during_deliveries_sends_no_event_twice() {
+    let sc = start().await;
+    let rx = Receiver::start().await;
+    rx.set_default(Answer::status(200).with_delay(Duration::from_millis(200)));
+    attach(&sc, fast(&rx.url("/a"), "crm", &["presence"])).await;
+    let n = 30;
+    for i in 0..n {
+        let (status, v) = sc.post(&presence(&format!("u{i}@localhost/r"))).await;
+        assert_eq!(status, 202, "{v}");
+    }
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let (status, v) = sc
+            .admin(
+                Method::PATCH,
+                "/v1/webhooks/crm",
+                Some(&json!({"headers": {"X-Round": round.to_string()}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let got = rx.wait_for(n, Duration::from_secs(30)).await;
+    // Anything sent twice would arrive by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut ids: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(got.len() >= n);
+    ids.sort();
+    let total = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "distinct events");
+    assert_eq!(total, n, "{} sent twice", total - n);
+}

@@ -32,6 +32,13 @@ pub enum Verdict {
 /// [`ChainBuilder::filter`].
 pub trait Filter: Send + Sync + 'static {
     fn apply(&self, event: &mut Event) -> Verdict;
+
+    /// Whether one call may take long enough to starve the I/O workers
+    /// (a user script: up to its wall-clock budget). A chain with such a
+    /// filter runs off them (see [`Chain::may_block`]).
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 impl<F> Filter for F
@@ -123,7 +130,14 @@ impl ChainBuilder {
     pub fn build(mut self) -> Chain {
         // A stable sort keeps config order among equal priorities.
         self.entries.sort_by_key(|e| e.priority);
-        Chain { entries: self.entries }
+        let may_block = self
+            .entries
+            .iter()
+            .any(|e| matches!(&e.handler, Handler::Filter(f) if f.may_block()));
+        Chain {
+            entries: self.entries,
+            may_block,
+        }
     }
 }
 
@@ -155,9 +169,17 @@ pub struct ChainOutcome {
 /// The priority-ordered chain.
 pub struct Chain {
     entries: Vec<Entry>,
+    may_block: bool,
 }
 
 impl Chain {
+    /// Whether a filter of this chain may run long (a script): the
+    /// pipeline then runs the chain off the async I/O workers, so a slow
+    /// script delays its own request, never `/health` or other ingest.
+    pub fn may_block(&self) -> bool {
+        self.may_block
+    }
+
     /// Run one event through the chain.
     /// Run one event. Backends add the state changes their routing makes
     /// to `changes` (which holds the request's earlier ones too).

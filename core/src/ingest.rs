@@ -37,7 +37,7 @@ use crate::event::Event;
 use crate::hook::{CallItem, HookInput, HookTranslator, HOOKS};
 use crate::slot::Slot;
 use crate::spool::{KeyRecord, KeyedAppend, Spool, SpoolError};
-use crate::state_change::{Changes, StateChange};
+use crate::state_change::Changes;
 use crate::subscriptions::SubscriptionIndex;
 
 /// What one accepted request produced.
@@ -111,6 +111,18 @@ pub struct Pipeline {
     commands: ArcSwap<CommandHooks>,
 }
 
+/// Requests whose chain runs off the I/O workers at once (see
+/// [`Pipeline::route`]): as many as there are cores, so scripts use the
+/// machine without queueing threads behind each other.
+pub fn blocking_chains() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn blocking_turns() -> &'static tokio::sync::Semaphore {
+    static TURNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    TURNS.get_or_init(|| tokio::sync::Semaphore::new(blocking_chains()))
+}
+
 impl Pipeline {
     pub fn new(chain: Chain, spool: Spool) -> Self {
         Pipeline {
@@ -130,12 +142,6 @@ impl Pipeline {
     /// Whether `hook` is a command (not an event hook).
     pub fn is_command(&self, hook: &str) -> bool {
         self.commands.load().get(hook).is_some()
-    }
-
-    /// Store state changes alone (an admin API write), like a request's:
-    /// fsync'd, then applied in memory.
-    pub async fn commit_changes(&self, changes: Vec<StateChange>) -> Result<(), IngestError> {
-        Ok(self.spool.commit(Vec::new(), changes).await?)
     }
 
     /// Which subscription slots claim an event of each class: consulted
@@ -167,7 +173,7 @@ impl Pipeline {
             accepted,
             items,
             changes,
-        } = self.run_chain(items)?;
+        } = self.route(items).await?;
         self.spool.commit(items, changes.into_vec()).await?;
         Ok(accepted)
     }
@@ -194,7 +200,7 @@ impl Pipeline {
             accepted,
             items,
             changes,
-        } = self.run_chain(items)?;
+        } = self.route(items).await?;
         let record = KeyRecord {
             fingerprint: fingerprint.clone(),
             ids: accepted.ids.clone(),
@@ -220,7 +226,7 @@ impl Pipeline {
             accepted,
             mut items,
             changes,
-        } = self.run_chain(events.into_iter().map(Item::Event).collect())?;
+        } = self.route(events.into_iter().map(Item::Event).collect()).await?;
         items.retain(|(slot, _)| Some(*slot) != skip);
         self.spool.commit(items, changes.into_vec()).await?;
         Ok(accepted)
@@ -265,6 +271,25 @@ impl Pipeline {
             items.push(Item::Event(event));
         }
         Ok(items)
+    }
+
+    /// [`run_chain`](Self::run_chain), off the async I/O workers when a
+    /// filter may run long (scripts): at most [`blocking_chains`] requests
+    /// at a time take a worker out of the pool for it (`block_in_place`
+    /// hands the worker's other tasks to a new one); the rest wait their
+    /// turn without holding a worker, so `/health`, other ingest and
+    /// deliveries go on while scripts run.
+    async fn route(&self, items: Vec<Item<'_>>) -> Result<Prepared, IngestError> {
+        if !self.chain.load().may_block() {
+            return self.run_chain(items);
+        }
+        let _turn = blocking_turns().acquire().await;
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.run_chain(items)),
+            // A current-thread runtime (tests, embedders) has no other
+            // worker to hand over to.
+            _ => self.run_chain(items),
+        }
     }
 
     /// Run each event through the chain and each command, in request

@@ -58,6 +58,19 @@ async fn set_paused(state: &AppState, name: &str, paused: bool) -> Response {
         Ok(s) => s,
         Err(e) => return lookup_error(e),
     };
+    // A webhook subscription's pause goes through the subscriptions, as
+    // `POST /v1/webhooks/{id}/pause` does: stored in the cluster store
+    // first when there is one, and `resume` enables a disabled one.
+    let name_of_slot = state.spool().slot(slot).name.clone();
+    if let Some(id) = name_of_slot.strip_prefix("webhook.") {
+        return match state.webhooks.set_paused(&state.engine, id, paused).await {
+            Ok(_) => {
+                tracing::info!(backend = %name_of_slot, paused, "backend {}", if paused { "paused" } else { "resumed" });
+                Json(state.engine.status_of(slot)).into_response()
+            }
+            Err(e) => super::webhooks::failure(e),
+        };
+    }
     match state.engine.set_paused(slot, paused).await {
         Ok(status) => {
             tracing::info!(

@@ -85,7 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::serve))
-        .merge(ui::routes())
+        .merge(ui::routes(state.cluster.is_some()))
         .merge(api)
         .fallback(not_found)
         // After every route is added: it applies to the routes present.

@@ -20,10 +20,29 @@ const ICON_SVG: &str = include_str!("ui/icon.svg");
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The page with its cluster section switched on (`[cluster]` configured):
+/// the page then asks `/v1/cluster`, which answers 404 otherwise.
+static INDEX_HTML_CLUSTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    INDEX_HTML.replacen(
+        "data-role=\"cluster\"",
+        "data-role=\"cluster\" data-configured=\"true\"",
+        1,
+    )
+});
+
 /// The page's routes; merged into the main router outside the token layer.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// `cluster`: whether this sidecar has a cluster store to show.
+pub fn routes<S: Clone + Send + Sync + 'static>(cluster: bool) -> Router<S> {
+    let index: &'static str = if cluster {
+        INDEX_HTML_CLUSTER.as_str()
+    } else {
+        INDEX_HTML
+    };
     Router::new()
-        .route("/ui", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/ui",
+            get(move || async move { asset("text/html; charset=utf-8", index) }),
+        )
         // Relative, so it also works behind a proxy that mounts us under a prefix.
         .route("/ui/", get(|| async { Redirect::permanent("../ui") }))
         .route(

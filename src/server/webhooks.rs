@@ -207,7 +207,7 @@ fn field_error(field: &str, message: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
-fn failure(e: WebhookError) -> Response {
+pub(super) fn failure(e: WebhookError) -> Response {
     match e {
         WebhookError::Invalid(f) => field_error(&f.field, f.message),
         WebhookError::AlreadyExists(id) => {

@@ -17,12 +17,24 @@ use event_pusher_core::operational::Signal;
 use event_pusher_core::spool::{now_ms, Record, SpoolError};
 use time::OffsetDateTime;
 
-use super::{slot_name, Entry, Webhooks};
+use super::{slot_name, Entry, WebhookError, Webhooks};
 
 impl Webhooks {
     /// Disable every started subscription failing for at least `after`.
     pub async fn disable_failing(&self, engine: &DeliveryEngine, after: Duration) {
         let now = now_ms();
+        // One change at a time, as the API's: the cluster store sees them in
+        // the order they are made here.
+        let _op = self.ops.lock().await;
+        let store = match self.store() {
+            Ok(store) => store,
+            // Store down: the subscription stays enabled until it is back
+            // (disabling it here alone would undo at the next change).
+            Err(e) => {
+                tracing::debug!(error = %e, "auto-disable waits for the cluster store");
+                return;
+            }
+        };
         let mut subs = self.subs.lock().await;
         for entry in subs.values_mut() {
             if entry.sub.disabled.is_some() || engine.spool().slot(entry.slot).paused.load(Ordering::Acquire) {
@@ -33,7 +45,7 @@ impl Webhooks {
             if since == 0 || now.saturating_sub(since) < after.as_millis() as u64 {
                 continue;
             }
-            if let Err(e) = disable(engine, entry, since, after).await {
+            if let Err(e) = disable(engine, store, entry, since, after).await {
                 tracing::warn!(id = %entry.sub.id, error = %e, "cannot disable a failing webhook yet; will retry");
             }
         }
@@ -77,7 +89,13 @@ pub(super) fn state(entry_disabled: bool, paused: bool) -> &'static str {
     }
 }
 
-async fn disable(engine: &DeliveryEngine, entry: &mut Entry, since_ms: u64, after: Duration) -> Result<(), SpoolError> {
+async fn disable(
+    engine: &DeliveryEngine,
+    shared: Option<&event_pusher_cluster::ClusterStore>,
+    entry: &mut Entry,
+    since_ms: u64,
+    after: Duration,
+) -> Result<(), WebhookError> {
     let since = OffsetDateTime::from_unix_timestamp_nanos(i128::from(since_ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let since = event_pusher_core::event::timestamp_millis::format(&since);
@@ -90,6 +108,14 @@ async fn disable(engine: &DeliveryEngine, entry: &mut Entry, since_ms: u64, afte
         reason: reason.clone(),
         at: event_pusher_core::event::timestamp_millis::format(&OffsetDateTime::now_utc()),
     });
+    // Shared first: every sidecar stops delivering to it (disabled is part
+    // of the record, paused the store's flag).
+    if let Some(shared) = shared {
+        shared
+            .update_subscription(&next.id, &super::record_json(&next), true)
+            .await
+            .map_err(crate::cluster::SharedError::from)?;
+    }
     store(engine, &next).await?;
     engine.spool().slot(entry.slot).intake.set_diverted(true);
     engine.set_paused(entry.slot, true).await?;

@@ -18,7 +18,7 @@ use crate::sidecar::Sidecar;
 pub fn gateway_backend(extra: &str) -> String {
     format!(
         "[backends.gateway.live]\npath = \"/v1/gateway\"\n{extra}\n\
-         [backends.gateway.live.clients.full]\ntoken = \"full-token\"\nintents = 63\n\
+         [backends.gateway.live.clients.full]\ntoken = \"full-token\"\nintents = 127\n\
          [backends.gateway.live.clients.presence]\ntoken = \"presence-token\"\nintents = 1\n"
     )
 }

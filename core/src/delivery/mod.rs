@@ -308,6 +308,12 @@ impl DeliveryEngine {
             handle.stats = old.stats.clone();
         }
         self.stop_queue(slot, grace).await;
+        // The old queue's last deliveries were acked without waiting (the
+        // ack rides on the next commit); the new queue reads the spool from
+        // the start, so commit those acks first or it sends them again.
+        if let Err(e) = self.spool.sync().await {
+            tracing::warn!(%slot, error = %e, "cannot commit the acks of a replaced queue; some events may be sent twice");
+        }
         if let Some(b) = self
             .backends
             .write()

@@ -158,6 +158,11 @@ impl Filter for ScriptFilter {
             Err(message) => self.failed(event, &message),
         }
     }
+
+    /// A call may run up to its wall-clock budget.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// Rhai's message, except for a call ended by the time budget, which Rhai

@@ -213,23 +213,11 @@
 
   // ---- cluster store -----------------------------------------------------
 
-  // Without [cluster] the sidecar answers 404: the section stays hidden and
-  // is not asked again.
-  let clusterConfigured = true;
-
+  // The server marks the section when [cluster] is configured; without it
+  // the page never asks (the sidecar would answer 404).
   async function refreshCluster() {
-    if (!clusterConfigured) return;
-    let data;
-    try {
-      ({ data } = await api('GET', 'v1/cluster'));
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404) {
-        clusterConfigured = false;
-        byId('cluster').hidden = true;
-        return;
-      }
-      throw err;
-    }
+    if (byId('cluster').dataset.configured !== 'true') return;
+    const { data } = await api('GET', 'v1/cluster');
     const store = data.store || {};
     const storeLine = byId('cluster-store');
     storeLine.dataset.up = store.up ? 'true' : 'false';
