@@ -248,13 +248,16 @@ fn sections(text: &str) -> Option<toml::Table> {
 /// installed before this returns, so a `SIGHUP` from then on reloads instead
 /// of ending the process (its default action).
 #[cfg(unix)]
-pub fn on_sighup(state: Arc<crate::state::AppState>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn on_sighup<F, Fut>(reload: F) -> std::io::Result<tokio::task::JoinHandle<()>>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading filters");
-            // The outcome is logged by `reload`.
-            let _ = state.reloader.reload(&state.pipeline).await;
+            reload().await;
         }
     }))
 }

@@ -187,12 +187,23 @@ impl Sidecar {
         let addr = listener.local_addr().map_err(RunError::Serve)?;
         tracing::info!(%addr, "event-pusher listening");
         #[cfg(unix)]
-        let sighup = crate::reload::on_sighup(state.clone()).map_err(RunError::Serve)?;
+        let sighup = {
+            let state = state.clone();
+            crate::reload::on_sighup(move || {
+                let state = state.clone();
+                // The outcome is logged by `reload`.
+                async move {
+                    let _ = state.reloader.reload(&state.pipeline).await;
+                }
+            })
+            .map_err(RunError::Serve)?
+        };
         // Operations upkeep (operational events, auto-disable, retention):
         // connected before the queues start, stopped before they drain.
         let upkeep = crate::operations::start(&state, upkeep);
         let handles = state.engine.start();
-        let sources = state.sources.start(&state);
+        let intake: Arc<dyn crate::sources::Intake> = state.clone();
+        let sources = state.sources.start(&intake);
         let app = crate::server::router(state.clone());
         let serve_state = state.clone();
         let grace = state.shutdown_grace;

@@ -47,3 +47,18 @@ impl AppState {
         self.engine.spool()
     }
 }
+
+/// The sources feed the pipeline through this view of the state.
+impl crate::sources::Intake for AppState {
+    fn pipeline(&self) -> &event_pusher_core::Pipeline {
+        &self.pipeline
+    }
+
+    fn engine(&self) -> &event_pusher_core::delivery::DeliveryEngine {
+        &self.engine
+    }
+
+    fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+}

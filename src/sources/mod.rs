@@ -21,7 +21,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::state::AppState;
+use event_pusher_core::delivery::DeliveryEngine;
+use event_pusher_core::Pipeline;
 
 /// `[sources]`: one map per kind, by name.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,6 +42,16 @@ impl SourcesConfig {
         ids.extend(self.amqp.keys().map(|n| format!("amqp.{n}")));
         ids
     }
+}
+
+/// What a source needs of the running sidecar: the pipeline it feeds, the
+/// delivery engine (whose backlog paces the partitions) and the body limit
+/// HTTP ingest applies. The sidecar's state implements it; sources know
+/// nothing else of it.
+pub trait Intake: Send + Sync + 'static {
+    fn pipeline(&self) -> &Pipeline;
+    fn engine(&self) -> &DeliveryEngine;
+    fn max_body_bytes(&self) -> usize;
 }
 
 /// The configured sources' state, shared with `/ready` and `/metrics`.
@@ -86,7 +97,7 @@ impl Sources {
     }
 
     /// Spawn every source's consumer; they feed `state.pipeline`.
-    pub fn start(&self, state: &Arc<AppState>) -> Running {
+    pub fn start(&self, state: &Arc<dyn Intake>) -> Running {
         let (stop, stopped) = watch::channel(false);
         #[allow(unused_mut)]
         let mut tasks = Vec::new();

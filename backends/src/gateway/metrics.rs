@@ -9,8 +9,6 @@ use std::sync::Mutex;
 
 use event_pusher_core::metrics::label;
 
-use super::hub::Hub;
-
 /// Counters of one gateway backend.
 pub struct GatewayMetrics {
     dispatches: AtomicU64,
@@ -48,21 +46,26 @@ impl GatewayMetrics {
     }
 }
 
-/// Append the series of `hub` to a Prometheus text page.
-pub fn render(hub: &Hub, out: &mut String) {
-    let m = &hub.metrics;
-    let backend = label(&hub.backend);
+/// Append a gateway backend's series to a Prometheus text page: its
+/// counters and, per client, the sessions connected now.
+pub fn render<'a>(
+    m: &GatewayMetrics,
+    backend: &str,
+    sessions: impl Iterator<Item = (&'a str, usize)>,
+    out: &mut String,
+) {
+    let backend = label(backend);
     head(
         out,
         "event_pusher_gateway_sessions",
         "gauge",
         "Connected gateway sessions by client.",
     );
-    for (client, n) in hub.clients.iter().zip(hub.attached_by_client()) {
+    for (client, n) in sessions {
         let _ = writeln!(
             out,
             "event_pusher_gateway_sessions{{backend=\"{backend}\",client=\"{}\"}} {n}",
-            label(&client.name)
+            label(client)
         );
     }
     head(

@@ -24,6 +24,7 @@
 mod config;
 mod connection;
 mod dispatch;
+pub mod extra_close;
 mod hub;
 mod metrics;
 mod publish;

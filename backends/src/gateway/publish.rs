@@ -143,7 +143,13 @@ impl Endpoint for GatewayEndpoint {
     }
 
     fn render_metrics(&self, out: &mut String) {
-        super::metrics::render(&self.hub, out);
+        let hub = &self.hub;
+        let sessions = hub
+            .clients
+            .iter()
+            .map(|c| c.name.as_str())
+            .zip(hub.attached_by_client());
+        super::metrics::render(&hub.metrics, &hub.backend, sessions, out);
     }
 
     fn drain(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {

@@ -140,7 +140,7 @@ impl Session {
         let replay = st.buffer.iter().filter(|(s, _)| *s > seq).cloned().collect();
         // The connection it was on (if still live) is closed with its own
         // code: the slow-client code would tell it to resume this session.
-        st.detach(Some(super::connection::extra_close::SESSION_REPLACED));
+        st.detach(Some(super::extra_close::SESSION_REPLACED));
         st.link = Some(Link { outbox, kick });
         st.detached_at = None;
         ResumeCheck::Replay(replay)

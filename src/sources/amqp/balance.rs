@@ -104,7 +104,7 @@ pub async fn balance(
             .map_err(|e| format!("cannot count the consumers of queue \"{members}\": {e}"))?
             .consumer_count() as usize;
         let fair = fair_share(partitions.len(), sidecars);
-        let backlog = backlog(&ctx.state.engine);
+        let backlog = backlog(ctx.state.engine());
         if active.len() > fair && backlog > HANDOVER_BACKLOG {
             tracing::debug!(
                 backlog,

@@ -37,7 +37,7 @@ use super::dead_letter::DeadLetters;
 use super::handover::{delivered_so_far, is_ping};
 use super::status::{Outcome, SourceStatus};
 use super::topology::short;
-use crate::state::AppState;
+use crate::sources::Intake;
 
 /// How long to wait before offering a refused batch to the spool again.
 const SPOOL_RETRY: Duration = Duration::from_millis(500);
@@ -64,7 +64,7 @@ pub enum Ended {
 
 /// What every partition consumer of a source uses.
 pub struct Context {
-    pub state: Arc<AppState>,
+    pub state: Arc<dyn Intake>,
     /// The source's exchange, which names its queues.
     pub exchange: String,
     pub status: Arc<SourceStatus>,
@@ -108,7 +108,7 @@ pub async fn consume(
         let Some(first) = first else {
             let delivered = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
-                done = delivered_so_far(&ctx.state.engine) => done,
+                done = delivered_so_far(ctx.state.engine()) => done,
             };
             if delivered {
                 return Ok(Ended::Released);
@@ -178,7 +178,7 @@ async fn store(
     // Messages whose body parses, with how many hook calls each holds.
     // The body is already in memory (AMQP hands whole messages); one over
     // the limit is dead-lettered by its length, without being parsed.
-    let max = ctx.state.max_body_bytes;
+    let max = ctx.state.max_body_bytes();
     let mut good: Vec<(Delivery, usize)> = Vec::with_capacity(batch.len());
     for d in batch {
         if d.data.len() > max {
@@ -259,7 +259,7 @@ async fn accept_group(
             .iter()
             .flat_map(|(d, _)| parse_calls(&d.data, framing(d)).unwrap_or_default())
             .collect();
-        let outcome = match ctx.state.pipeline.accept(&calls).await {
+        let outcome = match ctx.state.pipeline().accept(&calls).await {
             // Hook commands (`push_enable`, ...) read fields the typed
             // reader skips: then the batch is read again as JSON values.
             Err(IngestError::CommandNeedsJson { .. }) => {
@@ -267,7 +267,7 @@ async fn accept_group(
                     .iter()
                     .flat_map(|(d, _)| parse_body(&d.data, framing(d)).unwrap_or_default())
                     .collect();
-                ctx.state.pipeline.accept(&values).await
+                ctx.state.pipeline().accept(&values).await
             }
             other => other,
         };
@@ -295,7 +295,7 @@ async fn accept_group(
                 return Err(format!("hook command at item {index} could not be read as JSON"));
             }
             Err(IngestError::Spool(e)) => {
-                if matches!(e, SpoolError::Full(_)) && nothing_draining(&ctx.state.engine) {
+                if matches!(e, SpoolError::Full(_)) && nothing_draining(ctx.state.engine()) {
                     return Ok(Group::NeverFits(e.to_string()));
                 }
                 if !refused_logged {

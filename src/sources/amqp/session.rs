@@ -21,7 +21,7 @@ use super::balance::balance;
 use super::dead_letter::DeadLetters;
 use super::partition::{consume, Context, Ended, Partition};
 use super::AmqpSource;
-use crate::state::AppState;
+use crate::sources::Intake;
 
 /// Connecting and declaring, each bounded by this.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +30,7 @@ const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Consume until `stop` turns true, reconnecting after failures.
-pub async fn run(source: Arc<AmqpSource>, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+pub async fn run(source: Arc<AmqpSource>, state: Arc<dyn Intake>, mut stop: watch::Receiver<bool>) {
     let mut backoff = RECONNECT_MIN;
     while !*stop.borrow() {
         let reached = AtomicBool::new(false);
@@ -58,7 +58,7 @@ pub async fn run(source: Arc<AmqpSource>, state: Arc<AppState>, mut stop: watch:
 /// `reached` is set once every partition had a consumer.
 async fn session(
     source: &Arc<AmqpSource>,
-    state: &Arc<AppState>,
+    state: &Arc<dyn Intake>,
     stop: &mut watch::Receiver<bool>,
     reached: &AtomicBool,
 ) -> Result<(), String> {
