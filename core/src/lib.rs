@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod backend_id;
+pub mod backend_lookup;
 pub mod chain;
 pub mod class;
 pub mod command;

@@ -25,7 +25,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::delivery::{find_backend, Lookup};
+use crate::backend_lookup::{find_backend, Lookup};
 
 /// A backend instance's id within one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

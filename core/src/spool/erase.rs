@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{dead_table, queue_table, Spool, SpoolError};
+use super::{dead_table, queue_table, SpoolError};
 
 /// What one erasure removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -84,21 +84,13 @@ pub(crate) fn erase_slot(
     Ok((queued, queued_n, dead_n, bytes))
 }
 
-impl Spool {
-    /// Erase every queued event and dead letter of `user` (a bare JID) in
-    /// every backend and subscription, in one fsync'd transaction.
-    pub async fn erase_user(&self, user: &str) -> Result<Erased, SpoolError> {
-        let user = crate::jid::bare(user).to_lowercase();
-        self.call(|reply| super::writer::Command::Erase { user, reply }).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::slot::Slot;
+    use crate::spool::Spool;
     use crate::spool::{DeadLetter, LastError, SpoolLimits};
 
     #[test]

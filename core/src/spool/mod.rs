@@ -25,6 +25,7 @@ mod dead_letter;
 mod erase;
 mod fresh;
 mod idempotency;
+mod maintenance;
 mod outbox;
 mod overflow;
 pub mod record;

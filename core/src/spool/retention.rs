@@ -9,7 +9,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use time::OffsetDateTime;
 
-use super::{dead_table, DeadLetter, Spool, SpoolError};
+use super::{dead_table, DeadLetter, SpoolError};
 
 /// When a dead letter died, in ms since the epoch (`None`: unreadable).
 pub(crate) fn dead_at_ms(record: &[u8]) -> Option<i128> {
@@ -61,41 +61,6 @@ pub(crate) fn expire(txn: &WriteTransaction, name: &str, cutoff_ms: i128) -> Res
     Ok((doomed.len() as u64, bytes))
 }
 
-impl Spool {
-    /// Delete every dead letter that died more than `retention` ago; how
-    /// many. Skips the write entirely when no backend holds dead letters.
-    pub async fn expire_dead(&self, retention: std::time::Duration) -> Result<u64, SpoolError> {
-        let any = self
-            .slots()
-            .iter()
-            .any(|s| s.dead.load(std::sync::atomic::Ordering::Relaxed) > 0);
-        if !any {
-            return Ok(0);
-        }
-        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let cutoff_ms = now - retention.as_millis() as i128;
-        self.call(|reply| super::writer::Command::Expire { cutoff_ms, reply })
-            .await
-    }
-
-    /// Move a slot's dead letters back to its queue: those with `ids` (all
-    /// when `None`) that died in `window`. How many moved.
-    pub async fn replay_window(
-        &self,
-        slot: crate::slot::Slot,
-        ids: Option<Vec<String>>,
-        window: Window,
-    ) -> Result<usize, SpoolError> {
-        self.call(|reply| super::writer::Command::ReplayWindow {
-            slot: slot.index(),
-            ids,
-            window,
-            reply,
-        })
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -105,6 +70,7 @@ mod tests {
 
     use super::*;
     use crate::slot::Slot;
+    use crate::spool::Spool;
     use crate::spool::{LastError, SpoolLimits};
 
     fn dead(id: &str, dead_at: &str) -> DeadLetter {
