@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use event_pusher_backends::webhook::{
     check_egress, shown_url, AttachRequest, FieldError, PatchRequest, Subscription, WebhookBackend,
 };
-use event_pusher_core::delivery::{BackendHandle, DeliveryEngine};
+use event_pusher_core::delivery::{AttachError, BackendHandle, DeliveryEngine};
 use event_pusher_core::spool::{Record, Spool, SpoolError};
 use event_pusher_core::{AnyBackend, Backend, Pipeline, Slot, SlotRegistry};
 use serde::Serialize;
@@ -189,20 +189,7 @@ impl Webhooks {
         }
         // The registry refuses a taken id: that is the 409, and it holds
         // the id while the spool commit runs (attaches commit together).
-        let slot = register(engine, &sub)?;
-        let record = Record {
-            key: sub.id.clone(),
-            value: sub.to_json(),
-        };
-        if let Err(e) = engine
-            .spool()
-            .attach_slots(vec![(slot, slot_name(&sub.id), Some(record))])
-            .await
-        {
-            engine.forget(slot);
-            return Err(e.into());
-        }
-        engine.start_slot(slot);
+        let slot = attach_slot(engine, &sub).await?;
         let mut subs = self.subs.lock().await;
         subs.insert(sub.id.clone(), Entry { sub: sub.clone(), slot });
         rebuild_index(pipeline, &subs);
@@ -438,20 +425,7 @@ impl Webhooks {
         let sub: Subscription = serde_json::from_value(record).map_err(|e| WebhookError::Backend(e.to_string()))?;
         let slot = match current {
             None => {
-                let slot = register(engine, &sub)?;
-                let stored = Record {
-                    key: sub.id.clone(),
-                    value: sub.to_json(),
-                };
-                if let Err(e) = engine
-                    .spool()
-                    .attach_slots(vec![(slot, slot_name(&sub.id), Some(stored))])
-                    .await
-                {
-                    engine.forget(slot);
-                    return Err(e.into());
-                }
-                engine.start_slot(slot);
+                let slot = attach_slot(engine, &sub).await?;
                 tracing::info!(id, url = %sub.url, "webhook attached on another sidecar");
                 slot
             }
@@ -532,10 +506,25 @@ fn handle(sub: &Subscription) -> Result<BackendHandle, WebhookError> {
     Ok(BackendHandle::new(sub.id.clone(), AnyBackend::new(backend), options))
 }
 
+/// Register a stored subscription's slot (at start, attached with the
+/// others in one commit).
 fn register(engine: &DeliveryEngine, sub: &Subscription) -> Result<Slot, WebhookError> {
     engine
         .add(handle(sub)?)
         .map_err(|_| WebhookError::AlreadyExists(sub.id.clone()))
+}
+
+/// Register, store and start a subscription's slot in one call (the
+/// engine rolls back what it did if the spool refuses).
+async fn attach_slot(engine: &DeliveryEngine, sub: &Subscription) -> Result<Slot, WebhookError> {
+    let record = Record {
+        key: sub.id.clone(),
+        value: sub.to_json(),
+    };
+    engine.attach(handle(sub)?, Some(record)).await.map_err(|e| match e {
+        AttachError::Taken(_) => WebhookError::AlreadyExists(sub.id.clone()),
+        AttachError::Spool(e) => WebhookError::Spool(e),
+    })
 }
 
 fn rebuild_index(pipeline: &Pipeline, subs: &BTreeMap<String, Entry>) {

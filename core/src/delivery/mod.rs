@@ -33,7 +33,7 @@ pub use retry::RetryPolicy;
 use crate::backend::{AnyBackend, Deliver};
 use crate::metrics::BackendStats;
 use crate::slot::{DuplicateSlot, Slot, SlotRegistry};
-use crate::spool::{DeadLetter, Order, Spool, SpoolError};
+use crate::spool::{DeadLetter, Order, Record, Spool, SpoolError};
 
 /// How one backend instance's queue delivers.
 #[derive(Debug, Clone)]
@@ -111,6 +111,15 @@ impl BackendHandle {
     pub fn is_ready(&self) -> bool {
         self.started.load(Ordering::Acquire) && self.backend.is_ready()
     }
+}
+
+/// Why [`DeliveryEngine::attach`] attached nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Taken(#[from] DuplicateSlot),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// A row of `GET /v1/backends`.
@@ -232,6 +241,23 @@ impl DeliveryEngine {
             backends.resize(slot.index() + 1, None);
         }
         backends[slot.index()] = Some(Arc::new(handle));
+        Ok(slot)
+    }
+
+    /// Attach a runtime slot in one call: register it (a taken `KIND.NAME`
+    /// is [`AttachError::Taken`], nothing changed), make its spool tables
+    /// and store `record` with them in one commit (on failure the slot is
+    /// forgotten again), then start its queue. Webhook subscriptions,
+    /// attached through the API or learned from the cluster store, come in
+    /// here.
+    pub async fn attach(&self, handle: BackendHandle, record: Option<Record>) -> Result<Slot, AttachError> {
+        let table = crate::BackendId::new(handle.kind, &handle.name).to_string();
+        let slot = self.add(handle).map_err(AttachError::Taken)?;
+        if let Err(e) = self.spool.attach_slots(vec![(slot, table, record)]).await {
+            self.forget(slot);
+            return Err(AttachError::Spool(e));
+        }
+        self.start_slot(slot);
         Ok(slot)
     }
 
