@@ -349,39 +349,13 @@ async fn sidecars_starting_at_once_on_an_empty_database_all_migrate_and_merge() 
     .await;
 }
 
-/// Wait until the sidecars share the source's partitions (each owns its
-/// fair share): the balancer's metric per sidecar.
-async fn wait_balanced(sidecars: &[&Sidecar], partitions: usize) {
-    let started = Instant::now();
-    let fair = partitions.div_ceil(sidecars.len());
-    loop {
-        let mut active = Vec::new();
-        for sc in sidecars {
-            let (_, text) = sc.get_text("/metrics").await;
-            active.push(
-                metric(&text, "event_pusher_source_partitions_active", &["source=\"main\""]).unwrap_or(0.0) as usize,
-            );
-        }
-        if active.iter().sum::<usize>() == partitions && active.iter().all(|n| *n <= fair) {
-            return;
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "partitions never shared: active per sidecar {active:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Two sidecars sharing eight partitions of the scale-out exchange, devices
 /// registered through A's admin API only: a chat to each of 16 users lands
 /// on whichever sidecar owns the user's partition, and every user gets
 /// exactly one push (before the cluster store, B pushed nobody's).
 #[tokio::test]
 async fn serial_amqp_partitions_push_every_user_exactly_once_whichever_sidecar_takes_the_chat() {
-    use lapin::options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions,
-    };
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     use lapin::BasicProperties;
 
     const USERS: usize = 16;
@@ -450,14 +424,5 @@ async fn serial_amqp_partitions_push_every_user_exactly_once_whichever_sidecar_t
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fake.pushed().len(), USERS, "{:?}", fake.pushed());
 
-    for q in (0..PARTITIONS)
-        .map(|p| format!("{exchange}.{p}"))
-        .chain([format!("{exchange}.dead"), format!("{exchange}.members")])
-    {
-        let _ = ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()).await;
-        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-    }
-    let _ = ch
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await;
+    delete_topology(&ch, &exchange, PARTITIONS).await;
 }

@@ -8,8 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions};
-use lapin::options::{QueueDeleteOptions, QueuePurgeOptions};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
 use support::*;
@@ -166,14 +165,5 @@ async fn serial_push_enable_through_the_amqp_partitions_registers_the_device() {
         .expect("basic_get");
     assert!(dead.is_none(), "nothing dead-lettered");
 
-    for q in (0..2)
-        .map(|p| format!("{exchange}.{p}"))
-        .chain([format!("{exchange}.dead"), format!("{exchange}.members")])
-    {
-        let _ = ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()).await;
-        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-    }
-    let _ = ch
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await;
+    delete_topology(&ch, &exchange, 2).await;
 }

@@ -28,7 +28,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{json, Value};
-use support::{metric, Options, Receiver, Sidecar, AMQP};
+use support::{metric, wait_balanced, Options, Receiver, Sidecar, AMQP};
 
 const USERS: usize = 500;
 
@@ -208,30 +208,6 @@ fn out_of_order(rx: &Receiver) -> Vec<String> {
     bad
 }
 
-/// Wait until the sidecars share the partitions (idle: the balancer's pings
-/// show who is active where); how long it took.
-async fn wait_balanced(sidecars: &[Sidecar], partitions: usize) -> Duration {
-    let started = Instant::now();
-    let fair = partitions.div_ceil(sidecars.len());
-    loop {
-        let mut active = Vec::new();
-        for sc in sidecars {
-            let (_, text) = sc.get_text("/metrics").await;
-            active.push(
-                metric(&text, "event_pusher_source_partitions_active", &["source=\"main\""]).unwrap_or(0.0) as usize,
-            );
-        }
-        if active.iter().sum::<usize>() == partitions && active.iter().all(|n| *n <= fair) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "partitions never shared: active per sidecar {active:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn source_metric(sc: &Sidecar, outcome: &str) -> f64 {
     let (_, text) = sc.get_text("/metrics").await;
     metric(
@@ -263,7 +239,7 @@ async fn sidecars_seen(ch: &Channel, exchange: &str) -> u32 {
 async fn three_sidecars_share_the_stream_without_loss_or_reordering() {
     let (topo, rx, sidecars) = setup(8, 3).await;
     let exchange = topo.exchange.clone();
-    let balanced = wait_balanced(&sidecars, 8).await;
+    let balanced = wait_balanced(&sidecars.iter().collect::<Vec<_>>(), 8).await;
     let total = events();
     let (_c, ch) = confirm_channel().await;
     let started = Instant::now();
@@ -305,7 +281,7 @@ async fn three_sidecars_share_the_stream_without_loss_or_reordering() {
 async fn kill_nine_mid_stream_moves_partitions_and_loses_nothing() {
     let (topo, rx, mut sidecars) = setup(8, 3).await;
     let exchange = topo.exchange.clone();
-    wait_balanced(&sidecars, 8).await;
+    wait_balanced(&sidecars.iter().collect::<Vec<_>>(), 8).await;
     let total = events();
     let publisher = {
         let exchange = exchange.clone();

@@ -14,11 +14,12 @@
 mod cli;
 mod events;
 mod push;
+mod scale_out;
 mod sidecar;
 
 // Each test binary uses only some helpers; the rest must not warn.
 #[allow(unused_imports)]
-pub use {cli::*, events::*, push::*, sidecar::*};
+pub use {cli::*, events::*, push::*, scale_out::*, sidecar::*};
 
 // The shared drivers, under the names the tests have always used. Not
 // `Sidecar`: the root crate's own (above) knows the binary.
