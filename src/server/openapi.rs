@@ -49,7 +49,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::admin::resume,
         super::admin::list_dead_letters,
         super::admin::replay,
+        super::operations::delete_user,
         super::filters::reload,
+        super::cluster::status,
         super::webhooks::attach,
         super::webhooks::list,
         super::webhooks::get_one,
@@ -61,13 +63,15 @@ use utoipa::{Modify, OpenApi, ToSchema};
         push_put_device,
         push_delete_device,
     ),
-    modifiers(&BearerToken),
+    components(schemas(ClusterCounters)),
+    modifiers(&BearerToken, &WebhookClusterCounters),
     tags(
         (name = "probes", description = "Open: liveness, readiness, metrics, this document, the status page"),
         (name = "ingest", description = "Hook calls in; 202 once fsync'd"),
         (name = "admin", description = "Backends, dead letters, filters"),
         (name = "webhooks", description = "Webhook subscriptions at runtime"),
         (name = "push", description = "The push device registry"),
+        (name = "cluster", description = "The cluster store shared by several sidecars ([cluster] table)"),
     )
 )]
 pub struct ApiDoc;
@@ -82,11 +86,30 @@ impl Modify for BearerToken {
     }
 }
 
+/// `WebhookView` plus the `"cluster"` counters that `GET /v1/webhooks` and
+/// `GET /v1/webhooks/{id}` add when a cluster store is configured (the
+/// handler adds them to the view's JSON, so the view's type lacks them).
+struct WebhookClusterCounters;
+
+impl Modify for WebhookClusterCounters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        if let Some(RefOr::T(Schema::Object(view))) = components.schemas.get_mut("WebhookView") {
+            view.properties.insert(
+                "cluster".to_owned(),
+                RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ClusterCounters")),
+            );
+        }
+    }
+}
+
 /// The document as served and checked in (pretty, ending in a newline).
 pub fn document() -> String {
-    let mut value = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
-        serde_json::json!({"error": format!("cannot render the OpenAPI document: {e}")})
-    });
+    let mut value = serde_json::to_value(ApiDoc::openapi())
+        .unwrap_or_else(|e| serde_json::json!({"error": format!("cannot render the OpenAPI document: {e}")}));
     camel_case_links(&mut value);
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
@@ -248,8 +271,10 @@ pub struct ErrorBody {
     pub error: String,
     /// Which item of the request (ingest).
     pub index: Option<u64>,
-    /// Which field (webhooks).
+    /// Which field (webhooks, push devices).
     pub field: Option<String>,
+    /// The id that is taken (`already_exists`).
+    pub id: Option<String>,
 }
 
 /// `{"status": ...}` of `/health` and `/ready`; a `/ready` 503 adds
@@ -381,6 +406,13 @@ pub struct BackendRow {
     pub retries: u64,
     pub dead_letters: u64,
     pub circuit_open: bool,
+    /// Events dead-lettered on arrival since start (a full queue with
+    /// `overflow = "dead_letter"`, or a disabled subscription).
+    pub overflow_dead_lettered: u64,
+    /// Seconds ready events waited for `rate_limit_per_s`, since start.
+    pub throttled_seconds: f64,
+    /// A webhook subscription disabled after failing too long.
+    pub disabled: bool,
 }
 
 /// A dead letter.
@@ -451,6 +483,22 @@ pub struct AttachRequest {
     /// `json`, the only one.
     pub format: Option<String>,
     pub retry: Option<Retry>,
+    /// What a full queue does to new events: `dead_letter` (default) or `refuse`.
+    pub overflow: Option<Overflow>,
+    /// Deliveries started per second at most (above 0); absent or null: no limit.
+    #[schema(exclusive_minimum = 0.0)]
+    pub rate_limit_per_s: Option<f64>,
+}
+
+/// `overflow` of a subscription: what new events do while its queue is full.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Overflow {
+    /// Ingest answers 503 while the queue is full.
+    Refuse,
+    /// New events go to the subscription's dead letters; ingest goes on.
+    DeadLetter,
 }
 
 /// The event classes of `events` lists.
@@ -464,6 +512,8 @@ pub enum EventClass {
     Headline,
     Normal,
     Unacked,
+    /// The sidecar's reports on itself; received only where it is named.
+    Operational,
 }
 
 /// A subscription's `retry` (the keys of a backend's `retry` table).
@@ -489,6 +539,10 @@ pub struct PatchRequest {
     pub retry: Option<Retry>,
     /// Issue a new secret; both are signed for 24 hours.
     pub rotate_secret: Option<bool>,
+    pub overflow: Option<Overflow>,
+    /// Above 0; null removes the limit.
+    #[schema(exclusive_minimum = 0.0)]
+    pub rate_limit_per_s: Option<f64>,
 }
 
 /// `{"id", "queued"}` of a drain that timed out, with `error`.
@@ -548,4 +602,62 @@ pub struct DeviceRegistered {
     pub jid: String,
     pub backend: String,
     pub device: DeviceView,
+}
+
+/// `DELETE /v1/users/{jid}`: what was erased.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Erased {
+    /// Queued events (of every backend and subscription) that named the user.
+    pub queued: u64,
+    pub dead_letters: u64,
+    /// Push devices removed.
+    pub devices: u64,
+}
+
+/// `GET /v1/cluster`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ClusterStatus {
+    /// This sidecar's node name.
+    pub node: String,
+    pub store: StoreStatus,
+    /// The sidecars that reported to the store in the last 30 s.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// The cluster store as this sidecar sees it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StoreStatus {
+    /// The connection string with the password replaced by `***`.
+    pub postgres: String,
+    /// Whether the last attempt to reach the store succeeded.
+    pub up: bool,
+    /// The last error talking to the store (kept after it recovers).
+    pub last_error: Option<String>,
+    /// When `up` last changed (RFC 3339); null before the first attempt.
+    pub since: Option<String>,
+}
+
+/// A sidecar that reports to the cluster store.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ClusterNode {
+    pub name: String,
+    /// Its last heartbeat (RFC 3339).
+    pub last_seen: String,
+    /// When it (last) started reporting (RFC 3339).
+    pub started_at: String,
+}
+
+/// A subscription's counters summed over the sidecars that reported to the
+/// cluster store in the last 30 s (only with `[cluster]`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ClusterCounters {
+    pub queued: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub dead_letters: u64,
 }

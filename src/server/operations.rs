@@ -19,6 +19,17 @@ use crate::state::AppState;
 
 /// `DELETE /v1/users/{jid}`: erase everything held about a user (a bare
 /// JID; the path segment is percent-decoded by the router).
+#[utoipa::path(delete, path = "/v1/users/{jid}", tag = "admin", operation_id = "erase_user",
+    params(("jid" = String, Path, description = "A bare JID, percent-encoded (`alice%40example.com`)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Erased (zeros when nothing was held)", body = super::openapi::Erased),
+        (status = 400, description = "Not a JID, or a full JID", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such endpoint (an empty jid)", body = super::openapi::ErrorBody),
+        (status = 503, description = "A backend or the spool failed part way: what was erased stays erased; call again to finish",
+            body = super::openapi::ErrorBody),
+    ))]
 pub async fn delete_user(State(state): State<Arc<AppState>>, Path(jid): Path<String>) -> Response {
     if let Err(why) = event_pusher_core::jid::validate(&jid) {
         return error(StatusCode::BAD_REQUEST, format!("jid: \"{jid}\" is not a JID: {why}"));
