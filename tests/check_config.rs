@@ -279,3 +279,28 @@ fn the_cluster_section_is_shown_without_its_password() {
     let (_, out) = check("[spool]\ndir = \"./data\"\n\n[backends.log.console]\n", &[]);
     assert!(out.stdout.contains("cluster off"), "{}", out.stdout);
 }
+
+/// A gateway may not take a path the sidecar serves itself, the cluster and
+/// erasure routes included: check-config names the key instead of the
+/// sidecar panicking at start on overlapping routes.
+#[test]
+fn a_gateway_path_the_sidecar_serves_is_refused() {
+    for path in ["/v1/cluster", "/v1/users", "/v1/webhooks/x"] {
+        let text = format!(
+            "[backends.gateway.live]\npath = \"{path}\"\n[backends.gateway.live.clients.bot]\ntoken = \"t\"\nintents = 1\n"
+        );
+        let (_, out) = check(&text, &[]);
+        assert_eq!(
+            out.code,
+            Some(1),
+            "{path}: stdout:\n{}\nstderr:\n{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("backends.gateway.live.path") && out.stderr.contains("serves it itself"),
+            "{path}: {}",
+            out.stderr
+        );
+    }
+}

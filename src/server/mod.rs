@@ -31,7 +31,7 @@ use crate::state::AppState;
 
 /// Paths (and everything below them) the sidecar serves itself: a
 /// backend's endpoint may not take them.
-const RESERVED: [&str; 11] = [
+const RESERVED: [&str; 13] = [
     "/health",
     "/openapi.json",
     "/ready",
@@ -43,6 +43,8 @@ const RESERVED: [&str; 11] = [
     "/v1/filters",
     "/v1/webhooks",
     "/v1/push",
+    "/v1/cluster",
+    "/v1/users",
 ];
 
 pub fn is_reserved(path: &str) -> bool {

@@ -61,13 +61,33 @@ impl Throttle {
     pub fn next_at(&self) -> Option<Instant> {
         self.waiting_since?;
         let missing = (1.0 - self.tokens).max(0.0);
-        Some(self.at + Duration::from_secs_f64(missing / self.rate))
+        // A tiny rate would make the wait overflow a Duration (or an
+        // Instant): wake at least hourly instead; the tokens decide anyway.
+        let wait = Duration::try_from_secs_f64(missing / self.rate)
+            .unwrap_or(MAX_WAKE)
+            .min(MAX_WAKE);
+        Some(self.at.checked_add(wait).unwrap_or(self.at + MAX_WAKE))
     }
 }
+
+/// The longest a throttled queue sleeps before looking again.
+const MAX_WAKE: Duration = Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tiny_rate_waits_at_most_an_hour_and_does_not_overflow() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(1e-30, t0);
+        let _ = t.available(1, t0);
+        t.take(1, t0);
+        let _ = t.available(1, t0);
+        if let Some(next) = t.next_at() {
+            assert!(next <= t0 + MAX_WAKE);
+        }
+    }
 
     #[test]
     fn tokens_refill_at_the_rate_and_waits_are_counted() {
