@@ -7,7 +7,6 @@
 
 mod support;
 
-
 use serde_json::json;
 use support::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};

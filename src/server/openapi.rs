@@ -84,9 +84,8 @@ impl Modify for BearerToken {
 
 /// The document as served and checked in (pretty, ending in a newline).
 pub fn document() -> String {
-    let mut value = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
-        serde_json::json!({"error": format!("cannot render the OpenAPI document: {e}")})
-    });
+    let mut value = serde_json::to_value(ApiDoc::openapi())
+        .unwrap_or_else(|e| serde_json::json!({"error": format!("cannot render the OpenAPI document: {e}")}));
     camel_case_links(&mut value);
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
@@ -381,6 +380,17 @@ pub struct BackendRow {
     pub retries: u64,
     pub dead_letters: u64,
     pub circuit_open: bool,
+    /// Push backends only: per provider (`fcm`, `apns`, `webpush`,
+    /// `mongoosepush`), whether it can deliver. A provider whose credential
+    /// is refused is not ready alone; the others' devices keep being pushed.
+    pub providers: Option<BTreeMap<String, ProviderRow>>,
+}
+
+/// A push provider in a backend's row.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ProviderRow {
+    pub ready: bool,
 }
 
 /// A dead letter.

@@ -15,12 +15,13 @@ use event_pusher_core::{
 };
 use serde_json::Value;
 
+use super::coalesce::{Coalescer, Step};
 use super::config::{Content, PushConfig};
 use super::devices::{provider_name, view, DeviceRegistry, Put};
 use super::fcm::FcmProvider;
 use super::metrics::{PushMetrics, Rendered};
 use super::mongoosepush::MongoosePushProvider;
-use super::notification::{build, recipient};
+use super::notification::{build, collapse_key, has_body, recipient};
 use super::presence::PresenceBook;
 use super::provider::{Provider, Sent};
 use super::registration::Registration;
@@ -48,6 +49,7 @@ pub struct PushBackend {
     presence: PresenceBook,
     store: Store,
     metrics: PushMetrics,
+    coalescer: Coalescer,
 }
 
 impl PushBackend {
@@ -75,6 +77,7 @@ impl PushBackend {
             presence: PresenceBook::default(),
             store: Store::default(),
             metrics: PushMetrics::default(),
+            coalescer: Coalescer::new(config.coalesce_ms),
         })
     }
 
@@ -229,6 +232,9 @@ impl PushBackend {
             EventBody::Chat(c)
                 if c.direction == Direction::Out && matches!(c.chat_type, ChatType::Chat | ChatType::Groupchat) =>
             {
+                if !has_body(event) {
+                    return None;
+                }
                 let user = recipient(event)?;
                 let online = || {
                     self.presence
@@ -262,16 +268,53 @@ impl PushBackend {
                 "provider \"{provider_label}\" is not configured any more"
             )));
         };
+        if let Some(wait) = provider.not_ready_for() {
+            // Its credential is being refused: this device waits, not
+            // sent and not counted; other providers' devices go on.
+            return Err(DeliveryError::held(
+                format!("provider \"{provider_label}\" is not ready: its credential was refused"),
+                wait,
+            ));
+        }
         let counters = self.metrics.provider(provider_label);
-        let note = build(
-            &delivery.event,
-            self.content,
-            self.presence.message_count(user),
-            device.silent,
-        );
+        // Coalescing: send now, hold, send the trailing notification of a
+        // conversation, or ack an event one already covered.
+        let conversation = collapse_key(&delivery.event);
+        let (step, stored) = match &conversation {
+            Some(c) => self.coalescer.decide(user, device_id, c, &delivery.event, delivery.seq),
+            None => (Step::SendNow, None),
+        };
+        if let Some((key, value)) = stored {
+            self.store.put_soon(&key, value);
+        }
+        let trailing: Box<Event>;
+        let (event, coalesced) = match step {
+            Step::SendNow => (&delivery.event, None),
+            Step::Covered => return Ok(()),
+            Step::Wait(wait) => {
+                return Err(DeliveryError::held(
+                    "coalescing: waiting for the conversation's trailing notification",
+                    wait,
+                ))
+            }
+            Step::SendTrailing { latest, count } => {
+                trailing = latest;
+                (&*trailing, Some(count))
+            }
+        };
+        let mut note = build(event, self.content, self.presence.message_count(user), device.silent);
+        if let Some(count) = coalesced {
+            note.data.insert("coalesced".into(), count.to_string());
+        }
         let started = Instant::now();
         let sent = provider.send(device, &note).await;
         counters.latency.observe(started.elapsed().as_secs_f64());
+        if let (Some(_), Some(c)) = (coalesced, &conversation) {
+            let ok = sent.is_ok();
+            if let Some((key, value)) = self.coalescer.sent(user, device_id, c, &delivery.event, ok) {
+                self.store.put_soon(&key, value);
+            }
+        }
         match sent {
             Ok(Sent::Delivered) => {
                 counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -366,6 +409,7 @@ impl Backend for PushBackend {
             })
             .collect();
         let removed = changes.len() as u64;
+        self.store.delete_soon(self.coalescer.forget(&user));
         for (resource, online) in [("erase", true), ("", false)] {
             changes.push(StateChange::Presence {
                 scope: self.scope.clone(),
@@ -394,6 +438,7 @@ impl Backend for PushBackend {
             .map_err(|e| BackendError::with_source(format!("cannot load the push registry: {e}"), e))?;
         self.devices.load(&rows);
         self.presence.load(&rows);
+        self.store.delete_soon(self.coalescer.load(&rows));
         Ok(())
     }
 
@@ -404,9 +449,22 @@ impl Backend for PushBackend {
         Ok(())
     }
 
-    /// Not ready while a provider's credential is being refused.
+    /// Not ready only while every provider's credential is being refused:
+    /// a provider that is not ready holds its own devices' notifications
+    /// (see `push`), not the others'.
     fn is_ready(&self) -> bool {
-        self.providers.iter().all(|p| p.is_ready())
+        self.providers.is_empty() || self.providers.iter().any(|p| p.is_ready())
+    }
+
+    /// Coalescing needs a device's queue items together: unordered.
+    fn ordering(&self) -> Option<event_pusher_core::delivery::DeliveryOrder> {
+        self.coalescer
+            .is_on()
+            .then_some(event_pusher_core::delivery::DeliveryOrder::Unordered)
+    }
+
+    fn providers_ready(&self) -> Option<Vec<(&'static str, bool)>> {
+        Some(self.providers.iter().map(|p| (p.name(), p.is_ready())).collect())
     }
 
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {

@@ -13,7 +13,10 @@ use crate::scenario;
 use crate::sidecar::cpu_secs;
 
 pub async fn run(cx: &Cx) -> Result<String, String> {
-    let n = cx.args.http_events.unwrap_or(if cx.args.quick { 60_000 } else { 200_000 });
+    let n = cx
+        .args
+        .http_events
+        .unwrap_or(if cx.args.quick { 60_000 } else { 200_000 });
     let conc = cx.args.http_concurrency;
     let sink = SinkProc::start(&cx.sink_bin).await?;
     let me = std::process::id();

@@ -8,7 +8,6 @@ use super::{Cx, SinkProc};
 use crate::loadgen::{self, LoadOpts, LoadReport};
 use crate::report::{ratio, table, thousands};
 
-
 /// CPU seconds the sidecar spends per event, ingest through delivery, at a
 /// low steady rate and at full load. At low rates nothing batches: each
 /// event pays a commit, and used to pay a read and an ack commit too.

@@ -5,7 +5,6 @@ use super::{errs, lat_cells, Cx, SinkProc};
 use crate::loadgen::{self, LoadOpts, LoadReport};
 use crate::report::{ratio, table, thousands};
 
-
 /// Single-event ingest flat out with delivery running, over the same with
 /// delivery paused, alternating over rounds (best of each). The ratio is
 /// what delivery costs ingest when both share the machine.

@@ -24,7 +24,10 @@ fn rabbit_body(url: &str, window: usize) -> String {
 }
 
 pub async fn run(cx: &Cx) -> Result<String, String> {
-    let n = cx.args.rabbit_events.unwrap_or(if cx.args.quick { 30_000 } else { 100_000 });
+    let n = cx
+        .args
+        .rabbit_events
+        .unwrap_or(if cx.args.quick { 30_000 } else { 100_000 });
     let w = cx.args.rabbit_window;
     let url = &cx.args.rabbit_url;
     if TcpStream::connect_timeout(
@@ -58,7 +61,15 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
         let cpu0 = sc.cpu_secs();
         let t0 = Instant::now();
         sc.resume("rmq").await?;
-        let (t1, row) = sc.wait_count("rmq", "delivered", n, Duration::from_millis(5), Duration::from_secs(300)).await?;
+        let (t1, row) = sc
+            .wait_count(
+                "rmq",
+                "delivered",
+                n,
+                Duration::from_millis(5),
+                Duration::from_secs(300),
+            )
+            .await?;
         let secs = (t1 - t0).as_secs_f64();
         let cpu1 = sc.cpu_secs();
         failed += row["failed"].as_u64().unwrap_or(0);

@@ -15,7 +15,10 @@ use crate::sidecar::check_config;
 const PARTITIONS: usize = 8;
 
 pub async fn run(cx: &Cx) -> Result<String, String> {
-    let n = cx.args.scaleout_events.unwrap_or(if cx.args.quick { 10_000 } else { 30_000 });
+    let n = cx
+        .args
+        .scaleout_events
+        .unwrap_or(if cx.args.quick { 10_000 } else { 30_000 });
     let url = &cx.args.rabbit_url;
     let bin = &cx.args.sidecar;
     check_config(
@@ -135,14 +138,10 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
         ]);
     }
     table(
-        &format!(
-            "scale-out: {n} hook calls for {} users, {PARTITIONS} partitions",
-            USERS
-        ),
+        &format!("scale-out: {n} hook calls for {} users, {PARTITIONS} partitions", USERS),
         &["run", "events/s", "secs", "sidecars' cpu"],
         &rows,
     );
     println!("  ratio = one sidecar's source rate / its batched POST rate; target >= 0.8");
     Ok(ratio(source_rate, http.events_per_s()))
 }
-

@@ -12,7 +12,6 @@ use crate::mix::Mix;
 use crate::report::{fmt_ms, new_hist, ratio, record, table, thousands, Percentiles};
 use crate::sidecar::free_port;
 
-
 /// Ingest at a steady rate with single-event requests: the 202's p99 (ms).
 async fn steady_p99(cx: &Cx, url: &str, d: Duration) -> Result<(f64, LoadReport), String> {
     let r = loadgen::run(LoadOpts {

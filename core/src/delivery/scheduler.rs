@@ -240,6 +240,15 @@ impl<T> Scheduler<T> {
         Some(at)
     }
 
+    /// The backend did not attempt the event (it knew it could not go
+    /// now): uncount the attempt and make it ready again at `at`.
+    pub fn hold(&mut self, seq: u64, at: Instant) -> Option<Instant> {
+        let e = self.events.get_mut(&seq)?;
+        e.attempts = e.attempts.saturating_sub(1);
+        self.retries.push(Reverse((at, seq)));
+        Some(at)
+    }
+
     /// An event is done (acked or dead-lettered): drop it from the window
     /// and let its user's next event go. Returns its payload.
     pub fn release(&mut self, seq: u64) -> Option<T> {
