@@ -318,7 +318,9 @@ async fn a_408_from_a_push_provider_is_retried_like_the_http_backends() {
     for device in ["m-408", "w-408"] {
         fake.script(device, [Answer::status(408)]);
     }
-    let config = push_backend("mobile", &fake.url(), "") + &webpush_provider("mobile");
+    // The Web Push stand-in is plain HTTP on loopback: `[egress]` allows it.
+    let config =
+        push_backend("mobile", &fake.url(), "") + &webpush_provider("mobile") + "[egress]\nallow_private = true\n";
     let sc = sidecar(config).await;
     let (s, v) = put_device(&sc, "bob@localhost", "m-408", &mongoose("fcm")).await;
     assert!(s < 300, "{v}");
@@ -358,7 +360,8 @@ async fn collapse_keys_and_publish_options_reach_every_provider() {
     let config = push_backend("mobile", &fake.url(), "")
         + &webpush_provider("mobile")
         + &apns_provider("mobile", &fake)
-        + &fcm_provider("mobile", &fake);
+        + &fcm_provider("mobile", &fake)
+        + "[egress]\nallow_private = true\n";
     let sc = sidecar(config).await;
     let apns = |token: &str| json!({"provider": "apns", "token": token});
     let fcm = |token: &str| json!({"provider": "fcm", "token": token});
@@ -561,4 +564,65 @@ async fn collapse_keys_and_publish_options_reach_every_provider() {
     assert_eq!(got[2].body["message"]["android"]["collapse_key"], id.as_str());
     let got = fake.wait_delivered("wp-bob", 3, WAIT).await;
     assert_eq!(got[2].header("topic").map(str::len), Some(32));
+}
+
+#[tokio::test]
+async fn a_burst_costs_two_notifications_and_kill_9_in_the_window_loses_none() {
+    let fake = FakePush::start().await;
+    let mut sc = sidecar(push_backend("mobile", &fake.url(), "coalesce_ms = 1500")).await;
+    assert_eq!(put_device(&sc, "bob@localhost", "d1", &mongoose("fcm")).await.0, 201);
+
+    // 20 messages in a burst: the first at once, one trailing notification
+    // with the latest body and the count.
+    let burst: Vec<Value> = (1..=20)
+        .map(|i| chat_to("alice@localhost/a", "bob@localhost", &format!("b{i}")))
+        .collect();
+    let posted = std::time::Instant::now();
+    post_ok(&sc, &json!(burst)).await;
+    let got = fake.wait_delivered("d1", 1, WAIT).await;
+    assert!(
+        got[0].at.duration_since(posted) < Duration::from_millis(1000),
+        "the first is not delayed"
+    );
+    // Another conversation is not held by this one's window.
+    post_ok(&sc, &chat_to("carol@localhost/c", "bob@localhost", "other")).await;
+    let got = fake.wait_delivered("d1", 3, WAIT).await;
+    assert_eq!(got.len(), 3, "{:?}", fake.pushed());
+    let trailing = got
+        .iter()
+        .find(|p| p.body["data"]["coalesced"].is_string())
+        .expect("a trailing notification")
+        .clone();
+    assert_eq!(trailing.body["alert"]["body"], "b20", "{}", trailing.body);
+    assert_eq!(trailing.body["data"]["coalesced"], "19");
+    assert!(trailing.at.duration_since(got[0].at) >= Duration::from_millis(1400));
+    stays(&fake, "d1", 3).await;
+    let row = wait_backend(&sc, "mobile", WAIT, |r| r["queued"] == 0).await;
+    assert_eq!(
+        (row["queued"].as_u64(), row["dead_letters"].as_u64()),
+        (Some(0), Some(0)),
+        "{row}"
+    );
+
+    // kill -9 inside a window: the covered messages are still queued, and
+    // go out once after the restart; never twice, never not at all.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let burst: Vec<Value> = (1..=5)
+        .map(|i| chat_to("alice@localhost/a", "bob@localhost", &format!("k{i}")))
+        .collect();
+    post_ok(&sc, &json!(burst)).await;
+    fake.wait_delivered("d1", 4, WAIT).await;
+    // Inside the 1.5 s window, once the spool has had its group commit.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sc.kill9();
+    assert_eq!(fake.delivered_to("d1").len(), 4, "the trailing one was not sent yet");
+    sc.spawn().await;
+    sc.wait_ready().await;
+    let got = fake.wait_delivered("d1", 5, WAIT).await;
+    assert_eq!(got.len(), 5, "{:?}", fake.pushed());
+    assert_eq!(got[4].body["alert"]["body"], "k5", "{}", got[4].body);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(fake.delivered_to("d1").len(), 5, "at most once more");
+    let row = wait_backend(&sc, "mobile", WAIT, |r| r["queued"] == 0).await;
+    assert_eq!(row["queued"], 0, "{row}");
 }

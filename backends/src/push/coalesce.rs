@@ -52,6 +52,10 @@ type Key = (String, String, String);
 struct Conversation {
     /// Wall-clock ms of the last notification sent (or being sent).
     last_sent_ms: u64,
+    /// The event it showed, when this process sent it: a group's members
+    /// can be earlier in the queue (they reach `deliver` in any order),
+    /// and the trailing notification shows the latest of all.
+    last_shown: Option<(u64, Event)>,
     group: Option<Group>,
     /// Events a sent trailing notification covered, not acked yet.
     covered: HashSet<String>,
@@ -168,8 +172,12 @@ impl Coalescer {
             }
             if now >= g.closes_at_ms {
                 g.sending = true;
+                let latest = match &conv.last_shown {
+                    Some((seq, shown)) if *seq > g.latest.0 => shown,
+                    _ => &g.latest.1,
+                };
                 let step = Step::SendTrailing {
-                    latest: Box::new(g.latest.1.clone()),
+                    latest: Box::new(latest.clone()),
                     count: g.members.len(),
                 };
                 return (step, None);
@@ -194,6 +202,7 @@ impl Coalescer {
         // The first: at once. Counted as sent now, so the others that
         // arrive meanwhile trail it (if it fails, it trails too).
         conv.last_sent_ms = now;
+        conv.last_shown = Some((seq, event.clone()));
         (
             Step::SendNow,
             Some((stored_key(user, device_id, conversation), now.to_string().into_bytes())),

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::coalesce::{Coalescer, Step};
 use super::config::{Content, PushConfig};
-use super::devices::{provider_name, view, DeviceRegistry, Put};
+use super::devices::{provider_name, view, DeviceRegistry, Put, Registered};
 use super::fcm::FcmProvider;
 use super::metrics::{PushMetrics, Rendered};
 use super::mongoosepush::MongoosePushProvider;
@@ -26,6 +26,9 @@ use super::presence::PresenceBook;
 use super::provider::{Provider, Sent};
 use super::registration::Registration;
 use super::store::Store;
+
+/// The most queue items one `deliver` call takes when coalescing.
+const COALESCING_BATCH: usize = 64;
 
 /// Why a registry change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,18 @@ pub enum RegistryError {
     /// The spool could not store it; try again later.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+}
+
+/// A queue item ready to send (see `PushBackend::prepare`).
+struct Prepared<'d> {
+    user: &'d str,
+    device_id: &'d str,
+    registered: Arc<Registered>,
+    provider: Arc<dyn Provider>,
+    provider_label: &'static str,
+    note: super::provider::Notification,
+    /// The conversation, when this is its trailing notification.
+    trailing_of: Option<String>,
 }
 
 pub struct PushBackend {
@@ -250,6 +265,17 @@ impl PushBackend {
 
     /// Send one queue item to its device.
     async fn push(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        match self.prepare(delivery)? {
+            Some(prepared) => self.send(delivery, prepared).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Everything about a queue item that needs no I/O: its device and
+    /// provider, the coalescing decision, the notification. `None`:
+    /// nothing to send (the device is gone, or a sent notification covered
+    /// it); an error: held or failed without sending.
+    fn prepare<'d>(&self, delivery: &'d Delivery) -> Result<Option<Prepared<'d>>, DeliveryError> {
         let Some(device_id) = delivery.target.as_deref() else {
             return Err(DeliveryError::permanent("push queue item without a device"));
         };
@@ -259,11 +285,10 @@ impl PushBackend {
         // Removed (or pruned) since it was claimed: nothing to send.
         let Some(registered) = self.devices.get(user, device_id) else {
             tracing::debug!(backend = %self.name, user, device_id, "device gone before its push; skipped");
-            return Ok(());
+            return Ok(None);
         };
-        let device = &registered.device;
-        let provider_label = provider_name(&device.address);
-        let Some(provider) = self.provider(provider_label) else {
+        let provider_label = provider_name(&registered.device.address);
+        let Some(provider) = self.provider(provider_label).cloned() else {
             return Err(DeliveryError::permanent(format!(
                 "provider \"{provider_label}\" is not configured any more"
             )));
@@ -276,7 +301,6 @@ impl PushBackend {
                 wait,
             ));
         }
-        let counters = self.metrics.provider(provider_label);
         // Coalescing: send now, hold, send the trailing notification of a
         // conversation, or ack an event one already covered.
         let conversation = collapse_key(&delivery.event);
@@ -290,7 +314,7 @@ impl PushBackend {
         let trailing: Box<Event>;
         let (event, coalesced) = match step {
             Step::SendNow => (&delivery.event, None),
-            Step::Covered => return Ok(()),
+            Step::Covered => return Ok(None),
             Step::Wait(wait) => {
                 return Err(DeliveryError::held(
                     "coalescing: waiting for the conversation's trailing notification",
@@ -302,14 +326,43 @@ impl PushBackend {
                 (&*trailing, Some(count))
             }
         };
-        let mut note = build(event, self.content, self.presence.message_count(user), device.silent);
+        let mut note = build(
+            event,
+            self.content,
+            self.presence.message_count(user),
+            registered.device.silent,
+        );
         if let Some(count) = coalesced {
             note.data.insert("coalesced".into(), count.to_string());
         }
+        Ok(Some(Prepared {
+            user,
+            device_id,
+            registered,
+            provider,
+            provider_label,
+            note,
+            trailing_of: coalesced.and(conversation),
+        }))
+    }
+
+    /// Send a prepared notification and settle its outcome.
+    async fn send(&self, delivery: &Delivery, p: Prepared<'_>) -> Result<(), DeliveryError> {
+        let Prepared {
+            user,
+            device_id,
+            registered,
+            provider,
+            provider_label,
+            note,
+            trailing_of,
+        } = p;
+        let device = &registered.device;
+        let counters = self.metrics.provider(provider_label);
         let started = Instant::now();
         let sent = provider.send(device, &note).await;
         counters.latency.observe(started.elapsed().as_secs_f64());
-        if let (Some(_), Some(c)) = (coalesced, &conversation) {
+        if let Some(c) = &trailing_of {
             let ok = sent.is_ok();
             if let Some((key, value)) = self.coalescer.sent(user, device_id, c, &delivery.event, ok) {
                 self.store.put_soon(&key, value);
@@ -467,7 +520,28 @@ impl Backend for PushBackend {
         Some(self.providers.iter().map(|p| (p.name(), p.is_ready())).collect())
     }
 
+    /// Coalescing takes the ready items in batches: decided in queue
+    /// order (so the first of a burst is the one sent at once), then sent
+    /// together.
+    fn max_batch(&self) -> usize {
+        if self.coalescer.is_on() {
+            COALESCING_BATCH
+        } else {
+            1
+        }
+    }
+
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
-        one_by_one(batch, |d| self.push(d)).await
+        if batch.len() == 1 {
+            return one_by_one(batch, |d| self.push(d)).await;
+        }
+        let prepared: Vec<_> = batch.iter().map(|d| (d, self.prepare(d))).collect();
+        futures::future::join_all(prepared.into_iter().map(|(d, p)| async move {
+            match p? {
+                Some(p) => self.send(d, p).await,
+                None => Ok(()),
+            }
+        }))
+        .await
     }
 }
