@@ -41,6 +41,10 @@ pub enum RegistryError {
     Spool(#[from] SpoolError),
 }
 
+/// The registry and presence for a cluster store: `(user, device_id,
+/// record)` and `(user, presence)`.
+pub type Exported = (Vec<(String, String, Value)>, Vec<(String, UserPresence)>);
+
 /// A queue item ready to send (see `PushBackend::prepare`).
 struct Prepared<'d> {
     user: &'d str,
@@ -155,7 +159,7 @@ impl PushBackend {
 
     /// The registry and presence, for merging into a cluster store:
     /// `(user, device_id, record)` and `(user, presence)`.
-    pub fn export(&self) -> (Vec<(String, String, Value)>, Vec<(String, UserPresence)>) {
+    pub fn export(&self) -> Exported {
         (self.devices.all(), self.presence.all())
     }
 

@@ -136,7 +136,7 @@ fn publish_options(obj: &Map<String, Value>) -> Result<PublishOptions, String> {
     let token = |key: &str| -> Result<Option<String>, String> {
         match string(obj, key)? {
             None => Ok(None),
-            Some(s) if s.is_empty() => Err(format!("{key}: must not be empty")),
+            Some("") => Err(format!("{key}: must not be empty")),
             Some(s) if s.len() > MAX_OPTION => Err(format!("{key}: longer than {MAX_OPTION} bytes")),
             Some(s) if s.chars().any(char::is_control) => Err(format!("{key}: contains control characters")),
             Some(s) => Ok(Some(s.to_owned())),
