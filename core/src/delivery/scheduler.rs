@@ -327,6 +327,21 @@ mod tests {
     }
 
     #[test]
+    fn a_held_event_spends_no_attempt() {
+        let now = Instant::now();
+        let mut s = scheduler(2, &[(1, "a")]);
+        for _ in 0..5 {
+            s.promote_due(now + Duration::from_secs(3600));
+            assert_eq!(s.take_ready(10), vec![1]);
+            assert_eq!(s.hold(1, now), Some(now));
+        }
+        assert_eq!(s.attempts(1), 0, "held, not attempted");
+        s.promote_due(now);
+        assert_eq!(s.take_ready(10), vec![1]);
+        assert!(matches!(s.after_attempt(1, FAIL, now), Some(Decision::RetryAt(_))));
+    }
+
+    #[test]
     fn a_retry_holds_the_user_and_goes_before_fresh_events() {
         let now = Instant::now();
         let mut s = scheduler(3, &[(1, "a"), (2, "a")]);
