@@ -265,6 +265,13 @@ impl Coalescer {
             return;
         }
         let window = self.window_ms;
+        for c in map.values_mut() {
+            // Covered members come back within moments of the send; one
+            // that never does (dead-lettered meanwhile) is not waited for.
+            if c.last_sent_ms + 2 * window + 60_000 < now {
+                c.covered.clear();
+            }
+        }
         map.retain(|_, c| c.group.is_some() || !c.covered.is_empty() || c.last_sent_ms + window > now);
     }
 }
