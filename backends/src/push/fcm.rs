@@ -4,8 +4,8 @@
 //! Answers: 2xx delivered; 404 `UNREGISTERED` (or 400 `INVALID_ARGUMENT`
 //! about the token) means the token is gone ([`Sent::Invalid`]); 401 means
 //! the access token was rejected: fetch a fresh one and send once more,
-//! and if that is rejected too, report not ready for a while (the queue
-//! holds) and fail retryably. Anything else by the transport's status
+//! and if that is rejected too, report not ready for a while (its devices
+//! wait, the other providers' go on) and fail retryably. Anything else by the transport's status
 //! policy (408, 429, 5xx retried, `Retry-After` honoured).
 
 use std::sync::Mutex;
@@ -212,7 +212,7 @@ impl Provider for FcmProvider {
                     refreshed = true;
                 }
                 Answer::CredentialRejected(excerpt) => {
-                    tracing::error!(hold = ?REJECTED_HOLD, "FCM rejected a fresh access token too; holding the queue");
+                    tracing::error!(hold = ?REJECTED_HOLD, "FCM rejected a fresh access token too; holding its devices");
                     self.set_rejected(Some(Instant::now() + REJECTED_HOLD));
                     return Err(DeliveryError::retryable(format!(
                         "FCM rejected the credential twice: {}",

@@ -161,8 +161,9 @@ pub enum Sent {
 /// them themselves: on a credential rejection (FCM 401, APNs 403
 /// ExpiredProviderToken / InvalidProviderToken) they get a fresh one and
 /// retry once inside `send`; if that is rejected too they report not ready
-/// until a later send succeeds, and return a retryable error so the queue
-/// holds.
+/// for a while, and return a retryable error; meanwhile the backend holds
+/// that provider's devices' items (not sent, no attempt spent) while the
+/// other providers' devices go on.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     /// `fcm`, `apns`, `webpush` or `mongoosepush` (metric label).
