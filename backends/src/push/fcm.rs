@@ -5,8 +5,9 @@
 //! about the token) means the token is gone ([`Sent::Invalid`]); 401 means
 //! the access token was rejected: fetch a fresh one and send once more,
 //! and if that is rejected too, report not ready for a while (its devices
-//! wait, the other providers' go on) and fail retryably. Anything else by the transport's status
-//! policy (408, 429, 5xx retried, `Retry-After` honoured).
+//! wait, the other providers' go on) and fail retryably. Anything else by
+//! the transport's status policy (408, 429, 5xx retried, `Retry-After`
+//! honoured).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
