@@ -178,3 +178,52 @@ async fn a_rejected_token_is_refreshed_once_then_the_backend_holds() {
     assert_eq!(row["queued"], 1, "held, not dead-lettered: {row}");
     assert_eq!(fake.delivered_to("tok-ok").len(), 1);
 }
+
+#[tokio::test]
+async fn a_refused_credential_holds_its_provider_alone() {
+    let fake = FakePush::start().await;
+    let config = push_backend("mobile", &fake.url(), "") + &fcm_provider("mobile", &fake);
+    let sc = Sidecar::start(Options {
+        body: config,
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    register(&sc, "phone", "tok-iso").await;
+    let (s, v) = put_device(
+        &sc,
+        "bob@localhost",
+        "tablet",
+        &json!({"provider": "mongoosepush", "service": "apns"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+
+    // FCM refuses the token and the fresh one: FCM is not ready, alone.
+    fake.reject_next(2);
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "one")).await;
+    assert_eq!(fake.wait_delivered("tablet", 1, WAIT).await.len(), 1);
+    let row = wait_backend(&sc, "mobile", WAIT, |r| r["providers"]["fcm"]["ready"] == false).await;
+    assert_eq!(row["providers"]["fcm"]["ready"], false, "{row}");
+    assert_eq!(row["providers"]["mongoosepush"]["ready"], true, "{row}");
+    let (s, _) = sc.get("/ready").await;
+    assert_eq!(s, 200, "one provider still delivers");
+
+    // MongoosePush devices keep being pushed while FCM is held.
+    let sent = Instant::now();
+    post_ok(&sc, &chat_to("alice@localhost/a", "bob@localhost", "two")).await;
+    assert_eq!(fake.wait_delivered("tablet", 2, WAIT).await.len(), 2);
+    assert!(sent.elapsed() < Duration::from_secs(5), "{:?}", sent.elapsed());
+    assert!(fake.delivered_to("tok-iso").is_empty());
+
+    // The hold ends; FCM's held notifications go out, none dead-lettered
+    // (holding spent no attempts: max_attempts is 3, the hold 10 s).
+    let got = fake.wait_delivered("tok-iso", 2, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 2, "{:?}", fake.pushed());
+    let row = wait_backend(&sc, "mobile", WAIT, |r| r["providers"]["fcm"]["ready"] == true).await;
+    assert_eq!(
+        (row["dead_letters"].as_u64(), row["queued"].as_u64()),
+        (Some(0), Some(0)),
+        "{row}"
+    );
+}

@@ -57,6 +57,7 @@ fn deliveries(n: usize) -> Vec<Delivery> {
                 event,
                 json,
                 attempt: 1,
+                seq: 0,
                 target: None,
             }
         })

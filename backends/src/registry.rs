@@ -99,11 +99,15 @@ fn add<C: BackendConfig, B: Backend>(
         let backend = build(name, cfg.get_ref())
             .map(Arc::new)
             .map_err(|e| source.error_at_span(cfg.span(), Some(key.clone()), e.to_string()))?;
+        let mut options = keys.options();
+        if let Some(order) = backend.ordering() {
+            options.ordering = order;
+        }
         out.push(BuiltBackend {
             name: name.clone(),
             priority: keys.priority.0,
             classes: keys.events.0,
-            options: keys.options(),
+            options,
             endpoint: endpoint(&backend),
             backend: AnyBackend::from_arc(backend),
             position,

@@ -67,6 +67,7 @@ fn device(mode: Mode, silent: bool) -> Device {
             mode,
         },
         silent,
+        options: Default::default(),
     }
 }
 

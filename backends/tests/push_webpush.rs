@@ -49,6 +49,7 @@ impl Browser {
                 auth: URL_SAFE_NO_PAD.encode(self.auth),
             },
             silent,
+            options: Default::default(),
         }
     }
 

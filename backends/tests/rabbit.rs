@@ -53,6 +53,7 @@ fn delivery(event: Event) -> Delivery {
         json: event.to_json().into(),
         event,
         attempt: 1,
+        seq: 0,
         target: None,
     }
 }

@@ -39,6 +39,7 @@ fn delivery(event: Event) -> Delivery {
         event,
         json,
         attempt: 1,
+        seq: 0,
         target: None,
     }
 }

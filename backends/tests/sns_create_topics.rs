@@ -35,6 +35,7 @@ fn delivery(call: serde_json::Value) -> Delivery {
         json: Bytes::from(event.to_json()),
         event,
         attempt: 1,
+        seq: 0,
         target: None,
     }
 }

@@ -31,6 +31,9 @@ pub struct Delivery {
     pub json: Bytes,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// The item's place in the backend's queue (the spool's sequence
+    /// number): later items were accepted later. 0 outside a queue.
+    pub seq: u64,
     /// The target this queue item is for, when the backend claimed the
     /// event per target ([`Targets::Each`]), e.g. one device of a user.
     pub target: Option<Arc<str>>,
@@ -106,6 +109,18 @@ impl ScopedState {
         self.spool.commit_soon(changes);
     }
 
+    /// Delete some of this backend's keys without waiting (bookkeeping).
+    pub fn delete_soon(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        self.spool.put_state_soon(
+            keys.into_iter()
+                .map(|k| (format!("{}{k}", self.prefix), None))
+                .collect(),
+        );
+    }
+
     /// Overwrite one of this backend's keys without waiting, and without
     /// going through a change: for bookkeeping that is not shared state
     /// (a device's `last_push_at`).
@@ -124,6 +139,11 @@ pub struct DeliveryError {
     /// A status code from the peer, when it gave one.
     pub status: Option<u16>,
     pub message: String,
+    /// Nothing was sent: the backend knew this item cannot go now (e.g.
+    /// the push provider of its device is not ready) and asks to hold it
+    /// for `retry_after`. The attempt is not counted, the circuit breaker
+    /// is not told, and nothing is logged as a failure.
+    pub held: bool,
 }
 
 impl DeliveryError {
@@ -134,6 +154,17 @@ impl DeliveryError {
             retry_after: None,
             status: None,
             message: message.into(),
+            held: false,
+        }
+    }
+
+    /// Not attempted: hold the item for `wait`, then try again, without
+    /// counting an attempt (see [`held`](Self::held)).
+    pub fn held(message: impl Into<String>, wait: Duration) -> Self {
+        DeliveryError {
+            held: true,
+            retry_after: Some(wait),
+            ..DeliveryError::retryable(message)
         }
     }
 
@@ -144,6 +175,7 @@ impl DeliveryError {
             retry_after: None,
             status: None,
             message: message.into(),
+            held: false,
         }
     }
 
@@ -281,9 +313,23 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// Readiness of the parts a backend delivers through, when it has
+    /// several that can fail alone (the push backend's providers): shown
+    /// as `providers` in the backend's `/v1/backends` row.
+    fn providers_ready(&self) -> Option<Vec<(&'static str, bool)>> {
+        None
+    }
+
     /// The most events one `deliver` call takes. 1 means one at a time.
     fn max_batch(&self) -> usize {
         1
+    }
+
+    /// The delivery order the backend needs whatever its `ordering` key
+    /// says (a coalescing push backend needs a device's items in `deliver`
+    /// together: unordered); `None` keeps the key's.
+    fn ordering(&self) -> Option<crate::delivery::DeliveryOrder> {
+        None
     }
 
     /// Deliver a batch of 1..=`max_batch()` events: one result per event,
@@ -342,6 +388,7 @@ pub trait Deliver: Send + Sync + 'static {
     fn attach(&self, attachment: &Attachment) -> Result<(), BackendError>;
     async fn start(&self) -> Result<(), BackendError>;
     fn is_ready(&self) -> bool;
+    fn providers_ready(&self) -> Option<Vec<(&'static str, bool)>>;
     fn max_batch(&self) -> usize;
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>>;
     async fn erase_user(&self, user: &str) -> Result<u64, BackendError>;
@@ -357,6 +404,9 @@ impl<B: Backend> Deliver for B {
     }
     fn is_ready(&self) -> bool {
         Backend::is_ready(self)
+    }
+    fn providers_ready(&self) -> Option<Vec<(&'static str, bool)>> {
+        Backend::providers_ready(self)
     }
     fn max_batch(&self) -> usize {
         Backend::max_batch(self)

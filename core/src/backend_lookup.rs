@@ -42,7 +42,7 @@ pub fn find_backend<'a>(backends: impl IntoIterator<Item = (&'a str, &'a str)>, 
         many => Err(Lookup::Ambiguous(
             query.to_owned(),
             many.iter()
-                .map(|i| crate::BackendId::new(all[*i].0, &all[*i].1).to_string())
+                .map(|i| crate::BackendId::new(all[*i].0, all[*i].1).to_string())
                 .collect(),
         )),
     }

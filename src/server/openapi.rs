@@ -413,6 +413,17 @@ pub struct BackendRow {
     pub throttled_seconds: f64,
     /// A webhook subscription disabled after failing too long.
     pub disabled: bool,
+    /// Push backends only: per provider (`fcm`, `apns`, `webpush`,
+    /// `mongoosepush`), whether it can deliver. A provider whose credential
+    /// is refused is not ready alone; the others' devices keep being pushed.
+    pub providers: Option<BTreeMap<String, ProviderRow>>,
+}
+
+/// A push provider in a backend's row.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ProviderRow {
+    pub ready: bool,
 }
 
 /// A dead letter.

@@ -31,6 +31,15 @@ pub struct Pushed {
     pub status: u16,
     pub body: Value,
     pub authorization: Option<String>,
+    /// Every request header, names lower-case.
+    pub headers: HashMap<String, String>,
+}
+
+impl Pushed {
+    /// A request header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
 }
 
 #[derive(Default)]
@@ -135,6 +144,32 @@ pub fn webpush_provider(name: &str) -> String {
     )
 }
 
+/// A `[backends.push.NAME.apns]` table with the test key, sending to
+/// `fake`'s `/3/device/{token}` (plain HTTP/1.1: the fake is no HTTP/2
+/// TLS server), to append to [`push_backend`]'s.
+pub fn apns_provider(name: &str, fake: &FakePush) -> String {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/backends/tests/fixtures/push/apns_test_AuthKey.p8"
+    );
+    format!(
+        "[backends.push.{name}.apns]\nkey_file = \"{key}\"\nkey_id = \"ABC123DEFG\"\nteam_id = \"DEF123GHIJ\"\ntopic = \"com.example.chat\"\nendpoint_url = \"{}\"\n",
+        fake.url()
+    )
+}
+
+/// A `[backends.push.NAME.fcm]` table with the fixture service account
+/// (written into a directory kept for the test's life), sending to `fake`.
+pub fn fcm_provider(name: &str, fake: &FakePush) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let account = service_account_file(dir.path(), fake);
+    std::mem::forget(dir);
+    format!(
+        "[backends.push.{name}.fcm]\nservice_account_file = \"{account}\"\nendpoint_url = \"{}\"\n",
+        fake.url()
+    )
+}
+
 /// A Web Push device whose endpoint is `fake`'s `/webpush/{device_id}`;
 /// the keys are RFC 8291's example (the fake does not decrypt).
 pub fn webpush_device(fake: &FakePush, device_id: &str) -> Value {
@@ -174,6 +209,8 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, headers: H
         .map(str::to_owned);
     let (provider, device) = if let Some(id) = path.strip_prefix("/v3/notification/") {
         ("mongoosepush", id.to_owned())
+    } else if let Some(token) = path.strip_prefix("/3/device/") {
+        ("apns", token.to_owned())
     } else if let Some(id) = path.strip_prefix("/webpush/") {
         ("webpush", id.to_owned())
     } else if path.ends_with("/messages:send") {
@@ -201,6 +238,10 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, headers: H
         status: answer.status,
         body: json,
         authorization,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect(),
     });
     let mut resp = (StatusCode::from_u16(answer.status).unwrap(), answer.body.clone()).into_response();
     for (k, v) in &answer.headers {

@@ -34,6 +34,10 @@ pub struct PushConfig {
     pub offline_only: bool,
     #[serde(default)]
     pub content: Content,
+    /// Merge a conversation's notifications to a device within this many
+    /// ms after one was sent into one trailing notification (0: off).
+    #[serde(default)]
+    pub coalesce_ms: u64,
     #[serde(default)]
     pub fcm: Option<FcmConfig>,
     #[serde(default)]

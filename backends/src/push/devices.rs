@@ -16,7 +16,7 @@ use event_pusher_core::StateChange;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use super::provider::{Address, Device, Mode, Service};
+use super::provider::{Address, Device, Mode, PublishOptions, Service};
 use super::registration::Registration;
 use super::store::Store;
 
@@ -137,6 +137,7 @@ impl DeviceRegistry {
                 device_id: device_id.to_owned(),
                 address: registration.address.clone(),
                 silent: registration.silent,
+                options: registration.options.clone(),
             },
             registered_at: now(),
             last_push_at: existing.as_ref().and_then(|e| e.last_push_at.clone()),
@@ -280,7 +281,30 @@ fn body(device: &Device) -> Map<String, Value> {
         }
     }
     b.insert("silent".into(), json!(device.silent));
+    options(&device.options, &mut b);
     b
+}
+
+/// The publish options that are set, as registered.
+fn options(o: &PublishOptions, b: &mut Map<String, Value>) {
+    if let Some(p) = o.priority {
+        b.insert("priority".into(), json!(p.as_str()));
+    }
+    if let Some(s) = &o.sound {
+        b.insert("sound".into(), json!(s));
+    }
+    if o.mutable_content {
+        b.insert("mutable_content".into(), json!(true));
+    }
+    if let Some(t) = o.time_to_live_s {
+        b.insert("time_to_live_s".into(), json!(t));
+    }
+    if let Some(t) = &o.topic {
+        b.insert("topic".into(), json!(t));
+    }
+    if let Some(c) = &o.click_action {
+        b.insert("click_action".into(), json!(c));
+    }
 }
 
 fn encode(r: &Registered) -> Vec<u8> {
@@ -304,6 +328,7 @@ fn decode(user: &str, device_id: &str, value: &[u8]) -> Result<Registered, Strin
             device_id: device_id.to_owned(),
             address: reg.address,
             silent: reg.silent,
+            options: reg.options,
         },
         registered_at,
         last_push_at,
@@ -326,6 +351,11 @@ pub fn view(r: &Registered) -> Value {
     });
     if let Address::MongoosePush { service, .. } = &r.device.address {
         v["service"] = json!(service_name(*service));
+    }
+    let mut set = Map::new();
+    options(&r.device.options, &mut set);
+    if let Value::Object(view) = &mut v {
+        view.extend(set);
     }
     // A hint to tell devices apart, never enough to use the token.
     let hint = match &r.device.address {
@@ -369,11 +399,22 @@ mod tests {
                     mode: Mode::Dev,
                 },
                 silent: true,
+                options: PublishOptions {
+                    sound: Some("ping.caf".into()),
+                    time_to_live_s: Some(0),
+                    ..PublishOptions::default()
+                },
             },
             registered_at: "2026-01-01T00:00:00.000Z".into(),
             last_push_at: Some("2026-01-02T00:00:00.000Z".into()),
         };
         assert_eq!(decode("bob@x", "d1", &encode(&r)).unwrap(), r);
+        // A record stored before publish options existed reads with none.
+        let old = br#"{"provider":"fcm","token":"t","silent":false,"registered_at":"2026-01-01T00:00:00.000Z"}"#;
+        assert_eq!(
+            decode("bob@x", "d2", old).unwrap().device.options,
+            PublishOptions::default()
+        );
         let v = view(&r).to_string();
         assert!(!v.contains("abcdef0123456789"), "{v}");
         assert!(v.contains("\"mode\":\"dev\""), "{v}");

@@ -4,9 +4,10 @@
 //! Answers: 2xx delivered; 404 `UNREGISTERED` (or 400 `INVALID_ARGUMENT`
 //! about the token) means the token is gone ([`Sent::Invalid`]); 401 means
 //! the access token was rejected: fetch a fresh one and send once more,
-//! and if that is rejected too, report not ready for a while (the queue
-//! holds) and fail retryably. Anything else by the transport's status
-//! policy (408, 429, 5xx retried, `Retry-After` honoured).
+//! and if that is rejected too, report not ready for a while (its devices
+//! wait, the other providers' go on) and fail retryably. Anything else by
+//! the transport's status policy (408, 429, 5xx retried, `Retry-After`
+//! honoured).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,9 +17,10 @@ use event_pusher_core::{BackendError, DeliveryError};
 use reqwest::header::AUTHORIZATION;
 use serde_json::{json, Value};
 
+use super::apns::{apns_expiration, apns_priority};
 use super::config::{base, FcmConfig};
 use super::fcm_auth::TokenSource;
-use super::provider::{Address, Device, Notification, Provider, Sent};
+use super::provider::{collapse_id, Address, Device, Notification, Priority, Provider, PublishOptions, Sent};
 
 /// How long the provider reports not ready after its credential was
 /// rejected twice in a row; then the next send tries a fresh one.
@@ -97,13 +99,54 @@ fn error_code(body: &str) -> String {
         .to_owned()
 }
 
-/// The v1 message.
-pub fn message(token: &str, note: &Notification) -> Value {
+/// The v1 message, with the device's publish options and the
+/// conversation's collapse key (`android.collapse_key`, and
+/// `apns-collapse-id` for iOS devices behind FCM).
+pub fn message(token: &str, note: &Notification, options: &PublishOptions) -> Value {
+    let mut android = json!({"priority": options.priority.unwrap_or(Priority::High).as_str()});
+    let mut apns_headers = serde_json::Map::new();
+    let mut aps = json!({"badge": note.badge});
+    if let Some(key) = &note.collapse_key {
+        let id = collapse_id(key);
+        android["collapse_key"] = json!(id);
+        apns_headers.insert("apns-collapse-id".into(), json!(id));
+    }
+    if let Some(p) = options.priority {
+        apns_headers.insert("apns-priority".into(), json!(apns_priority(p, note.silent)));
+    }
+    if let Some(ttl) = options.time_to_live_s {
+        android["ttl"] = json!(format!("{ttl}s"));
+        apns_headers.insert("apns-expiration".into(), json!(apns_expiration(ttl)));
+    }
+    if let Some(topic) = &options.topic {
+        apns_headers.insert("apns-topic".into(), json!(topic));
+    }
+    if !note.silent {
+        let mut shown = serde_json::Map::new();
+        if let Some(sound) = &options.sound {
+            shown.insert("sound".into(), json!(sound));
+            aps["sound"] = json!(sound);
+        }
+        if let Some(action) = &options.click_action {
+            shown.insert("click_action".into(), json!(action));
+            aps["category"] = json!(action);
+        }
+        if options.mutable_content {
+            aps["mutable-content"] = json!(1);
+        }
+        if !shown.is_empty() {
+            android["notification"] = Value::Object(shown);
+        }
+    }
+    let mut apns = json!({"payload": {"aps": aps}});
+    if !apns_headers.is_empty() {
+        apns["headers"] = Value::Object(apns_headers);
+    }
     let mut message = json!({
         "token": token,
         "data": note.data,
-        "android": {"priority": "high"},
-        "apns": {"payload": {"aps": {"badge": note.badge}}},
+        "android": android,
+        "apns": apns,
     });
     if !note.silent {
         let mut n = serde_json::Map::new();
@@ -134,12 +177,14 @@ impl Provider for FcmProvider {
             .map_err(|e| BackendError::new(format!("FCM: cannot get an access token: {e}")))
     }
 
-    fn is_ready(&self) -> bool {
+    fn not_ready_for(&self) -> Option<Duration> {
         let until = *self
             .rejected_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        until.is_none_or(|t| Instant::now() >= t)
+        until
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
     }
 
     async fn send(&self, device: &Device, note: &Notification) -> Result<Sent, DeliveryError> {
@@ -152,7 +197,7 @@ impl Provider for FcmProvider {
             .map_err(DeliveryError::permanent)?
             .project_id
             .clone();
-        let body = message(device_token, note);
+        let body = message(device_token, note, &device.options);
         let mut access = self.tokens.token(None).await?;
         let mut refreshed = false;
         loop {
@@ -168,7 +213,7 @@ impl Provider for FcmProvider {
                     refreshed = true;
                 }
                 Answer::CredentialRejected(excerpt) => {
-                    tracing::error!(hold = ?REJECTED_HOLD, "FCM rejected a fresh access token too; holding the queue");
+                    tracing::error!(hold = ?REJECTED_HOLD, "FCM rejected a fresh access token too; holding its devices");
                     self.set_rejected(Some(Instant::now() + REJECTED_HOLD));
                     return Err(DeliveryError::retryable(format!(
                         "FCM rejected the credential twice: {}",
@@ -196,11 +241,17 @@ mod tests {
             badge: 2,
             data: BTreeMap::from([("type".into(), "chat".into())]),
             silent: false,
+            collapse_key: Some("bob@x alice@x".into()),
+            last_sender: None,
         };
-        let m = message("tok", &note);
+        let none = PublishOptions::default();
+        let m = message("tok", &note, &none);
+        assert_eq!(m["message"]["android"]["collapse_key"], "bob@x alice@x");
+        assert_eq!(m["message"]["apns"]["headers"]["apns-collapse-id"], "bob@x alice@x");
+        assert_eq!(m["message"]["android"]["priority"], "high");
         assert_eq!(m["message"]["notification"]["title"], "alice@x");
         assert_eq!(m["message"]["apns"]["payload"]["aps"]["badge"], 2);
-        let silent = message("tok", &Notification { silent: true, ..note });
+        let silent = message("tok", &Notification { silent: true, ..note }, &none);
         assert!(silent["message"].get("notification").is_none());
         let gone = r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"errorCode":"UNREGISTERED"}]}}"#;
         assert!(token_gone(404, gone));

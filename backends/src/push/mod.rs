@@ -9,6 +9,7 @@
 //! the spool (`store`), loaded when the sidecar attaches the spool.
 
 pub mod apns;
+mod coalesce;
 pub mod commands;
 pub mod config;
 pub mod devices;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::config::{base, MongoosePushConfig};
 use super::devices::{mode_name, service_name};
-use super::provider::{Address, Device, Notification, Provider, Sent};
+use super::provider::{collapse_id, Address, Device, Notification, Priority, Provider, PublishOptions, Sent};
 
 pub struct MongoosePushProvider {
     client: reqwest::Client,
@@ -46,14 +46,36 @@ pub(crate) fn path_segment(value: &str) -> Option<String> {
     Some(out)
 }
 
-/// The v3 body.
-pub fn body(service: &str, mode: &str, note: &Notification) -> Value {
+/// The v3 body, with the device's publish options (`priority`,
+/// `time_to_live`, `mutable_content`, `topic`, `alert.sound`,
+/// `alert.click_action`), the conversation's collapse key as `alert.tag`
+/// (v3 has no collapse field; Android replaces a shown notification of the
+/// same tag), and MongooseIM's form fields in `data`: `message-count`,
+/// `last-message-sender`, `last-message-body`.
+pub fn body(service: &str, mode: &str, note: &Notification, options: &PublishOptions) -> Value {
+    let mut data: serde_json::Map<String, Value> = note.data.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    data.insert("message-count".into(), json!(note.badge.to_string()));
+    if let Some(sender) = &note.last_sender {
+        data.insert("last-message-sender".into(), json!(sender));
+    }
+    if let Some(b) = &note.body {
+        data.insert("last-message-body".into(), json!(b));
+    }
     let mut body = json!({
         "service": service,
         "mode": mode,
-        "data": note.data,
-        "priority": "high",
+        "data": data,
+        "priority": options.priority.unwrap_or(Priority::High).as_str(),
     });
+    if let Some(ttl) = options.time_to_live_s {
+        body["time_to_live"] = json!(ttl);
+    }
+    if options.mutable_content {
+        body["mutable_content"] = json!(true);
+    }
+    if let Some(topic) = &options.topic {
+        body["topic"] = json!(topic);
+    }
     if !note.silent {
         // `content = "none"` has no body: the key is left out, not empty.
         let mut alert = json!({"badge": note.badge});
@@ -62,6 +84,15 @@ pub fn body(service: &str, mode: &str, note: &Notification) -> Value {
         }
         if let Some(b) = &note.body {
             alert["body"] = json!(b);
+        }
+        if let Some(sound) = &options.sound {
+            alert["sound"] = json!(sound);
+        }
+        if let Some(action) = &options.click_action {
+            alert["click_action"] = json!(action);
+        }
+        if let Some(key) = &note.collapse_key {
+            alert["tag"] = json!(collapse_id(key));
         }
         body["alert"] = alert;
     }
@@ -87,7 +118,12 @@ impl Provider for MongoosePushProvider {
             )));
         };
         let req = self.client.post(format!("{}/v3/notification/{id}", self.base));
-        match super::send_json(req, &body(service_name(*service), mode_name(*mode), note)).await? {
+        match super::send_json(
+            req,
+            &body(service_name(*service), mode_name(*mode), note, &device.options),
+        )
+        .await?
+        {
             Ok(()) => Ok(Sent::Delivered),
             Err(refusal) if refusal.status == 410 => Ok(Sent::Invalid {
                 reason: format!("MongoosePush 410: {}", refusal.body.trim()),

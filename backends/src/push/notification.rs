@@ -36,6 +36,11 @@ pub fn build(event: &Event, content: Content, message_count: u64, silent: bool) 
         EventBody::Operational(_) => (None, None, None, "operational"),
     };
     let sender_bare = sender.map(jid::bare);
+    let collapse_key = collapse_key(event);
+    let last_sender = match &event.body {
+        EventBody::Chat(c) if c.chat_type == event_pusher_core::ChatType::Groupchat => Some(c.from.clone()),
+        _ => sender_bare.map(str::to_owned),
+    };
     let (title, text) = match content {
         Content::Full => (sender_bare.map(str::to_owned), body.map(str::to_owned)),
         Content::Sender => (sender_bare.map(str::to_owned), Some(NEW_MESSAGE.to_owned())),
@@ -59,6 +64,29 @@ pub fn build(event: &Event, content: Content, message_count: u64, silent: bool) 
         badge: message_count,
         data,
         silent,
+        collapse_key,
+        last_sender,
+    }
+}
+
+/// The conversation of a notification: the recipient's bare JID and the
+/// peer's (chat) or the room's (groupchat), both the bare `from` (a
+/// groupchat's full `from` is room/nick). `None` without a sender.
+pub fn collapse_key(event: &Event) -> Option<String> {
+    let from = match &event.body {
+        EventBody::Chat(c) => Some(c.from.as_str()),
+        EventBody::Unacked(u) => u.from.as_deref(),
+        _ => None,
+    }?;
+    Some(format!("{} {}", recipient(event)?, jid::bare(from)))
+}
+
+/// Whether a message is worth a notification: as MongooseIM, a chat or
+/// groupchat message without a body (a chat state, a receipt) is not.
+pub fn has_body(event: &Event) -> bool {
+    match &event.body {
+        EventBody::Chat(c) => c.body.as_deref().is_some_and(|b| !b.is_empty()),
+        _ => true,
     }
 }
 
@@ -96,5 +124,7 @@ mod tests {
         let silent = build(&e, Content::Full, 1, true);
         assert_eq!((silent.title, silent.body), (None, None));
         assert_eq!(recipient(&e), Some("bob@x"));
+        assert_eq!(full.collapse_key.as_deref(), Some("bob@x alice@x"));
+        assert_eq!(full.last_sender.as_deref(), Some("alice@x"));
     }
 }

@@ -45,6 +45,41 @@ pub enum Address {
     MongoosePush { service: Service, mode: Mode },
 }
 
+/// How urgently a device's notifications are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    High,
+    Normal,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+        }
+    }
+}
+
+/// A device's publish options, registered with it; each provider maps
+/// them to its own fields (`docs/backends/push.md`). Unset: the
+/// provider's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    pub priority: Option<Priority>,
+    /// A sound name (APNs `aps.sound`, FCM `android.notification.sound`).
+    pub sound: Option<String>,
+    /// Let the app's notification service extension change it (APNs).
+    pub mutable_content: bool,
+    /// How long the provider keeps an undelivered notification; 0: deliver
+    /// now or never.
+    pub time_to_live_s: Option<u64>,
+    /// APNs topic (bundle id) for this device, instead of the configured one.
+    pub topic: Option<String>,
+    /// What opening the notification does (FCM `click_action`, APNs `category`).
+    pub click_action: Option<String>,
+}
+
 /// One registered device of one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -55,6 +90,7 @@ pub struct Device {
     pub address: Address,
     /// Data-only notifications (no title/body shown).
     pub silent: bool,
+    pub options: PublishOptions,
 }
 
 /// What to show and carry, already shaped by the backend's `content`
@@ -73,6 +109,41 @@ pub struct Notification {
     pub data: BTreeMap<String, String>,
     /// True when the device is silent: send data only.
     pub silent: bool,
+    /// One per (recipient, conversation): the recipient's bare JID and the
+    /// peer's bare JID (chat) or the room's (groupchat). Providers send it
+    /// in their collapse field, so a newer notification of a conversation
+    /// replaces the older one. `None` when there is no peer (an unacked
+    /// message without `from`).
+    pub collapse_key: Option<String>,
+    /// MongooseIM's `last-message-sender`: the sender's bare JID for chat,
+    /// the full room JID (room/nick) for groupchat.
+    pub last_sender: Option<String>,
+}
+
+/// The collapse key as one header-safe token of at most 64 bytes (APNs
+/// `apns-collapse-id`, FCM `collapse_key`): the key itself when it is
+/// short printable ASCII, else its SHA-256 in hex (64 characters).
+pub fn collapse_id(key: &str) -> String {
+    if key.len() <= 64 && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        key.to_owned()
+    } else {
+        use sha2::Digest;
+        sha2::Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The collapse key as a Web Push `Topic` (RFC 8030 §5.4: at most 32
+/// characters of the URL-safe base64 alphabet): its SHA-256, base64url,
+/// first 32 characters.
+pub fn web_push_topic(key: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(key.as_bytes()));
+    t.truncate(32);
+    t
 }
 
 /// A send the provider answered.
@@ -90,8 +161,9 @@ pub enum Sent {
 /// them themselves: on a credential rejection (FCM 401, APNs 403
 /// ExpiredProviderToken / InvalidProviderToken) they get a fresh one and
 /// retry once inside `send`; if that is rejected too they report not ready
-/// until a later send succeeds, and return a retryable error so the queue
-/// holds.
+/// for a while, and return a retryable error; meanwhile the backend holds
+/// that provider's devices' items (not sent, no attempt spent) while the
+/// other providers' devices go on.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     /// `fcm`, `apns`, `webpush` or `mongoosepush` (metric label).
@@ -102,9 +174,15 @@ pub trait Provider: Send + Sync + 'static {
         Ok(())
     }
 
-    /// False after a credential was rejected twice in a row.
+    /// After a credential was rejected twice in a row: how long the
+    /// provider still holds its devices' notifications. `None`: ready.
+    fn not_ready_for(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// False after a credential was rejected twice in a row, for a while.
     fn is_ready(&self) -> bool {
-        true
+        self.not_ready_for().is_none()
     }
 
     /// Send one notification to one device. Network errors, 429 (with

@@ -15,16 +15,20 @@ use event_pusher_core::{
 };
 use serde_json::Value;
 
+use super::coalesce::{Coalescer, Step};
 use super::config::{Content, PushConfig};
-use super::devices::{provider_name, view, DeviceRegistry, Put};
+use super::devices::{provider_name, view, DeviceRegistry, Put, Registered};
 use super::fcm::FcmProvider;
 use super::metrics::{PushMetrics, Rendered};
 use super::mongoosepush::MongoosePushProvider;
-use super::notification::{build, recipient};
+use super::notification::{build, collapse_key, has_body, recipient};
 use super::presence::PresenceBook;
 use super::provider::{Provider, Sent};
 use super::registration::Registration;
 use super::store::Store;
+
+/// The most queue items one `deliver` call takes when coalescing.
+const COALESCING_BATCH: usize = 64;
 
 /// Why a registry change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,22 @@ pub enum RegistryError {
     /// The spool could not store it; try again later.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+}
+
+/// The registry and presence for a cluster store: `(user, device_id,
+/// record)` and `(user, presence)`.
+pub type Exported = (Vec<(String, String, Value)>, Vec<(String, UserPresence)>);
+
+/// A queue item ready to send (see `PushBackend::prepare`).
+struct Prepared<'d> {
+    user: &'d str,
+    device_id: &'d str,
+    registered: Arc<Registered>,
+    provider: Arc<dyn Provider>,
+    provider_label: &'static str,
+    note: super::provider::Notification,
+    /// The conversation, when this is its trailing notification.
+    trailing_of: Option<String>,
 }
 
 pub struct PushBackend {
@@ -48,6 +68,7 @@ pub struct PushBackend {
     presence: PresenceBook,
     store: Store,
     metrics: PushMetrics,
+    coalescer: Coalescer,
 }
 
 impl PushBackend {
@@ -75,6 +96,7 @@ impl PushBackend {
             presence: PresenceBook::default(),
             store: Store::default(),
             metrics: PushMetrics::default(),
+            coalescer: Coalescer::new(config.coalesce_ms),
         })
     }
 
@@ -137,7 +159,7 @@ impl PushBackend {
 
     /// The registry and presence, for merging into a cluster store:
     /// `(user, device_id, record)` and `(user, presence)`.
-    pub fn export(&self) -> (Vec<(String, String, Value)>, Vec<(String, UserPresence)>) {
+    pub fn export(&self) -> Exported {
         (self.devices.all(), self.presence.all())
     }
 
@@ -229,6 +251,9 @@ impl PushBackend {
             EventBody::Chat(c)
                 if c.direction == Direction::Out && matches!(c.chat_type, ChatType::Chat | ChatType::Groupchat) =>
             {
+                if !has_body(event) {
+                    return None;
+                }
                 let user = recipient(event)?;
                 let online = || {
                     self.presence
@@ -244,6 +269,17 @@ impl PushBackend {
 
     /// Send one queue item to its device.
     async fn push(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        match self.prepare(delivery)? {
+            Some(prepared) => self.send(delivery, prepared).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Everything about a queue item that needs no I/O: its device and
+    /// provider, the coalescing decision, the notification. `None`:
+    /// nothing to send (the device is gone, or a sent notification covered
+    /// it); an error: held or failed without sending.
+    fn prepare<'d>(&self, delivery: &'d Delivery) -> Result<Option<Prepared<'d>>, DeliveryError> {
         let Some(device_id) = delivery.target.as_deref() else {
             return Err(DeliveryError::permanent("push queue item without a device"));
         };
@@ -253,25 +289,89 @@ impl PushBackend {
         // Removed (or pruned) since it was claimed: nothing to send.
         let Some(registered) = self.devices.get(user, device_id) else {
             tracing::debug!(backend = %self.name, user, device_id, "device gone before its push; skipped");
-            return Ok(());
+            return Ok(None);
         };
-        let device = &registered.device;
-        let provider_label = provider_name(&device.address);
-        let Some(provider) = self.provider(provider_label) else {
+        let provider_label = provider_name(&registered.device.address);
+        let Some(provider) = self.provider(provider_label).cloned() else {
             return Err(DeliveryError::permanent(format!(
                 "provider \"{provider_label}\" is not configured any more"
             )));
         };
-        let counters = self.metrics.provider(provider_label);
-        let note = build(
-            &delivery.event,
+        if let Some(wait) = provider.not_ready_for() {
+            // Its credential is being refused: this device waits, not
+            // sent and not counted; other providers' devices go on.
+            return Err(DeliveryError::held(
+                format!("provider \"{provider_label}\" is not ready: its credential was refused"),
+                wait,
+            ));
+        }
+        // Coalescing: send now, hold, send the trailing notification of a
+        // conversation, or ack an event one already covered.
+        let conversation = collapse_key(&delivery.event);
+        let (step, stored) = match &conversation {
+            Some(c) => self.coalescer.decide(user, device_id, c, &delivery.event, delivery.seq),
+            None => (Step::SendNow, None),
+        };
+        if let Some((key, value)) = stored {
+            self.store.put_soon(&key, value);
+        }
+        let trailing: Box<Event>;
+        let (event, coalesced) = match step {
+            Step::SendNow => (&delivery.event, None),
+            Step::Covered => return Ok(None),
+            Step::Wait(wait) => {
+                return Err(DeliveryError::held(
+                    "coalescing: waiting for the conversation's trailing notification",
+                    wait,
+                ))
+            }
+            Step::SendTrailing { latest, count } => {
+                trailing = latest;
+                (&*trailing, Some(count))
+            }
+        };
+        let mut note = build(
+            event,
             self.content,
             self.presence.message_count(user),
-            device.silent,
+            registered.device.silent,
         );
+        if let Some(count) = coalesced {
+            note.data.insert("coalesced".into(), count.to_string());
+        }
+        Ok(Some(Prepared {
+            user,
+            device_id,
+            registered,
+            provider,
+            provider_label,
+            note,
+            trailing_of: coalesced.and(conversation),
+        }))
+    }
+
+    /// Send a prepared notification and settle its outcome.
+    async fn send(&self, delivery: &Delivery, p: Prepared<'_>) -> Result<(), DeliveryError> {
+        let Prepared {
+            user,
+            device_id,
+            registered,
+            provider,
+            provider_label,
+            note,
+            trailing_of,
+        } = p;
+        let device = &registered.device;
+        let counters = self.metrics.provider(provider_label);
         let started = Instant::now();
         let sent = provider.send(device, &note).await;
         counters.latency.observe(started.elapsed().as_secs_f64());
+        if let Some(c) = &trailing_of {
+            let ok = sent.is_ok();
+            if let Some((key, value)) = self.coalescer.sent(user, device_id, c, &delivery.event, ok) {
+                self.store.put_soon(&key, value);
+            }
+        }
         match sent {
             Ok(Sent::Delivered) => {
                 counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -366,6 +466,7 @@ impl Backend for PushBackend {
             })
             .collect();
         let removed = changes.len() as u64;
+        self.store.delete_soon(self.coalescer.forget(&user));
         for (resource, online) in [("erase", true), ("", false)] {
             changes.push(StateChange::Presence {
                 scope: self.scope.clone(),
@@ -394,6 +495,7 @@ impl Backend for PushBackend {
             .map_err(|e| BackendError::with_source(format!("cannot load the push registry: {e}"), e))?;
         self.devices.load(&rows);
         self.presence.load(&rows);
+        self.store.delete_soon(self.coalescer.load(&rows));
         Ok(())
     }
 
@@ -404,12 +506,46 @@ impl Backend for PushBackend {
         Ok(())
     }
 
-    /// Not ready while a provider's credential is being refused.
+    /// Not ready only while every provider's credential is being refused:
+    /// a provider that is not ready holds its own devices' notifications
+    /// (see `push`), not the others'.
     fn is_ready(&self) -> bool {
-        self.providers.iter().all(|p| p.is_ready())
+        self.providers.is_empty() || self.providers.iter().any(|p| p.is_ready())
+    }
+
+    /// Coalescing needs a device's queue items together: unordered.
+    fn ordering(&self) -> Option<event_pusher_core::delivery::DeliveryOrder> {
+        self.coalescer
+            .is_on()
+            .then_some(event_pusher_core::delivery::DeliveryOrder::Unordered)
+    }
+
+    fn providers_ready(&self) -> Option<Vec<(&'static str, bool)>> {
+        Some(self.providers.iter().map(|p| (p.name(), p.is_ready())).collect())
+    }
+
+    /// Coalescing takes the ready items in batches: decided in queue
+    /// order (so the first of a burst is the one sent at once), then sent
+    /// together.
+    fn max_batch(&self) -> usize {
+        if self.coalescer.is_on() {
+            COALESCING_BATCH
+        } else {
+            1
+        }
     }
 
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
-        one_by_one(batch, |d| self.push(d)).await
+        if batch.len() == 1 {
+            return one_by_one(batch, |d| self.push(d)).await;
+        }
+        let prepared: Vec<_> = batch.iter().map(|d| (d, self.prepare(d))).collect();
+        futures::future::join_all(prepared.into_iter().map(|(d, p)| async move {
+            match p? {
+                Some(p) => self.send(d, p).await,
+                None => Ok(()),
+            }
+        }))
+        .await
     }
 }

@@ -4,19 +4,29 @@
 
 use serde_json::{Map, Value};
 
-use super::provider::{Address, Mode, Service};
+use super::provider::{Address, Mode, Priority, PublishOptions, Service};
 
 /// A checked registration body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub address: Address,
     pub silent: bool,
+    /// Publish options (`priority`, `sound`, `mutable_content`,
+    /// `time_to_live_s`, `topic`, `click_action`); absent keys (and records
+    /// stored before they existed) leave the provider's default.
+    pub options: PublishOptions,
     /// Which push backend, when there are several (`"backend"`).
     pub backend: Option<String>,
 }
 
 /// Longest token, endpoint or key taken (they are stored).
 const MAX_FIELD: usize = 4096;
+
+/// Longest `time_to_live_s` taken: 28 days, FCM's limit.
+pub const MAX_TTL_S: u64 = 28 * 24 * 3600;
+
+/// Longest `sound`, `topic` or `click_action` taken.
+const MAX_OPTION: usize = 256;
 
 /// Longest device id taken.
 pub const MAX_DEVICE_ID: usize = 256;
@@ -37,6 +47,12 @@ impl Registration {
             "service",
             "silent",
             "backend",
+            "priority",
+            "sound",
+            "mutable_content",
+            "time_to_live_s",
+            "topic",
+            "click_action",
         ];
         if let Some(k) = obj
             .keys()
@@ -81,12 +97,65 @@ impl Registration {
             Some(_) => return Err("silent: must be true or false".into()),
         };
         let backend = string(obj, "backend")?.map(str::to_owned);
+        let options = publish_options(obj)?;
         Ok(Registration {
             address,
             silent,
+            options,
             backend,
         })
     }
+}
+
+/// The publish options of a registration body, naming a bad field.
+fn publish_options(obj: &Map<String, Value>) -> Result<PublishOptions, String> {
+    let priority = match string(obj, "priority")? {
+        None => None,
+        Some("high") => Some(Priority::High),
+        Some("normal") => Some(Priority::Normal),
+        Some(other) => return Err(format!("priority: must be \"high\" or \"normal\", not \"{other}\"")),
+    };
+    let mutable_content = match obj.get("mutable_content") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("mutable_content: must be true or false".into()),
+    };
+    let time_to_live_s = match obj.get("time_to_live_s") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(t) if t <= MAX_TTL_S => Some(t),
+            _ => {
+                return Err(format!(
+                    "time_to_live_s: must be a whole number of seconds from 0 to {MAX_TTL_S}"
+                ))
+            }
+        },
+        Some(_) => return Err("time_to_live_s: must be a number of seconds".into()),
+    };
+    // They go into headers and payloads as they are.
+    let token = |key: &str| -> Result<Option<String>, String> {
+        match string(obj, key)? {
+            None => Ok(None),
+            Some("") => Err(format!("{key}: must not be empty")),
+            Some(s) if s.len() > MAX_OPTION => Err(format!("{key}: longer than {MAX_OPTION} bytes")),
+            Some(s) if s.chars().any(char::is_control) => Err(format!("{key}: contains control characters")),
+            Some(s) => Ok(Some(s.to_owned())),
+        }
+    };
+    let topic = token("topic")?;
+    if let Some(t) = &topic {
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("topic: must be printable ASCII without spaces (an app bundle id)".into());
+        }
+    }
+    Ok(PublishOptions {
+        priority,
+        sound: token("sound")?,
+        mutable_content,
+        time_to_live_s,
+        topic,
+        click_action: token("click_action")?,
+    })
 }
 
 /// A device id from a URL or a hook call.
@@ -202,6 +271,30 @@ mod tests {
             json!({"provider": "webpush", "subscription": {"endpoint": "https://e/x", "keys": {"auth": "a"}}})
         )
         .starts_with("subscription.keys.p256dh:"));
+        let with = Registration::parse(
+            &json!({"provider": "fcm", "token": "t", "priority": "normal", "sound": "ping.caf",
+                "mutable_content": true, "time_to_live_s": 60, "topic": "com.x", "click_action": "OPEN"}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(with.options.priority, Some(Priority::Normal));
+        assert_eq!(with.options.time_to_live_s, Some(60));
+        assert!(with.options.mutable_content);
+        assert_eq!(fcm.options, PublishOptions::default());
+        for (k, v) in [
+            ("priority", json!("urgent")),
+            ("sound", json!(1)),
+            ("mutable_content", json!("yes")),
+            ("time_to_live_s", json!(-1)),
+            ("time_to_live_s", json!(1.5)),
+            ("time_to_live_s", json!(MAX_TTL_S + 1)),
+            ("topic", json!("com x")),
+            ("click_action", json!("")),
+        ] {
+            let mut body = json!({"provider": "fcm", "token": "t"});
+            body[k] = v;
+            assert!(err(body).starts_with(&format!("{k}:")), "{k}");
+        }
         assert!(Registration::parse(
             &json!({"hook": "push_enable", "jid": "a@b", "device_id": "d", "provider": "fcm", "token": "t"}),
             true

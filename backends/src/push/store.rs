@@ -54,6 +54,13 @@ impl Store {
         }
     }
 
+    /// Delete keys without waiting (bookkeeping, not shared state).
+    pub fn delete_soon(&self, keys: Vec<String>) {
+        if let Some(state) = self.attached.get() {
+            state.delete_soon(keys);
+        }
+    }
+
     /// Overwrite a key without waiting (bookkeeping, not shared state).
     pub fn put_soon(&self, key: &str, value: Vec<u8>) {
         if let Some(state) = self.attached.get() {

@@ -75,8 +75,16 @@ impl CredentialHealth {
         }
     }
 
+    #[cfg(test)]
     pub fn is_ready(&self) -> bool {
-        self.until().is_none_or(|t| Instant::now() >= t)
+        self.not_ready_for().is_none()
+    }
+
+    /// How long the hold still lasts; `None` when ready.
+    pub fn not_ready_for(&self) -> Option<Duration> {
+        self.until()
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
     }
 
     fn until(&self) -> Option<Instant> {

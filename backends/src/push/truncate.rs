@@ -94,6 +94,8 @@ mod tests {
             badge: 0,
             data: BTreeMap::new(),
             silent: false,
+            collapse_key: None,
+            last_sender: None,
         }
     }
 

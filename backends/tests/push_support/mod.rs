@@ -213,5 +213,7 @@ pub fn notification(event_id: &str, silent: bool) -> Notification {
             ("message_count".to_string(), "2".to_string()),
         ]),
         silent,
+        collapse_key: Some("bob@localhost alice@localhost".to_string()),
+        last_sender: Some("alice@localhost".to_string()),
     }
 }

@@ -146,6 +146,16 @@ pub struct BackendStatus {
     /// A webhook subscription disabled after failing too long: it delivers
     /// nothing and its new events go to dead letters until restarted.
     pub disabled: bool,
+    /// Per provider, whether it can deliver (push backends): one whose
+    /// credential is refused is not ready alone, the others go on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub providers: Option<std::collections::BTreeMap<&'static str, ProviderStatus>>,
+}
+
+/// A provider of a backend in its `/v1/backends` row.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderStatus {
+    pub ready: bool,
 }
 
 /// A delivery queue started at runtime: stopped on its own.
@@ -411,6 +421,11 @@ impl DeliveryEngine {
             overflow_dead_lettered: s.intake.overflow_dead_lettered.load(Ordering::Relaxed),
             throttled_seconds: b.stats.throttled_us.load(Ordering::Relaxed) as f64 / 1e6,
             disabled: s.intake.is_diverted(),
+            providers: b.backend.providers_ready().map(|p| {
+                p.into_iter()
+                    .map(|(name, ready)| (name, ProviderStatus { ready }))
+                    .collect()
+            }),
         })
     }
 
@@ -432,6 +447,7 @@ impl DeliveryEngine {
             overflow_dead_lettered: 0,
             throttled_seconds: 0.0,
             disabled: false,
+            providers: None,
         })
     }
 

@@ -313,6 +313,7 @@ impl DeliveryQueue {
                 event,
                 json,
                 attempt: 0,
+                seq,
                 target,
             },
             first_attempt_at: None,
@@ -493,6 +494,11 @@ impl DeliveryQueue {
                         let accepted = p.delivery.event.accepted_at_ms();
                         stats.latency.observe(now_ms.saturating_sub(accepted) as f64 / 1000.0);
                     }
+                }
+                Err(e) if e.held => {
+                    // Not attempted: no failure, no breaker, no attempt.
+                    let wait = e.retry_after.unwrap_or(NOT_READY_POLL).max(Duration::from_millis(10));
+                    self.window.hold(seq, Instant::now() + wait);
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);

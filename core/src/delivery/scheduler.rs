@@ -240,6 +240,15 @@ impl<T> Scheduler<T> {
         Some(at)
     }
 
+    /// The backend did not attempt the event (it knew it could not go
+    /// now): uncount the attempt and make it ready again at `at`.
+    pub fn hold(&mut self, seq: u64, at: Instant) -> Option<Instant> {
+        let e = self.events.get_mut(&seq)?;
+        e.attempts = e.attempts.saturating_sub(1);
+        self.retries.push(Reverse((at, seq)));
+        Some(at)
+    }
+
     /// An event is done (acked or dead-lettered): drop it from the window
     /// and let its user's next event go. Returns its payload.
     pub fn release(&mut self, seq: u64) -> Option<T> {
@@ -315,6 +324,21 @@ mod tests {
         assert_eq!(s.take_ready(10), vec![4], "a retry does not hold later events");
         assert_eq!(s.after_attempt(2, Outcome::Delivered, now), Some(Decision::Ack));
         assert_eq!(s.release(2), Some(()));
+    }
+
+    #[test]
+    fn a_held_event_spends_no_attempt() {
+        let now = Instant::now();
+        let mut s = scheduler(2, &[(1, "a")]);
+        for _ in 0..5 {
+            s.promote_due(now + Duration::from_secs(3600));
+            assert_eq!(s.take_ready(10), vec![1]);
+            assert_eq!(s.hold(1, now), Some(now));
+        }
+        assert_eq!(s.attempts(1), 0, "held, not attempted");
+        s.promote_due(now);
+        assert_eq!(s.take_ready(10), vec![1]);
+        assert!(matches!(s.after_attempt(1, FAIL, now), Some(Decision::RetryAt(_))));
     }
 
     #[test]

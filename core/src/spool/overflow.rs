@@ -125,7 +125,7 @@ pub(crate) fn dead_letter_on_arrival(
         },
         OffsetDateTime::now_utc(),
     )
-    .with_target(target.as_deref());
+    .with_target(target);
     let bytes = serde_json::to_vec(&record).map_err(super::io)?;
     let mut d = txn
         .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))

@@ -12,5 +12,8 @@ mod publish;
 mod token;
 
 pub use config::ApnsConfig;
-pub use payload::{apns_id, device_url, endpoint_for, is_device_token, MAX_PAYLOAD, PRODUCTION_URL, SANDBOX_URL};
+pub use payload::{
+    apns_expiration, apns_id, apns_priority, device_url, endpoint_for, is_device_token, MAX_PAYLOAD, PRODUCTION_URL,
+    SANDBOX_URL,
+};
 pub use publish::ApnsProvider;

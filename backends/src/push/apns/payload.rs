@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::push::provider::{Mode, Notification};
+use crate::push::provider::{Mode, Notification, Priority, PublishOptions};
 
 pub const PRODUCTION_URL: &str = "https://api.push.apple.com";
 pub const SANDBOX_URL: &str = "https://api.sandbox.push.apple.com";
@@ -53,8 +53,10 @@ pub fn apns_id(event_id: &str) -> String {
 
 /// `{"aps": {"alert": {"title", "body"}, "badge": N, "sound": "default"}, ...data}`,
 /// or for a silent device `{"aps": {"content-available": 1}, ...data}`.
+/// The device's options: `sound` replaces `"default"`, `mutable_content`
+/// adds `"mutable-content": 1`, `click_action` is the `category`.
 /// A data key named `aps` cannot replace the real one.
-pub fn body(note: &Notification) -> Value {
+pub fn body(note: &Notification, options: &PublishOptions) -> Value {
     let aps = if note.silent {
         json!({"content-available": 1})
     } else {
@@ -65,7 +67,15 @@ pub fn body(note: &Notification) -> Value {
         if let Some(body) = &note.body {
             alert.insert("body".into(), body.as_str().into());
         }
-        json!({"alert": alert, "badge": note.badge, "sound": "default"})
+        let sound = options.sound.as_deref().unwrap_or("default");
+        let mut aps = json!({"alert": alert, "badge": note.badge, "sound": sound});
+        if options.mutable_content {
+            aps["mutable-content"] = json!(1);
+        }
+        if let Some(category) = &options.click_action {
+            aps["category"] = json!(category);
+        }
+        aps
     };
     let mut top: Map<String, Value> = note
         .data
@@ -76,13 +86,31 @@ pub fn body(note: &Notification) -> Value {
     Value::Object(top)
 }
 
-/// `(apns-push-type, apns-priority)`: alerts now, silent pushes at the
-/// low priority Apple requires for `background`.
-pub fn push_type_and_priority(silent: bool) -> (&'static str, &'static str) {
+/// `apns-push-type`: alerts, or `background` for a silent device.
+pub fn push_type(silent: bool) -> &'static str {
     if silent {
-        ("background", "5")
+        "background"
     } else {
-        ("alert", "10")
+        "alert"
+    }
+}
+
+/// `apns-priority`: 10 (now) unless the device asked for `normal`, 5;
+/// silent pushes always 5, as Apple requires for `background`.
+pub fn apns_priority(priority: Priority, silent: bool) -> &'static str {
+    match (priority, silent) {
+        (Priority::High, false) => "10",
+        _ => "5",
+    }
+}
+
+/// `apns-expiration` for a time to live: a UNIX time, or 0 for "now or
+/// never".
+pub fn apns_expiration(ttl_s: u64) -> String {
+    if ttl_s == 0 {
+        "0".to_owned()
+    } else {
+        (crate::push::es256::unix_now() + ttl_s).to_string()
     }
 }
 
@@ -131,14 +159,16 @@ mod tests {
             badge: 3,
             data: BTreeMap::from([("from".into(), "alice@localhost".into()), ("aps".into(), "x".into())]),
             silent: false,
+            collapse_key: None,
+            last_sender: None,
         };
         assert_eq!(
-            body(&note),
+            body(&note, &PublishOptions::default()),
             json!({"aps": {"alert": {"title": "alice@localhost"}, "badge": 3, "sound": "default"}, "from": "alice@localhost"})
         );
         note.silent = true;
         assert_eq!(
-            body(&note),
+            body(&note, &PublishOptions::default()),
             json!({"aps": {"content-available": 1}, "from": "alice@localhost"})
         );
     }

@@ -16,7 +16,7 @@ use super::config::ApnsConfig;
 use super::payload::{self, apns_id, device_url, endpoint_for, is_device_token};
 use super::token::ProviderToken;
 use crate::push::es256::Es256Key;
-use crate::push::provider::{Address, Device, Notification, Provider, Sent};
+use crate::push::provider::{collapse_id, Address, Device, Notification, Priority, Provider, PublishOptions, Sent};
 use crate::push::transport::{self, Attempt, CredentialHealth};
 use crate::push::truncate::render_within;
 use crate::transport::status::{self, Refusal};
@@ -45,18 +45,31 @@ impl ApnsProvider {
     }
 
     /// One POST with `jwt`, classified.
-    async fn attempt(&self, url: &str, jwt: &str, note: &Notification, body: Bytes) -> Result<Attempt, DeliveryError> {
-        let (push_type, priority) = payload::push_type_and_priority(note.silent);
-        let request = self
+    async fn attempt(
+        &self,
+        url: &str,
+        jwt: &str,
+        note: &Notification,
+        options: &PublishOptions,
+        body: Bytes,
+    ) -> Result<Attempt, DeliveryError> {
+        let priority = payload::apns_priority(options.priority.unwrap_or(Priority::High), note.silent);
+        let topic = options.topic.as_deref().unwrap_or(&self.topic);
+        let mut request = self
             .client
             .post(url)
             .header(AUTHORIZATION, format!("bearer {jwt}"))
-            .header("apns-topic", &self.topic)
-            .header("apns-push-type", push_type)
+            .header("apns-topic", topic)
+            .header("apns-push-type", payload::push_type(note.silent))
             .header("apns-priority", priority)
-            .header("apns-id", apns_id(&note.event_id))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
+            .header("apns-id", apns_id(&note.event_id));
+        if let Some(key) = &note.collapse_key {
+            request = request.header("apns-collapse-id", collapse_id(key));
+        }
+        if let Some(ttl) = options.time_to_live_s {
+            request = request.header("apns-expiration", payload::apns_expiration(ttl));
+        }
+        let request = request.header(CONTENT_TYPE, "application/json").body(body);
         Ok(match status::send(request).await? {
             Ok(()) => Attempt::Sent(Sent::Delivered),
             Err(refusal) => classify(refusal),
@@ -91,8 +104,8 @@ impl Provider for ApnsProvider {
         "apns"
     }
 
-    fn is_ready(&self) -> bool {
-        self.health.is_ready()
+    fn not_ready_for(&self) -> Option<std::time::Duration> {
+        self.health.not_ready_for()
     }
 
     async fn send(&self, device: &Device, note: &Notification) -> Result<Sent, DeliveryError> {
@@ -106,7 +119,7 @@ impl Provider for ApnsProvider {
         }
         let url = device_url(&endpoint_for(*mode, self.endpoint_url.as_ref()), token);
         let body = render_within(note, payload::MAX_PAYLOAD, |n| {
-            payload::body(n).to_string().into_bytes()
+            payload::body(n, &device.options).to_string().into_bytes()
         })
         .map_err(|e| DeliveryError::permanent(format!("notification: {e}")))?;
         let body = Bytes::from(body);
@@ -119,7 +132,8 @@ impl Provider for ApnsProvider {
                     first.clone()
                 };
                 let (url, body) = (url.as_str(), body.clone());
-                async move { self.attempt(url, &jwt, note, body).await }
+                let options = &device.options;
+                async move { self.attempt(url, &jwt, note, options, body).await }
             })
             .await
     }

@@ -17,7 +17,7 @@ use super::encrypt::{encrypt, MAX_PLAINTEXT};
 use super::subscription::Subscription;
 use super::vapid::Vapid;
 use crate::push::es256::Es256Key;
-use crate::push::provider::{Address, Device, Notification, Provider, Sent};
+use crate::push::provider::{web_push_topic, Address, Device, Notification, Priority, Provider, PublishOptions, Sent};
 use crate::push::transport::{self, Attempt, CredentialHealth};
 use crate::push::truncate::render_within;
 use crate::transport::status::{self, Refusal};
@@ -47,20 +47,49 @@ impl WebPushProvider {
         self.vapid.public_key()
     }
 
-    async fn attempt(&self, url: &url::Url, authorization: &str, body: Bytes) -> Result<Attempt, DeliveryError> {
-        let request = self
+    async fn attempt(
+        &self,
+        url: &url::Url,
+        authorization: &str,
+        headers: &Headers,
+        body: Bytes,
+    ) -> Result<Attempt, DeliveryError> {
+        let mut request = self
             .client
             .post(url.clone())
             .header(AUTHORIZATION, authorization)
             .header(CONTENT_ENCODING, "aes128gcm")
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header("ttl", &self.ttl)
-            .header("urgency", "high")
-            .body(body);
-        Ok(match status::send(request).await? {
+            .header("ttl", headers.ttl.as_deref().unwrap_or(&self.ttl))
+            .header("urgency", headers.urgency);
+        if let Some(topic) = &headers.topic {
+            request = request.header("topic", topic);
+        }
+        Ok(match status::send(request.body(body)).await? {
             Ok(()) => Attempt::Sent(Sent::Delivered),
             Err(refusal) => classify(refusal),
         })
+    }
+}
+
+/// The RFC 8030 headers a device's options and the conversation choose.
+struct Headers {
+    /// `TTL`: the device's `time_to_live_s`, else the configured `ttl_s`.
+    ttl: Option<String>,
+    /// `Urgency`: `high`, or `normal` for a device that asked for it.
+    urgency: &'static str,
+    /// `Topic`: the conversation, so a newer notification replaces an
+    /// undelivered older one.
+    topic: Option<String>,
+}
+
+impl Headers {
+    fn new(note: &Notification, options: &PublishOptions) -> Headers {
+        Headers {
+            ttl: options.time_to_live_s.map(|t| t.to_string()),
+            urgency: options.priority.unwrap_or(Priority::High).as_str(),
+            topic: note.collapse_key.as_deref().map(web_push_topic),
+        }
     }
 }
 
@@ -101,8 +130,8 @@ impl Provider for WebPushProvider {
         "webpush"
     }
 
-    fn is_ready(&self) -> bool {
-        self.health.is_ready()
+    fn not_ready_for(&self) -> Option<std::time::Duration> {
+        self.health.not_ready_for()
     }
 
     async fn send(&self, device: &Device, note: &Notification) -> Result<Sent, DeliveryError> {
@@ -120,6 +149,7 @@ impl Provider for WebPushProvider {
             .and_then(|plain| encrypt(&plain, &subscription.ua_public, &subscription.auth))
             .map_err(|e| DeliveryError::permanent(format!("notification: {e}")))?;
         let body = Bytes::from(body);
+        let headers = Headers::new(note, &device.options);
         let first = self.vapid.authorization(&subscription.origin);
         self.health
             .send_with_fresh_retry("webpush", |fresh| {
@@ -128,8 +158,8 @@ impl Provider for WebPushProvider {
                 } else {
                     first.clone()
                 };
-                let (url, body) = (&subscription.endpoint, body.clone());
-                async move { self.attempt(url, &authorization, body).await }
+                let (url, body, headers) = (&subscription.endpoint, body.clone(), &headers);
+                async move { self.attempt(url, &authorization, headers, body).await }
             })
             .await
     }
@@ -192,6 +222,8 @@ mod tests {
                 ("body".into(), "leak".into()),
             ]),
             silent: false,
+            collapse_key: None,
+            last_sender: None,
         };
         assert_eq!(
             plaintext(&note),
