@@ -328,7 +328,7 @@ pub trait Backend: Send + Sync + 'static {
     /// The delivery order the backend needs whatever its `ordering` key
     /// says (a coalescing push backend needs a device's items in `deliver`
     /// together: unordered); `None` keeps the key's.
-    fn ordering(&self) -> Option<crate::delivery::DeliveryOrder> {
+    fn ordering(&self) -> Option<crate::delivery_order::DeliveryOrder> {
         None
     }
 

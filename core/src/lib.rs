@@ -12,6 +12,7 @@ pub mod chain;
 pub mod class;
 pub mod command;
 pub mod delivery;
+pub mod delivery_order;
 pub mod hook;
 pub mod hook_call;
 pub mod ingest;

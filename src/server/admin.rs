@@ -20,8 +20,8 @@ use event_pusher_core::Slot;
 
 #[utoipa::path(get, path = "/v1/backends", tag = "admin", security(("bearer" = [])),
     responses(
-        (status = 200, description = "Every backend instance and subscription", body = Vec<super::openapi::BackendRow>),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 200, description = "Every backend instance and subscription", body = Vec<super::schema::BackendRow>),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
     ))]
 pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {
     Json(state.engine.status()).into_response()
@@ -30,11 +30,11 @@ pub async fn list_backends(State(state): State<Arc<AppState>>) -> Response {
 #[utoipa::path(post, path = "/v1/backends/{name}/pause", tag = "admin", operation_id = "pause_backend", params(("name" = String, Path, description = "NAME, or KIND.NAME where kinds share a name; a subscription id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Paused (stored: survives a restart)", body = super::openapi::BackendRow),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such backend", body = super::openapi::ErrorBody),
-        (status = 409, description = "A bare name several kinds share", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+        (status = 200, description = "Paused (stored: survives a restart)", body = super::schema::BackendRow),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such backend", body = super::schema::ErrorBody),
+        (status = 409, description = "A bare name several kinds share", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::schema::ErrorBody),
     ))]
 pub async fn pause(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     set_paused(&state, &name, true).await
@@ -43,11 +43,11 @@ pub async fn pause(State(state): State<Arc<AppState>>, Path(name): Path<String>)
 #[utoipa::path(post, path = "/v1/backends/{name}/resume", tag = "admin", operation_id = "resume_backend", params(("name" = String, Path, description = "NAME, or KIND.NAME where kinds share a name; a subscription id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Delivering again", body = super::openapi::BackendRow),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such backend", body = super::openapi::ErrorBody),
-        (status = 409, description = "A bare name several kinds share", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+        (status = 200, description = "Delivering again", body = super::schema::BackendRow),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such backend", body = super::schema::ErrorBody),
+        (status = 409, description = "A bare name several kinds share", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::schema::ErrorBody),
     ))]
 pub async fn resume(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     set_paused(&state, &name, false).await
@@ -101,16 +101,16 @@ pub struct DeadLetterQuery {
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "admin", params(DeadLetterQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "One page, oldest first unless order=desc", body = Vec<super::openapi::DeadLetter>,
+        (status = 200, description = "One page, oldest first unless order=desc", body = Vec<super::schema::DeadLetter>,
             headers(
                 ("X-Next-After" = String, description = "The `after` of the next page, when more remain"),
                 ("Link" = String, description = "The next page's URL, rel=\"next\""),
             )),
-        (status = 400, description = "Bad limit, order or after", body = super::openapi::ErrorBody),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such backend", body = super::openapi::ErrorBody),
-        (status = 409, description = "A bare name several kinds share", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not be read", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad limit, order or after", body = super::schema::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such backend", body = super::schema::ErrorBody),
+        (status = 409, description = "A bare name several kinds share", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not be read", body = super::schema::ErrorBody),
     ))]
 pub async fn list_dead_letters(State(state): State<Arc<AppState>>, Query(q): Query<DeadLetterQuery>) -> Response {
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
@@ -184,14 +184,14 @@ pub struct ReplayRequest {
         description = "`backend` (default all) and `ids` (default all); an empty body replays everything"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Moved back into their queues", body = super::openapi::Replayed),
-        (status = 400, description = "Not a replay request", body = super::openapi::ErrorBody),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such backend", body = super::openapi::ErrorBody),
-        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::openapi::ErrorBody),
-        (status = 409, description = "A bare name several kinds share", body = super::openapi::ErrorBody),
-        (status = 413, description = "Body over server.max_body_bytes", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not be written", body = super::openapi::ErrorBody),
+        (status = 200, description = "Moved back into their queues", body = super::schema::Replayed),
+        (status = 400, description = "Not a replay request", body = super::schema::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such backend", body = super::schema::ErrorBody),
+        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::schema::ErrorBody),
+        (status = 409, description = "A bare name several kinds share", body = super::schema::ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not be written", body = super::schema::ErrorBody),
     ))]
 pub async fn replay(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     // Bounded like ingest: a list of ids is the most a replay names.

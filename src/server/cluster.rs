@@ -15,9 +15,9 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster", operation_id = "cluster_status", security(("bearer" = [])),
     responses(
         (status = 200, description = "This node, the store (`up`, last error, since when) and the nodes seen in the last 30 s",
-            body = super::openapi::ClusterStatus),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No cluster store is configured (no [cluster] table)", body = super::openapi::ErrorBody),
+            body = super::schema::ClusterStatus),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No cluster store is configured (no [cluster] table)", body = super::schema::ErrorBody),
     ))]
 pub async fn status(State(state): State<Arc<AppState>>) -> Response {
     match &state.cluster {

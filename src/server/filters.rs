@@ -19,11 +19,11 @@ use crate::state::AppState;
 /// when anything fails to read or compile; `409` without a config file.
 #[utoipa::path(post, path = "/v1/filters/reload", tag = "admin", security(("bearer" = [])),
     responses(
-        (status = 200, description = "The new filters run", body = super::openapi::Reloaded),
+        (status = 200, description = "The new filters run", body = super::schema::Reloaded),
         (status = 400, description = "The file or a script does not read or compile (file:line:column); the running filters stay",
-            body = super::openapi::Reloaded),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 409, description = "Running on the embedded default: no file to read", body = super::openapi::ErrorBody),
+            body = super::schema::Reloaded),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 409, description = "Running on the embedded default: no file to read", body = super::schema::ErrorBody),
     ))]
 pub async fn reload(State(state): State<Arc<AppState>>) -> Response {
     match state.reloader.reload(&state.pipeline).await {

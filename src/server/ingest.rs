@@ -31,19 +31,19 @@ use crate::state::AppState;
 #[utoipa::path(post, path = "/v1/events", tag = "ingest",
     description = "One hook call or a JSON array of them (`application/json`), or one per line (`application/x-ndjson`). \
 An `Idempotency-Key` header makes a retry answer the first 202 again.",
-    request_body(content = super::openapi::IngestBody, content_type = "application/json"),
+    request_body(content = super::schema::IngestBody, content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII characters")),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "Every event is fsync'd in the spool", body = super::openapi::Accepted,
+        (status = 202, description = "Every event is fsync'd in the spool", body = super::schema::Accepted,
             headers(("Idempotent-Replayed" = String, description = "`true` when this answers a retry"))),
-        (status = 400, description = "An item is invalid (index names it): nothing was accepted", body = super::openapi::ErrorBody),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::openapi::ErrorBody),
-        (status = 413, description = "Body over server.max_body_bytes", body = super::openapi::ErrorBody),
-        (status = 422, description = "Idempotency-Key reused with another body", body = super::openapi::ErrorBody),
+        (status = 400, description = "An item is invalid (index names it): nothing was accepted", body = super::schema::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::schema::ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = super::schema::ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with another body", body = super::schema::ErrorBody),
         (status = 503, description = "A queue or the spool is full, or the spool cannot be written",
-            body = super::openapi::ErrorBody, headers(("Retry-After" = String, description = "Seconds"))),
+            body = super::schema::ErrorBody, headers(("Retry-After" = String, description = "Seconds"))),
     ))]
 pub async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let resp = handle(&state, &headers, body).await;

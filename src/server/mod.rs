@@ -16,6 +16,7 @@ pub use operations::window as replay_window;
 mod openapi;
 #[cfg(feature = "push")]
 mod push;
+mod schema;
 mod ui;
 mod webhooks;
 
@@ -115,7 +116,7 @@ fn push_routes() -> Router<Arc<AppState>> {
 }
 
 #[utoipa::path(get, path = "/health", tag = "probes", security(()),
-    responses((status = 200, description = "Alive", body = openapi::Probe)))]
+    responses((status = 200, description = "Alive", body = schema::Probe)))]
 async fn health() -> Response {
     (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
 }
@@ -125,8 +126,8 @@ async fn health() -> Response {
 /// per kind only.
 #[utoipa::path(get, path = "/ready", tag = "probes", security(()),
     responses(
-        (status = 200, description = "Spool open, backends started, sources consuming", body = openapi::Probe),
-        (status = 503, description = "Not ready: names what is not", body = openapi::Probe),
+        (status = 200, description = "Spool open, backends started, sources consuming", body = schema::Probe),
+        (status = 503, description = "Not ready: names what is not", body = schema::Probe),
     ))]
 async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     let not_ready: Vec<String> = state

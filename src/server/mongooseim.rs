@@ -32,9 +32,9 @@ const FORM: &str = "application/x-www-form-urlencoded";
 
 #[utoipa::path(post, path = "/v1/mongooseim/http", tag = "ingest",
     description = "MongooseIM http-backend form posts (also any path below: /v1/mongooseim/http/{path}).",
-    request_body(content = super::openapi::MongooseImForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = super::schema::MongooseImForm, content_type = "application/x-www-form-urlencoded"),
     security(("bearer" = [])),
-    responses(super::openapi::FormAnswers))]
+    responses(super::schema::FormAnswers))]
 pub async fn post_form(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let resp = handle(&state, &headers, body).await;
     state.metrics.request(resp.status().as_u16());

@@ -23,12 +23,12 @@ use crate::state::AppState;
     params(("jid" = String, Path, description = "A bare JID, percent-encoded (`alice%40example.com`)")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Erased (zeros when nothing was held)", body = super::openapi::Erased),
-        (status = 400, description = "Not a JID, or a full JID", body = super::openapi::ErrorBody),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such endpoint (an empty jid)", body = super::openapi::ErrorBody),
+        (status = 200, description = "Erased (zeros when nothing was held)", body = super::schema::Erased),
+        (status = 400, description = "Not a JID, or a full JID", body = super::schema::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such endpoint (an empty jid)", body = super::schema::ErrorBody),
         (status = 503, description = "A backend or the spool failed part way: what was erased stays erased; call again to finish",
-            body = super::openapi::ErrorBody),
+            body = super::schema::ErrorBody),
     ))]
 pub async fn delete_user(State(state): State<Arc<AppState>>, Path(jid): Path<String>) -> Response {
     if let Err(why) = event_pusher_core::jid::validate(&jid) {

@@ -21,7 +21,7 @@ use crate::webhooks::WebhookError;
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
-    request_body(content = super::openapi::AttachRequest, content_type = "application/json"),
+    request_body(content = super::schema::AttachRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Attached; `secret` is shown only now", body = crate::webhooks::WebhookView,
@@ -32,12 +32,12 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
                 ("RestartWebhook" = (operation_id = "restart_webhook", parameters(("id" = "$response.body#/id")))),
                 ("DetachWebhook" = (operation_id = "detach_webhook", parameters(("id" = "$response.body#/id")))),
             )),
-        (status = 400, description = "A bad field (field names it)", body = super::openapi::ErrorBody),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::openapi::ErrorBody),
-        (status = 409, description = "already_exists: the id is taken", body = super::openapi::ErrorBody),
-        (status = 413, description = "Body over server.max_body_bytes", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+        (status = 400, description = "A bad field (field names it)", body = super::schema::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::schema::ErrorBody),
+        (status = 409, description = "already_exists: the id is taken", body = super::schema::ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::schema::ErrorBody),
     ))]
 pub async fn attach(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let body = match json_body(&state, &headers, body).await {
@@ -53,7 +53,7 @@ pub async fn attach(State(state): State<Arc<AppState>>, headers: HeaderMap, body
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])),
     responses(
         (status = 200, description = "Every subscription (never a secret)", body = Vec<crate::webhooks::WebhookView>),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
     ))]
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {
     let views = state.webhooks.list(&state.engine).await;
@@ -65,8 +65,8 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
 #[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "get_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
     responses(
         (status = 200, description = "The subscription (never its secret)", body = crate::webhooks::WebhookView),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::schema::ErrorBody),
     ))]
 pub async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match state.webhooks.get(&state.engine, &id).await {
@@ -94,16 +94,16 @@ fn with_cluster(
 }
 
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "patch_webhook", params(("id" = String, Path, description = "The subscription's id")),
-    request_body(content = super::openapi::PatchRequest, content_type = "application/json"),
+    request_body(content = super::schema::PatchRequest, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Changed; with `rotate_secret`, the new `secret`", body = crate::webhooks::WebhookView),
-        (status = 400, description = "A bad field (field names it)", body = super::openapi::ErrorBody),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
-        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::openapi::ErrorBody),
-        (status = 413, description = "Body over server.max_body_bytes", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+        (status = 400, description = "A bad field (field names it)", body = super::schema::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::schema::ErrorBody),
+        (status = 408, description = "Body not complete within server.body_timeout_ms", body = super::schema::ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::schema::ErrorBody),
     ))]
 pub async fn patch(
     State(state): State<Arc<AppState>>,
@@ -124,9 +124,9 @@ pub async fn patch(
 #[utoipa::path(post, path = "/v1/webhooks/{id}/pause", tag = "webhooks", operation_id = "pause_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
     responses(
         (status = 200, description = "Paused: keeps queueing", body = crate::webhooks::WebhookView),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::schema::ErrorBody),
     ))]
 pub async fn pause(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     set_paused(&state, &id, true).await
@@ -135,9 +135,9 @@ pub async fn pause(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
 #[utoipa::path(post, path = "/v1/webhooks/{id}/restart", tag = "webhooks", operation_id = "restart_webhook", params(("id" = String, Path, description = "The subscription's id")), security(("bearer" = [])),
     responses(
         (status = 200, description = "Sending again, backlog first", body = crate::webhooks::WebhookView),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::schema::ErrorBody),
     ))]
 pub async fn restart(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     set_paused(&state, &id, false).await
@@ -163,12 +163,12 @@ pub struct DetachQuery {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Detached; `discarded` counts the queued events dropped", body = crate::webhooks::Detached),
-        (status = 400, description = "Bad drain or timeout_s", body = super::openapi::ErrorBody),
-        (status = 401, description = "Bad or missing token", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such subscription", body = super::openapi::ErrorBody),
-        (status = 503, description = "The spool could not store it", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad drain or timeout_s", body = super::schema::ErrorBody),
+        (status = 401, description = "Bad or missing token", body = super::schema::ErrorBody),
+        (status = 404, description = "No such subscription", body = super::schema::ErrorBody),
+        (status = 503, description = "The spool could not store it", body = super::schema::ErrorBody),
         (status = 504, description = "drain=true and the queue did not empty in time: nothing was removed",
-            body = super::openapi::DrainTimeout),
+            body = super::schema::DrainTimeout),
     ))]
 pub async fn detach(
     State(state): State<Arc<AppState>>,

@@ -16,6 +16,7 @@ mod scheduler;
 mod throttle;
 
 pub use crate::backend_lookup::{find_backend, Lookup};
+pub use crate::delivery_order::DeliveryOrder;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -49,20 +50,6 @@ pub struct DeliveryOptions {
     pub overflow: crate::spool::Overflow,
     /// Most deliveries started per second (`rate_limit_per_s`); `None`: no limit.
     pub rate_limit_per_s: Option<f64>,
-}
-
-/// Whether a backend keeps each user's events in order (`ordering` in
-/// config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeliveryOrder {
-    /// One event per user in flight, in spool order (the default): a hot
-    /// user's backlog drains one request at a time.
-    #[default]
-    PerUser,
-    /// No per-user order: every event may go out at once, so one user's
-    /// backlog drains at full concurrency. For receivers that order by the
-    /// event's timestamp or id themselves.
-    Unordered,
 }
 
 impl Default for DeliveryOptions {
