@@ -261,9 +261,9 @@ fn filter(event) {{
     let health = t.elapsed();
     assert_eq!(status, 200);
     // The budget is 500 ms per call: a /health that waited for eight of
-    // them (two at a time on two cores) would take over a second.
+    // them (two at a time on two cores) would take two seconds (the bound leaves room for a loaded machine).
     assert!(
-        health < Duration::from_millis(400),
+        health < Duration::from_secs(1),
         "/health took {health:?} while scripts ran"
     );
     for s in slow {
