@@ -302,7 +302,7 @@ async fn presence_load(url: &str, rate: f64, stop: &std::sync::atomic::AtomicBoo
         let calls: Vec<Value> = (0..per_request as u64)
             .map(|k| {
                 let i = n + k;
-                let hook = if (i / 1000) % 2 == 0 {
+                let hook = if (i / 1000).is_multiple_of(2) {
                     "user_available"
                 } else {
                     "unset_presence"
