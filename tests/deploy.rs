@@ -236,6 +236,10 @@ async fn dashboard_metrics_are_served_and_every_served_metric_is_documented() {
     let exchange = format!("deploy-test-{}", std::process::id());
     // Every kind of series: backends of each kind, a script filter, the
     // gateway with a client, push with a provider, an AMQP source.
+    // The log file goes in a directory of the test's (a relative path would
+    // land in the checkout, the sidecar's working directory).
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log_path = logs.path().join("events.jsonl");
     let sc = Sidecar::start(Options {
         body: format!(
             r#"
@@ -244,7 +248,7 @@ name = "script"
 source = "fn filter(event) {{ true }}"
 
 [backends.log.file]
-path = "events.jsonl"
+path = "{log}"
 
 [backends.http.notify]
 url = "http://127.0.0.1:9/hook"
@@ -262,7 +266,8 @@ intents = 3
 url = "{broker}"
 exchange = "{exchange}"
 partitions = 2
-"#
+"#,
+            log = log_path.display()
         ),
         ..Default::default()
     })
