@@ -183,6 +183,8 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
 /// Register a device per user, preload `n` chats to them (the backend
 /// paused), resume and time until the sink has them all: deliveries/s.
 async fn push_round(sc: &Sidecar, sink: &SinkProc, n: u64, cx: &Cx) -> Result<f64, String> {
+    // With [cluster], admin writes wait until the store's state is loaded.
+    sc.wait_path("/ready", Duration::from_secs(30)).await?;
     let http = reqwest::Client::new();
     for u in 0..USERS {
         let url = format!("{}/v1/push/devices/u{u}@localhost/d{u}", sc.url);
@@ -193,7 +195,8 @@ async fn push_round(sc: &Sidecar, sink: &SinkProc, n: u64, cx: &Cx) -> Result<f6
             .await
             .map_err(|e| format!("PUT {url}: {e}"))?;
         if !resp.status().is_success() {
-            return Err(format!("PUT {url}: {}", resp.status()));
+            let status = resp.status();
+            return Err(format!("PUT {url}: {status} {}", resp.text().await.unwrap_or_default()));
         }
     }
     sc.pause("mobile").await?;
@@ -234,6 +237,8 @@ async fn convergence(cx: &Cx, sink: &SinkProc) -> Result<(f64, f64, usize, Strin
     let b = cx
         .sidecar(BIG_SPOOL, &format!("{}{}", push_backend(sink.port), db.table("b")))
         .await?;
+    a.wait_path("/ready", Duration::from_secs(30)).await?;
+    b.wait_path("/ready", Duration::from_secs(30)).await?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let (url, stop) = (a.url.clone(), stop.clone());

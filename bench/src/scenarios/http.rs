@@ -30,7 +30,11 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
     let mut failed = 0u64;
     // Alternate sidecar and raw rounds so both see the same background load.
     for _ in 0..cx.rounds() {
-        let sc = cx.sidecar(BIG_SPOOL, &http_body(sink.port, conc)).await?;
+        let mut body = http_body(sink.port, conc);
+        if let Some(rate) = cx.args.http_rate_limit {
+            body.push_str(&format!("rate_limit_per_s = {rate}\n"));
+        }
+        let sc = cx.sidecar(BIG_SPOOL, &body).await?;
         sc.pause("sink").await?;
         preload(&sc.url, n, Mix::Standard, cx).await?;
         wait_queued(&sc, "sink", n).await?;

@@ -70,6 +70,10 @@ pub struct Args {
     /// HTTP backend concurrency = raw reqwest concurrency.
     #[arg(long, default_value_t = 32)]
     pub http_concurrency: usize,
+    /// Give the http case's backend `rate_limit_per_s` (set it above what
+    /// the run reaches to measure what a limit costs when not reached).
+    #[arg(long)]
+    pub http_rate_limit: Option<f64>,
     /// Events preloaded for the RabbitMQ case (default 100000, quick 30000).
     #[arg(long)]
     pub rabbit_events: Option<u64>,
