@@ -218,20 +218,19 @@ fn check_config_refuses_mixed_keys_by_name() {
 /// both waited for the scripts (up to 20 s measured).
 #[tokio::test]
 async fn slow_scripts_leave_health_and_other_requests_answering() {
-    let body = format!(
-        r#"[[filters]]
+    let body = r#"[[filters]]
 name = "slow"
 max_operations = 1000000000
 on_error = "continue"
 source = '''
-fn filter(event) {{
-    if event.body == "slow" {{ let n = 0; loop {{ n += 1; }} }}
-}}
+fn filter(event) {
+    if event.body == "slow" { let n = 0; loop { n += 1; } }
+}
 '''
 
 [backends.log.audit]
 "#
-    );
+    .to_owned();
     let sc = Sidecar::start(Options {
         body,
         ..Default::default()
