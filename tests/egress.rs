@@ -306,3 +306,37 @@ fn reserved_config_headers_fail_check_config_with_their_position() {
     let out = run_cli(&["check-config", &file], &[]);
     assert_eq!(out.code, Some(0), "{out:?}");
 }
+
+/// A Web Push endpoint whose *name* resolves into the sidecar's network
+/// is refused at registration (not only at send time): the machine's own
+/// host name, which resolves to a loopback address here.
+#[tokio::test]
+async fn web_push_endpoint_names_are_resolved_at_registration() {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let private = match tokio::net::lookup_host((host.as_str(), 443)).await {
+        Ok(addrs) => addrs.into_iter().any(|a| {
+            let ip = a.ip();
+            ip.is_loopback()
+                || match ip {
+                    std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+                    std::net::IpAddr::V6(_) => false,
+                }
+        }),
+        Err(_) => false,
+    };
+    if host.is_empty() || !private {
+        eprintln!("skipped: host name {host:?} does not resolve to a private address here");
+        return;
+    }
+    let sc = sidecar(&webpush_backend()).await;
+    let answer = put_device(&sc, "a@localhost", "d1", &webpush(&format!("https://{host}:1/push"))).await;
+    assert_refused(
+        "a name resolving to loopback",
+        answer,
+        "subscription.endpoint",
+        "private address",
+    );
+    assert!(device_ids(&sc, "a@localhost").await.is_empty());
+}

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use event_pusher_backends::push::commands::Refused;
 use event_pusher_backends::push::devices::Put;
+use event_pusher_backends::push::provider::Address;
 use event_pusher_backends::push::registration::Registration;
 use event_pusher_backends::push::{PushBackend, RegistryError};
 use serde::Deserialize;
@@ -41,6 +42,17 @@ pub async fn put_device(
         Ok(r) => r,
         Err(e) => return invalid_field(e),
     };
+    // A Web Push endpoint is chosen by whoever registers: besides the
+    // literal checks of the parse, the name must not resolve into the
+    // sidecar's own network (`[egress]`). The send-time resolver checks
+    // again (and covers `push_enable`, which cannot wait on DNS).
+    if let Address::WebPush { endpoint, .. } = &reg.address {
+        if let Ok(url) = url::Url::parse(endpoint) {
+            if let Err(e) = event_pusher_backends::egress::current().check_url(&url).await {
+                return invalid_field(format!("subscription.endpoint: {e}"));
+            }
+        }
+    }
     let backend = match pick_named(&state, reg.backend.as_deref()) {
         Ok(b) => b,
         Err(not_found) => return answer(not_found),
