@@ -224,7 +224,7 @@ pub async fn replay(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     };
     let window = match crate::server::operations::window(req.since.as_deref(), req.until.as_deref()) {
         Ok(w) => w,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return super::invalid_field(e),
     };
     let slots = match slots_for(&state, req.backend.as_deref()) {
         Ok(s) => s,

@@ -182,3 +182,15 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
+
+/// 400 for an error written `FIELD: why`, naming the field as well
+/// (`{"error": ..., "field": "subscription.endpoint"}`), as every admin
+/// route that checks fields answers.
+pub(crate) fn invalid_field(message: String) -> Response {
+    let field = message.split_once(": ").map(|(f, _)| f.to_owned());
+    let mut body = serde_json::json!({"error": message});
+    if let Some(f) = field.filter(|f| !f.contains(' ')) {
+        body["field"] = serde_json::json!(f);
+    }
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}

@@ -32,13 +32,10 @@ use crate::state::AppState;
     ))]
 pub async fn delete_user(State(state): State<Arc<AppState>>, Path(jid): Path<String>) -> Response {
     if let Err(why) = event_pusher_core::jid::validate(&jid) {
-        return error(StatusCode::BAD_REQUEST, format!("jid: \"{jid}\" is not a JID: {why}"));
+        return super::invalid_field(format!("jid: \"{jid}\" is not a JID: {why}"));
     }
     if event_pusher_core::jid::bare(&jid) != jid {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("jid: \"{jid}\" must be a bare JID (no /resource)"),
-        );
+        return super::invalid_field(format!("jid: \"{jid}\" must be a bare JID (no /resource)"));
     }
     match erase_user(&state, &jid).await {
         Ok(erased) => (StatusCode::OK, Json(erased)).into_response(),

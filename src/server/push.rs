@@ -40,7 +40,7 @@ pub async fn put_device(
     };
     let reg = match Registration::parse(&value, false) {
         Ok(r) => r,
-        Err(e) => return invalid_field(e),
+        Err(e) => return super::invalid_field(e),
     };
     // A Web Push endpoint is chosen by whoever registers: besides the
     // literal checks of the parse, the name must not resolve into the
@@ -49,7 +49,7 @@ pub async fn put_device(
     if let Address::WebPush { endpoint, .. } = &reg.address {
         if let Ok(url) = url::Url::parse(endpoint) {
             if let Err(e) = event_pusher_backends::egress::current().check_url(&url).await {
-                return invalid_field(format!("subscription.endpoint: {e}"));
+                return super::invalid_field(format!("subscription.endpoint: {e}"));
             }
         }
     }
@@ -251,18 +251,7 @@ fn chosen<'a>(state: &'a AppState, name: Option<&str>) -> Result<Vec<&'a Arc<Pus
 
 fn registry_error(e: RegistryError) -> Response {
     match e {
-        RegistryError::Invalid(message) => invalid_field(message),
+        RegistryError::Invalid(message) => super::invalid_field(message),
         RegistryError::Spool(e) => spool_refused(e),
     }
-}
-
-/// 400 for a registration error `FIELD: why`, naming the field
-/// (`{"error": ..., "field": "subscription.endpoint"}`).
-fn invalid_field(message: String) -> Response {
-    let field = message.split_once(": ").map(|(f, _)| f.to_owned());
-    let mut body = json!({"error": message});
-    if let Some(f) = field.filter(|f| !f.contains(' ')) {
-        body["field"] = json!(f);
-    }
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
