@@ -250,14 +250,7 @@ impl Webhooks {
                 return Err(WebhookError::NotFound(id.to_owned()));
             }
         }
-        engine
-            .spool()
-            .put_record(Record {
-                key: next.id.clone(),
-                value: next.to_json(),
-            })
-            .await?;
-        engine.replace(entry.slot, handle, STOP_GRACE).await;
+        store_and_replace(engine, entry.slot, &next, handle).await?;
         subs.insert(
             id.to_owned(),
             Entry {
@@ -430,15 +423,7 @@ impl Webhooks {
                 slot
             }
             Some(entry) if entry.sub != sub => {
-                let handle = handle(&sub)?;
-                engine
-                    .spool()
-                    .put_record(Record {
-                        key: sub.id.clone(),
-                        value: sub.to_json(),
-                    })
-                    .await?;
-                engine.replace(entry.slot, handle, STOP_GRACE).await;
+                store_and_replace(engine, entry.slot, &sub, handle(&sub)?).await?;
                 tracing::info!(id, "webhook changed on another sidecar");
                 entry.slot
             }
@@ -514,17 +499,37 @@ fn register(engine: &DeliveryEngine, sub: &Subscription) -> Result<Slot, Webhook
         .map_err(|_| WebhookError::AlreadyExists(sub.id.clone()))
 }
 
+/// A subscription as the spool's `subscriptions` table keeps it.
+pub(super) fn record_of(sub: &Subscription) -> Record {
+    Record {
+        key: sub.id.clone(),
+        value: sub.to_json(),
+    }
+}
+
+/// A changed subscription: store its record, then swap its slot's backend
+/// (in-flight attempts finish on the old one).
+async fn store_and_replace(
+    engine: &DeliveryEngine,
+    slot: Slot,
+    sub: &Subscription,
+    handle: BackendHandle,
+) -> Result<(), WebhookError> {
+    engine.spool().put_record(record_of(sub)).await?;
+    engine.replace(slot, handle, STOP_GRACE).await;
+    Ok(())
+}
+
 /// Register, store and start a subscription's slot in one call (the
 /// engine rolls back what it did if the spool refuses).
 async fn attach_slot(engine: &DeliveryEngine, sub: &Subscription) -> Result<Slot, WebhookError> {
-    let record = Record {
-        key: sub.id.clone(),
-        value: sub.to_json(),
-    };
-    engine.attach(handle(sub)?, Some(record)).await.map_err(|e| match e {
-        AttachError::Taken(_) => WebhookError::AlreadyExists(sub.id.clone()),
-        AttachError::Spool(e) => WebhookError::Spool(e),
-    })
+    engine
+        .attach(handle(sub)?, Some(record_of(sub)))
+        .await
+        .map_err(|e| match e {
+            AttachError::Taken(_) => WebhookError::AlreadyExists(sub.id.clone()),
+            AttachError::Spool(e) => WebhookError::Spool(e),
+        })
 }
 
 fn rebuild_index(pipeline: &Pipeline, subs: &BTreeMap<String, Entry>) {

@@ -355,9 +355,6 @@ async fn sidecars_starting_at_once_on_an_empty_database_all_migrate_and_merge() 
 /// exactly one push (before the cluster store, B pushed nobody's).
 #[tokio::test]
 async fn serial_amqp_partitions_push_every_user_exactly_once_whichever_sidecar_takes_the_chat() {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    use lapin::BasicProperties;
-
     const USERS: usize = 16;
     const PARTITIONS: usize = 8;
     let db = TestDb::create().await;
@@ -381,25 +378,11 @@ async fn serial_amqp_partitions_push_every_user_exactly_once_whichever_sidecar_t
     .await;
 
     let (_conn, ch) = rabbit_channel().await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    confirm_select(&ch).await;
     for u in 0..USERS {
         let user = format!("u{u}@localhost");
         let call = chat_to("alice@localhost/a", &user, &format!("to u{u}"));
-        ch.basic_publish(
-            exchange.as_str().into(),
-            user.as_str().into(),
-            BasicPublishOptions::default(),
-            &serde_json::to_vec(&call).expect("json"),
-            BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+        publish_confirmed(&ch, &exchange, &user, &call).await;
     }
     for u in 0..USERS {
         let got = fake.wait_delivered(&format!("d{u}"), 1, WAIT).await;

@@ -8,8 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::BasicProperties;
+use lapin::options::BasicGetOptions;
 use serde_json::{json, Value};
 use support::*;
 
@@ -130,27 +129,13 @@ async fn serial_push_enable_through_the_amqp_partitions_registers_the_device() {
     sc.wait_ready().await;
 
     let (_conn, ch) = rabbit_channel().await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    confirm_select(&ch).await;
     let mut enable = mongoose();
     enable["hook"] = json!("push_enable");
     enable["jid"] = json!("bob@localhost");
     enable["device_id"] = json!("d1");
     for call in [enable, chat_to("alice@localhost/a", "bob@localhost", "via-amqp")] {
-        ch.basic_publish(
-            exchange.as_str().into(),
-            "bob@localhost".into(),
-            BasicPublishOptions::default(),
-            &serde_json::to_vec(&call).expect("json"),
-            BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+        publish_confirmed(&ch, &exchange, "bob@localhost", &call).await;
     }
     let got = fake.wait_delivered("d1", 1, WAIT).await;
     assert_eq!(got.len(), 1, "{:?}", fake.pushed());

@@ -42,20 +42,12 @@ impl ClusterStore {
                     .query_one(PUT_DEVICE, &[&scope, &user, &device_id, record])
                     .await?
                     .get(0);
-                let notice = Notice::Device {
-                    scope: scope.to_owned(),
-                    user: user.to_owned(),
-                    device_id: device_id.to_owned(),
-                    record: Some(record.clone()),
-                    fetch: false,
-                };
-                let outcome = if created {
+                commit(tx, node, [device_notice(scope, user, device_id, Some(record))]).await?;
+                Ok(if created {
                     PutOutcome::Created
                 } else {
                     PutOutcome::Replaced
-                };
-                commit(tx, node, vec![notice]).await?;
-                Ok(outcome)
+                })
             })
             .await
     }
@@ -72,18 +64,9 @@ impl ClusterStore {
                         &[&scope, &user, &device_id],
                     )
                     .await?;
-                let notices = if n > 0 {
-                    vec![Notice::Device {
-                        scope: scope.to_owned(),
-                        user: user.to_owned(),
-                        device_id: device_id.to_owned(),
-                        record: None,
-                        fetch: false,
-                    }]
-                } else {
-                    Vec::new()
-                };
-                commit(tx, node, notices).await?;
+                // Nothing removed: nothing to announce.
+                let removed = (n > 0).then(|| device_notice(scope, user, device_id, None));
+                commit(tx, node, removed).await?;
                 Ok(n > 0)
             })
             .await
@@ -113,7 +96,7 @@ impl ClusterStore {
                 let Some(_) = row else {
                     return Ok(CreateOutcome::AlreadyExists);
                 };
-                commit(tx, node, vec![subscription_notice(id, Some(record), paused)]).await?;
+                commit(tx, node, [subscription_notice(id, Some(record), paused)]).await?;
                 Ok(CreateOutcome::Created)
             })
             .await
@@ -133,12 +116,8 @@ impl ClusterStore {
                         &[&id, record, &paused],
                     )
                     .await?;
-                let notices = if n > 0 {
-                    vec![subscription_notice(id, Some(record), paused)]
-                } else {
-                    Vec::new()
-                };
-                commit(tx, node, notices).await?;
+                let changed = (n > 0).then(|| subscription_notice(id, Some(record), paused));
+                commit(tx, node, changed).await?;
                 Ok(n > 0)
             })
             .await
@@ -159,15 +138,21 @@ impl ClusterStore {
                         &[&id],
                     )
                     .await?;
-                let notices = if n > 0 {
-                    vec![subscription_notice(id, None, false)]
-                } else {
-                    Vec::new()
-                };
-                commit(tx, node, notices).await?;
+                let deleted = (n > 0).then(|| subscription_notice(id, None, false));
+                commit(tx, node, deleted).await?;
                 Ok(n > 0)
             })
             .await
+    }
+}
+
+fn device_notice(scope: &str, user: &str, device_id: &str, record: Option<&Value>) -> Notice {
+    Notice::Device {
+        scope: scope.to_owned(),
+        user: user.to_owned(),
+        device_id: device_id.to_owned(),
+        record: record.cloned(),
+        fetch: false,
     }
 }
 
@@ -181,8 +166,12 @@ fn subscription_notice(id: &str, record: Option<&Value>, paused: bool) -> Notice
 }
 
 /// Announce the notices and commit: the answer is given only after this.
-async fn commit(tx: deadpool_postgres::Transaction<'_>, node: &str, notices: Vec<Notice>) -> Result<(), ClusterError> {
-    feed::notify(&tx, node, notices).await?;
+async fn commit(
+    tx: deadpool_postgres::Transaction<'_>,
+    node: &str,
+    notices: impl IntoIterator<Item = Notice>,
+) -> Result<(), ClusterError> {
+    feed::notify(&tx, node, notices.into_iter().collect()).await?;
     tx.commit().await?;
     Ok(())
 }

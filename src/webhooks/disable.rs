@@ -14,7 +14,7 @@ use std::time::Duration;
 use event_pusher_backends::webhook::Disabled;
 use event_pusher_core::delivery::DeliveryEngine;
 use event_pusher_core::operational::Signal;
-use event_pusher_core::spool::{now_ms, Record, SpoolError};
+use event_pusher_core::spool::{now_ms, SpoolError};
 use time::OffsetDateTime;
 
 use super::{slot_name, Entry, WebhookError, Webhooks};
@@ -131,11 +131,5 @@ async fn disable(
 }
 
 async fn store(engine: &DeliveryEngine, sub: &event_pusher_backends::webhook::Subscription) -> Result<(), SpoolError> {
-    engine
-        .spool()
-        .put_record(Record {
-            key: sub.id.clone(),
-            value: sub.to_json(),
-        })
-        .await
+    engine.spool().put_record(super::record_of(sub)).await
 }

@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions};
-use lapin::Channel;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::{BasicProperties, Channel};
+use serde_json::Value;
 
 use super::{metric, Sidecar};
 
@@ -31,6 +34,34 @@ pub async fn wait_balanced(sidecars: &[&Sidecar], partitions: usize) -> Duration
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Put `ch` in confirm mode (once per channel, before publishing).
+pub async fn confirm_select(ch: &Channel) {
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+}
+
+/// Publish one hook call to the scale-out `exchange` as a chat node does
+/// (routing key `user`, JSON, persistent) and wait for the broker's
+/// confirm.
+pub async fn publish_confirmed(ch: &Channel, exchange: &str, user: &str, call: &Value) {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            user.into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(call).expect("json"),
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "broker nacked a publish");
 }
 
 /// Delete a test's scale-out exchange with its partition, dead-letter and
