@@ -189,7 +189,19 @@ impl Webhooks {
         }
         // The registry refuses a taken id: that is the 409, and it holds
         // the id while the spool commit runs (attaches commit together).
-        let slot = attach_slot(engine, &sub).await?;
+        let slot = match attach_slot(engine, &sub).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                // Refused here: take it back out of the cluster store, so
+                // the refusal changes nothing anywhere.
+                if let Some(store) = self.store().ok().flatten() {
+                    if let Err(undo) = store.delete_subscription(&sub.id).await {
+                        tracing::error!(id = %sub.id, error = %undo, "webhook refused here but left in the cluster store");
+                    }
+                }
+                return Err(e);
+            }
+        };
         let mut subs = self.subs.lock().await;
         subs.insert(sub.id.clone(), Entry { sub: sub.clone(), slot });
         rebuild_index(pipeline, &subs);
