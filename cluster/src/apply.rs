@@ -13,11 +13,12 @@
 //! deadlock): the presence state each batch announces is then the state
 //! after it, in commit order, which is the order listeners receive it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use event_pusher_core::StateChange;
 
 use crate::feed::{self, Notice};
+use crate::net::BatchNet;
 use crate::sql::params;
 use crate::store::ClusterStore;
 use crate::ClusterError;
@@ -101,14 +102,12 @@ async fn apply_in(
     }
     let changes: Vec<&StateChange> = entries.iter().flat_map(|c| c.iter()).collect();
 
-    // Lock the touched users' count rows, in key order.
-    let users: BTreeSet<(&str, &str)> = changes
-        .iter()
-        .filter(|c| matches!(c, StateChange::Presence { .. } | StateChange::Count { .. }))
-        .map(|c| (c.scope(), c.user()))
-        .collect();
-    let (scopes, jids): (Vec<&str>, Vec<&str>) = users.iter().copied().unzip();
-    if !users.is_empty() {
+    // Presence and badges, folded per user into a handful of array
+    // statements (see `net`); the users' count rows are locked first, in
+    // key order, so two batches cannot deadlock.
+    let net = BatchNet::fold(&changes);
+    let (scopes, jids) = net.user_columns();
+    if !net.users.is_empty() {
         tx.execute(
             "INSERT INTO counts (scope, user_jid)
              SELECT * FROM unnest($1::text[], $2::text[])
@@ -116,61 +115,66 @@ async fn apply_in(
             &[&scopes, &jids],
         )
         .await?;
+        let (clear_scopes, clear_jids) = net.clears();
+        let offline = net.resources(false);
+        let online = net.resources(true);
+        let counts = net.counts();
+        // Pipelined, in this order: clear, per-resource offline, online,
+        // then the badges.
+        let clear_stmt = tx
+            .prepare_cached(
+                "DELETE FROM presence WHERE (scope, user_jid) IN
+                 (SELECT * FROM unnest($1::text[], $2::text[]))",
+            )
+            .await?;
+        let offline_stmt = tx
+            .prepare_cached(
+                "DELETE FROM presence WHERE (scope, user_jid, resource) IN
+                 (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
+            )
+            .await?;
+        let online_stmt = tx
+            .prepare_cached(
+                "INSERT INTO presence (scope, user_jid, resource)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                 ON CONFLICT (scope, user_jid, resource) DO UPDATE SET updated_at = now()",
+            )
+            .await?;
+        let counts_stmt = tx
+            .prepare_cached(
+                "UPDATE counts c
+                 SET message_count = CASE WHEN v.reset THEN v.add ELSE c.message_count + v.add END
+                 FROM unnest($1::text[], $2::text[], $3::bool[], $4::int8[]) AS v(scope, user_jid, reset, add)
+                 WHERE c.scope = v.scope AND c.user_jid = v.user_jid",
+            )
+            .await?;
+        let mut pending = Vec::with_capacity(4);
+        if !clear_scopes.is_empty() {
+            pending.push(tx.execute_raw(&clear_stmt, params(&[&clear_scopes, &clear_jids])));
+        }
+        if !offline.0.is_empty() {
+            pending.push(tx.execute_raw(&offline_stmt, params(&[&offline.0, &offline.1, &offline.2])));
+        }
+        if !online.0.is_empty() {
+            pending.push(tx.execute_raw(&online_stmt, params(&[&online.0, &online.1, &online.2])));
+        }
+        if !counts.0.is_empty() {
+            pending.push(tx.execute_raw(&counts_stmt, params(&[&counts.0, &counts.1, &counts.2, &counts.3])));
+        }
+        futures::future::try_join_all(pending).await?;
     }
 
-    let online = tx
-        .prepare_cached(
-            "INSERT INTO presence (scope, user_jid, resource) VALUES ($1, $2, $3)
-             ON CONFLICT (scope, user_jid, resource) DO UPDATE SET updated_at = now()",
-        )
-        .await?;
-    let reset = tx
-        .prepare_cached("UPDATE counts SET message_count = 0 WHERE scope = $1 AND user_jid = $2")
-        .await?;
-    let offline = tx
-        .prepare_cached("DELETE FROM presence WHERE scope = $1 AND user_jid = $2 AND resource = $3")
-        .await?;
-    let offline_all = tx
-        .prepare_cached("DELETE FROM presence WHERE scope = $1 AND user_jid = $2")
-        .await?;
-    let count = tx
-        .prepare_cached("UPDATE counts SET message_count = message_count + 1 WHERE scope = $1 AND user_jid = $2")
-        .await?;
+    // Devices are rare on this path: one statement each, pipelined in order.
     let put = tx.prepare_cached(PUT_DEVICE).await?;
     let remove = tx
         .prepare_cached("DELETE FROM devices WHERE scope = $1 AND user_jid = $2 AND device_id = $3")
         .await?;
-
     // The devices' final states, in first-touched order.
     let mut devices: Vec<(&str, &str, &str)> = Vec::new();
     let mut device_state: BTreeMap<(&str, &str, &str), Option<&serde_json::Value>> = BTreeMap::new();
-    // Statements are pipelined: futures polled in order send their
-    // statements in order, and the server runs them in that order.
-    let mut pending = Vec::with_capacity(changes.len());
+    let mut pending = Vec::new();
     for change in &changes {
         match change {
-            StateChange::Presence {
-                scope,
-                user,
-                resource,
-                online: true,
-            } => {
-                pending.push(tx.execute_raw(&online, params(&[scope, user, resource])));
-                pending.push(tx.execute_raw(&reset, params(&[scope, user])));
-            }
-            StateChange::Presence {
-                scope,
-                user,
-                resource,
-                online: false,
-            } => {
-                if resource.is_empty() {
-                    pending.push(tx.execute_raw(&offline_all, params(&[scope, user])));
-                } else {
-                    pending.push(tx.execute_raw(&offline, params(&[scope, user, resource])));
-                }
-            }
-            StateChange::Count { scope, user } => pending.push(tx.execute_raw(&count, params(&[scope, user]))),
             StateChange::DevicePut {
                 scope,
                 user,
@@ -190,12 +194,13 @@ async fn apply_in(
                     devices.push(key);
                 }
             }
+            StateChange::Presence { .. } | StateChange::Count { .. } => {}
         }
     }
     futures::future::try_join_all(pending).await?;
 
-    let mut notices = Vec::with_capacity(users.len() + devices.len());
-    if !users.is_empty() {
+    let mut notices = Vec::with_capacity(net.users.len() + devices.len());
+    if !net.users.is_empty() {
         for row in tx.query(crate::snapshot::PRESENCE_OF_USERS, &[&scopes, &jids]).await? {
             let p = crate::snapshot::user_presence(&row);
             notices.push(Notice::Presence {

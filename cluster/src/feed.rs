@@ -39,14 +39,27 @@ const PING_IDLE: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// What travels in a NOTIFY payload.
+/// What travels in a NOTIFY payload: one notice (`change`), or several
+/// committed together (`changes`, in order) so that a relayed batch
+/// touching a thousand users costs a few dozen notifications, not a
+/// thousand.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Envelope {
     /// Unix time (seconds) when the writer committed, for the apply lag.
     pub ts: f64,
     /// The writing sidecar.
     pub node: String,
-    pub change: Notice,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Notice>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Notice>,
+}
+
+impl Envelope {
+    /// Its notices, in order.
+    fn notices(self) -> impl Iterator<Item = Notice> {
+        self.change.into_iter().chain(self.changes)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,23 +128,50 @@ pub(crate) fn unix_now() -> f64 {
 }
 
 /// The NOTIFY payload for `notice`, by key if the state is too large.
-pub(crate) fn payload(node: &str, notice: Notice) -> String {
-    let ts = unix_now();
-    let full = Envelope {
-        ts,
+#[cfg(test)]
+fn payload(node: &str, notice: Notice) -> String {
+    let mut out = payloads(node, vec![notice]);
+    out.pop().unwrap_or_default()
+}
+
+/// The NOTIFY payloads announcing `notices`, in order: as many notices per
+/// payload as fit under [`INLINE_LIMIT`], a state too large for a payload
+/// of its own announced by key. A payload of one notice keeps the
+/// one-notice form (`change`), which sidecars of earlier versions read.
+pub(crate) fn payloads(node: &str, notices: Vec<Notice>) -> Vec<String> {
+    let head = serde_json::to_string(&Envelope {
+        ts: unix_now(),
         node: node.to_owned(),
-        change: notice,
+        change: None,
+        changes: Vec::new(),
+    })
+    .unwrap_or_default();
+    // `{"ts":..,"node":".."`, then `,"change":N}` or `,"changes":[N,..]}`.
+    let head = head.trim_end_matches('}');
+    let room = INLINE_LIMIT.saturating_sub(head.len() + 16);
+    let mut out = Vec::new();
+    let mut group: Vec<String> = Vec::new();
+    let mut group_len = 0;
+    let flush = |group: &mut Vec<String>, out: &mut Vec<String>| match group.len() {
+        0 => {}
+        1 => out.push(format!("{head},\"change\":{}}}", group[0])),
+        _ => out.push(format!("{head},\"changes\":[{}]}}", group.join(","))),
     };
-    let text = serde_json::to_string(&full).unwrap_or_default();
-    if text.len() < INLINE_LIMIT {
-        return text;
+    for notice in notices {
+        let mut text = serde_json::to_string(&notice).unwrap_or_default();
+        if text.len() >= room {
+            text = serde_json::to_string(&notice.by_key()).unwrap_or_default();
+        }
+        if group_len + text.len() + 1 >= room {
+            flush(&mut group, &mut out);
+            group.clear();
+            group_len = 0;
+        }
+        group_len += text.len() + 1;
+        group.push(text);
     }
-    let small = Envelope {
-        ts,
-        node: full.node,
-        change: full.change.by_key(),
-    };
-    serde_json::to_string(&small).unwrap_or_default()
+    flush(&mut group, &mut out);
+    out
 }
 
 /// Send `notices` inside the caller's transaction: delivered to listeners
@@ -145,7 +185,7 @@ pub(crate) async fn notify(
         return Ok(());
     }
     let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
-    let payloads: Vec<String> = notices.into_iter().map(|n| payload(node, n)).collect();
+    let payloads = payloads(node, notices);
     // Pipelined: sent in order without waiting for each answer.
     futures::future::try_join_all(payloads.iter().map(|p| tx.execute_raw(&stmt, params(&[&CHANNEL, p])))).await?;
     Ok(())
@@ -261,8 +301,10 @@ async fn serve(shared: &Shared, listener: &mut Listener) -> Result<(), ClusterEr
             }
         };
         let lag = (unix_now() - envelope.ts).max(0.0);
-        let change = resolve(&mut listener.client, envelope.change).await?;
-        shared.publish(change, Some(lag));
+        for notice in envelope.notices() {
+            let change = resolve(&mut listener.client, notice).await?;
+            shared.publish(change, Some(lag));
+        }
     }
 }
 
@@ -389,11 +431,11 @@ mod tests {
         assert!(
             matches!(
                 e.change,
-                Notice::Device {
+                Some(Notice::Device {
                     record: Some(_),
                     fetch: false,
                     ..
-                }
+                })
             ),
             "{small}"
         );
@@ -406,11 +448,11 @@ mod tests {
         assert!(
             matches!(
                 e.change,
-                Notice::Device {
+                Some(Notice::Device {
                     record: None,
                     fetch: true,
                     ..
-                }
+                })
             ),
             "{large}"
         );
@@ -423,11 +465,64 @@ mod tests {
         let e: Envelope = serde_json::from_str(text).unwrap();
         assert!(matches!(
             e.change,
-            Notice::Subscription {
+            Some(Notice::Subscription {
                 record: None,
                 paused: true,
                 ..
+            })
+        ));
+    }
+
+    fn presence(i: usize) -> Notice {
+        Notice::Presence {
+            scope: "push.mobile".into(),
+            user: format!("user{i}@localhost"),
+            resources: vec!["phone".into()],
+            message_count: i as u64,
+            fetch: false,
+        }
+    }
+
+    #[test]
+    fn many_notices_share_payloads_in_order_each_under_the_limit() {
+        let texts = payloads("a", (0..1000).map(presence).collect());
+        assert!(texts.len() > 1 && texts.len() < 50, "{} payloads", texts.len());
+        let mut seen = Vec::new();
+        for t in &texts {
+            assert!(t.len() < INLINE_LIMIT, "{}", t.len());
+            let e: Envelope = serde_json::from_str(t).unwrap();
+            assert_eq!(e.node, "a");
+            for n in e.notices() {
+                match n {
+                    Notice::Presence { message_count, .. } => seen.push(message_count),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(seen, (0..1000).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn one_notice_keeps_the_one_notice_form_and_a_huge_one_goes_by_key_among_others() {
+        let one = payloads("a", vec![presence(1)]);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].contains("\"change\":{"), "{}", one[0]);
+
+        let huge = device(serde_json::json!({"token": "x".repeat(INLINE_LIMIT)}));
+        let texts = payloads("a", vec![presence(1), huge, presence(2)]);
+        let notices: Vec<Notice> = texts
+            .iter()
+            .flat_map(|t| serde_json::from_str::<Envelope>(t).unwrap().notices())
+            .collect();
+        assert_eq!(notices.len(), 3);
+        assert!(matches!(
+            notices[1],
+            Notice::Device {
+                fetch: true,
+                record: None,
+                ..
             }
         ));
+        assert!(texts.iter().all(|t| t.len() < INLINE_LIMIT));
     }
 }

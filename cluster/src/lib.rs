@@ -20,6 +20,7 @@ mod feed;
 mod heartbeat;
 mod merge;
 mod migrate;
+mod net;
 mod relay;
 mod shared;
 mod snapshot;

@@ -531,3 +531,56 @@ async fn a_bad_connection_string_is_a_config_error() {
     assert!(matches!(err, ClusterError::Config(_)), "{err}");
     assert!(err.to_string().starts_with("cluster.postgres: "), "{err}");
 }
+
+/// A batch is folded per user before it is written: whatever the mix of
+/// online, offline, offline-everywhere and counts, the store ends where
+/// applying each change in order ends (the sidecar's own in-memory rule).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folded_batch_ends_where_its_changes_applied_in_order_end() {
+    use std::collections::BTreeMap;
+
+    let db = TestDb::create().await;
+    let store = db.store("a").await;
+    let users = ["u0@x", "u1@x", "u2@x", "u3@x", "u4@x"];
+    let resources = ["", "phone", "laptop", "tablet"];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let mut expected: BTreeMap<&str, event_pusher_core::state_change::UserPresence> = BTreeMap::new();
+    let mut seq = 0;
+    for _batch in 0..6 {
+        let mut batch = Vec::new();
+        for _entry in 0..20 {
+            let mut changes = Vec::new();
+            for _ in 0..1 + next(4) {
+                let user = users[next(users.len())];
+                let change = match next(3) {
+                    0 => count(user),
+                    1 => presence(user, resources[1 + next(3)], true),
+                    _ => presence(user, resources[next(resources.len())], false),
+                };
+                expected.entry(user).or_default().apply(&change);
+                changes.push(change);
+            }
+            seq += 1;
+            batch.push((seq, changes));
+        }
+        store.apply_batch("spool-a", &batch).await.unwrap();
+        let snap = store.load().await.unwrap();
+        for user in users {
+            let want = expected.get(user).cloned().unwrap_or_default();
+            let got = user_presence(&snap, user)
+                .map(|p| (p.resources.clone(), p.message_count))
+                .unwrap_or_default();
+            assert_eq!(
+                got,
+                (want.resources.into_iter().collect::<Vec<_>>(), want.message_count),
+                "{user} after entry {seq}"
+            );
+        }
+    }
+}
