@@ -111,7 +111,8 @@ impl<'a> BatchNet<'a> {
         for ((scope, user), n) in &self.users {
             for (resource, state) in &n.resources {
                 // After a clear, "offline" is already done.
-                if *state == online && !(n.clear && !online) {
+                let done_by_clear = n.clear && !online;
+                if *state == online && !done_by_clear {
                     out.0.push(scope);
                     out.1.push(user);
                     out.2.push(resource);
