@@ -137,7 +137,7 @@ async fn apply_in(
             .prepare_cached(
                 "INSERT INTO presence (scope, user_jid, resource)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-                 ON CONFLICT (scope, user_jid, resource) DO UPDATE SET updated_at = now()",
+                 ON CONFLICT (scope, user_jid, resource) DO NOTHING",
             )
             .await?;
         let counts_stmt = tx
