@@ -191,7 +191,7 @@ fn required_jid(value: &Field<'_>, hook: &str, field: &'static str) -> Result<St
             check_jid(field, s)?;
             Ok(s.as_ref().to_owned())
         }
-        Field::Other(kind) => Err(HookProblem::JidNotAString { field, kind: *kind }.into()),
+        Field::Other(kind) => Err(HookProblem::JidNotAString { field, kind }.into()),
     }
 }
 
@@ -199,7 +199,7 @@ fn optional_str<'a>(value: &'a Field<'_>, field: &'static str) -> Result<Option<
     match value {
         Field::Absent | Field::Null => Ok(None),
         Field::Str(s) => Ok(Some(s)),
-        Field::Other(kind) => Err(HookProblem::NotAString { field, kind: *kind }.into()),
+        Field::Other(kind) => Err(HookProblem::NotAString { field, kind }.into()),
     }
 }
 
