@@ -37,8 +37,8 @@ pub enum CommandError {
     #[error("{field}: must be a string")]
     NotAString { field: &'static str },
     /// The `jid` field is not a JID.
-    #[error("jid: {reason}")]
-    InvalidJid { reason: &'static str },
+    #[error("jid: {0}")]
+    InvalidJid(#[source] crate::jid::JidError),
     /// The backend kind refused the call: its own error, which names the
     /// field. Shared, so that the request's error stays `Clone`.
     #[error("{0}")]

@@ -90,7 +90,8 @@ pub enum HookProblem {
     #[error("field `{field}` {reason}: \"{shown}\"")]
     InvalidJid {
         field: &'static str,
-        reason: &'static str,
+        #[source]
+        reason: crate::jid::JidError,
         shown: String,
     },
     #[error("field `{field}` must be a string, got {kind}")]

@@ -87,7 +87,7 @@ impl CommandHook for PushCommands {
             }
         };
         let jid = text("jid")?;
-        event_pusher_core::jid::validate(&jid).map_err(|reason| CommandError::InvalidJid { reason })?;
+        event_pusher_core::jid::validate(&jid).map_err(CommandError::InvalidJid)?;
         let device_id = text("device_id")?;
         check_device_id(&device_id).map_err(CommandError::refused)?;
         let (changes, result) = if hook == "push_enable" {

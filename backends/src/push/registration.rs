@@ -195,7 +195,7 @@ pub fn check_device_id(id: &str) -> Result<(), RegistrationError> {
 
 /// A user's JID from a URL or a hook call, reduced to its bare JID.
 pub fn bare_jid(jid: &str) -> Result<String, RegistrationError> {
-    event_pusher_core::jid::validate(jid).map_err(|reason| RegistrationError::InvalidJid { reason })?;
+    event_pusher_core::jid::validate(jid).map_err(RegistrationError::InvalidJid)?;
     Ok(event_pusher_core::jid::bare(jid).to_owned())
 }
 

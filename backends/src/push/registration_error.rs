@@ -56,8 +56,8 @@ pub enum RegistrationError {
     /// URL path.
     #[error("device_id: \"{0}\" is not a device id")]
     DotDeviceId(String),
-    #[error("jid: {reason}")]
-    InvalidJid { reason: &'static str },
+    #[error("jid: {0}")]
+    InvalidJid(#[source] event_pusher_core::jid::JidError),
     /// The registration names a provider its push backend does not have.
     #[error("provider: \"{provider}\" is not configured on push backend \"{backend}\"")]
     ProviderNotConfigured { provider: &'static str, backend: String },
