@@ -60,10 +60,7 @@ impl ClusterStore {
 }
 
 fn to_i64(seq: u64) -> Result<i64, ClusterError> {
-    i64::try_from(seq).map_err(|_| ClusterError::Corrupt {
-        what: "outbox sequence number",
-        message: format!("{seq} is larger than {}", i64::MAX),
-    })
+    i64::try_from(seq).map_err(|_| ClusterError::SequenceTooLarge(seq))
 }
 
 async fn apply_in(

@@ -15,7 +15,7 @@ pub enum ClusterError {
     /// timeout, the server shutting down). Nothing was committed, except
     /// possibly when the connection was lost during the commit itself.
     #[error("cluster store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Unreachable),
     /// The `postgres` setting is not a connection string PostgreSQL's
     /// client understands.
     #[error("cluster.postgres: {0}")]
@@ -27,10 +27,35 @@ pub enum ClusterError {
     /// character in a string): retrying it cannot help.
     #[error("cluster store rejected the change: {0}")]
     Rejected(#[source] tokio_postgres::Error),
-    /// A stored record could not be read back (a schema this version does
-    /// not understand).
-    #[error("cluster store: unreadable {what}: {message}")]
-    Corrupt { what: &'static str, message: String },
+    /// A newer sidecar migrated the database: its schema may not be ours
+    /// to read.
+    #[error(
+        "cluster store: unreadable schema: schema version {found} is newer than this build's {}; upgrade this sidecar",
+        crate::migrate::SCHEMA_VERSION
+    )]
+    NewerSchema { found: i32 },
+    /// An outbox sequence number beyond what the database column holds.
+    #[error("cluster store: unreadable outbox sequence number: {0} is larger than {max}", max = i64::MAX)]
+    SequenceTooLarge(u64),
+}
+
+/// Why the store could not be reached.
+#[derive(Debug, Error)]
+pub enum Unreachable {
+    /// A connection failed, or the server cannot take one now.
+    #[error(transparent)]
+    Postgres(tokio_postgres::Error),
+    /// No pooled connection could be had.
+    #[error(transparent)]
+    Pool(deadpool_postgres::PoolError),
+    /// The connection pool could not be built.
+    #[error(transparent)]
+    Build(#[from] deadpool_postgres::BuildError),
+    #[error("timed out")]
+    TimedOut,
+    /// The connection that listens for other sidecars' notices ended.
+    #[error("listening connection lost")]
+    ListenerLost,
 }
 
 impl ClusterError {
@@ -45,7 +70,7 @@ impl From<tokio_postgres::Error> for ClusterError {
     fn from(e: tokio_postgres::Error) -> Self {
         let Some(code) = e.code() else {
             // No SQLSTATE: an I/O error, a closed connection or a timeout.
-            return ClusterError::Unavailable(e.to_string());
+            return ClusterError::Unavailable(Unreachable::Postgres(e));
         };
         let code = code.code();
         if code.starts_with("08") // connection exception
@@ -54,7 +79,7 @@ impl From<tokio_postgres::Error> for ClusterError {
             || code == "3D000"
         // the database does not exist (yet, or was dropped)
         {
-            ClusterError::Unavailable(e.to_string())
+            ClusterError::Unavailable(Unreachable::Postgres(e))
         } else if code.starts_with("22") || code.starts_with("23") {
             ClusterError::Rejected(e)
         } else {
@@ -67,13 +92,13 @@ impl From<deadpool_postgres::PoolError> for ClusterError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => ClusterError::Unavailable(other.to_string()),
+            other => ClusterError::Unavailable(Unreachable::Pool(other)),
         }
     }
 }
 
 impl From<tokio::time::error::Elapsed> for ClusterError {
     fn from(_: tokio::time::error::Elapsed) -> Self {
-        ClusterError::Unavailable("timed out".into())
+        ClusterError::Unavailable(Unreachable::TimedOut)
     }
 }

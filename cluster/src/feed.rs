@@ -286,7 +286,7 @@ async fn serve(shared: &Shared, listener: &mut Listener) -> Result<(), ClusterEr
         let next = tokio::time::timeout(PING_IDLE, listener.notices.recv()).await;
         let notification = match next {
             Ok(Some(n)) => n,
-            Ok(None) => return Err(ClusterError::Unavailable("listening connection lost".into())),
+            Ok(None) => return Err(ClusterError::Unavailable(crate::error::Unreachable::ListenerLost)),
             Err(_idle) => {
                 tokio::time::timeout(OP_TIMEOUT, listener.client.simple_query("SELECT 1")).await??;
                 continue;

@@ -31,7 +31,7 @@ mod store;
 pub use admin::{CreateOutcome, PutOutcome};
 pub use apply::Applied;
 pub use change::Change;
-pub use error::{ClusterError, UNAVAILABLE};
+pub use error::{ClusterError, Unreachable, UNAVAILABLE};
 pub use event_pusher_config::ClusterConfig;
 pub use feed::INLINE_LIMIT;
 pub use merge::Merged;

@@ -93,12 +93,7 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, ClusterError> {
     if current > SCHEMA_VERSION {
         // A newer sidecar migrated this database: its schema may not be
         // ours to read. Refuse rather than misread.
-        return Err(ClusterError::Corrupt {
-            what: "schema",
-            message: format!(
-                "schema version {current} is newer than this build's {SCHEMA_VERSION}; upgrade this sidecar"
-            ),
-        });
+        return Err(ClusterError::NewerSchema { found: current });
     }
     let mut applied = Vec::new();
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {

@@ -280,15 +280,12 @@ mod tests {
     #[test]
     fn only_unreachability_marks_the_store_down() {
         let h = Health::new();
-        h.failed(&ClusterError::Corrupt {
-            what: "x",
-            message: "y".into(),
-        });
+        h.failed(&ClusterError::SequenceTooLarge(u64::MAX));
         assert!(h.up());
-        h.failed(&ClusterError::Unavailable("refused".into()));
+        h.failed(&ClusterError::Unavailable(crate::error::Unreachable::TimedOut));
         let s = h.status("pg".into());
         assert!(!s.up);
-        assert_eq!(s.last_error.as_deref(), Some("cluster store unavailable: refused"));
+        assert_eq!(s.last_error.as_deref(), Some("cluster store unavailable: timed out"));
         h.ok();
         let s = h.status("pg".into());
         assert!(s.up);

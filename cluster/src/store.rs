@@ -107,7 +107,7 @@ impl ClusterStore {
             .create_timeout(Some(OP_TIMEOUT))
             .recycle_timeout(Some(OP_TIMEOUT))
             .build()
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            .map_err(|e| ClusterError::Unavailable(e.into()))?;
 
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let shared = Arc::new(Shared {

@@ -28,12 +28,25 @@ pub enum HostRule {
     Net { addr: IpAddr, prefix: u8 },
 }
 
+/// Why an `allow_hosts` entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostRuleError {
+    #[error("an allow_hosts entry is empty")]
+    Empty,
+    #[error("\"{entry}\": the prefix length must be 0 to {max}")]
+    Prefix { entry: String, max: u8 },
+    #[error("\"{0}\" is not a CIDR (address/prefix)")]
+    NotCidr(String),
+    #[error("\"{0}\" is neither a host name nor a CIDR")]
+    NotAHost(String),
+}
+
 impl HostRule {
     /// Parse `name`, `addr` or `addr/prefix`.
-    pub fn parse(s: &str) -> Result<HostRule, String> {
+    pub fn parse(s: &str) -> Result<HostRule, HostRuleError> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("an allow_hosts entry is empty".into());
+            return Err(HostRuleError::Empty);
         }
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -46,20 +59,25 @@ impl HostRule {
                 None => max,
                 Some(p) => match p.parse::<u8>() {
                     Ok(n) if n <= max => n,
-                    _ => return Err(format!("\"{s}\": the prefix length must be 0 to {max}")),
+                    _ => {
+                        return Err(HostRuleError::Prefix {
+                            entry: s.to_owned(),
+                            max,
+                        })
+                    }
                 },
             };
             return Ok(HostRule::Net { addr: ip, prefix });
         }
         if prefix.is_some() {
-            return Err(format!("\"{s}\" is not a CIDR (address/prefix)"));
+            return Err(HostRuleError::NotCidr(s.to_owned()));
         }
         let name = s.trim_end_matches('.').to_ascii_lowercase();
         let ok = name
             .split('.')
             .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         if !ok {
-            return Err(format!("\"{s}\" is neither a host name nor a CIDR"));
+            return Err(HostRuleError::NotAHost(s.to_owned()));
         }
         Ok(HostRule::Name(name))
     }

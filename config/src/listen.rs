@@ -15,31 +15,50 @@ pub fn listen_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Err
     resolve(&text).map_err(serde::de::Error::custom)
 }
 
-pub(crate) fn resolve(text: &str) -> Result<SocketAddr, String> {
+/// Why `listen` names no address to bind.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("\"{0}\" has no port; {EXPECTED}")]
+    NoPort(String),
+    #[error("\"{0}\" has no host; {EXPECTED}")]
+    NoHost(String),
+    #[error("\"{text}\": port \"{port}\" is not a number from 0 to 65535; {EXPECTED}")]
+    BadPort { text: String, port: String },
+    #[error("cannot resolve host \"{host}\": {source}; {EXPECTED}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("host \"{0}\" has no address; {EXPECTED}")]
+    NoAddress(String),
+}
+
+pub(crate) fn resolve(text: &str) -> Result<SocketAddr, ListenError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("\"{text}\" has no port; {EXPECTED}"));
+        return Err(ListenError::NoPort(text.to_owned()));
     };
     if host.is_empty() {
-        return Err(format!("\"{text}\" has no host; {EXPECTED}"));
+        return Err(ListenError::NoHost(text.to_owned()));
     }
     if port.parse::<u16>().is_err() {
-        return Err(format!(
-            "\"{text}\": port \"{port}\" is not a number from 0 to 65535; {EXPECTED}"
-        ));
+        return Err(ListenError::BadPort {
+            text: text.to_owned(),
+            port: port.to_owned(),
+        });
     }
     let addrs: Vec<SocketAddr> = text
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host \"{host}\": {e}; {EXPECTED}"))?
+        .map_err(|source| ListenError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
         .collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| format!("host \"{host}\" has no address; {EXPECTED}"))
+        .ok_or_else(|| ListenError::NoAddress(host.to_owned()))
 }
 
 #[cfg(test)]
@@ -56,13 +75,13 @@ mod tests {
 
     #[test]
     fn says_what_is_wrong_and_what_is_expected() {
-        let e = resolve("localhost").unwrap_err();
+        let e = resolve("localhost").unwrap_err().to_string();
         assert!(e.contains("no port") && e.contains("HOST:PORT"), "{e}");
-        let e = resolve("localhost:http").unwrap_err();
+        let e = resolve("localhost:http").unwrap_err().to_string();
         assert!(e.contains("port \"http\""), "{e}");
-        let e = resolve(":80").unwrap_err();
+        let e = resolve(":80").unwrap_err().to_string();
         assert!(e.contains("no host"), "{e}");
-        let e = resolve("no-such-host.invalid:80").unwrap_err();
+        let e = resolve("no-such-host.invalid:80").unwrap_err().to_string();
         assert!(e.contains("cannot resolve host \"no-such-host.invalid\""), "{e}");
     }
 }

@@ -75,15 +75,23 @@ impl Default for RawRetryConfig {
     }
 }
 
-impl TryFrom<RawRetryConfig> for RetryConfig {
-    type Error = String;
+/// A `[retry]` whose first backoff is longer than its longest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("initial_backoff_ms ({initial_backoff_ms}) is greater than max_backoff_ms ({max_backoff_ms})")]
+pub struct BackoffOrder {
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
 
-    fn try_from(raw: RawRetryConfig) -> Result<Self, String> {
+impl TryFrom<RawRetryConfig> for RetryConfig {
+    type Error = BackoffOrder;
+
+    fn try_from(raw: RawRetryConfig) -> Result<Self, BackoffOrder> {
         if raw.initial_backoff_ms > raw.max_backoff_ms {
-            return Err(format!(
-                "initial_backoff_ms ({}) is greater than max_backoff_ms ({})",
-                raw.initial_backoff_ms, raw.max_backoff_ms
-            ));
+            return Err(BackoffOrder {
+                initial_backoff_ms: raw.initial_backoff_ms,
+                max_backoff_ms: raw.max_backoff_ms,
+            });
         }
         Ok(RetryConfig {
             max_attempts: raw.max_attempts,

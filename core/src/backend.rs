@@ -242,6 +242,12 @@ impl BackendError {
         }
     }
 
+    /// An error that is `source` itself: its message, and it kept for
+    /// `Error::source` chains and downcasts.
+    pub fn from_source(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError::with_source(source.to_string(), source)
+    }
+
     pub fn message(&self) -> &str {
         &self.message
     }

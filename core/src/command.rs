@@ -26,10 +26,31 @@ pub struct CommandOutcome {
     pub report: Value,
 }
 
-/// Why a command call was refused: the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CommandError(pub String);
+/// Why a command call was refused: the message names the field (it is
+/// the call's 400 answer, or its dead-letter reason).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    /// A field the command needs is absent.
+    #[error("{field}: required")]
+    Missing { field: &'static str },
+    /// A field that must be a JSON string is something else.
+    #[error("{field}: must be a string")]
+    NotAString { field: &'static str },
+    /// The `jid` field is not a JID.
+    #[error("jid: {0}")]
+    InvalidJid(#[source] crate::jid::JidError),
+    /// The backend kind refused the call: its own error, which names the
+    /// field. Shared, so that the request's error stays `Clone`.
+    #[error("{0}")]
+    Refused(#[source] Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl CommandError {
+    /// The backend kind's own reason for refusing a call.
+    pub fn refused(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        CommandError::Refused(Arc::new(source))
+    }
+}
 
 /// The commands of one backend kind.
 pub trait CommandHook: Send + Sync + 'static {

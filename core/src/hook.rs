@@ -8,7 +8,7 @@
 //! request is either wholly valid or wholly refused.
 
 use std::borrow::Cow;
-use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Deserialize;
@@ -21,38 +21,7 @@ use crate::event::{
 pub use crate::hook_call::{CallItem, Field, HookCall, MetaField};
 use crate::jid;
 
-/// Why a hook call could not be translated. `index` is the position of the
-/// item in its request, when the request held several.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HookError {
-    pub index: Option<usize>,
-    pub message: String,
-}
-
-impl HookError {
-    fn new(message: impl Into<String>) -> Self {
-        HookError {
-            index: None,
-            message: message.into(),
-        }
-    }
-
-    pub fn at(mut self, index: usize) -> Self {
-        self.index = Some(index);
-        self
-    }
-}
-
-impl fmt::Display for HookError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.index {
-            Some(i) => write!(f, "item {i}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for HookError {}
+pub use crate::hook_error::{HookError, HookProblem};
 
 /// The hooks we understand.
 pub const HOOKS: [&str; 5] = [
@@ -89,7 +58,7 @@ impl HookInput for Value {
         // A `&Value` deserializer lends its strings, so nothing is copied.
         CallItem::deserialize(self)
             .map(Cow::Owned)
-            .map_err(|e| HookError::new(e.to_string()))
+            .map_err(|e| HookProblem::Fields(Arc::new(e)).into())
     }
 
     fn json(&self) -> Option<&Value> {
@@ -114,14 +83,14 @@ impl HookTranslator {
     pub fn translate_at(&self, call: &impl HookInput, now: SystemTime) -> Result<Event, HookError> {
         match call.call()?.as_ref() {
             CallItem::Call(c) => self.translate_call(c, ulid::Ulid::from_datetime(now).to_string(), now),
-            CallItem::NotObject(kind) => Err(HookError::new(format!("a hook call must be a JSON object, got {kind}"))),
+            CallItem::NotObject(kind) => Err(HookProblem::NotAnObject { kind }.into()),
         }
     }
 
     pub fn translate_with_id(&self, call: &impl HookInput, id: String) -> Result<Event, HookError> {
         match call.call()?.as_ref() {
             CallItem::Call(c) => self.translate_call(c, id, SystemTime::now()),
-            CallItem::NotObject(kind) => Err(HookError::new(format!("a hook call must be a JSON object, got {kind}"))),
+            CallItem::NotObject(kind) => Err(HookProblem::NotAnObject { kind }.into()),
         }
     }
 
@@ -130,8 +99,8 @@ impl HookTranslator {
     pub fn translate_call(&self, call: &HookCall<'_>, id: String, now: SystemTime) -> Result<Event, HookError> {
         let hook = match &call.hook {
             Field::Str(h) => h.as_ref(),
-            Field::Absent | Field::Null => return Err(HookError::new("missing field `hook`")),
-            Field::Other(kind) => return Err(HookError::new(format!("field `hook` must be a string, got {kind}"))),
+            Field::Absent | Field::Null => return Err(HookProblem::MissingHook.into()),
+            Field::Other(kind) => return Err(HookProblem::NotAString { field: "hook", kind }.into()),
         };
         let body = match hook {
             "user_send_message" => chat(call, hook, Direction::In)?,
@@ -139,22 +108,15 @@ impl HookTranslator {
             "user_available" => presence(call, hook, PresenceStatus::Online)?,
             "unset_presence" => presence(call, hook, PresenceStatus::Offline)?,
             "unacknowledged_message" => unacked(call, hook)?,
-            other => {
-                return Err(HookError::new(format!(
-                    "unknown hook \"{other}\" (expected one of: {})",
-                    HOOKS.join(", ")
-                )))
-            }
+            other => return Err(HookProblem::UnknownHook { hook: other.to_owned() }.into()),
         };
         let timestamp = match &call.timestamp {
             Field::Absent | Field::Null => OffsetDateTime::from(now),
-            Field::Str(s) => timestamp_millis::parse(s)
-                .map_err(|e| HookError::new(format!("field `timestamp` is not an RFC 3339 time: \"{s}\" ({e})")))?,
-            Field::Other(kind) => {
-                return Err(HookError::new(format!(
-                    "field `timestamp` must be an RFC 3339 string, got {kind}"
-                )))
-            }
+            Field::Str(s) => timestamp_millis::parse(s).map_err(|source| HookProblem::BadTimestamp {
+                value: s.as_ref().to_owned(),
+                source,
+            })?,
+            Field::Other(kind) => return Err(HookProblem::TimestampNotAString { kind }.into()),
         };
         Ok(Event {
             id,
@@ -170,11 +132,7 @@ fn chat(call: &HookCall<'_>, hook: &str, direction: Direction) -> Result<EventBo
     let to = required_jid(&call.to, hook, "to")?;
     let chat_type = match optional_str(&call.r#type, "type")? {
         None => ChatType::Normal,
-        Some(t) => ChatType::parse(t).ok_or_else(|| {
-            HookError::new(format!(
-                "unknown message type \"{t}\" in field `type` (expected chat, groupchat, headline or normal)"
-            ))
-        })?,
+        Some(t) => ChatType::parse(t).ok_or_else(|| HookProblem::UnknownChatType { value: t.to_owned() })?,
     };
     Ok(EventBody::Chat(Chat {
         chat_type,
@@ -211,37 +169,37 @@ fn unacked(call: &HookCall<'_>, hook: &str) -> Result<EventBody, HookError> {
 
 /// Validate a JID field; the error names the field and quotes at most the
 /// start of the value (a refused JID may be kilobytes long).
-fn check_jid(field: &str, value: &str) -> Result<(), HookError> {
+fn check_jid(field: &'static str, value: &str) -> Result<(), HookError> {
     const SHOWN: usize = 64;
-    jid::validate(value).map_err(|why| {
+    jid::validate(value).map_err(|reason| {
         let shown = match value.char_indices().nth(SHOWN) {
             Some((cut, _)) => format!("{}…", &value[..cut]),
             None => value.to_owned(),
         };
-        HookError::new(format!("field `{field}` {why}: \"{shown}\""))
+        HookProblem::InvalidJid { field, reason, shown }.into()
     })
 }
 
-fn required_jid(value: &Field<'_>, hook: &str, field: &str) -> Result<String, HookError> {
+fn required_jid(value: &Field<'_>, hook: &str, field: &'static str) -> Result<String, HookError> {
     match value {
-        Field::Absent | Field::Null => Err(HookError::new(format!(
-            "missing field `{field}` (required by hook {hook})"
-        ))),
+        Field::Absent | Field::Null => Err(HookProblem::MissingJid {
+            field,
+            hook: hook.to_owned(),
+        }
+        .into()),
         Field::Str(s) => {
             check_jid(field, s)?;
             Ok(s.as_ref().to_owned())
         }
-        Field::Other(kind) => Err(HookError::new(format!(
-            "field `{field}` must be a JID string, got {kind}"
-        ))),
+        Field::Other(kind) => Err(HookProblem::JidNotAString { field, kind }.into()),
     }
 }
 
-fn optional_str<'a>(value: &'a Field<'_>, field: &str) -> Result<Option<&'a str>, HookError> {
+fn optional_str<'a>(value: &'a Field<'_>, field: &'static str) -> Result<Option<&'a str>, HookError> {
     match value {
         Field::Absent | Field::Null => Ok(None),
         Field::Str(s) => Ok(Some(s)),
-        Field::Other(kind) => Err(HookError::new(format!("field `{field}` must be a string, got {kind}"))),
+        Field::Other(kind) => Err(HookProblem::NotAString { field, kind }.into()),
     }
 }
 
@@ -251,19 +209,14 @@ fn metadata(field: &MetaField<'_>) -> Result<Metadata, HookError> {
         MetaField::Absent => {}
         MetaField::Entries(entries) => {
             for (k, v) in entries {
-                let value = v.clone().map_err(|kind| {
-                    HookError::new(format!(
-                        "metadata value `{k}` must be a string, number or boolean, got {kind}"
-                    ))
+                let value = v.clone().map_err(|kind| HookProblem::MetadataValue {
+                    key: k.as_ref().to_owned(),
+                    kind,
                 })?;
                 out.insert(k.as_ref().to_owned(), value);
             }
         }
-        MetaField::Other(kind) => {
-            return Err(HookError::new(format!(
-                "field `metadata` must be an object, got {kind}"
-            )))
-        }
+        MetaField::Other(kind) => return Err(HookProblem::MetadataNotAnObject { kind }.into()),
     }
     Ok(out)
 }
@@ -305,24 +258,24 @@ pub fn parse_calls(body: &[u8], framing: Framing) -> Result<Vec<CallItem<'_>>, H
 /// item read as `T`.
 fn split<'a, T: Deserialize<'a>>(body: &'a [u8], framing: Framing) -> Result<Vec<T>, HookError> {
     let Some(first) = body.iter().position(|b| !b.is_ascii_whitespace()) else {
-        return Err(HookError::new("empty body: no hook calls"));
+        return Err(HookProblem::EmptyBody.into());
     };
     match framing {
         Framing::Json => {
-            let malformed = |e: serde_json::Error| {
+            let malformed = |e: serde_json::Error| -> HookError {
                 // Several objects one after another: the client meant NDJSON.
-                let hint = if e.to_string().starts_with("trailing characters") {
-                    " (for one hook call per line, send Content-Type: application/x-ndjson)"
-                } else {
-                    ""
-                };
-                HookError::new(format!("malformed JSON: {e}{hint}"))
+                let ndjson_hint = e.to_string().starts_with("trailing characters");
+                HookProblem::Malformed {
+                    source: Arc::new(e),
+                    ndjson_hint,
+                }
+                .into()
             };
             match body[first] {
                 b'[' => {
                     let items: Vec<T> = serde_json::from_slice(body).map_err(malformed)?;
                     if items.is_empty() {
-                        return Err(HookError::new("empty array: no hook calls"));
+                        return Err(HookProblem::EmptyArray.into());
                     }
                     Ok(items)
                 }
@@ -331,10 +284,7 @@ fn split<'a, T: Deserialize<'a>>(body: &'a [u8], framing: Framing) -> Result<Vec
                     // Not an object or array: parse it to name what it is
                     // (or to report the syntax error where it is).
                     let v: Value = serde_json::from_slice(body).map_err(malformed)?;
-                    Err(HookError::new(format!(
-                        "the body must be a hook call object or an array of them, got {}",
-                        kind_of(&v)
-                    )))
+                    Err(HookProblem::NotCallOrArray { kind: kind_of(&v) }.into())
                 }
             }
         }
@@ -349,12 +299,17 @@ fn split<'a, T: Deserialize<'a>>(body: &'a [u8], framing: Framing) -> Result<Vec
                 // message gives the line of the body, which is what an
                 // operator looks for.
                 let index = out.len();
-                let item: T = serde_json::from_slice(line)
-                    .map_err(|e| HookError::new(format!("malformed JSON on line {}: {e}", n + 1)).at(index))?;
+                let item: T = serde_json::from_slice(line).map_err(|e| {
+                    HookError::from(HookProblem::MalformedLine {
+                        line: n + 1,
+                        source: Arc::new(e),
+                    })
+                    .at(index)
+                })?;
                 out.push(item);
             }
             if out.is_empty() {
-                return Err(HookError::new("empty body: no hook calls"));
+                return Err(HookProblem::EmptyBody.into());
             }
             Ok(out)
         }
@@ -416,7 +371,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let msg = |v| tr(v).unwrap_err().message;
+        let msg = |v| tr(v).unwrap_err().problem.to_string();
         assert!(msg(json!({"hook":"user_login","jid":"a@x"})).contains("unknown hook \"user_login\""));
         assert!(msg(json!({"hook":"user_send_message","to":"b@x"})).contains("missing field `from`"));
         assert!(
@@ -456,7 +411,7 @@ mod tests {
             br#"{"hook":"user_available","jid":"a@x","timestamp":5}"#,
             br#""just a string""#,
         ];
-        let outcome = |r: Result<Event, HookError>| r.map(|e| (e.body, e.metadata)).map_err(|e| e.message);
+        let outcome = |r: Result<Event, HookError>| r.map(|e| (e.body, e.metadata)).map_err(|e| e.to_string());
         for body in bodies {
             let typed = parse_calls(body, Framing::Json).map(|calls| {
                 calls
@@ -471,8 +426,8 @@ mod tests {
                     .collect::<Vec<_>>()
             });
             assert_eq!(
-                typed.map_err(|e| e.message),
-                value.map_err(|e| e.message),
+                typed.map_err(|e| e.to_string()),
+                value.map_err(|e| e.to_string()),
                 "{}",
                 String::from_utf8_lossy(body)
             );
@@ -494,16 +449,16 @@ mod tests {
         // blank lines are skipped for the index, not for the line number
         let e = parse_body(b"\n{\"a\":1}\n\n{oops\n", Framing::NdJson).unwrap_err();
         assert_eq!(e.index, Some(1));
-        assert!(e.message.contains("on line 4"), "{}", e.message);
+        assert!(e.problem.to_string().contains("on line 4"), "{e}");
         assert!(parse_body(b"  \n", Framing::Json)
             .unwrap_err()
-            .message
+            .to_string()
             .contains("empty body"));
         let e = parse_body(b"{\"a\":1}\n{\"b\":2}\n", Framing::Json).unwrap_err();
-        assert!(e.message.contains("application/x-ndjson"), "{}", e.message);
+        assert!(e.problem.to_string().contains("application/x-ndjson"), "{e}");
         assert!(parse_body(b"{oops", Framing::Json)
             .unwrap_err()
-            .message
+            .to_string()
             .starts_with("malformed JSON"));
         assert!(parse_body(b"[]", Framing::Json).is_err());
         assert!(parse_body(b"3", Framing::Json).is_err());

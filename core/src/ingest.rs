@@ -32,9 +32,9 @@ use bytes::Bytes;
 
 use crate::chain::Chain;
 use crate::class::EventClass;
-use crate::command::{CommandHook, CommandHooks, CommandReport};
+use crate::command::{CommandError, CommandHook, CommandHooks, CommandReport};
 use crate::event::Event;
-use crate::hook::{CallItem, HookInput, HookTranslator, HOOKS};
+use crate::hook::{CallItem, HookError, HookInput, HookTranslator, HOOKS};
 use crate::slot::Slot;
 use crate::spool::{KeyRecord, KeyedAppend, Spool, SpoolError};
 use crate::state_change::Changes;
@@ -67,9 +67,14 @@ pub enum KeyedOutcome {
 /// Why a request was not accepted. Nothing of it is stored.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
-    /// A call could not be translated; `index` is its position.
-    #[error("{message}")]
-    Invalid { message: String, index: usize },
+    /// A call could not be translated or its command was refused;
+    /// `index` is its position.
+    #[error("{source}")]
+    Invalid {
+        index: usize,
+        #[source]
+        source: InvalidCall,
+    },
     /// The spool refused or failed the write (full, unwritable, closed).
     #[error(transparent)]
     Spool(#[from] SpoolError),
@@ -78,6 +83,17 @@ pub enum IngestError {
     /// (`hook::parse_body`). Nothing was done.
     #[error("hook command at index {index} needs the call as JSON")]
     CommandNeedsJson { index: usize },
+}
+
+/// Why one call of a request was refused (the message is its 400 answer).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvalidCall {
+    /// Not a hook call that translates to an event.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// A hook command that refused the call.
+    #[error(transparent)]
+    Command(#[from] CommandError),
 }
 
 /// One call of a request once read: an event, or a command with the JSON
@@ -265,8 +281,8 @@ impl Pipeline {
                 .translator
                 .translate_at(call, now)
                 .map_err(|e| IngestError::Invalid {
-                    message: e.message,
                     index,
+                    source: e.into(),
                 })?;
             items.push(Item::Event(event));
         }
@@ -313,7 +329,10 @@ impl Pipeline {
                 } => {
                     let outcome = command
                         .command(&hook, call, &changes)
-                        .map_err(|e| IngestError::Invalid { message: e.0, index })?;
+                        .map_err(|e| IngestError::Invalid {
+                            index,
+                            source: e.into(),
+                        })?;
                     for change in outcome.changes {
                         changes.push(change);
                     }

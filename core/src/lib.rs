@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod delivery_order;
 pub mod hook;
 pub mod hook_call;
+mod hook_error;
 pub mod ingest;
 pub mod metrics;
 pub mod operational;
@@ -40,8 +41,8 @@ pub use command::{CommandError, CommandHook, CommandHooks, CommandOutcome, Comma
 pub use event::{
     Chat, ChatType, Direction, Event, EventBody, MetaValue, Metadata, Operational, Presence, PresenceStatus, Unacked,
 };
-pub use hook::{HookError, HookTranslator};
-pub use ingest::{Accepted, IngestError, KeyedOutcome, Pipeline};
+pub use hook::{HookError, HookProblem, HookTranslator};
+pub use ingest::{Accepted, IngestError, InvalidCall, KeyedOutcome, Pipeline};
 pub use slot::{Slot, SlotRegistry};
 pub use state_change::{Changes, StateChange, StateSink};
 pub use state_router::StateRouter;

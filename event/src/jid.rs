@@ -3,6 +3,8 @@
 //! Only the splitting the backends need; no stringprep, because the chat
 //! server has already normalised what it sends us.
 
+use std::fmt;
+
 /// The bare JID: `local@domain` without the resource.
 pub fn bare(jid: &str) -> &str {
     match jid.find('/') {
@@ -41,14 +43,53 @@ pub fn resourcepart(jid: &str) -> &str {
     }
 }
 
+/// Why a string is not a plausible JID; the message completes "JID ...".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JidError {
+    Empty,
+    ControlCharacters,
+    /// In the local or domain part (a resource may hold spaces).
+    Whitespace,
+    NoDomain,
+    EmptyLocal,
+    SeveralAts,
+    TooLong(JidPart),
+}
+
+/// A part of a JID, as named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JidPart {
+    Local,
+    Domain,
+    Resource,
+}
+
+impl fmt::Display for JidError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JidError::Empty => "is empty",
+            JidError::ControlCharacters => "contains control characters",
+            JidError::Whitespace => "contains whitespace in its local or domain part",
+            JidError::NoDomain => "has no domain",
+            JidError::EmptyLocal => "has an empty local part before '@'",
+            JidError::SeveralAts => "has more than one '@' before the resource",
+            JidError::TooLong(JidPart::Local) => "has a local part over 1023 bytes (RFC 7622)",
+            JidError::TooLong(JidPart::Domain) => "has a domain part over 1023 bytes (RFC 7622)",
+            JidError::TooLong(JidPart::Resource) => "has a resource part over 1023 bytes (RFC 7622)",
+        })
+    }
+}
+
+impl std::error::Error for JidError {}
+
 /// Check that a string is a plausible JID: non-empty, no whitespace in the
 /// bare part (a resource may hold spaces, RFC 7622), no control characters,
 /// a non-empty domain, at most one `@` before the resource (a resource may
 /// hold `@`), and no part over [`MAX_PART_BYTES`]. Returns the reason when
 /// it is not.
-pub fn validate(jid: &str) -> Result<(), &'static str> {
+pub fn validate(jid: &str) -> Result<(), JidError> {
     if jid.is_empty() {
-        return Err("is empty");
+        return Err(JidError::Empty);
     }
     // One pass over the bytes finds the resource separator and rejects
     // control characters and whitespace in the bare part; it
@@ -61,7 +102,7 @@ pub fn validate(jid: &str) -> Result<(), &'static str> {
         let mut space = false;
         for (i, &b) in bytes.iter().enumerate() {
             if b < 0x20 || b == 0x7f {
-                return Err("contains control characters");
+                return Err(JidError::ControlCharacters);
             }
             if slash == bytes.len() {
                 if b == b'/' {
@@ -72,19 +113,19 @@ pub fn validate(jid: &str) -> Result<(), &'static str> {
             }
         }
         if space {
-            return Err("contains whitespace in its local or domain part");
+            return Err(JidError::Whitespace);
         }
         (&jid[..slash], jid.get(slash + 1..).unwrap_or(""))
     } else {
         if jid.chars().any(char::is_control) {
-            return Err("contains control characters");
+            return Err(JidError::ControlCharacters);
         }
         let split = match jid.find('/') {
             Some(i) => (&jid[..i], &jid[i + 1..]),
             None => (jid, ""),
         };
         if split.0.chars().any(char::is_whitespace) {
-            return Err("contains whitespace in its local or domain part");
+            return Err(JidError::Whitespace);
         }
         split
     };
@@ -93,22 +134,22 @@ pub fn validate(jid: &str) -> Result<(), &'static str> {
         None => ("", bare),
     };
     if domain.is_empty() {
-        return Err("has no domain");
+        return Err(JidError::NoDomain);
     }
     if jid.starts_with('@') {
-        return Err("has an empty local part before '@'");
+        return Err(JidError::EmptyLocal);
     }
     if domain.contains('@') {
-        return Err("has more than one '@' before the resource");
+        return Err(JidError::SeveralAts);
     }
     if local.len() > MAX_PART_BYTES {
-        return Err("has a local part over 1023 bytes (RFC 7622)");
+        return Err(JidError::TooLong(JidPart::Local));
     }
     if domain.len() > MAX_PART_BYTES {
-        return Err("has a domain part over 1023 bytes (RFC 7622)");
+        return Err(JidError::TooLong(JidPart::Domain));
     }
     if resource.len() > MAX_PART_BYTES {
-        return Err("has a resource part over 1023 bytes (RFC 7622)");
+        return Err(JidError::TooLong(JidPart::Resource));
     }
     Ok(())
 }
@@ -142,8 +183,12 @@ mod tests {
 
     #[test]
     fn refuses_two_ats_but_not_in_the_resource() {
-        assert_eq!(validate("a@b@c"), Err("has more than one '@' before the resource"));
-        assert_eq!(validate("a@b@c/r"), Err("has more than one '@' before the resource"));
+        assert_eq!(validate("a@b@c"), Err(JidError::SeveralAts));
+        assert_eq!(validate("a@b@c/r"), Err(JidError::SeveralAts));
+        assert_eq!(
+            JidError::SeveralAts.to_string(),
+            "has more than one '@' before the resource"
+        );
         assert!(validate("a@b/mail@home").is_ok());
     }
 
@@ -152,9 +197,18 @@ mod tests {
         let max = "x".repeat(MAX_PART_BYTES);
         let over = "x".repeat(MAX_PART_BYTES + 1);
         assert!(validate(&format!("{max}@{max}/{max}")).is_ok());
-        assert!(validate(&format!("{over}@d")).unwrap_err().contains("local part"));
-        assert!(validate(&format!("a@{over}")).unwrap_err().contains("domain part"));
-        assert!(validate(&format!("a@d/{over}")).unwrap_err().contains("resource part"));
+        assert!(validate(&format!("{over}@d"))
+            .unwrap_err()
+            .to_string()
+            .contains("local part"));
+        assert!(validate(&format!("a@{over}"))
+            .unwrap_err()
+            .to_string()
+            .contains("domain part"));
+        assert!(validate(&format!("a@d/{over}"))
+            .unwrap_err()
+            .to_string()
+            .contains("resource part"));
         // Bytes, not characters: 512 two-byte characters are 1024 bytes.
         assert!(validate(&format!("{}@d", "é".repeat(512))).is_err());
     }

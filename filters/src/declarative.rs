@@ -167,16 +167,24 @@ impl MatchConfig {
     /// Refuse a `match` that no event can satisfy (e.g. `jid`, which only
     /// presence events have, with `event = "chat"`): such a filter silently
     /// does nothing.
-    pub fn check_satisfiable(&self) -> Result<(), String> {
+    pub fn check_satisfiable(&self) -> Result<(), Unsatisfiable> {
         if self.possible_kinds().is_empty() {
-            return Err(format!(
-                "this match can never hold: no event has all of {} (`jid` is on presence events only; \
-                 `type`, `direction` on chat; `from`, `to`, the domains and `body_regex` on chat and unacked)",
-                self.used_keys().join(", ")
-            ));
+            return Err(Unsatisfiable {
+                keys: self.used_keys().join(", "),
+            });
         }
         Ok(())
     }
+}
+
+/// A `match` no event can satisfy; `keys` lists the keys it uses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this match can never hold: no event has all of {keys} (`jid` is on presence events only; \
+     `type`, `direction` on chat; `from`, `to`, the domains and `body_regex` on chat and unacked)"
+)]
+pub struct Unsatisfiable {
+    pub keys: String,
 }
 
 /// The filter built from a [`FilterConfig`].
@@ -373,7 +381,7 @@ mod tests {
     fn a_match_no_event_can_satisfy_is_refused() {
         let e = |s: &str| {
             let m: MatchConfig = toml::from_str(s).expect("a well-formed match table");
-            m.check_satisfiable().expect_err(s)
+            m.check_satisfiable().expect_err(s).to_string()
         };
         // The old examples/sidecar.toml `vip` filter.
         let vip = e("event='chat'\nfrom='a@x'\njid='a@x'");

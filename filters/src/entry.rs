@@ -99,7 +99,7 @@ impl FilterConfig {
             if let Some(m) = &self.matcher {
                 m.get_ref()
                     .check_satisfiable()
-                    .map_err(|e| source.error_at_span(m.span(), key("match"), e))?;
+                    .map_err(|e| source.error_at_span(m.span(), key("match"), e.to_string()))?;
             }
             return Ok(FilterKind::Declarative);
         };

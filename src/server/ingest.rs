@@ -65,7 +65,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     };
     let calls = match parse_calls(&bytes, framing) {
         Ok(c) => c,
-        Err(e) => return bad_request(&e.message, e.index),
+        Err(e) => return bad_request(&e.problem.to_string(), e.index),
     };
 
     let key = match idempotency_key(headers) {
@@ -77,7 +77,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
         // skips: rare, so only then is the body read again as JSON values.
         Err(IngestError::CommandNeedsJson { .. }) => match event_pusher_core::hook::parse_body(&bytes, framing) {
             Ok(values) => accept(state, &values, key).await,
-            Err(e) => return bad_request(&e.message, e.index),
+            Err(e) => return bad_request(&e.problem.to_string(), e.index),
         },
         other => other,
     };
@@ -114,7 +114,7 @@ fn answer(state: &AppState, outcome: Result<KeyedOutcome, IngestError>, key: Opt
                 key.unwrap_or_default()
             ),
         ),
-        Err(IngestError::Invalid { message, index }) => bad_request(&message, Some(index)),
+        Err(IngestError::Invalid { index, source }) => bad_request(&source.to_string(), Some(index)),
         Err(IngestError::CommandNeedsJson { index }) => bad_request("hook command could not be read", Some(index)),
         Err(IngestError::Spool(e)) => {
             if let Some(r) = state.engine.reporter_ref() {

@@ -70,7 +70,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
             state.metrics.accepted(ids.len(), stopped);
             (StatusCode::OK, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response()
         }
-        Err(IngestError::Invalid { message, .. }) => error(StatusCode::BAD_REQUEST, message),
+        Err(IngestError::Invalid { source, .. }) => error(StatusCode::BAD_REQUEST, source.to_string()),
         Err(IngestError::Spool(e)) => spool_refused(e),
         // A form post is one `user_send_message`, never a command.
         Err(e @ IngestError::CommandNeedsJson { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -40,7 +40,7 @@ pub async fn put_device(
     };
     let reg = match Registration::parse(&value, false) {
         Ok(r) => r,
-        Err(e) => return super::invalid_field(e),
+        Err(e) => return super::invalid_field(e.to_string()),
     };
     // A Web Push endpoint is chosen by whoever registers: besides the
     // literal checks of the parse, the name must not resolve into the
@@ -90,6 +90,8 @@ pub async fn put_device(
 enum Refusal {
     Registry(RegistryError),
     Shared(crate::cluster::SharedError),
+    /// The registry built something other than a device registration.
+    NotARegistration,
 }
 
 impl IntoResponse for Refusal {
@@ -97,6 +99,7 @@ impl IntoResponse for Refusal {
         match self {
             Refusal::Registry(e) => registry_error(e),
             Refusal::Shared(e) => super::cluster::refused(e),
+            Refusal::NotARegistration => super::invalid_field("not a registration".into()),
         }
     }
 }
@@ -112,7 +115,7 @@ async fn register_shared(
 ) -> Result<Put, Refusal> {
     let (change, _) = backend
         .registration_change(jid, device_id, reg, &event_pusher_core::Changes::new())
-        .map_err(|m| Refusal::Registry(RegistryError::Invalid(m)))?;
+        .map_err(|e| Refusal::Registry(e.into()))?;
     let event_pusher_core::StateChange::DevicePut {
         scope,
         user,
@@ -120,7 +123,7 @@ async fn register_shared(
         record,
     } = &change
     else {
-        return Err(Refusal::Registry(RegistryError::Invalid("not a registration".into())));
+        return Err(Refusal::NotARegistration);
     };
     let store = cluster.store().map_err(Refusal::Shared)?;
     let put = store
@@ -145,8 +148,7 @@ async fn unregister_shared(
     jid: &str,
     device_id: &str,
 ) -> Result<bool, Refusal> {
-    let user = event_pusher_backends::push::registration::bare_jid(jid)
-        .map_err(|m| Refusal::Registry(RegistryError::Invalid(m)))?;
+    let user = event_pusher_backends::push::registration::bare_jid(jid).map_err(|e| Refusal::Registry(e.into()))?;
     let store = cluster.store().map_err(Refusal::Shared)?;
     let removed = store
         .remove_device(backend.scope(), &user, device_id)
@@ -235,7 +237,7 @@ fn answer((status, message): NotFound) -> Response {
 fn not_found(e: Refused) -> NotFound {
     match e {
         Refused::NoBackend => (StatusCode::NOT_FOUND, e.to_string()),
-        Refused::Invalid(m) => (StatusCode::BAD_REQUEST, m),
+        Refused::UnknownBackend { .. } | Refused::BackendRequired { .. } => (StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
@@ -251,7 +253,7 @@ fn chosen<'a>(state: &'a AppState, name: Option<&str>) -> Result<Vec<&'a Arc<Pus
 
 fn registry_error(e: RegistryError) -> Response {
     match e {
-        RegistryError::Invalid(message) => super::invalid_field(message),
+        RegistryError::Invalid(e) => super::invalid_field(e.to_string()),
         RegistryError::Spool(e) => spool_refused(e),
     }
 }

@@ -209,7 +209,7 @@ fn field_error(field: &str, message: impl std::fmt::Display) -> Response {
 
 pub(super) fn failure(e: WebhookError) -> Response {
     match e {
-        WebhookError::Invalid(f) => field_error(&f.field, f.message),
+        WebhookError::Invalid(f) => field_error(&f.field, f.problem),
         WebhookError::AlreadyExists(id) => {
             (StatusCode::CONFLICT, Json(json!({"error": "already_exists", "id": id}))).into_response()
         }

@@ -77,17 +77,26 @@ impl std::fmt::Debug for WebhookSecret {
     }
 }
 
+/// Why a string is not a signing secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret must start with `whsec_` followed by base64")]
+    NoPrefix,
+    #[error("secret after `whsec_` is not valid base64: {0}")]
+    NotBase64(#[source] base64::DecodeError),
+    #[error("secret is empty after `whsec_`")]
+    Empty,
+}
+
 impl WebhookSecret {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SecretError> {
         use base64::Engine;
-        let b64 = s
-            .strip_prefix("whsec_")
-            .ok_or_else(|| "secret must start with `whsec_` followed by base64".to_owned())?;
+        let b64 = s.strip_prefix("whsec_").ok_or(SecretError::NoPrefix)?;
         let key = base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map_err(|e| format!("secret after `whsec_` is not valid base64: {e}"))?;
+            .map_err(SecretError::NotBase64)?;
         if key.is_empty() {
-            return Err("secret is empty after `whsec_`".into());
+            return Err(SecretError::Empty);
         }
         Ok(WebhookSecret(key))
     }

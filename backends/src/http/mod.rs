@@ -10,6 +10,6 @@ pub(crate) mod config;
 mod publish;
 mod request;
 
-pub use config::{Format, HttpConfig, WebhookSecret};
+pub use config::{Format, HttpConfig, SecretError, WebhookSecret};
 pub use publish::HttpBackend;
 pub use request::{form_body, sign};

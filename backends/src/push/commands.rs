@@ -35,12 +35,11 @@ impl PushCommands {
             (Some(n), all) => all
                 .iter()
                 .find(|b| b.name() == n)
-                .ok_or_else(|| Refused::Invalid(format!("backend: no push backend named \"{n}\""))),
+                .ok_or_else(|| Refused::UnknownBackend { name: n.to_owned() }),
             (None, [only]) => Ok(only),
-            (None, all) => Err(Refused::Invalid(format!(
-                "backend: required when several push backends are configured ({})",
-                all.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
-            ))),
+            (None, all) => Err(Refused::BackendRequired {
+                configured: all.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
+            }),
         }
     }
 
@@ -63,9 +62,11 @@ impl PushCommands {
 pub enum Refused {
     #[error("no push backend is configured")]
     NoBackend,
-    /// Bad input, naming the field.
-    #[error("{0}")]
-    Invalid(String),
+    #[error("backend: no push backend named \"{name}\"")]
+    UnknownBackend { name: String },
+    /// Several are configured and the call names none of them.
+    #[error("backend: required when several push backends are configured ({configured})")]
+    BackendRequired { configured: String },
 }
 
 impl CommandHook for PushCommands {
@@ -78,24 +79,23 @@ impl CommandHook for PushCommands {
     }
 
     fn command(&self, hook: &str, call: &Value, pending: &Changes) -> Result<CommandOutcome, CommandError> {
-        let text = |key: &str| -> Result<String, CommandError> {
-            match call.get(key) {
+        let text = |field: &'static str| -> Result<String, CommandError> {
+            match call.get(field) {
                 Some(Value::String(s)) => Ok(s.clone()),
-                Some(_) => Err(CommandError(format!("{key}: must be a string"))),
-                None => Err(CommandError(format!("{key}: required"))),
+                Some(_) => Err(CommandError::NotAString { field }),
+                None => Err(CommandError::Missing { field }),
             }
         };
         let jid = text("jid")?;
-        event_pusher_core::jid::validate(&jid).map_err(|why| CommandError(format!("jid: {why}")))?;
+        event_pusher_core::jid::validate(&jid).map_err(CommandError::InvalidJid)?;
         let device_id = text("device_id")?;
-        check_device_id(&device_id).map_err(CommandError)?;
-        let refused = |e: Refused| CommandError(e.to_string());
+        check_device_id(&device_id).map_err(CommandError::refused)?;
         let (changes, result) = if hook == "push_enable" {
-            let reg = Registration::parse(call, true).map_err(CommandError)?;
-            let backend = self.pick(reg.backend.as_deref()).map_err(refused)?;
+            let reg = Registration::parse(call, true).map_err(CommandError::refused)?;
+            let backend = self.pick(reg.backend.as_deref()).map_err(CommandError::refused)?;
             let (change, put) = backend
                 .registration_change(&jid, &device_id, &reg, pending)
-                .map_err(CommandError)?;
+                .map_err(CommandError::refused)?;
             let result = match put {
                 Put::Created => "created",
                 Put::Replaced => "replaced",
@@ -104,12 +104,15 @@ impl CommandHook for PushCommands {
         } else {
             let name = match call.get("backend") {
                 Some(Value::String(s)) => Some(s.as_str()),
-                Some(_) => return Err(CommandError("backend: must be a string".into())),
+                Some(_) => return Err(CommandError::NotAString { field: "backend" }),
                 None => None,
             };
             let mut changes = Vec::new();
-            for b in self.chosen(name).map_err(refused)? {
-                if let Some(c) = b.removal_change(&jid, &device_id, pending).map_err(CommandError)? {
+            for b in self.chosen(name).map_err(CommandError::refused)? {
+                if let Some(c) = b
+                    .removal_change(&jid, &device_id, pending)
+                    .map_err(CommandError::refused)?
+                {
                     changes.push(c);
                 }
             }

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use super::provider::{Address, Device, Mode, PublishOptions, Service};
-use super::registration::Registration;
+use super::registration::{Registration, RegistrationError};
 use super::store::Store;
 
 const PREFIX: &str = "device/";
@@ -159,7 +159,7 @@ impl DeviceRegistry {
                 record,
                 ..
             } => match serde_json::to_vec(record)
-                .map_err(|e| e.to_string())
+                .map_err(Unreadable::Json)
                 .and_then(|b| decode(user, device_id, &b))
             {
                 Ok(r) => self.insert(user, device_id, r),
@@ -316,8 +316,18 @@ fn encode(r: &Registered) -> Vec<u8> {
     serde_json::to_vec(&b).unwrap_or_default()
 }
 
-fn decode(user: &str, device_id: &str, value: &[u8]) -> Result<Registered, String> {
-    let mut b: Map<String, Value> = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+/// Why a stored device record was skipped.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Stored before a check that now refuses it.
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+}
+
+fn decode(user: &str, device_id: &str, value: &[u8]) -> Result<Registered, Unreadable> {
+    let mut b: Map<String, Value> = serde_json::from_slice(value)?;
     let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_owned));
     let registered_at = text(b.remove("registered_at")).unwrap_or_default();
     let last_push_at = text(b.remove("last_push_at"));

@@ -29,6 +29,19 @@ impl std::fmt::Debug for Es256Key {
     }
 }
 
+/// Why a PEM text is not a P-256 private key; says what was found instead.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("not a P-256 private key in PKCS#8 PEM ({0})")]
+    Pkcs8(#[source] p256::pkcs8::Error),
+    #[error("not a P-256 private key in SEC1 PEM ({0})")]
+    Sec1(#[source] p256::elliptic_curve::Error),
+    #[error("expected a P-256 private key (\"PRIVATE KEY\" or \"EC PRIVATE KEY\" PEM block, unencrypted), found {0}")]
+    OtherBlock(String),
+    #[error("no PEM block: expected -----BEGIN PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----")]
+    NoBlock,
+}
+
 impl Es256Key {
     /// Read a P-256 private key from a PEM file: PKCS#8 (`PRIVATE KEY`,
     /// Apple's `.p8`) or SEC1 (`EC PRIVATE KEY`, what `openssl ecparam`
@@ -36,25 +49,19 @@ impl Es256Key {
     pub fn from_pem_file(path: &Path, key: &str) -> Result<Self, BackendError> {
         let pem = std::fs::read_to_string(path)
             .map_err(|e| BackendError::with_source(format!("{key} {}: cannot read: {e}", path.display()), e))?;
-        Self::from_pem(&pem).map_err(|problem| BackendError::new(format!("{key} {}: {problem}", path.display())))
+        Self::from_pem(&pem)
+            .map_err(|problem| BackendError::with_source(format!("{key} {}: {problem}", path.display()), problem))
     }
 
     /// Parse a PEM private key (see [`Es256Key::from_pem_file`]); the error
     /// says what was found instead.
-    pub fn from_pem(pem: &str) -> Result<Self, String> {
+    pub fn from_pem(pem: &str) -> Result<Self, PemError> {
         let label = pem.lines().map(str::trim).find(|l| l.starts_with("-----BEGIN "));
         let secret = match label {
-            Some("-----BEGIN PRIVATE KEY-----") => SecretKey::from_pkcs8_pem(pem)
-                .map_err(|e| format!("not a P-256 private key in PKCS#8 PEM ({e})"))?,
-            Some("-----BEGIN EC PRIVATE KEY-----") => {
-                SecretKey::from_sec1_pem(pem).map_err(|e| format!("not a P-256 private key in SEC1 PEM ({e})"))?
-            }
-            Some(other) => {
-                return Err(format!(
-                    "expected a P-256 private key (\"PRIVATE KEY\" or \"EC PRIVATE KEY\" PEM block, unencrypted), found {other}"
-                ))
-            }
-            None => return Err("no PEM block: expected -----BEGIN PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----".into()),
+            Some("-----BEGIN PRIVATE KEY-----") => SecretKey::from_pkcs8_pem(pem).map_err(PemError::Pkcs8)?,
+            Some("-----BEGIN EC PRIVATE KEY-----") => SecretKey::from_sec1_pem(pem).map_err(PemError::Sec1)?,
+            Some(other) => return Err(PemError::OtherBlock(other.to_owned())),
+            None => return Err(PemError::NoBlock),
         };
         Ok(Es256Key {
             signing: SigningKey::from(secret),
@@ -116,10 +123,14 @@ mod tests {
         let public = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
         assert!(Es256Key::from_pem(public)
             .unwrap_err()
+            .to_string()
             .contains("found -----BEGIN PUBLIC KEY-----"));
-        assert!(Es256Key::from_pem("hello").unwrap_err().contains("no PEM block"));
+        assert!(Es256Key::from_pem("hello")
+            .unwrap_err()
+            .to_string()
+            .contains("no PEM block"));
         let garbage = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(Es256Key::from_pem(garbage).unwrap_err().contains("PKCS#8"));
+        assert!(Es256Key::from_pem(garbage).unwrap_err().to_string().contains("PKCS#8"));
     }
 
     #[test]

@@ -169,12 +169,12 @@ impl Provider for FcmProvider {
 
     /// Read the service account and get a first token.
     async fn start(&self) -> Result<(), BackendError> {
-        self.tokens.account().map_err(BackendError::new)?;
+        self.tokens.account().map_err(BackendError::from_source)?;
         self.tokens
             .token(None)
             .await
             .map(|_| ())
-            .map_err(|e| BackendError::new(format!("FCM: cannot get an access token: {e}")))
+            .map_err(|e| BackendError::with_source(format!("FCM: cannot get an access token: {e}"), e))
     }
 
     fn not_ready_for(&self) -> Option<Duration> {
@@ -194,7 +194,7 @@ impl Provider for FcmProvider {
         let project = self
             .tokens
             .account()
-            .map_err(DeliveryError::permanent)?
+            .map_err(|e| DeliveryError::permanent(e.to_string()))?
             .project_id
             .clone();
         let body = message(device_token, note, &device.options);

@@ -34,6 +34,28 @@ struct ServiceAccountFile {
     private_key_id: Option<String>,
 }
 
+/// Why the service-account file cannot be used: names the file and what
+/// is wrong (never the key).
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a service-account JSON file: {source}", path.display())]
+    NotJson { path: PathBuf, source: serde_json::Error },
+    #[error("{}: private_key is not an RSA private key in PEM: {source}", path.display())]
+    PrivateKey {
+        path: PathBuf,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("{}: token_uri: {source}", path.display())]
+    TokenUri { path: PathBuf, source: url::ParseError },
+}
+
+/// The grant assertion could not be signed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign the FCM grant: {0}")]
+pub struct SignError(#[source] jsonwebtoken::errors::Error);
+
 /// A loaded service account: the signing key and where to use it.
 pub struct ServiceAccount {
     pub project_id: String,
@@ -46,13 +68,25 @@ pub struct ServiceAccount {
 impl ServiceAccount {
     /// Read and check the file; the error names the file and what is wrong
     /// (never the key).
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file: ServiceAccountFile = serde_json::from_slice(&text)
-            .map_err(|e| format!("{} is not a service-account JSON file: {e}", path.display()))?;
-        let key = EncodingKey::from_rsa_pem(file.private_key.as_bytes())
-            .map_err(|e| format!("{}: private_key is not an RSA private key in PEM: {e}", path.display()))?;
-        url::Url::parse(&file.token_uri).map_err(|e| format!("{}: token_uri: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, AccountError> {
+        let path_buf = || path.to_path_buf();
+        let text = std::fs::read(path).map_err(|source| AccountError::Read {
+            path: path_buf(),
+            source,
+        })?;
+        let file: ServiceAccountFile = serde_json::from_slice(&text).map_err(|source| AccountError::NotJson {
+            path: path_buf(),
+            source,
+        })?;
+        let key =
+            EncodingKey::from_rsa_pem(file.private_key.as_bytes()).map_err(|source| AccountError::PrivateKey {
+                path: path_buf(),
+                source,
+            })?;
+        url::Url::parse(&file.token_uri).map_err(|source| AccountError::TokenUri {
+            path: path_buf(),
+            source,
+        })?;
         Ok(ServiceAccount {
             project_id: file.project_id,
             client_email: file.client_email,
@@ -63,7 +97,7 @@ impl ServiceAccount {
     }
 
     /// The signed grant assertion.
-    fn assertion(&self) -> Result<String, String> {
+    fn assertion(&self) -> Result<String, SignError> {
         #[derive(Serialize)]
         struct Claims<'a> {
             iss: &'a str,
@@ -85,7 +119,7 @@ impl ServiceAccount {
             iat: now,
             exp: now + GRANT_LIFETIME_S,
         };
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| format!("cannot sign the FCM grant: {e}"))
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(SignError)
     }
 }
 
@@ -120,7 +154,7 @@ impl TokenSource {
     }
 
     /// The service account, read from its file the first time.
-    pub fn account(&self) -> Result<&ServiceAccount, String> {
+    pub fn account(&self) -> Result<&ServiceAccount, AccountError> {
         if let Some(a) = self.account.get() {
             return Ok(a);
         }
@@ -131,7 +165,7 @@ impl TokenSource {
     /// A valid access token: the cached one, or a fresh one when it is
     /// about to expire or `stale` is the token the provider just rejected.
     pub async fn token(&self, stale: Option<&str>) -> Result<String, DeliveryError> {
-        let account = self.account().map_err(DeliveryError::permanent)?;
+        let account = self.account().map_err(|e| DeliveryError::permanent(e.to_string()))?;
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref() {
             let rejected = stale.is_some_and(|s| s == c.token);
@@ -146,7 +180,9 @@ impl TokenSource {
     }
 
     async fn fetch(&self, account: &ServiceAccount) -> Result<Cached, DeliveryError> {
-        let assertion = account.assertion().map_err(DeliveryError::permanent)?;
+        let assertion = account
+            .assertion()
+            .map_err(|e| DeliveryError::permanent(e.to_string()))?;
         let form: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
             .append_pair("assertion", &assertion)

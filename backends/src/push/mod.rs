@@ -23,6 +23,7 @@ mod presence;
 pub mod provider;
 mod publish;
 pub mod registration;
+mod registration_error;
 mod store;
 mod transport;
 mod truncate;

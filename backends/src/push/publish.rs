@@ -24,7 +24,7 @@ use super::mongoosepush::MongoosePushProvider;
 use super::notification::{build, collapse_key, has_body, recipient};
 use super::presence::PresenceBook;
 use super::provider::{Provider, Sent};
-use super::registration::Registration;
+use super::registration::{Registration, RegistrationError};
 use super::store::Store;
 
 /// The most queue items one `deliver` call takes when coalescing.
@@ -34,8 +34,8 @@ const COALESCING_BATCH: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// Bad input: the message names the field.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] RegistrationError),
     /// The spool could not store it; try again later.
     #[error(transparent)]
     Spool(#[from] SpoolError),
@@ -133,7 +133,7 @@ impl PushBackend {
         device_id: &str,
         reg: &Registration,
         pending: &Changes,
-    ) -> Result<(StateChange, Put), String> {
+    ) -> Result<(StateChange, Put), RegistrationError> {
         let user = self.check(jid, device_id, reg)?;
         let put = if self.devices.has(&user, device_id, pending.about(&self.scope, &user)) {
             Put::Replaced
@@ -145,7 +145,12 @@ impl PushBackend {
 
     /// The change that removes a device, if `jid` has it (with `pending`
     /// applied).
-    pub fn removal_change(&self, jid: &str, device_id: &str, pending: &Changes) -> Result<Option<StateChange>, String> {
+    pub fn removal_change(
+        &self,
+        jid: &str,
+        device_id: &str,
+        pending: &Changes,
+    ) -> Result<Option<StateChange>, RegistrationError> {
         let user = super::registration::bare_jid(jid)?;
         Ok(self
             .devices
@@ -202,15 +207,15 @@ impl PushBackend {
 
     /// Check a registration without storing it: the user's bare JID, or
     /// what is wrong (naming the field).
-    pub fn check(&self, jid: &str, device_id: &str, reg: &Registration) -> Result<String, String> {
+    pub fn check(&self, jid: &str, device_id: &str, reg: &Registration) -> Result<String, RegistrationError> {
         let user = super::registration::bare_jid(jid)?;
         super::registration::check_device_id(device_id)?;
         let provider = provider_name(&reg.address);
         if self.provider(provider).is_none() {
-            return Err(format!(
-                "provider: \"{provider}\" is not configured on push backend \"{}\"",
-                self.name
-            ));
+            return Err(RegistrationError::ProviderNotConfigured {
+                provider,
+                backend: self.name.clone(),
+            });
         }
         Ok(user)
     }

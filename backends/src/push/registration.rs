@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::provider::{Address, Mode, Priority, PublishOptions, Service};
+pub use super::registration_error::RegistrationError;
 
 /// A checked registration body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +38,8 @@ const HOOK_KEYS: [&str; 4] = ["hook", "jid", "device_id", "timestamp"];
 impl Registration {
     /// Check a registration body. With `hook`, the body is a `push_enable`
     /// hook call, which also carries `hook`, `jid`, `device_id`, `timestamp`.
-    pub fn parse(body: &Value, hook: bool) -> Result<Registration, String> {
-        let obj = body.as_object().ok_or("body: must be a JSON object")?;
+    pub fn parse(body: &Value, hook: bool) -> Result<Registration, RegistrationError> {
+        let obj = body.as_object().ok_or(RegistrationError::NotAnObject)?;
         let known: &[&str] = &[
             "provider",
             "token",
@@ -58,9 +59,11 @@ impl Registration {
             .keys()
             .find(|k| !(known.contains(&k.as_str()) || (hook && HOOK_KEYS.contains(&k.as_str()))))
         {
-            return Err(format!("{k}: unknown field"));
+            return Err(RegistrationError::UnknownField { field: k.clone() });
         }
-        let provider = string(obj, "provider")?.ok_or("provider: required")?;
+        let provider = string(obj, "provider")?.ok_or_else(|| RegistrationError::Required {
+            field: "provider".into(),
+        })?;
         let address = match provider {
             "fcm" => Address::Fcm {
                 token: required(obj, "token")?,
@@ -68,7 +71,7 @@ impl Registration {
             "apns" => {
                 let token = required(obj, "token")?;
                 if !super::apns::is_device_token(&token) {
-                    return Err("token: an APNs device token is hexadecimal, at most 200 characters".into());
+                    return Err(RegistrationError::ApnsToken);
                 }
                 Address::Apns {
                     token,
@@ -80,21 +83,28 @@ impl Registration {
                 service: match string(obj, "service")? {
                     Some("fcm") => Service::Fcm,
                     Some("apns") => Service::Apns,
-                    Some(other) => return Err(format!("service: must be \"fcm\" or \"apns\", not \"{other}\"")),
-                    None => return Err("service: required for provider \"mongoosepush\"".into()),
+                    Some(other) => return Err(not_one_of("service", "\"fcm\" or \"apns\"", other)),
+                    None => {
+                        return Err(RegistrationError::RequiredFor {
+                            field: "service",
+                            provider: "mongoosepush",
+                        })
+                    }
                 },
                 mode: mode(obj)?,
             },
             other => {
-                return Err(format!(
-                    "provider: must be \"fcm\", \"apns\", \"webpush\" or \"mongoosepush\", not \"{other}\""
+                return Err(not_one_of(
+                    "provider",
+                    "\"fcm\", \"apns\", \"webpush\" or \"mongoosepush\"",
+                    other,
                 ))
             }
         };
         let silent = match obj.get("silent") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err("silent: must be true or false".into()),
+            Some(_) => return Err(RegistrationError::NotABool { field: "silent" }),
         };
         let backend = string(obj, "backend")?.map(str::to_owned);
         let options = publish_options(obj)?;
@@ -108,44 +118,48 @@ impl Registration {
 }
 
 /// The publish options of a registration body, naming a bad field.
-fn publish_options(obj: &Map<String, Value>) -> Result<PublishOptions, String> {
+fn publish_options(obj: &Map<String, Value>) -> Result<PublishOptions, RegistrationError> {
     let priority = match string(obj, "priority")? {
         None => None,
         Some("high") => Some(Priority::High),
         Some("normal") => Some(Priority::Normal),
-        Some(other) => return Err(format!("priority: must be \"high\" or \"normal\", not \"{other}\"")),
+        Some(other) => return Err(not_one_of("priority", "\"high\" or \"normal\"", other)),
     };
     let mutable_content = match obj.get("mutable_content") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err("mutable_content: must be true or false".into()),
+        Some(_) => {
+            return Err(RegistrationError::NotABool {
+                field: "mutable_content",
+            })
+        }
     };
     let time_to_live_s = match obj.get("time_to_live_s") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_u64() {
             Some(t) if t <= MAX_TTL_S => Some(t),
-            _ => {
-                return Err(format!(
-                    "time_to_live_s: must be a whole number of seconds from 0 to {MAX_TTL_S}"
-                ))
-            }
+            _ => return Err(RegistrationError::TtlOutOfRange),
         },
-        Some(_) => return Err("time_to_live_s: must be a number of seconds".into()),
+        Some(_) => return Err(RegistrationError::TtlNotANumber),
     };
     // They go into headers and payloads as they are.
-    let token = |key: &str| -> Result<Option<String>, String> {
+    let token = |key: &str| -> Result<Option<String>, RegistrationError> {
+        let field = || key.to_owned();
         match string(obj, key)? {
             None => Ok(None),
-            Some("") => Err(format!("{key}: must not be empty")),
-            Some(s) if s.len() > MAX_OPTION => Err(format!("{key}: longer than {MAX_OPTION} bytes")),
-            Some(s) if s.chars().any(char::is_control) => Err(format!("{key}: contains control characters")),
+            Some("") => Err(RegistrationError::Empty { field: field() }),
+            Some(s) if s.len() > MAX_OPTION => Err(RegistrationError::TooLong {
+                field: field(),
+                max: MAX_OPTION,
+            }),
+            Some(s) if s.chars().any(char::is_control) => Err(RegistrationError::ControlCharacters { field: field() }),
             Some(s) => Ok(Some(s.to_owned())),
         }
     };
     let topic = token("topic")?;
     if let Some(t) = &topic {
         if !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("topic: must be printable ASCII without spaces (an app bundle id)".into());
+            return Err(RegistrationError::TopicNotPrintable);
         }
     }
     Ok(PublishOptions {
@@ -159,78 +173,100 @@ fn publish_options(obj: &Map<String, Value>) -> Result<PublishOptions, String> {
 }
 
 /// A device id from a URL or a hook call.
-pub fn check_device_id(id: &str) -> Result<(), String> {
+pub fn check_device_id(id: &str) -> Result<(), RegistrationError> {
+    let field = || "device_id".to_owned();
     if id.is_empty() {
-        return Err("device_id: must not be empty".into());
+        return Err(RegistrationError::Empty { field: field() });
     }
     if id.len() > MAX_DEVICE_ID {
-        return Err(format!("device_id: longer than {MAX_DEVICE_ID} bytes"));
+        return Err(RegistrationError::TooLong {
+            field: field(),
+            max: MAX_DEVICE_ID,
+        });
     }
     if id.chars().any(char::is_control) {
-        return Err("device_id: contains control characters".into());
+        return Err(RegistrationError::ControlCharacters { field: field() });
     }
     if id == "." || id == ".." {
-        // A path segment of its own would climb the provider's URL path.
-        return Err(format!("device_id: \"{id}\" is not a device id"));
+        return Err(RegistrationError::DotDeviceId(id.to_owned()));
     }
     Ok(())
 }
 
 /// A user's JID from a URL or a hook call, reduced to its bare JID.
-pub fn bare_jid(jid: &str) -> Result<String, String> {
-    event_pusher_core::jid::validate(jid).map_err(|why| format!("jid: {why}"))?;
+pub fn bare_jid(jid: &str) -> Result<String, RegistrationError> {
+    event_pusher_core::jid::validate(jid).map_err(RegistrationError::InvalidJid)?;
     Ok(event_pusher_core::jid::bare(jid).to_owned())
 }
 
-fn string<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+fn not_one_of(field: &'static str, allowed: &'static str, value: &str) -> RegistrationError {
+    RegistrationError::NotOneOf {
+        field,
+        allowed,
+        value: value.to_owned(),
+    }
+}
+
+fn string<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, RegistrationError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_FIELD => Err(format!("{key}: longer than {MAX_FIELD} bytes")),
+        Some(Value::String(s)) if s.len() > MAX_FIELD => Err(RegistrationError::TooLong {
+            field: key.to_owned(),
+            max: MAX_FIELD,
+        }),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("{key}: must be a string")),
+        Some(_) => Err(RegistrationError::NotAString { field: key.to_owned() }),
     }
 }
 
-fn required(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
+fn required(obj: &Map<String, Value>, key: &str) -> Result<String, RegistrationError> {
     match string(obj, key)? {
         Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
-        Some(_) => Err(format!("{key}: must not be empty")),
-        None => Err(format!("{key}: required")),
+        Some(_) => Err(RegistrationError::Empty { field: key.to_owned() }),
+        None => Err(RegistrationError::Required { field: key.to_owned() }),
     }
 }
 
-fn mode(obj: &Map<String, Value>) -> Result<Mode, String> {
+fn mode(obj: &Map<String, Value>) -> Result<Mode, RegistrationError> {
     match string(obj, "mode")? {
         None | Some("prod") => Ok(Mode::Prod),
         Some("dev") => Ok(Mode::Dev),
-        Some(other) => Err(format!("mode: must be \"prod\" or \"dev\", not \"{other}\"")),
+        Some(other) => Err(not_one_of("mode", "\"prod\" or \"dev\"", other)),
     }
 }
 
 /// A browser's `PushSubscription.toJSON()`.
-fn web_push(obj: &Map<String, Value>) -> Result<Address, String> {
+fn web_push(obj: &Map<String, Value>) -> Result<Address, RegistrationError> {
     let sub = match obj.get("subscription") {
         Some(Value::Object(s)) => s,
-        Some(_) => return Err("subscription: must be an object".into()),
-        None => return Err("subscription: required for provider \"webpush\"".into()),
+        Some(_) => return Err(RegistrationError::SubscriptionNotAnObject),
+        None => {
+            return Err(RegistrationError::RequiredFor {
+                field: "subscription",
+                provider: "webpush",
+            })
+        }
     };
-    let endpoint = match string(sub, "endpoint").map_err(|e| format!("subscription.{e}"))? {
+    let endpoint = match string(sub, "endpoint").map_err(|e| e.within("subscription"))? {
         Some(e) => e,
-        None => return Err("subscription.endpoint: required".into()),
+        None => {
+            return Err(RegistrationError::Required {
+                field: "subscription.endpoint".into(),
+            })
+        }
     };
     let keys = match sub.get("keys") {
         Some(Value::Object(k)) => k,
-        _ => return Err("subscription.keys: required (an object with p256dh and auth)".into()),
+        _ => return Err(RegistrationError::SubscriptionKeys),
     };
-    let key =
-        |name: &str| -> Result<String, String> { required(keys, name).map_err(|e| format!("subscription.keys.{e}")) };
+    let key = |name: &str| required(keys, name).map_err(|e| e.within("subscription.keys"));
     let (p256dh, auth) = (key("p256dh")?, key("auth")?);
     // The Web Push provider's own check: a key that cannot encrypt is
     // refused now, naming the field, not at every send.
     let checked =
-        super::webpush::Subscription::parse(endpoint, &p256dh, &auth).map_err(|e| format!("subscription.{e}"))?;
+        super::webpush::Subscription::parse(endpoint, &p256dh, &auth).map_err(RegistrationError::Subscription)?;
     // Chosen by whoever registers, not by the operator: `[egress]` applies.
-    super::webpush::check_egress(&checked.endpoint).map_err(|e| format!("subscription.{e}"))?;
+    super::webpush::check_egress(&checked.endpoint).map_err(RegistrationError::Subscription)?;
     Ok(Address::WebPush {
         endpoint: endpoint.to_owned(),
         p256dh,
@@ -261,7 +297,7 @@ mod tests {
                 mode: Mode::Dev
             }
         );
-        let err = |body| Registration::parse(&body, false).unwrap_err();
+        let err = |body| Registration::parse(&body, false).unwrap_err().to_string();
         assert!(err(json!({"token": "t"})).starts_with("provider:"));
         assert!(err(json!({"provider": "fcm"})).starts_with("token:"));
         assert!(err(json!({"provider": "apns", "token": "zz"})).starts_with("token:"));

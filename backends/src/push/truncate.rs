@@ -11,18 +11,26 @@ use super::provider::Notification;
 
 const ELLIPSIS: &str = "…";
 
+/// A payload that does not fit its provider's limit even with an empty body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{size} bytes of payload; the provider takes at most {limit}")]
+pub struct TooLarge {
+    pub size: usize,
+    pub limit: usize,
+}
+
 /// `render(note)` if it fits in `limit` bytes, else `render` of `note`
 /// with its body cut short; `Err` with the size when nothing fits.
 pub fn render_within(
     note: &Notification,
     limit: usize,
     render: impl Fn(&Notification) -> Vec<u8>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, TooLarge> {
     let rendered = render(note);
     if rendered.len() <= limit {
         return Ok(rendered);
     }
-    let too_large = |size: usize| format!("{size} bytes of payload; the provider takes at most {limit}");
+    let too_large = |size: usize| TooLarge { size, limit };
     let body = match note.body.as_deref() {
         Some(body) if !body.is_empty() && !note.silent => body,
         _ => return Err(too_large(rendered.len())),
@@ -133,7 +141,10 @@ mod tests {
     fn refuses_what_does_not_fit_without_a_body() {
         let mut n = note("hi");
         n.title = Some("t".repeat(300));
-        assert!(render_within(&n, 200, render).unwrap_err().contains("at most 200"));
+        assert!(render_within(&n, 200, render)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 200"));
         n.silent = true;
         n.body = None;
         assert!(render_within(&n, 200, render).is_err());

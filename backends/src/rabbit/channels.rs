@@ -213,6 +213,24 @@ impl managed::Manager for LaneManager {
     }
 }
 
+/// Why no lane could be checked out within the grace period.
+#[derive(Debug, thiserror::Error)]
+pub enum NotConnected {
+    /// Opening a lane failed.
+    #[error("not connected to RabbitMQ at {url}: {source}")]
+    Open { url: String, source: BackendError },
+    /// None freed or opened in time, and the last lane lost says why.
+    #[error("not connected to RabbitMQ at {url}: {last_error}")]
+    Lost { url: String, last_error: String },
+    #[error("not connected to RabbitMQ at {url}: no channel free or opened within {grace:?}")]
+    Busy { url: String, grace: Duration },
+    #[error("not connected to RabbitMQ at {url}: {source}")]
+    Pool {
+        url: String,
+        source: PoolError<BackendError>,
+    },
+}
+
 pub struct Channels {
     pool: LanePool,
     /// A lane was retired or none could be had: reconnect now.
@@ -269,7 +287,7 @@ impl Channels {
     /// (re)opened. A connection reset is usually repaired in well under a
     /// second; waiting for that costs the event nothing, where failing would
     /// spend one of its attempts.
-    pub async fn checkout(&self, grace: Duration) -> Result<PooledLane, String> {
+    pub async fn checkout(&self, grace: Duration) -> Result<PooledLane, NotConnected> {
         let timeouts = Timeouts {
             wait: Some(grace),
             create: Some(grace),
@@ -277,17 +295,16 @@ impl Channels {
         };
         self.pool.timeout_get(&timeouts).await.map_err(|e| {
             self.wake.notify_one();
-            let url = &self.pool.manager().url;
-            let why = match e {
-                PoolError::Backend(why) => why.to_string(),
-                PoolError::Timeout(_) => self
-                    .pool
-                    .manager()
-                    .last_error()
-                    .unwrap_or_else(|| format!("no channel free or opened within {grace:?}")),
-                other => other.to_string(),
-            };
-            format!("not connected to RabbitMQ at {url}: {why}")
+            let manager = self.pool.manager();
+            let url = manager.url.to_string();
+            match e {
+                PoolError::Backend(source) => NotConnected::Open { url, source },
+                PoolError::Timeout(_) => match manager.last_error() {
+                    Some(last_error) => NotConnected::Lost { url, last_error },
+                    None => NotConnected::Busy { url, grace },
+                },
+                source => NotConnected::Pool { url, source },
+            }
         })
     }
 

@@ -169,7 +169,7 @@ fn groupchat_msg_exchange<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mess
 }
 
 /// Fill in MongooseIM's defaults (`[name, sent_topic, recv_topic]`).
-fn message_exchange(t: MessageTable, defaults: [&str; 3]) -> Result<MessageExchange, String> {
+fn message_exchange(t: MessageTable, defaults: [&str; 3]) -> Result<MessageExchange, NameError> {
     let [name, sent, recv] = defaults;
     Ok(MessageExchange {
         exchange: Exchange {
@@ -182,21 +182,34 @@ fn message_exchange(t: MessageTable, defaults: [&str; 3]) -> Result<MessageExcha
     })
 }
 
+/// An exchange name or topic that is not a usable AMQP short string;
+/// `key` is its config key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("`{key}` must not be empty")]
+    Empty { key: String },
+    #[error("`{key}` is {len} bytes long; AMQP allows at most {MAX_SHORT_STRING}")]
+    TooLong { key: String, len: usize },
+    #[error("`{key}` contains control characters")]
+    ControlCharacters { key: String },
+}
+
 /// A name or topic must be a usable AMQP short string. An empty exchange
 /// name would mean the default exchange, which cannot be declared. Also
 /// used by the AMQP ingest source for its exchange name.
-pub fn checked(key: &str, value: String) -> Result<String, String> {
+pub fn checked(key: &str, value: String) -> Result<String, NameError> {
+    let key = || key.to_owned();
     if value.is_empty() {
-        return Err(format!("`{key}` must not be empty"));
+        return Err(NameError::Empty { key: key() });
     }
     if value.len() > MAX_SHORT_STRING {
-        return Err(format!(
-            "`{key}` is {} bytes long; AMQP allows at most {MAX_SHORT_STRING}",
-            value.len()
-        ));
+        return Err(NameError::TooLong {
+            key: key(),
+            len: value.len(),
+        });
     }
     if value.chars().any(char::is_control) {
-        return Err(format!("`{key}` contains control characters"));
+        return Err(NameError::ControlCharacters { key: key() });
     }
     Ok(value)
 }
@@ -205,9 +218,9 @@ pub fn checked(key: &str, value: String) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn parse(extra: &str) -> Result<RabbitConfig, String> {
+    fn parse(extra: &str) -> Result<RabbitConfig, toml::de::Error> {
         let text = format!("url = \"amqp://guest:secret@127.0.0.1:5672/%2f\"\n{extra}");
-        toml::from_str::<RabbitConfig>(&text).map_err(|e| e.to_string())
+        toml::from_str::<RabbitConfig>(&text)
     }
 
     #[test]
@@ -268,18 +281,28 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_with_a_reason() {
-        let e = parse("[presence_exchange]\nsent_topic = \"x\"\n").unwrap_err();
+        let e = parse("[presence_exchange]\nsent_topic = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sent_topic"), "{e}");
-        let e = parse("[presence_exchange]\ntype = \"fan\"\n").unwrap_err();
+        let e = parse("[presence_exchange]\ntype = \"fan\"\n").unwrap_err().to_string();
         assert!(e.contains("fan") && e.contains("topic"), "{e}");
-        let e = parse("[chat_msg_exchange]\nname = \"\"\n").unwrap_err();
+        let e = parse("[chat_msg_exchange]\nname = \"\"\n").unwrap_err().to_string();
         assert!(e.contains("`name` must not be empty"), "{e}");
-        let e = parse(&format!("[chat_msg_exchange]\nsent_topic = \"{}\"\n", "x".repeat(300))).unwrap_err();
+        let e = parse(&format!("[chat_msg_exchange]\nsent_topic = \"{}\"\n", "x".repeat(300)))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at most 255"), "{e}");
-        assert!(parse("pool_size = 0").unwrap_err().contains("at least 1"));
-        assert!(parse("max_in_flight = 0").unwrap_err().contains("at least 1"));
-        assert!(parse("confirm_timeout_ms = 0").unwrap_err().contains("at least 1"));
-        assert!(parse("exchange = \"x\"").unwrap_err().contains("exchange"));
+        assert!(parse("pool_size = 0").unwrap_err().to_string().contains("at least 1"));
+        assert!(parse("max_in_flight = 0")
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1"));
+        assert!(parse("confirm_timeout_ms = 0")
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1"));
+        assert!(parse("exchange = \"x\"").unwrap_err().to_string().contains("exchange"));
     }
 
     #[test]

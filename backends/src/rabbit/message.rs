@@ -127,16 +127,18 @@ pub fn outgoing(exchanges: &Exchanges, event: &Event) -> Option<Outgoing> {
     })
 }
 
+/// An event id too long for an AMQP `message_id` (a short string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("event id is {len} bytes long; an AMQP message_id holds at most 255")]
+pub struct IdTooLong {
+    pub len: usize,
+}
+
 /// The AMQP properties: JSON, persistent, the event id as `message_id`
 /// (stable across retries, so consumers can drop duplicates), the event
 /// time in unix seconds, and the event class as `type`.
-pub fn properties(event: &Event, class: EventClass) -> Result<BasicProperties, String> {
-    let id = ShortString::try_new(event.id.as_str()).map_err(|_| {
-        format!(
-            "event id is {} bytes long; an AMQP message_id holds at most 255",
-            event.id.len()
-        )
-    })?;
+pub fn properties(event: &Event, class: EventClass) -> Result<BasicProperties, IdTooLong> {
+    let id = ShortString::try_new(event.id.as_str()).map_err(|_| IdTooLong { len: event.id.len() })?;
     Ok(BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
         .with_delivery_mode(2)

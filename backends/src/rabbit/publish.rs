@@ -150,7 +150,7 @@ impl RabbitBackend {
         // Exchange names were checked against the same limit in config.
         let exchange =
             ShortString::try_new(msg.exchange.as_str()).map_err(|e| DeliveryError::permanent(e.to_string()))?;
-        let props = properties(event, msg.class).map_err(DeliveryError::permanent)?;
+        let props = properties(event, msg.class).map_err(|e| DeliveryError::permanent(e.to_string()))?;
 
         // The lane is checked out only to take handles to its channel (a
         // lapin channel is shared by cloning) and goes back to the pool at
@@ -164,7 +164,7 @@ impl RabbitBackend {
                 .channels
                 .checkout(self.reconnect_grace)
                 .await
-                .map_err(DeliveryError::retryable)?;
+                .map_err(|e| DeliveryError::retryable(e.to_string()))?;
             (lane.channel.clone(), lane.permits.clone(), lane.health.clone())
         };
         if health.blocked() {

@@ -132,35 +132,66 @@ fn topic<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Some(s))
 }
 
-pub(crate) fn check_region(s: &str) -> Result<(), String> {
+/// A region, account id or topic name that AWS would not take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NameError {
+    #[error("invalid region \"{0}\": expected a region code such as \"eu-west-1\"")]
+    Region(String),
+    #[error("invalid account_id \"{0}\": an AWS account id is 12 digits")]
+    AccountId(String),
+    #[error(
+        "invalid topic \"{0}\": a topic name is 1 to 256 letters, digits, '-' and '_' \
+         (plus \".fifo\" for a FIFO topic), or give a full ARN \"arn:aws:sns:REGION:ACCOUNT:NAME\""
+    )]
+    TopicName(String),
+}
+
+/// A topic ARN that is not `arn:PARTITION:sns:REGION:ACCOUNT:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid topic ARN \"{arn}\": {problem} (expected arn:aws:sns:REGION:ACCOUNT:NAME)")]
+pub(crate) struct ArnError {
+    arn: String,
+    #[source]
+    problem: ArnProblem,
+}
+
+/// What is wrong with a topic ARN.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ArnProblem {
+    #[error("it does not have six ':'-separated parts")]
+    NotSixParts,
+    #[error("the partition is empty")]
+    EmptyPartition,
+    #[error("the service is \"{0}\", not \"sns\"")]
+    NotSns(String),
+    #[error(transparent)]
+    Part(#[from] NameError),
+}
+
+pub(crate) fn check_region(s: &str) -> Result<(), NameError> {
     if s.is_empty()
         || !s
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        return Err(format!(
-            "invalid region \"{s}\": expected a region code such as \"eu-west-1\""
-        ));
+        return Err(NameError::Region(s.to_owned()));
     }
     Ok(())
 }
 
-pub(crate) fn check_account_id(s: &str) -> Result<(), String> {
+pub(crate) fn check_account_id(s: &str) -> Result<(), NameError> {
     if s.len() != 12 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("invalid account_id \"{s}\": an AWS account id is 12 digits"));
+        return Err(NameError::AccountId(s.to_owned()));
     }
     Ok(())
 }
 
 /// A topic name: 1 to 256 letters, digits, `-` and `_`, and for a FIFO
 /// topic the `.fifo` suffix (counted in the 256).
-pub(crate) fn check_topic_name(s: &str) -> Result<(), String> {
+pub(crate) fn check_topic_name(s: &str) -> Result<(), NameError> {
     let stem = s.strip_suffix(".fifo").unwrap_or(s);
     if stem.is_empty() || s.len() > 256 || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(format!(
-            "invalid topic \"{s}\": a topic name is 1 to 256 letters, digits, '-' and '_' \
-             (plus \".fifo\" for a FIFO topic), or give a full ARN \"arn:aws:sns:REGION:ACCOUNT:NAME\""
-        ));
+        return Err(NameError::TopicName(s.to_owned()));
     }
     Ok(())
 }
@@ -173,21 +204,24 @@ pub(crate) struct ArnParts<'a> {
 }
 
 /// `arn:PARTITION:sns:REGION:ACCOUNT:NAME`
-pub(crate) fn parse_arn(s: &str) -> Result<ArnParts<'_>, String> {
-    let bad = |why: &str| format!("invalid topic ARN \"{s}\": {why} (expected arn:aws:sns:REGION:ACCOUNT:NAME)");
+pub(crate) fn parse_arn(s: &str) -> Result<ArnParts<'_>, ArnError> {
+    let bad = |problem: ArnProblem| ArnError {
+        arn: s.to_owned(),
+        problem,
+    };
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 || parts[0] != "arn" {
-        return Err(bad("it does not have six ':'-separated parts"));
+        return Err(bad(ArnProblem::NotSixParts));
     }
     if parts[1].is_empty() {
-        return Err(bad("the partition is empty"));
+        return Err(bad(ArnProblem::EmptyPartition));
     }
     if parts[2] != "sns" {
-        return Err(bad(&format!("the service is \"{}\", not \"sns\"", parts[2])));
+        return Err(bad(ArnProblem::NotSns(parts[2].to_owned())));
     }
-    check_region(parts[3]).map_err(|e| bad(&e))?;
-    check_account_id(parts[4]).map_err(|e| bad(&e))?;
-    check_topic_name(parts[5]).map_err(|e| bad(&e))?;
+    check_region(parts[3]).map_err(|e| bad(e.into()))?;
+    check_account_id(parts[4]).map_err(|e| bad(e.into()))?;
+    check_topic_name(parts[5]).map_err(|e| bad(e.into()))?;
     Ok(ArnParts {
         region: parts[3],
         name: parts[5],
@@ -234,9 +268,11 @@ mod tests {
         );
         assert!(parse_arn("arn:aws:sqs:eu-west-1:123456789012:t")
             .unwrap_err()
+            .to_string()
             .contains("\"sqs\""));
         assert!(parse_arn("arn:aws:sns:eu-west-1:1234:t")
             .unwrap_err()
+            .to_string()
             .contains("12 digits"));
         assert!(parse_arn("arn:aws:sns:eu-west-1:123456789012").is_err());
         assert!(parse_arn("arn:aws:sns:eu-west-1:123456789012:t:x").is_err());

@@ -72,11 +72,19 @@ pub struct Publication {
     pub size: usize,
 }
 
+/// Why an event has no publication.
+#[derive(Debug, thiserror::Error)]
+pub enum NoPublication {
+    #[error("event is not one SNS publishes (presence, or an incoming chat/groupchat with a body)")]
+    NotPublished,
+    #[error("cannot encode the message body: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
 /// Build the publication for an event, or say why it has none.
-pub fn publication(event: &Event) -> Result<Publication, String> {
-    let body =
-        body(event).ok_or("event is not one SNS publishes (presence, or an incoming chat/groupchat with a body)")?;
-    let message = serde_json::to_string(&body).map_err(|e| format!("cannot encode the message body: {e}"))?;
+pub fn publication(event: &Event) -> Result<Publication, NoPublication> {
+    let body = body(event).ok_or(NoPublication::NotPublished)?;
+    let message = serde_json::to_string(&body).map_err(NoPublication::Encode)?;
     let attributes = attributes(event);
     let size = message.len()
         + attributes

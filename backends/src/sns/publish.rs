@@ -25,7 +25,7 @@ use aws_sdk_sns::Client;
 use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError, Event};
 use tokio::sync::OnceCell;
 
-use super::config::{parse_arn, partition, Secret, SnsConfig};
+use super::config::{parse_arn, partition, ArnError, Secret, SnsConfig};
 use super::error::{brief, classify, from_sdk};
 use super::message::{
     publication, topic_kind, Publication, TopicKind, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES,
@@ -77,7 +77,10 @@ impl SnsBackend {
         let topic = |key: &str, value: &Option<String>| -> Result<Option<Topic>, BackendError> {
             value
                 .as_deref()
-                .map(|v| resolve_topic(key, v, &config.region, config.account_id.as_deref()).map_err(BackendError::new))
+                .map(|v| {
+                    resolve_topic(key, v, &config.region, config.account_id.as_deref())
+                        .map_err(BackendError::from_source)
+                })
                 .transpose()
         };
         let backend = SnsBackend {
@@ -142,7 +145,7 @@ impl SnsBackend {
                 self.label
             )));
         };
-        let p = publication(event).map_err(DeliveryError::permanent)?;
+        let p = publication(event).map_err(|e| DeliveryError::permanent(e.to_string()))?;
         if p.size > MAX_MESSAGE_BYTES {
             return Err(DeliveryError::permanent(format!(
                 "message for SNS topic {} is {} bytes with its attributes, over SNS's limit of {MAX_MESSAGE_BYTES}",
@@ -153,24 +156,48 @@ impl SnsBackend {
     }
 }
 
+/// Why a configured topic names no topic this backend can publish to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TopicError {
+    #[error("{key}: {source}")]
+    Arn { key: String, source: ArnError },
+    #[error(
+        "{key}: topic {arn} is in region {topic_region}, but this backend's region is {region}; SNS publishes \
+         only to topics of the client's region"
+    )]
+    OtherRegion {
+        key: String,
+        arn: String,
+        topic_region: String,
+        region: String,
+    },
+    #[error("{key} = \"{name}\" needs account_id to build its ARN (or give the topic as a full ARN)")]
+    NeedsAccountId { key: String, name: String },
+}
+
 /// `arn:PARTITION:sns:REGION:ACCOUNT:NAME` for a name; a full ARN as it is.
-fn resolve_topic(key: &str, value: &str, region: &str, account_id: Option<&str>) -> Result<Topic, String> {
+fn resolve_topic(key: &str, value: &str, region: &str, account_id: Option<&str>) -> Result<Topic, TopicError> {
     if value.starts_with("arn:") {
-        let parts = parse_arn(value).map_err(|e| format!("{key}: {e}"))?;
+        let parts = parse_arn(value).map_err(|source| TopicError::Arn {
+            key: key.to_owned(),
+            source,
+        })?;
         if parts.region != region {
-            return Err(format!(
-                "{key}: topic {value} is in region {}, but this backend's region is {region}; SNS publishes only \
-                 to topics of the client's region",
-                parts.region
-            ));
+            return Err(TopicError::OtherRegion {
+                key: key.to_owned(),
+                arn: value.to_owned(),
+                topic_region: parts.region.to_owned(),
+                region: region.to_owned(),
+            });
         }
         return Ok(Topic {
             arn: value.to_owned(),
             fifo: parts.name.ends_with(".fifo"),
         });
     }
-    let account = account_id.ok_or_else(|| {
-        format!("{key} = \"{value}\" needs account_id to build its ARN (or give the topic as a full ARN)")
+    let account = account_id.ok_or_else(|| TopicError::NeedsAccountId {
+        key: key.to_owned(),
+        name: value.to_owned(),
     })?;
     Ok(Topic {
         arn: format!("arn:{}:sns:{region}:{account}:{value}", partition(region)),
@@ -442,9 +469,11 @@ mod tests {
         );
         assert!(resolve_topic("k", full, "us-east-1", None)
             .unwrap_err()
+            .to_string()
             .contains("region"));
         assert!(resolve_topic("k", "x", "us-east-1", None)
             .unwrap_err()
+            .to_string()
             .contains("account_id"));
     }
 

@@ -6,7 +6,7 @@ use event_pusher_core::spool::Overflow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::field_error::FieldError;
+use super::field_error::{FieldError, FieldProblem};
 
 /// Why and since when a subscription stopped delivering on its own
 /// (`[webhooks] disable_after_s`); cleared by `restart`.
@@ -34,7 +34,7 @@ pub(crate) fn overflow(v: &Value) -> Result<Overflow, FieldError> {
         Some("dead_letter") => Ok(Overflow::DeadLetter),
         _ => Err(FieldError::new(
             "overflow",
-            format!("must be \"refuse\" or \"dead_letter\", not {v}"),
+            FieldProblem::Overflow { value: v.to_string() },
         )),
     }
 }
@@ -48,7 +48,7 @@ pub(crate) fn rate(v: &Value) -> Result<Option<f64>, FieldError> {
         Some(r) if r.is_finite() && r > 0.0 => Ok(Some(r)),
         _ => Err(FieldError::new(
             "rate_limit_per_s",
-            format!("must be a number above 0 (or null for no limit), not {v}"),
+            FieldProblem::Rate { value: v.to_string() },
         )),
     }
 }

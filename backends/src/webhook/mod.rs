@@ -13,7 +13,7 @@ mod limits;
 mod publish;
 mod subscription;
 
-pub use field_error::FieldError;
+pub use field_error::{FieldError, FieldProblem};
 pub use limits::Disabled;
 
 pub use publish::{WebhookBackend, ROTATION_OVERLAP};

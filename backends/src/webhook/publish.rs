@@ -68,15 +68,15 @@ impl WebhookBackend {
         if let Some(rate) = sub.rate_limit_per_s {
             raw["rate_limit_per_s"] = json!(rate);
         }
-        let config: HttpConfig =
-            serde_json::from_value(raw).map_err(|e| BackendError::new(format!("webhook {}: {e}", sub.id)))?;
+        let config: HttpConfig = serde_json::from_value(raw)
+            .map_err(|e| BackendError::with_source(format!("webhook {}: {e}", sub.id), e))?;
         let mut backend = HttpBackend::with_client(shared_client()?, &config);
         if let (Some(old), Some(at)) = (&sub.previous_secret, &sub.rotated_at) {
             let until = OffsetDateTime::parse(at, &Rfc3339)
                 .map(|t| SystemTime::from(t) + ROTATION_OVERLAP)
-                .map_err(|e| BackendError::new(format!("webhook {}: rotated_at: {e}", sub.id)))?;
+                .map_err(|e| BackendError::with_source(format!("webhook {}: rotated_at: {e}", sub.id), e))?;
             let old = WebhookSecret::parse(old)
-                .map_err(|e| BackendError::new(format!("webhook {}: previous secret: {e}", sub.id)))?;
+                .map_err(|e| BackendError::with_source(format!("webhook {}: previous secret: {e}", sub.id), e))?;
             backend = backend.with_retiring_secret(old, until);
         }
         Ok((

@@ -6,6 +6,7 @@
 //! offset into the body.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use event_pusher_config::RetryConfig;
@@ -16,7 +17,7 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::field_error::FieldError;
+use super::field_error::{FieldError, FieldProblem};
 use crate::http::WebhookSecret;
 
 /// A subscription as stored (JSON in the spool's `subscriptions` table).
@@ -66,8 +67,8 @@ impl Subscription {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 }
 
@@ -103,7 +104,9 @@ impl AttachRequest {
             &[],
         )?;
         let id = map.get("id").map(id).transpose()?;
-        let url = url(map.get("url").ok_or_else(|| FieldError::new("url", "is required"))?)?;
+        let url = url(map
+            .get("url")
+            .ok_or_else(|| FieldError::new("url", FieldProblem::Required))?)?;
         let events = match map.get("events") {
             None => EventClass::ALL.iter().map(|c| c.name().to_owned()).collect(),
             Some(v) => events(v)?,
@@ -113,10 +116,7 @@ impl AttachRequest {
         let secret = map.get("secret").map(secret).transpose()?;
         if let Some(f) = map.get("format") {
             if f.as_str() != Some("json") {
-                return Err(FieldError::new(
-                    "format",
-                    "must be \"json\" (the only format of webhooks)",
-                ));
+                return Err(FieldError::new("format", FieldProblem::NotJsonFormat));
             }
         }
         Ok(AttachRequest {
@@ -188,7 +188,7 @@ impl PatchRequest {
             None => false,
             Some(v) => v
                 .as_bool()
-                .ok_or_else(|| FieldError::new("rotate_secret", "must be true or false"))?,
+                .ok_or_else(|| FieldError::new("rotate_secret", FieldProblem::NotABool))?,
         };
         Ok(PatchRequest {
             url: map.get("url").map(url).transpose()?,
@@ -252,19 +252,21 @@ pub fn generate_secret() -> String {
 
 fn object(body: &Value) -> Result<&Map<String, Value>, FieldError> {
     body.as_object()
-        .ok_or_else(|| FieldError::new("body", "must be a JSON object"))
+        .ok_or_else(|| FieldError::new("body", FieldProblem::NotAnObject))
 }
 
 /// Refuse unknown keys, and keys that exist but cannot be set here.
 fn only(map: &Map<String, Value>, allowed: &[&str], fixed: &[&str]) -> Result<(), FieldError> {
     for key in map.keys() {
         if fixed.contains(&key.as_str()) {
-            return Err(FieldError::new(key, "cannot be changed (detach and attach again)"));
+            return Err(FieldError::new(key, FieldProblem::Fixed));
         }
         if !allowed.contains(&key.as_str()) {
             return Err(FieldError::new(
                 key,
-                format!("unknown field (expected one of {})", allowed.join(", ")),
+                FieldProblem::Unknown {
+                    expected: allowed.join(", "),
+                },
             ));
         }
     }
@@ -272,52 +274,57 @@ fn only(map: &Map<String, Value>, allowed: &[&str], fixed: &[&str]) -> Result<()
 }
 
 fn string<'a>(field: &str, v: &'a Value) -> Result<&'a str, FieldError> {
-    v.as_str().ok_or_else(|| FieldError::new(field, "must be a string"))
+    v.as_str()
+        .ok_or_else(|| FieldError::new(field, FieldProblem::NotAString))
 }
 
 fn id(v: &Value) -> Result<String, FieldError> {
     let s = string("id", v)?;
     let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !ok {
-        return Err(FieldError::new(
-            "id",
-            "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -",
-        ));
+        return Err(FieldError::new("id", FieldProblem::BadId));
     }
     Ok(s.to_owned())
 }
 
 fn url(v: &Value) -> Result<String, FieldError> {
     let s = string("url", v)?;
-    let url = url::Url::parse(s).map_err(|e| FieldError::new("url", format!("invalid URL \"{s}\": {e}")))?;
+    let url = url::Url::parse(s).map_err(|source| {
+        FieldError::new(
+            "url",
+            FieldProblem::InvalidUrl {
+                url: s.to_owned(),
+                source,
+            },
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(FieldError::new(
             "url",
-            format!("\"{s}\" must be http:// or https://, not {}://", url.scheme()),
+            FieldProblem::NotHttp {
+                url: s.to_owned(),
+                scheme: url.scheme().to_owned(),
+            },
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        // Not echoed: the point is not to show credentials.
-        return Err(FieldError::new(
-            "url",
-            "must not carry credentials (user:pass@); send them with headers, e.g. Authorization",
-        ));
+        return Err(FieldError::new("url", FieldProblem::Credentials));
     }
     // The literal check here (no lookup); `check_egress` resolves names.
     crate::egress::current()
         .check_literal(&url)
-        .map_err(|e| FieldError::new("url", e.to_string()))?;
+        .map_err(|e| FieldError::new("url", FieldProblem::Egress(e)))?;
     Ok(s.to_owned())
 }
 
 /// The attach-time egress check of a subscription URL (`[egress]`): the
 /// host in any spelling, and every address its name resolves to.
 pub async fn check_egress(url: &str) -> Result<(), FieldError> {
-    let url = url::Url::parse(url).map_err(|e| FieldError::new("url", format!("invalid URL: {e}")))?;
+    let url = url::Url::parse(url).map_err(|e| FieldError::new("url", FieldProblem::Unparsable(e)))?;
     crate::egress::current()
         .check_url(&url)
         .await
-        .map_err(|e| FieldError::new("url", e.to_string()))
+        .map_err(|e| FieldError::new("url", FieldProblem::Egress(e)))
 }
 
 /// `url` as listings show it: without `user:pass@` (refused now, but a
@@ -336,12 +343,9 @@ pub fn shown_url(url: &str) -> String {
 fn events(v: &Value) -> Result<Vec<String>, FieldError> {
     let list = v
         .as_array()
-        .ok_or_else(|| FieldError::new("events", "must be a list of event classes"))?;
+        .ok_or_else(|| FieldError::new("events", FieldProblem::EventsNotAList))?;
     if list.is_empty() {
-        return Err(FieldError::new(
-            "events",
-            "is empty: the subscription would receive nothing",
-        ));
+        return Err(FieldError::new("events", FieldProblem::NoEvents));
     }
     let mut names: Vec<String> = Vec::with_capacity(list.len());
     for item in list {
@@ -349,7 +353,7 @@ fn events(v: &Value) -> Result<Vec<String>, FieldError> {
         if EventClass::from_name(name).is_none() {
             return Err(FieldError::new(
                 "events",
-                format!("unknown event class {item} (expected presence, chat, groupchat, headline, normal, unacked or operational)"),
+                FieldProblem::UnknownEventClass { item: item.to_string() },
             ));
         }
         if !names.iter().any(|n| n == name) {
@@ -362,42 +366,43 @@ fn events(v: &Value) -> Result<Vec<String>, FieldError> {
 fn headers(v: &Value) -> Result<BTreeMap<String, String>, FieldError> {
     let map = v
         .as_object()
-        .ok_or_else(|| FieldError::new("headers", "must be an object of header name to value"))?;
+        .ok_or_else(|| FieldError::new("headers", FieldProblem::HeadersNotAnObject))?;
     let mut out = BTreeMap::new();
     for (k, v) in map {
         HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| FieldError::new("headers", format!("invalid header name \"{k}\"")))?;
+            .map_err(|_| FieldError::new("headers", FieldProblem::InvalidHeaderName { name: k.clone() }))?;
         if crate::egress::reserved_header(k) {
             return Err(FieldError::new(
                 "headers",
-                format!("\"{k}\" is reserved (Host, Content-Length, Content-Type, Transfer-Encoding, Connection and webhook-* are set by the sender)"),
+                FieldProblem::ReservedHeader { name: k.clone() },
             ));
         }
         let value = v
             .as_str()
-            .ok_or_else(|| FieldError::new("headers", format!("value of \"{k}\" must be a string")))?;
+            .ok_or_else(|| FieldError::new("headers", FieldProblem::HeaderValueNotAString { name: k.clone() }))?;
         HeaderValue::from_str(value)
-            .map_err(|_| FieldError::new("headers", format!("invalid value for header \"{k}\"")))?;
+            .map_err(|_| FieldError::new("headers", FieldProblem::InvalidHeaderValue { name: k.clone() }))?;
         out.insert(k.clone(), value.to_owned());
     }
     Ok(out)
 }
 
 fn retry(v: &Value) -> Result<Value, FieldError> {
-    RetryConfig::deserialize(v).map_err(|e| FieldError::new("retry", e.to_string()))?;
+    RetryConfig::deserialize(v).map_err(|e| FieldError::new("retry", FieldProblem::Retry(Arc::new(e))))?;
     Ok(v.clone())
 }
 
 fn secret(v: &Value) -> Result<String, FieldError> {
     let s = string("secret", v)?;
-    let key = WebhookSecret::parse(s).map_err(|e| FieldError::new("secret", e))?;
+    let key = WebhookSecret::parse(s).map_err(|e| FieldError::new("secret", FieldProblem::Secret(e)))?;
     if !(MIN_SECRET..=MAX_SECRET).contains(&key.0.len()) {
         return Err(FieldError::new(
             "secret",
-            format!(
-                "must be `whsec_` + base64 of {MIN_SECRET} to {MAX_SECRET} bytes (Standard Webhooks), not {}",
-                key.0.len()
-            ),
+            FieldProblem::SecretLength {
+                min: MIN_SECRET,
+                max: MAX_SECRET,
+                len: key.0.len(),
+            },
         ));
     }
     Ok(s.to_owned())

@@ -273,7 +273,7 @@ async fn accept_group(
         };
         match outcome {
             Ok(_) => break,
-            Err(IngestError::Invalid { message, index }) => {
+            Err(IngestError::Invalid { index, source: message }) => {
                 // Find the message holding item `index`, dead-letter it,
                 // and try the rest again.
                 let mut start = 0;

@@ -24,9 +24,24 @@ const TAG_LEN: usize = 16;
 /// padding delimiter and the tag take the rest.
 pub const MAX_PLAINTEXT: usize = RECORD_SIZE as usize - HEADER_LEN - 1 - TAG_LEN;
 
+/// Why a message could not be encrypted.
+#[derive(Debug, thiserror::Error)]
+pub enum EncryptError {
+    #[error("{size} bytes to encrypt; one Web Push message holds at most {MAX_PLAINTEXT}")]
+    TooLarge { size: usize },
+    /// (`hkdf`'s error implements no `std::error::Error` to chain.)
+    #[error("key derivation: {0}")]
+    KeyDerivation(hkdf::InvalidLength),
+    #[error("content key: {0}")]
+    ContentKey(#[source] aes_gcm::aes::cipher::InvalidLength),
+    /// (`aead`'s error implements no `std::error::Error` to chain.)
+    #[error("encryption failed: {0}")]
+    Seal(aes_gcm::Error),
+}
+
 /// Encrypt `plaintext` for the browser holding `ua_public` and `auth`:
 /// the whole `aes128gcm` body (header and one record).
-pub fn encrypt(plaintext: &[u8], ua_public: &PublicKey, auth: &[u8; 16]) -> Result<Vec<u8>, String> {
+pub fn encrypt(plaintext: &[u8], ua_public: &PublicKey, auth: &[u8; 16]) -> Result<Vec<u8>, EncryptError> {
     let sender = SecretKey::random(&mut OsRng);
     let mut salt = [0u8; 16];
     OsRng.fill_bytes(&mut salt);
@@ -40,12 +55,9 @@ fn encrypt_with(
     auth: &[u8; 16],
     sender: &SecretKey,
     salt: [u8; 16],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, EncryptError> {
     if plaintext.len() > MAX_PLAINTEXT {
-        return Err(format!(
-            "{} bytes to encrypt; one Web Push message holds at most {MAX_PLAINTEXT}",
-            plaintext.len()
-        ));
+        return Err(EncryptError::TooLarge { size: plaintext.len() });
     }
     let as_public = sender.public_key().to_encoded_point(false);
     let ua_point = ua_public.to_encoded_point(false);
@@ -69,10 +81,10 @@ fn encrypt_with(
     let mut record = Vec::with_capacity(plaintext.len() + 1);
     record.extend_from_slice(plaintext);
     record.push(2);
-    let cipher = Aes128Gcm::new_from_slice(&cek).map_err(|e| format!("content key: {e}"))?;
+    let cipher = Aes128Gcm::new_from_slice(&cek).map_err(EncryptError::ContentKey)?;
     let sealed = cipher
         .encrypt(Nonce::from_slice(&nonce), record.as_slice())
-        .map_err(|e| format!("encryption failed: {e}"))?;
+        .map_err(EncryptError::Seal)?;
 
     let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
     out.extend_from_slice(&salt);
@@ -84,10 +96,10 @@ fn encrypt_with(
 }
 
 /// HKDF-SHA256 extract (`salt`, `ikm`) then expand (`info`) into `out`.
-fn expand(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), String> {
+fn expand(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), EncryptError> {
     Hkdf::<Sha256>::new(Some(salt), ikm)
         .expand(info, out)
-        .map_err(|e| format!("key derivation: {e}"))
+        .map_err(EncryptError::KeyDerivation)
 }
 
 #[cfg(test)]

@@ -24,4 +24,4 @@ mod vapid;
 pub use config::WebPushConfig;
 pub use encrypt::{encrypt, MAX_PLAINTEXT};
 pub use publish::WebPushProvider;
-pub use subscription::{check_egress, Subscription};
+pub use subscription::{check_egress, Subscription, SubscriptionError};

@@ -145,9 +145,10 @@ impl Provider for WebPushProvider {
         crate::egress::current()
             .check_literal(&subscription.endpoint)
             .map_err(|e| DeliveryError::retryable(format!("refused by the egress guard: {e}")))?;
-        let body = render_within(note, MAX_PLAINTEXT, |n| plaintext(n).to_string().into_bytes())
-            .and_then(|plain| encrypt(&plain, &subscription.ua_public, &subscription.auth))
-            .map_err(|e| DeliveryError::permanent(format!("notification: {e}")))?;
+        let refused = |e: &dyn std::error::Error| DeliveryError::permanent(format!("notification: {e}"));
+        let plain =
+            render_within(note, MAX_PLAINTEXT, |n| plaintext(n).to_string().into_bytes()).map_err(|e| refused(&e))?;
+        let body = encrypt(&plain, &subscription.ua_public, &subscription.auth).map_err(|e| refused(&e))?;
         let body = Bytes::from(body);
         let headers = Headers::new(note, &device.options);
         let first = self.vapid.authorization(&subscription.origin);
