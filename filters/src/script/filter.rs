@@ -35,6 +35,24 @@ pub struct CompileError {
     pub message: String,
 }
 
+/// Why one call of `fn filter(event)` gave no verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    /// The call ran past [`deadline::BUDGET`] (Rhai says only "Script
+    /// terminated").
+    #[error("ran over its time budget of {budget:?} ({position})", budget = deadline::BUDGET)]
+    OverBudget { position: rhai::Position },
+    /// A throw, a broken limit, a read-only field written, a runtime error.
+    #[error("{0}")]
+    Failed(#[source] Box<rhai::EvalAltResult>),
+    /// A bug in the engine; it costs the event its verdict, not the worker.
+    #[error("the script engine panicked")]
+    Panicked,
+    /// `fn filter` returned something other than a boolean or nothing.
+    #[error("fn filter returned {0}: return true (continue), false (stop) or nothing")]
+    NotAVerdict(&'static str),
+}
+
 /// A compiled script filter.
 pub struct ScriptFilter {
     name: String,
@@ -109,15 +127,15 @@ impl ScriptFilter {
 
     /// Run the script on `event`: its verdict, or why it failed. On failure
     /// the event is left as it came in.
-    pub fn run(&self, event: &mut Event) -> Result<Verdict, String> {
+    pub fn run(&self, event: &mut Event) -> Result<Verdict, ScriptError> {
         let lent = ScriptEvent::lend(std::mem::replace(event, placeholder()));
         let arg = lent.clone();
         // The engine is not expected to panic, but a bug there must cost one
         // event its verdict, not the worker.
         let outcome = match catch_unwind(AssertUnwindSafe(|| self.call(arg))) {
             Ok(Ok(value)) => verdict(value),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err("the script engine panicked".to_owned()),
+            Ok(Err(e)) => Err(describe(e)),
+            Err(_) => Err(ScriptError::Panicked),
         };
         *event = lent.give_back(outcome.is_ok());
         outcome
@@ -133,7 +151,7 @@ impl ScriptFilter {
         })
     }
 
-    fn failed(&self, event: &Event, message: &str) -> Verdict {
+    fn failed(&self, event: &Event, error: &ScriptError) -> Verdict {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Some(held_back) = self.log.admit() {
             tracing::warn!(
@@ -141,7 +159,7 @@ impl ScriptFilter {
                 event_id = %event.id,
                 on_error = ?self.on_error,
                 held_back,
-                "script filter failed: {message}"
+                "script filter failed: {error}"
             );
         }
         match self.on_error {
@@ -155,7 +173,7 @@ impl Filter for ScriptFilter {
     fn apply(&self, event: &mut Event) -> Verdict {
         match self.run(event) {
             Ok(v) => v,
-            Err(message) => self.failed(event, &message),
+            Err(error) => self.failed(event, &error),
         }
     }
 
@@ -165,28 +183,24 @@ impl Filter for ScriptFilter {
     }
 }
 
-/// Rhai's message, except for a call ended by the time budget, which Rhai
+/// Rhai's error, except for a call ended by the time budget, which Rhai
 /// calls just "Script terminated".
-fn describe(e: &rhai::EvalAltResult) -> String {
+fn describe(e: Box<rhai::EvalAltResult>) -> ScriptError {
     match e.unwrap_inner() {
-        rhai::EvalAltResult::ErrorTerminated(_, pos) => {
-            format!("ran over its time budget of {:?} ({pos})", deadline::BUDGET)
-        }
-        _ => e.to_string(),
+        rhai::EvalAltResult::ErrorTerminated(_, pos) => ScriptError::OverBudget { position: *pos },
+        _ => ScriptError::Failed(e),
     }
 }
 
 /// `true` or nothing continues, `false` stops.
-fn verdict(value: Dynamic) -> Result<Verdict, String> {
+fn verdict(value: Dynamic) -> Result<Verdict, ScriptError> {
     if value.is_unit() {
         return Ok(Verdict::Continue);
     }
     match value.as_bool() {
         Ok(true) => Ok(Verdict::Continue),
         Ok(false) => Ok(Verdict::Stop),
-        Err(type_name) => Err(format!(
-            "fn filter returned {type_name}: return true (continue), false (stop) or nothing"
-        )),
+        Err(type_name) => Err(ScriptError::NotAVerdict(type_name)),
     }
 }
 
