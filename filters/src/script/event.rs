@@ -18,7 +18,7 @@ use event_pusher_core::{Event, MetaValue, Metadata};
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 
 /// The fields a script can read, in canonical order.
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 12] = [
     "id",
     "event",
     "timestamp",

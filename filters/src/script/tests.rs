@@ -329,3 +329,60 @@ fn costly_operations_are_cut_by_the_time_budget() {
     assert!(err.contains("time budget"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn enumerated_fields_read_as_their_words() {
+    let f = compile(
+        r#"
+        fn filter(event) {
+            event.metadata.what = `${event.event}|${event.type ?? "-"}|${event.direction ?? "-"}|${event.status ?? "-"}`;
+        }
+        "#,
+    );
+    let mut offline = HookTranslator
+        .translate(&json!({"hook":"unset_presence","jid":"a@x/r"}))
+        .unwrap();
+    let mut unacked = HookTranslator
+        .translate(&json!({"hook":"unacknowledged_message","to":"bob@x/pc"}))
+        .unwrap();
+    let mut muc = HookTranslator
+        .translate(&json!({"hook":"user_send_message","from":"a@x/r","to":"room@muc.x","type":"groupchat","body":"hi"}))
+        .unwrap();
+    for (e, want) in [
+        (&mut chat("a@x/r", "hi"), "chat|chat|in|-"),
+        (&mut presence("a@x/r"), "presence|-|-|online"),
+        (&mut offline, "presence|-|-|offline"),
+        (&mut unacked, "unacked|-|-|-"),
+        (&mut muc, "chat|groupchat|in|-"),
+    ] {
+        assert_eq!(f.apply(e), Verdict::Continue);
+        assert_eq!(e.metadata["what"], MetaValue::String(want.into()));
+    }
+    assert_eq!(f.errors(), 0);
+}
+
+#[test]
+fn errors_are_typed() {
+    let bad = compile("fn filter(event) { 42 }");
+    assert!(matches!(
+        bad.run(&mut chat("a@x", "hi")),
+        Err(super::ScriptError::NotAVerdict("i64"))
+    ));
+    let throws = compile(r#"fn filter(event) { throw "no"; }"#);
+    match throws.run(&mut chat("a@x", "hi")) {
+        Err(e @ super::ScriptError::Failed(_)) => {
+            assert!(std::error::Error::source(&e).is_some(), "Rhai's error is the source")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_pattern_is_shared_not_copied() {
+    // A copied `Regex` starts with an empty match cache; the cache hands
+    // out the one compiled instance.
+    let cache = super::RegexCache::default();
+    let a = cache.get("(?i)viagra").unwrap();
+    let b = cache.get("(?i)viagra").unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+}
