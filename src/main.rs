@@ -366,11 +366,9 @@ fn main() -> ExitCode {
                 webhooks::run(target, action).await.map_err(|e| e.to_string())
             }
             #[cfg(feature = "rabbit")]
-            Command::Publish { url, exchange, batch } => {
-                commands::publish::run(&url, &exchange, batch as usize)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            Command::Publish { url, exchange, batch } => commands::publish::run(&url, &exchange, batch as usize)
+                .await
+                .map_err(|e| e.to_string()),
             #[cfg(feature = "rabbit")]
             Command::DeclareTopology {
                 url,

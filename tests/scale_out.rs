@@ -559,10 +559,17 @@ async fn batch_messages_give_their_calls_in_order_and_an_invalid_one_is_dead_let
         .expect("confirm");
     }
     let good: Vec<usize> = ns[0..5].iter().chain(&ns[8..12]).copied().collect();
-    assert!(wait_for(&rx, &good, Duration::from_secs(30)).await, "calls of the valid batches lost");
+    assert!(
+        wait_for(&rx, &good, Duration::from_secs(30)).await,
+        "calls of the valid batches lost"
+    );
     // The last batch was published after the bad one, to the same
     // partition: it is stored, so the bad one was settled before it.
-    assert_eq!(received_of(&rx, 7), good, "every call of the valid batches, in order, none of the bad one");
+    assert_eq!(
+        received_of(&rx, 7),
+        good,
+        "every call of the valid batches, in order, none of the bad one"
+    );
     assert_eq!(duplicates(&rx), 0);
     let dead = format!("{exchange}.dead");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -237,7 +237,10 @@ fn publish_command(bin: &std::path::Path, topo: &Topology, batch: usize, lines: 
         .map_err(|e| format!("publish: writing stdin: {e}"))?;
     let out = child.wait_with_output().map_err(|e| format!("publish: {e}"))?;
     if !out.status.success() {
-        return Err(format!("publish failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "publish failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(started.elapsed())
 }

@@ -90,7 +90,15 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
             "soak: {rate} events/s for {secs:.0} s, single-event requests, {CONNECTIONS} connections, \
              2 HTTP backends delivering"
         ),
-        &["minute", "events/s", "202 p50 ms", "p99 ms", "p99.9 ms", "max ms", "RSS MB"],
+        &[
+            "minute",
+            "events/s",
+            "202 p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "RSS MB",
+        ],
         &rows,
     );
     println!(

@@ -2,11 +2,14 @@
 //!
 //! Compiled once; each event is a fresh call of `fn filter(event)` with an
 //! empty scope, so nothing carries over from one event to the next and any
-//! number of workers can run the same filter at once. Whatever goes wrong
+//! number of workers can run the same filter at once. The scope's storage
+//! is kept per thread and emptied around every call, so a call does not
+//! allocate it anew. Whatever goes wrong
 //! in a call (a throw, a broken limit, a read-only field written, even a
 //! panic inside the engine) becomes that event's `on_error` verdict,
 //! counted and logged at a bounded rate.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +25,12 @@ use super::{deadline, sandbox, Limits, OnError, RegexCache};
 
 /// The function every script defines.
 const ENTRY: &str = "filter";
+
+thread_local! {
+    /// The scope calls on this thread use: empty between calls, its
+    /// storage kept.
+    static SCOPE: RefCell<Scope<'static>> = RefCell::new(Scope::new());
+}
 
 /// One failing filter logs at most once per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -142,12 +151,22 @@ impl ScriptFilter {
     }
 
     fn call(&self, event: ScriptEvent) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
-        // A new scope per call: no state between events. Top-level
+        // An empty scope per call: no state between events. Top-level
         // statements are not run; only functions exist.
-        let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
-        deadline::with_budget(|| {
-            self.engine
-                .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, ENTRY, (event,))
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let run = |scope: &mut Scope<'static>| {
+            scope.clear();
+            let result = deadline::with_budget(|| {
+                self.engine
+                    .call_fn_with_options::<Dynamic>(options, scope, &self.ast, ENTRY, (event,))
+            });
+            scope.clear();
+            result
+        };
+        SCOPE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scope) => run(&mut scope),
+            // Only if a call on this thread were ever nested in another.
+            Err(_) => run(&mut Scope::new()),
         })
     }
 

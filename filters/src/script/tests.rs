@@ -72,7 +72,11 @@ fn returns_decide_continue_or_stop() {
     let nothing = compile("fn filter(event) { }");
     assert_eq!(nothing.apply(&mut chat("a@x", "hi")), Verdict::Continue);
     let bad = compile("fn filter(event) { 42 }");
-    assert!(bad.run(&mut chat("a@x", "hi")).unwrap_err().to_string().contains("returned i64"));
+    assert!(bad
+        .run(&mut chat("a@x", "hi"))
+        .unwrap_err()
+        .to_string()
+        .contains("returned i64"));
 }
 
 #[test]
