@@ -7,15 +7,22 @@
 # Builds what it needs in release mode (the sidecar binary, the bench
 # binaries and the criterion bench), then runs:
 #   - the chain bench (criterion, in-process, one core)  -> rate chain N
+#   - the script filter bench (the example script against the declarative
+#     filters doing the same, one core)                  -> ratio script/declarative X
 #   - e2e ingest / http / rabbit / memory / latency / mixed / lowrate /
 #     webhooks / scaleout / cluster                       -> ratio <case> X
-#     (scaleout also prints `rate scaleout K N`: events/s through K sidecars;
-#     cluster is [cluster] on vs off, and also prints `ratio cluster-push X`
-#     and `latency cluster p99 MS`; it needs PostgreSQL on 127.0.0.1:5432)
+#     (scaleout is the source over a bare lapin consumer of the same
+#     partitions; it also prints `rate scaleout K N` and
+#     `rate scaleout-batch K N`: events/s through K sidecars, one call per
+#     message and `publish --batch`; cluster is [cluster] on vs off, and
+#     also prints `ratio cluster-push X` and `latency cluster p99 MS`; it
+#     needs PostgreSQL on 127.0.0.1:5432. The soak case is not in the
+#     default set: BENCH_CASES=soak, 10 minutes, or BENCH_E2E_ARGS="--duration 2m")
 # and ends with one line per case:
 #   ratio ingest X / ratio http X / ratio rabbit X / ratio memory X / ratio mixed X /
 #   ratio lowrate X / ratio webhooks X / ratio scaleout X / rate scaleout K N /
-#   rate chain N
+#   rate scaleout-batch K N / soak ... (when run) / rate chain N /
+#   ratio script/declarative X (and the script's time per event)
 #   ratio gateway-100 X / ratio gateway-1000 X / latency gateway p99 MS
 # (delivery and ingest cases alternate sidecar and raw rounds and keep the
 # best of each, so other load on a shared machine hurts both alike).
@@ -36,7 +43,7 @@ QUICK=""
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK="--quick" ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (use --quick)" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +61,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
   cargo build --profile "$PROFILE" -p event-pusher ${BENCH_FEATURES:-} --bin event-pusher
   cargo build --profile "$PROFILE" -p event-pusher-bench --bins
   cargo bench -p event-pusher-bench --bench chain --no-run
+  cargo bench -p event-pusher-filters --bench script --no-run
 fi
 built=$(date +%s)
 
@@ -74,6 +82,9 @@ PIN=()
 command -v taskset >/dev/null && PIN=(taskset -c 0)
 "${PIN[@]}" cargo bench -q -p event-pusher-bench --bench chain -- "${CRIT_ARGS[@]}" 2>&1 | tee -a "$LOG"
 
+echo "== script filter (criterion, one core)" | tee -a "$LOG"
+"${PIN[@]}" cargo bench -q -p event-pusher-filters --bench script -- "${CRIT_ARGS[@]}" 2>&1 | tee -a "$LOG"
+
 echo "== end to end" | tee -a "$LOG"
 # shellcheck disable=SC2086
 "$TARGET/$PROFILE/e2e" --sidecar "$TARGET/$PROFILE/event-pusher" --tmp "$TARGET/bench-tmp" $QUICK \
@@ -93,7 +104,10 @@ end=$(date +%s)
   echo
   echo "== results ($(( end - built ))s running, $(( built - start ))s building; log: $LOG)"
   grep -E '^ratio (ingest|http|rabbit|memory|mixed|lowrate|webhooks|scaleout) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
-  grep -E '^rate scaleout ' "$LOG" || true
+  grep -E '^rate scaleout(-batch)? ' "$LOG" || true
+  grep -E '^soak ' "$LOG" || true
   grep -E '^ratio gateway-[0-9]+ |^latency gateway ' "$LOG" || echo "gateway n/a"
   grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
+  grep -E '^per event: declarative ' "$LOG" | tail -1 || true
+  grep -E '^ratio script/declarative ' "$LOG" | tail -1 || echo "ratio script/declarative n/a"
 } | tee "$OUT/last-summary.txt" | tee -a "$LOG"

@@ -73,6 +73,10 @@ enum Command {
         /// The scale-out exchange to publish to.
         #[arg(long, default_value = event_pusher::sources::amqp::DEFAULT_EXCHANGE)]
         exchange: String,
+        /// Up to this many calls of one user per message (a JSON array);
+        /// 1 publishes each call as a message of its own.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
     },
     /// Declare the scale-out exchange, partition queues and dead-letter queue
     /// (what a sidecar with `declare = true` does at start).
@@ -362,9 +366,9 @@ fn main() -> ExitCode {
                 webhooks::run(target, action).await.map_err(|e| e.to_string())
             }
             #[cfg(feature = "rabbit")]
-            Command::Publish { url, exchange } => {
-                commands::publish::run(&url, &exchange).await.map_err(|e| e.to_string())
-            }
+            Command::Publish { url, exchange, batch } => commands::publish::run(&url, &exchange, batch as usize)
+                .await
+                .map_err(|e| e.to_string()),
             #[cfg(feature = "rabbit")]
             Command::DeclareTopology {
                 url,

@@ -463,14 +463,14 @@ async fn publish_command_feeds_the_sidecars() {
     let (topo, rx, mut sidecars) = setup(2, 1).await;
     let exchange = topo.exchange.clone();
     let lines: String = (0..20).map(|n| format!("{}\n", call(n))).collect();
-    let (code, out, err) = publish_cli(&exchange, &lines).await;
+    let (code, out, err) = publish_cli(&exchange, &[], &lines).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("published 20 hook calls"), "{out}");
     assert!(wait_all(&rx, 20, Duration::from_secs(30)).await);
     assert!(out_of_order(&rx).is_empty());
 
     let bad = format!("{}\n{{\"hook\":\"user_available\"}}\n{}\n", call(20), call(21));
-    let (code, _, err) = publish_cli(&exchange, &bad).await;
+    let (code, _, err) = publish_cli(&exchange, &[], &bad).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("stdin line 2") && err.contains("jid") && err.contains("1 hook calls before it"),
@@ -492,10 +492,151 @@ async fn publish_command_feeds_the_sidecars() {
     );
 }
 
-async fn publish_cli(exchange: &str, stdin: &str) -> (i32, String, String) {
+/// Calls `k * USERS + u` for `k` in `0..per_user`: `per_user` calls of
+/// user `u`, in order.
+fn calls_of(u: usize, per_user: usize) -> Vec<usize> {
+    (0..per_user).map(|k| k * USERS + u).collect()
+}
+
+/// Hook-call numbers at the sink (first arrivals, in arrival order) of
+/// user `u`.
+fn received_of(rx: &Receiver, u: usize) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    received(rx)
+        .into_iter()
+        .filter(|n| n % USERS == u && seen.insert(*n))
+        .collect()
+}
+
+/// Wait until the sink has `want` (any order, any extras).
+async fn wait_for(rx: &Receiver, want: &[usize], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got: HashSet<usize> = received(rx).into_iter().collect();
+        if want.iter().all(|n| got.contains(n)) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            eprintln!("sink has {:?}, wanted {want:?}", received(rx));
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A message may carry a user's batch (a JSON array or NDJSON of calls):
+/// its N calls become N events, in order; a batch with one invalid call
+/// is dead-lettered whole with the reason, and none of its calls is stored.
+#[tokio::test]
+async fn batch_messages_give_their_calls_in_order_and_an_invalid_one_is_dead_lettered_whole() {
+    let (topo, rx, sidecars) = setup(2, 1).await;
+    let (exchange, sc) = (topo.exchange.clone(), &sidecars[0]);
+    let (_c, ch) = confirm_channel().await;
+    let ns = calls_of(7, 12);
+    let array = |ns: &[usize]| Value::Array(ns.iter().map(|n| call(*n)).collect()).to_string();
+    let mut bad: Vec<Value> = ns[5..8].iter().map(|n| call(*n)).collect();
+    bad[1] = json!({"hook": "user_send_message", "from": "u7@localhost/r", "type": "chat", "id": "m-broken"});
+    let bad_body = Value::Array(bad).to_string();
+    let ndjson: String = ns[8..12].iter().map(|n| format!("{}\n", call(*n))).collect();
+    let bodies: Vec<(&str, String)> = vec![
+        ("application/json", array(&ns[0..5])),
+        ("application/json", bad_body.clone()),
+        ("application/x-ndjson", ndjson),
+    ];
+    for (content_type, body) in &bodies {
+        ch.basic_publish(
+            exchange.as_str().into(),
+            user(7).as_str().into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default()
+                .with_content_type((*content_type).into())
+                .with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    }
+    let good: Vec<usize> = ns[0..5].iter().chain(&ns[8..12]).copied().collect();
+    assert!(
+        wait_for(&rx, &good, Duration::from_secs(30)).await,
+        "calls of the valid batches lost"
+    );
+    // The last batch was published after the bad one, to the same
+    // partition: it is stored, so the bad one was settled before it.
+    assert_eq!(
+        received_of(&rx, 7),
+        good,
+        "every call of the valid batches, in order, none of the bad one"
+    );
+    assert_eq!(duplicates(&rx), 0);
+    let dead = format!("{exchange}.dead");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let letter = loop {
+        match ch
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+        {
+            Ok(Some(m)) => break m,
+            _ if Instant::now() > deadline => panic!("no dead letter"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let headers = letter.delivery.properties.headers().clone().unwrap_or_default();
+    let reason = match headers.inner().get("x-event-pusher-error") {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("dead letter without a reason header: {other:?}"),
+    };
+    assert!(reason.contains("item 1") && reason.contains("to"), "{reason}");
+    assert_eq!(letter.delivery.data, bad_body.as_bytes(), "the whole batch, as it was");
+    assert_eq!(source_metric(sc, "rejected").await, 1.0);
+    assert_eq!(source_metric(sc, "acked").await, 2.0);
+}
+
+/// `publish --batch N` puts up to N calls of one user in a message (a JSON
+/// array): every call arrives once and in order per user, in fewer
+/// messages; a bad line still publishes what came before it.
+#[tokio::test]
+async fn publish_batch_sends_each_users_calls_together() {
+    let (topo, rx, sidecars) = setup(2, 1).await;
+    let (exchange, sc) = (topo.exchange.clone(), &sidecars[0]);
+    // 4 users, 5 calls each, interleaved as a chat node would see them.
+    let order: Vec<usize> = (0..5).flat_map(|k| (0..4).map(move |u| k * USERS + u)).collect();
+    let lines: String = order.iter().map(|n| format!("{}\n", call(*n))).collect();
+    let (code, out, err) = publish_cli(&exchange, &["--batch", "3"], &lines).await;
+    assert_eq!(code, 0, "{err}");
+    // Per user: a message of 3 calls, then one of the 2 left at the end.
+    assert!(out.contains("published 20 hook calls in 8 messages"), "{out}");
+    assert!(wait_for(&rx, &order, Duration::from_secs(30)).await, "calls lost");
+    for u in 0..4 {
+        assert_eq!(received_of(&rx, u), calls_of(u, 5), "user {u}");
+    }
+    assert_eq!(duplicates(&rx), 0);
+    assert_eq!(source_metric(sc, "acked").await, 8.0);
+
+    // The two held calls before a bad line are published, then it stops.
+    let first = [5 * USERS, 5 * USERS + 1];
+    let bad = format!(
+        "{}\n{}\n{{\"hook\":\"user_available\"}}\n{}\n",
+        call(first[0]),
+        call(first[1]),
+        call(6 * USERS)
+    );
+    let (code, _, err) = publish_cli(&exchange, &["--batch", "10"], &bad).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("stdin line 3") && err.contains("2 hook calls before it"),
+        "{err}"
+    );
+    assert!(wait_for(&rx, &first, Duration::from_secs(30)).await, "held calls lost");
+}
+
+async fn publish_cli(exchange: &str, extra: &[&str], stdin: &str) -> (i32, String, String) {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(Sidecar::bin())
         .args(["publish", "--url", AMQP, "--exchange", exchange])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

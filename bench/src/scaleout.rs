@@ -1,19 +1,43 @@
 //! The scale-out case's tools: a topology of its own per run (declared by
 //! the sidecar binary's `declare-topology`, deleted after), publishing hook
 //! calls the way a chat node does (routing key = the user's bare JID,
-//! persistent, confirms), and reading the sources' counters off
-//! `/metrics`.
+//! persistent, confirms; one call per message or a user's batch as a JSON
+//! array), reading the sources' counters off `/metrics`, and the raw
+//! baseline of the source: bare lapin consuming the same partitions.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Users the hook calls are spread over (each its own routing key).
 pub const USERS: usize = 500;
+
+/// Unacked messages per partition: the sidecar's `prefetch` in
+/// [`Topology::source_toml`] and the raw consumer's alike.
+pub const PREFETCH: u16 = 256;
+
+/// Hook call `n`: a chat message of user `n % USERS`.
+pub fn call(n: u64) -> Value {
+    let user = user_of(n);
+    json!({"hook": "user_send_message", "from": format!("{user}/phone"), "to": "peer@localhost",
+           "type": "chat", "body": format!("message {n} of the benchmark"), "id": format!("m-{n}")})
+}
+
+fn user_of(n: u64) -> String {
+    format!("u{}@localhost", n as usize % USERS)
+}
 
 /// One run's exchange and queues.
 pub struct Topology {
@@ -45,14 +69,27 @@ impl Topology {
     /// The `[sources.amqp.bench]` table for this topology.
     pub fn source_toml(&self) -> String {
         format!(
-            "[sources.amqp.bench]\nurl = \"{}\"\nexchange = \"{}\"\npartitions = {}\nprefetch = 256\ndeclare = false\n",
+            "[sources.amqp.bench]\nurl = \"{}\"\nexchange = \"{}\"\npartitions = {}\nprefetch = {PREFETCH}\ndeclare = false\n",
             self.url, self.exchange, self.partitions
         )
     }
 
     /// Publish hook calls `range` (call `n` is a chat message of user
-    /// `n % USERS`), `window` confirms outstanding; returns how long it took.
+    /// `n % USERS`), one per message, `window` confirms outstanding;
+    /// returns how long it took.
     pub async fn publish(&self, range: std::ops::Range<u64>, window: usize) -> Result<Duration, String> {
+        self.publish_batched(range, window, 1).await.map(|(took, _)| took)
+    }
+
+    /// As [`Topology::publish`], with up to `batch` calls of one user per
+    /// message (a JSON array, each user's calls in order); returns how long
+    /// it took and how many messages it sent.
+    pub async fn publish_batched(
+        &self,
+        range: std::ops::Range<u64>,
+        window: usize,
+        batch: usize,
+    ) -> Result<(Duration, u64), String> {
         let conn = Connection::connect(&self.url, ConnectionProperties::default())
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", self.url))?;
@@ -62,26 +99,46 @@ impl Topology {
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
         let mut pending = std::collections::VecDeque::new();
+        let mut held: Vec<Vec<Value>> = vec![Vec::new(); USERS];
+        let mut messages = 0u64;
+        let last = range.end;
         for n in range {
-            let user = format!("u{}@localhost", n as usize % USERS);
-            let body = json!({"hook": "user_send_message", "from": format!("{user}/phone"), "to": "peer@localhost",
-                              "type": "chat", "body": format!("message {n} of the benchmark"), "id": format!("m-{n}")});
-            let confirm = ch
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    user.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &serde_json::to_vec(&body).map_err(|e| e.to_string())?,
-                    BasicProperties::default()
-                        .with_content_type("application/json".into())
-                        .with_delivery_mode(2),
-                )
-                .await
-                .map_err(|e| format!("publish: {e}"))?;
-            pending.push_back(confirm);
-            while pending.len() > window {
-                if let Some(c) = pending.pop_front() {
-                    c.await.map_err(|e| format!("confirm: {e}"))?;
+            let u = n as usize % USERS;
+            held[u].push(call(n));
+            // Full, or the run's last calls: send this user's.
+            if held[u].len() < batch.max(1) && n + 1 < last {
+                continue;
+            }
+            let users: Vec<usize> = if n + 1 < last {
+                vec![u]
+            } else {
+                (0..USERS).filter(|u| !held[*u].is_empty()).collect()
+            };
+            for u in users {
+                let calls = std::mem::take(&mut held[u]);
+                let body = match calls.len() {
+                    1 => serde_json::to_vec(&calls[0]),
+                    _ => serde_json::to_vec(&calls),
+                }
+                .map_err(|e| e.to_string())?;
+                let confirm = ch
+                    .basic_publish(
+                        self.exchange.as_str().into(),
+                        user_of(u as u64).as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        BasicProperties::default()
+                            .with_content_type("application/json".into())
+                            .with_delivery_mode(2),
+                    )
+                    .await
+                    .map_err(|e| format!("publish: {e}"))?;
+                messages += 1;
+                pending.push_back(confirm);
+                while pending.len() > window {
+                    if let Some(c) = pending.pop_front() {
+                        c.await.map_err(|e| format!("confirm: {e}"))?;
+                    }
                 }
             }
         }
@@ -90,7 +147,72 @@ impl Topology {
         }
         let took = started.elapsed();
         let _ = conn.close(200, "done".into()).await;
-        Ok(took)
+        Ok((took, messages))
+    }
+
+    /// The raw baseline of the source: bare lapin on one connection, a
+    /// channel per partition (as the sidecar has), the same prefetch,
+    /// taking what has arrived and acking it with one `multiple` ack, no
+    /// processing. Returns how long consuming `messages` took, from the
+    /// subscriptions to the last ack.
+    pub async fn raw_consume(&self, messages: u64, timeout: Duration) -> Result<Duration, String> {
+        let conn = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.url))?;
+        let done = Arc::new(AtomicU64::new(0));
+        let all_in = Arc::new(tokio::sync::Notify::new());
+        let mut tasks = tokio::task::JoinSet::new();
+        let started = Instant::now();
+        for p in 0..self.partitions {
+            let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+            ch.basic_qos(PREFETCH, BasicQosOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let queue = format!("{}.{p}", self.exchange);
+            let mut consumer = ch
+                .basic_consume(
+                    queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| format!("consume {queue}: {e}"))?;
+            let (done, all_in) = (done.clone(), all_in.clone());
+            tasks.spawn(async move {
+                while let Some(first) = consumer.next().await {
+                    let mut last = first.map_err(|e| e.to_string())?.delivery_tag;
+                    let mut n = 1;
+                    while n < u64::from(PREFETCH) {
+                        match consumer.next().now_or_never() {
+                            Some(Some(Ok(d))) => {
+                                last = d.delivery_tag;
+                                n += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    ch.basic_ack(last, BasicAckOptions { multiple: true })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if done.fetch_add(n, Ordering::Relaxed) + n >= messages {
+                        all_in.notify_one();
+                    }
+                }
+                Ok::<(), String>(())
+            });
+        }
+        let finished = tokio::time::timeout(timeout, all_in.notified()).await;
+        let took = started.elapsed();
+        tasks.abort_all();
+        let _ = conn.close(200, "done".into()).await;
+        match finished {
+            Ok(()) => Ok(took),
+            Err(_) => Err(format!(
+                "the raw consumer got {} of {messages} messages in {timeout:?}",
+                done.load(Ordering::Relaxed)
+            )),
+        }
     }
 
     /// Delete the exchange and its queues.

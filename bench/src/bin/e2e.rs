@@ -31,8 +31,12 @@
 //! - scaleout: hook calls from RabbitMQ partitions (`[sources.amqp]`):
 //!   events/s published → delivered to the sink through 1, 2 and 3
 //!   sidecars, and one sidecar's source rate (queue preloaded → acked,
-//!   backend paused) over its own batched `POST /v1/events` rate; the
-//!   ratio is source / HTTP ingest.
+//!   backend paused) over bare lapin consuming the same partitions (the
+//!   ratio), with a user's batch per message, and through
+//!   `event-pusher publish --batch`;
+//! - soak (not in the default list: 10 minutes, `--duration`): a steady
+//!   1,500 events/s to two HTTP backends; the 202's percentiles and RSS
+//!   per minute; fails unless delivered = accepted.
 
 use std::time::Instant;
 

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod mixed;
 pub mod rabbit;
 pub mod scaleout;
+pub mod soak;
 pub mod webhooks;
 
 use std::path::{Path, PathBuf};
@@ -61,7 +62,8 @@ pub struct Args {
     /// Hook calls per batched request = records per raw spool submission.
     #[arg(long, default_value_t = 50)]
     pub batch: usize,
-    /// Each ingest run (default 5s, quick 3s).
+    /// Each ingest run (default 5s, quick 3s); the soak case's whole
+    /// length (default 10m, quick 1m).
     #[arg(long)]
     pub duration: Option<String>,
     /// Events preloaded for the HTTP case (default 200000, quick 60000).
@@ -103,6 +105,14 @@ pub struct Args {
     /// Most sidecars of the scale-out case (runs 1..=N).
     #[arg(long, default_value_t = 3)]
     pub scaleout_sidecars: usize,
+    /// Hook calls of one user per message in the scale-out case's batched
+    /// runs (`event-pusher publish --batch`).
+    #[arg(long, default_value_t = 10)]
+    pub scaleout_batch: usize,
+    /// Target rate of the soak case, events/s (its length is `--duration`:
+    /// 10 minutes by default, 1 with `--quick`).
+    #[arg(long, default_value_t = 1500.0)]
+    pub soak_rate: f64,
 }
 
 /// One run's context.
@@ -142,6 +152,7 @@ impl Cx {
             "lowrate" => lowrate::run(self).await,
             "webhooks" => webhooks::run(self).await,
             "scaleout" => scaleout::run(self).await,
+            "soak" => soak::run(self).await,
             "cluster" => cluster::run(self).await,
             other => Err(format!("unknown case \"{other}\"")),
         }

@@ -6,8 +6,12 @@
 //! for the call and takes it back. Metadata writes are validated as they
 //! happen (so an error names the script line) and kept apart until the call
 //! succeeds, so a script that fails halfway leaves the event untouched.
+//!
+//! A field is read straight from the record when the script asks for it;
+//! nothing is converted up front. The enumerated fields (`event`, `type`,
+//! `direction`, `status`) read as strings made once per process.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use event_pusher_core::event::{EventBody, PresenceStatus};
 use event_pusher_core::{Event, MetaValue, Metadata};
@@ -28,6 +32,49 @@ const FIELDS: [&str; 12] = [
     "message_id",
     "metadata",
 ];
+
+/// Every value an enumerated field can have, as the script sees it.
+const WORDS: [&str; 11] = [
+    "chat",
+    "presence",
+    "unacked",
+    "operational",
+    "groupchat",
+    "headline",
+    "normal",
+    "in",
+    "out",
+    "online",
+    "offline",
+];
+
+/// [`WORDS`] as Rhai strings, allocated once: reading `event.event` then
+/// costs a reference count, not an allocation.
+static SHARED_WORDS: LazyLock<[ImmutableString; 11]> = LazyLock::new(|| WORDS.map(ImmutableString::from));
+
+/// `w` as a Rhai string, shared when it is one of [`WORDS`].
+fn word(w: &'static str) -> Dynamic {
+    match WORDS.iter().position(|x| *x == w) {
+        Some(i) => Dynamic::from(SHARED_WORDS[i].clone()),
+        None => Dynamic::from(ImmutableString::from(w)),
+    }
+}
+
+/// Why a metadata value a script assigned cannot be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata `{key}` must be a finite number, not {value}")]
+    NotFinite { key: String, value: f64 },
+    #[error("metadata `{key}` must be a string, integer, float or boolean, not {type_name}")]
+    WrongType { key: String, type_name: &'static str },
+}
+
+impl From<MetadataError> for Box<EvalAltResult> {
+    /// Raised inside the script: Rhai reports it with the script position.
+    fn from(e: MetadataError) -> Self {
+        e.to_string().into()
+    }
+}
 
 /// The script's handle on one event. Clones share the event, so
 /// `let e = event; e.metadata.x = 1` writes to it too.
@@ -77,20 +124,20 @@ impl ScriptEvent {
         let opt = |v: &Option<String>| v.as_deref().map_or(Dynamic::UNIT, s);
         Ok(match (name, &e.body) {
             ("id", _) => s(&e.id),
-            ("event", EventBody::Chat(_)) => s("chat"),
-            ("event", EventBody::Presence(_)) => s("presence"),
-            ("event", EventBody::Unacked(_)) => s("unacked"),
-            ("event", EventBody::Operational(_)) => s("operational"),
+            ("event", EventBody::Chat(_)) => word("chat"),
+            ("event", EventBody::Presence(_)) => word("presence"),
+            ("event", EventBody::Unacked(_)) => word("unacked"),
+            ("event", EventBody::Operational(_)) => word("operational"),
             ("type", EventBody::Operational(o)) => s(&o.kind),
             ("timestamp", _) => s(&event_pusher_core::event::timestamp_millis::format(&e.timestamp)),
-            ("type", EventBody::Chat(c)) => s(c.chat_type.as_str()),
-            ("direction", EventBody::Chat(c)) => s(c.direction.as_str()),
+            ("type", EventBody::Chat(c)) => word(c.chat_type.as_str()),
+            ("direction", EventBody::Chat(c)) => word(c.direction.as_str()),
             ("from", EventBody::Chat(c)) => s(&c.from),
             ("from", EventBody::Unacked(u)) => opt(&u.from),
             ("to", EventBody::Chat(c)) => s(&c.to),
             ("to", EventBody::Unacked(u)) => s(&u.to),
             ("jid", EventBody::Presence(p)) => s(&p.jid),
-            ("status", EventBody::Presence(p)) => s(match p.status {
+            ("status", EventBody::Presence(p)) => word(match p.status {
                 PresenceStatus::Online => "online",
                 PresenceStatus::Offline => "offline",
             }),
@@ -117,7 +164,7 @@ impl ScriptEvent {
         let metadata = map
             .into_iter()
             .map(|(k, v)| from_dynamic(&k, v).map(|v| (k.to_string(), v)))
-            .collect::<Result<Metadata, String>>()?;
+            .collect::<Result<Metadata, MetadataError>>()?;
         *self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner) = Some(metadata);
         Ok(())
     }
@@ -146,7 +193,7 @@ fn to_dynamic(v: &MetaValue) -> Dynamic {
     }
 }
 
-fn from_dynamic(key: &str, v: Dynamic) -> Result<MetaValue, String> {
+fn from_dynamic(key: &str, v: Dynamic) -> Result<MetaValue, MetadataError> {
     if let Ok(b) = v.as_bool() {
         return Ok(MetaValue::Bool(b));
     }
@@ -157,16 +204,19 @@ fn from_dynamic(key: &str, v: Dynamic) -> Result<MetaValue, String> {
         return if f.is_finite() {
             Ok(MetaValue::Float(f))
         } else {
-            Err(format!("metadata `{key}` must be a finite number, not {f}"))
+            Err(MetadataError::NotFinite {
+                key: key.to_owned(),
+                value: f,
+            })
         };
     }
     if v.is_string() {
         return Ok(MetaValue::String(v.into_string().unwrap_or_default()));
     }
-    Err(format!(
-        "metadata `{key}` must be a string, integer, float or boolean, not {}",
-        v.type_name()
-    ))
+    Err(MetadataError::WrongType {
+        key: key.to_owned(),
+        type_name: v.type_name(),
+    })
 }
 
 /// Make `Event` known to the engine: a getter per field, an error for

@@ -2,11 +2,14 @@
 //!
 //! Compiled once; each event is a fresh call of `fn filter(event)` with an
 //! empty scope, so nothing carries over from one event to the next and any
-//! number of workers can run the same filter at once. Whatever goes wrong
+//! number of workers can run the same filter at once. The scope's storage
+//! is kept per thread and emptied around every call, so a call does not
+//! allocate it anew. Whatever goes wrong
 //! in a call (a throw, a broken limit, a read-only field written, even a
 //! panic inside the engine) becomes that event's `on_error` verdict,
 //! counted and logged at a bounded rate.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +26,12 @@ use super::{deadline, sandbox, Limits, OnError, RegexCache};
 /// The function every script defines.
 const ENTRY: &str = "filter";
 
+thread_local! {
+    /// The scope calls on this thread use: empty between calls, its
+    /// storage kept.
+    static SCOPE: RefCell<Scope<'static>> = RefCell::new(Scope::new());
+}
+
 /// One failing filter logs at most once per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -33,6 +42,24 @@ pub struct CompileError {
     pub line: usize,
     pub column: usize,
     pub message: String,
+}
+
+/// Why one call of `fn filter(event)` gave no verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    /// The call ran past [`deadline::BUDGET`] (Rhai says only "Script
+    /// terminated").
+    #[error("ran over its time budget of {budget:?} ({position})", budget = deadline::BUDGET)]
+    OverBudget { position: rhai::Position },
+    /// A throw, a broken limit, a read-only field written, a runtime error.
+    #[error("{0}")]
+    Failed(#[source] Box<rhai::EvalAltResult>),
+    /// A bug in the engine; it costs the event its verdict, not the worker.
+    #[error("the script engine panicked")]
+    Panicked,
+    /// `fn filter` returned something other than a boolean or nothing.
+    #[error("fn filter returned {0}: return true (continue), false (stop) or nothing")]
+    NotAVerdict(&'static str),
 }
 
 /// A compiled script filter.
@@ -109,31 +136,41 @@ impl ScriptFilter {
 
     /// Run the script on `event`: its verdict, or why it failed. On failure
     /// the event is left as it came in.
-    pub fn run(&self, event: &mut Event) -> Result<Verdict, String> {
+    pub fn run(&self, event: &mut Event) -> Result<Verdict, ScriptError> {
         let lent = ScriptEvent::lend(std::mem::replace(event, placeholder()));
         let arg = lent.clone();
         // The engine is not expected to panic, but a bug there must cost one
         // event its verdict, not the worker.
         let outcome = match catch_unwind(AssertUnwindSafe(|| self.call(arg))) {
             Ok(Ok(value)) => verdict(value),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err("the script engine panicked".to_owned()),
+            Ok(Err(e)) => Err(describe(e)),
+            Err(_) => Err(ScriptError::Panicked),
         };
         *event = lent.give_back(outcome.is_ok());
         outcome
     }
 
     fn call(&self, event: ScriptEvent) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
-        // A new scope per call: no state between events. Top-level
+        // An empty scope per call: no state between events. Top-level
         // statements are not run; only functions exist.
-        let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
-        deadline::with_budget(|| {
-            self.engine
-                .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, ENTRY, (event,))
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let run = |scope: &mut Scope<'static>| {
+            scope.clear();
+            let result = deadline::with_budget(|| {
+                self.engine
+                    .call_fn_with_options::<Dynamic>(options, scope, &self.ast, ENTRY, (event,))
+            });
+            scope.clear();
+            result
+        };
+        SCOPE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scope) => run(&mut scope),
+            // Only if a call on this thread were ever nested in another.
+            Err(_) => run(&mut Scope::new()),
         })
     }
 
-    fn failed(&self, event: &Event, message: &str) -> Verdict {
+    fn failed(&self, event: &Event, error: &ScriptError) -> Verdict {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Some(held_back) = self.log.admit() {
             tracing::warn!(
@@ -141,7 +178,7 @@ impl ScriptFilter {
                 event_id = %event.id,
                 on_error = ?self.on_error,
                 held_back,
-                "script filter failed: {message}"
+                "script filter failed: {error}"
             );
         }
         match self.on_error {
@@ -155,7 +192,7 @@ impl Filter for ScriptFilter {
     fn apply(&self, event: &mut Event) -> Verdict {
         match self.run(event) {
             Ok(v) => v,
-            Err(message) => self.failed(event, &message),
+            Err(error) => self.failed(event, &error),
         }
     }
 
@@ -165,28 +202,24 @@ impl Filter for ScriptFilter {
     }
 }
 
-/// Rhai's message, except for a call ended by the time budget, which Rhai
+/// Rhai's error, except for a call ended by the time budget, which Rhai
 /// calls just "Script terminated".
-fn describe(e: &rhai::EvalAltResult) -> String {
+fn describe(e: Box<rhai::EvalAltResult>) -> ScriptError {
     match e.unwrap_inner() {
-        rhai::EvalAltResult::ErrorTerminated(_, pos) => {
-            format!("ran over its time budget of {:?} ({pos})", deadline::BUDGET)
-        }
-        _ => e.to_string(),
+        rhai::EvalAltResult::ErrorTerminated(_, pos) => ScriptError::OverBudget { position: *pos },
+        _ => ScriptError::Failed(e),
     }
 }
 
 /// `true` or nothing continues, `false` stops.
-fn verdict(value: Dynamic) -> Result<Verdict, String> {
+fn verdict(value: Dynamic) -> Result<Verdict, ScriptError> {
     if value.is_unit() {
         return Ok(Verdict::Continue);
     }
     match value.as_bool() {
         Ok(true) => Ok(Verdict::Continue),
         Ok(false) => Ok(Verdict::Stop),
-        Err(type_name) => Err(format!(
-            "fn filter returned {type_name}: return true (continue), false (stop) or nothing"
-        )),
+        Err(type_name) => Err(ScriptError::NotAVerdict(type_name)),
     }
 }
 

@@ -15,7 +15,7 @@ mod regex_cache;
 mod sandbox;
 
 pub use config::{Limits, OnError};
-pub use filter::{CompileError, ScriptFilter};
+pub use filter::{CompileError, ScriptError, ScriptFilter};
 pub use regex_cache::RegexCache;
 
 #[cfg(test)]

@@ -2,9 +2,15 @@
 //! is compiled once, not per event. Bounded: a script that builds patterns
 //! from event data could otherwise grow it without end. When full it is
 //! emptied, which costs the patterns in use one recompile each.
+//!
+//! Patterns are handed out as `Arc<Regex>`, never as clones of the
+//! `Regex`: a cloned `Regex` gets a fresh, empty match cache (lazy DFA
+//! states, scratch buffers) that must be rebuilt on its first search, which
+//! made every `matches` call cost microseconds. Shared through the `Arc`,
+//! the regex keeps its warm caches (one per thread, in its own pool).
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use regex::{Regex, RegexBuilder};
 
@@ -19,7 +25,7 @@ const COMPILED_SIZE_LIMIT: usize = 1 << 20;
 #[derive(Debug)]
 pub struct RegexCache {
     capacity: usize,
-    compiled: RwLock<HashMap<String, Regex>>,
+    compiled: RwLock<HashMap<String, Arc<Regex>>>,
 }
 
 impl RegexCache {
@@ -31,7 +37,7 @@ impl RegexCache {
     }
 
     /// The compiled pattern, from the cache or compiled now.
-    pub fn get(&self, pattern: &str) -> Result<Regex, regex::Error> {
+    pub fn get(&self, pattern: &str) -> Result<Arc<Regex>, regex::Error> {
         // A panic elsewhere while holding the lock leaves the map intact
         // (inserts and clears are single calls), so a poisoned lock is safe.
         if let Some(re) = self
@@ -40,14 +46,14 @@ impl RegexCache {
             .unwrap_or_else(PoisonError::into_inner)
             .get(pattern)
         {
-            return Ok(re.clone());
+            return Ok(Arc::clone(re));
         }
-        let re = RegexBuilder::new(pattern).size_limit(COMPILED_SIZE_LIMIT).build()?;
+        let re = Arc::new(RegexBuilder::new(pattern).size_limit(COMPILED_SIZE_LIMIT).build()?);
         let mut map = self.compiled.write().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= self.capacity {
             map.clear();
         }
-        map.insert(pattern.to_owned(), re.clone());
+        map.insert(pattern.to_owned(), Arc::clone(&re));
         Ok(re)
     }
 

@@ -72,7 +72,11 @@ fn returns_decide_continue_or_stop() {
     let nothing = compile("fn filter(event) { }");
     assert_eq!(nothing.apply(&mut chat("a@x", "hi")), Verdict::Continue);
     let bad = compile("fn filter(event) { 42 }");
-    assert!(bad.run(&mut chat("a@x", "hi")).unwrap_err().contains("returned i64"));
+    assert!(bad
+        .run(&mut chat("a@x", "hi"))
+        .unwrap_err()
+        .to_string()
+        .contains("returned i64"));
 }
 
 #[test]
@@ -81,7 +85,7 @@ fn read_only_field_change_gets_on_error_and_leaves_event_untouched() {
     let f = compile(code);
     let mut e = chat("a@x", "hi");
     let before = e.clone();
-    let err = f.run(&mut e).unwrap_err();
+    let err = f.run(&mut e).unwrap_err().to_string();
     assert!(err.contains("event.body is read-only"), "{err}");
     assert_eq!(e, before, "a failed call must not change the event");
     assert_eq!(f.apply(&mut e), Verdict::Continue);
@@ -104,7 +108,7 @@ fn bad_metadata_values_are_errors() {
         ("event.colour", "event has no field `colour`"),
     ] {
         let f = compile(&format!("fn filter(event) {{ {code}; }}"));
-        let err = f.run(&mut chat("a@x", "hi")).unwrap_err();
+        let err = f.run(&mut chat("a@x", "hi")).unwrap_err().to_string();
         assert!(err.contains(want), "{code}: {err}");
     }
     // Replacing the whole table is allowed.
@@ -123,7 +127,7 @@ fn infinite_loop_is_cut_by_max_operations() {
     };
     let f = compile_with("fn filter(event) { loop { } }", limits, OnError::Stop);
     let started = Instant::now();
-    let err = f.run(&mut chat("a@x", "hi")).unwrap_err();
+    let err = f.run(&mut chat("a@x", "hi")).unwrap_err().to_string();
     assert!(err.contains("Too many operations"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(f.apply(&mut chat("a@x", "hi")), Verdict::Stop);
@@ -153,7 +157,7 @@ fn data_size_and_depth_limits() {
             limits,
             OnError::Continue,
         );
-        let err = f.run(&mut chat("a@x", "hi")).unwrap_err();
+        let err = f.run(&mut chat("a@x", "hi")).unwrap_err().to_string();
         assert!(err.contains(want), "{code}: {err}");
     }
 }
@@ -161,7 +165,7 @@ fn data_size_and_depth_limits() {
 #[test]
 fn throw_is_an_error_with_its_message() {
     let f = compile(r#"fn filter(event) { throw "no thanks"; }"#);
-    let err = f.run(&mut chat("a@x", "hi")).unwrap_err();
+    let err = f.run(&mut chat("a@x", "hi")).unwrap_err().to_string();
     assert!(err.contains("no thanks"), "{err}");
 }
 
@@ -220,6 +224,7 @@ fn helpers_split_jids_and_match_with_a_cached_regex() {
     assert!(bad
         .run(&mut chat("a@x", "hi"))
         .unwrap_err()
+        .to_string()
         .contains("invalid regular expression"));
 }
 
@@ -324,7 +329,64 @@ fn costly_operations_are_cut_by_the_time_budget() {
         OnError::Continue,
     );
     let started = Instant::now();
-    let err = f.run(&mut chat("a@x", "hi")).unwrap_err();
+    let err = f.run(&mut chat("a@x", "hi")).unwrap_err().to_string();
     assert!(err.contains("time budget"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn enumerated_fields_read_as_their_words() {
+    let f = compile(
+        r#"
+        fn filter(event) {
+            event.metadata.what = `${event.event}|${event.type ?? "-"}|${event.direction ?? "-"}|${event.status ?? "-"}`;
+        }
+        "#,
+    );
+    let mut offline = HookTranslator
+        .translate(&json!({"hook":"unset_presence","jid":"a@x/r"}))
+        .unwrap();
+    let mut unacked = HookTranslator
+        .translate(&json!({"hook":"unacknowledged_message","to":"bob@x/pc"}))
+        .unwrap();
+    let mut muc = HookTranslator
+        .translate(&json!({"hook":"user_send_message","from":"a@x/r","to":"room@muc.x","type":"groupchat","body":"hi"}))
+        .unwrap();
+    for (e, want) in [
+        (&mut chat("a@x/r", "hi"), "chat|chat|in|-"),
+        (&mut presence("a@x/r"), "presence|-|-|online"),
+        (&mut offline, "presence|-|-|offline"),
+        (&mut unacked, "unacked|-|-|-"),
+        (&mut muc, "chat|groupchat|in|-"),
+    ] {
+        assert_eq!(f.apply(e), Verdict::Continue);
+        assert_eq!(e.metadata["what"], MetaValue::String(want.into()));
+    }
+    assert_eq!(f.errors(), 0);
+}
+
+#[test]
+fn errors_are_typed() {
+    let bad = compile("fn filter(event) { 42 }");
+    assert!(matches!(
+        bad.run(&mut chat("a@x", "hi")),
+        Err(super::ScriptError::NotAVerdict("i64"))
+    ));
+    let throws = compile(r#"fn filter(event) { throw "no"; }"#);
+    match throws.run(&mut chat("a@x", "hi")) {
+        Err(e @ super::ScriptError::Failed(_)) => {
+            assert!(std::error::Error::source(&e).is_some(), "Rhai's error is the source")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_pattern_is_shared_not_copied() {
+    // A copied `Regex` starts with an empty match cache; the cache hands
+    // out the one compiled instance.
+    let cache = super::RegexCache::default();
+    let a = cache.get("(?i)viagra").unwrap();
+    let b = cache.get("(?i)viagra").unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
 }
