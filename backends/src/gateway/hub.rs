@@ -70,11 +70,9 @@ pub struct Hub {
     store: OnceLock<ScopedState>,
     /// The next dispatch log index (from 1).
     next_index: AtomicU64,
-    /// The last spool queue place fanned out by this process: an event
-    /// delivered again (a retry) is not dispatched twice.
-    delivered_upto: AtomicU64,
-    /// The ids of the events in the log at start: delivered again after a
-    /// crash lost their acks, they are not dispatched twice either.
+    /// Ids of events fanned out whose delivery may come again: those in
+    /// the log at start (a crash may have lost their acks) and those whose
+    /// commit failed (retried). They are not dispatched twice.
     logged_before: Mutex<std::collections::HashSet<String>>,
     /// Log writes whose commit failed, tried again with the next one.
     unsaved: Mutex<Vec<Write>>,
@@ -110,7 +108,6 @@ impl Hub {
             pending: Mutex::new(PendingSet::default()),
             store: OnceLock::new(),
             next_index: AtomicU64::new(1),
-            delivered_upto: AtomicU64::new(0),
             logged_before: Mutex::new(std::collections::HashSet::new()),
             unsaved: Mutex::new(Vec::new()),
             log: Mutex::new((VecDeque::new(), 0)),
@@ -125,7 +122,7 @@ impl Hub {
         let restored = persist::restore(rows, &self.clients, &self.limits, event_pusher_core::spool::now_ms());
         store.put_all_soon(restored.dropped);
         self.next_index.store(restored.next_index, Ordering::Release);
-        *self.logged_before.lock().unwrap_or_else(|p| p.into_inner()) = restored.delivered;
+        *self.logged_before_set() = restored.delivered;
         self.log_state().0 = restored.kept;
         let n = restored.sessions.len();
         let mut sessions = self.write();
@@ -224,18 +221,22 @@ impl Hub {
         self.forget(gone);
     }
 
-    /// Whether this event was fanned out already: before a crash that
-    /// lost its ack (its id is in the log), or by this process (its spool
-    /// queue place, 0 outside a queue, is not past the last one). Else it
-    /// is noted as fanned out.
-    pub fn seen_before(&self, spool_seq: u64, event_id: &str) -> bool {
-        {
-            let mut logged = self.logged_before.lock().unwrap_or_else(|p| p.into_inner());
-            if !logged.is_empty() && logged.remove(event_id) {
-                return true;
-            }
-        }
-        spool_seq != 0 && self.delivered_upto.fetch_max(spool_seq, Ordering::AcqRel) >= spool_seq
+    /// Whether this event was fanned out already (before a crash that
+    /// lost its ack, or before a commit that failed): delivered again, it
+    /// is not dispatched twice.
+    pub fn seen_before(&self, event_id: &str) -> bool {
+        let mut logged = self.logged_before_set();
+        !logged.is_empty() && logged.remove(event_id)
+    }
+
+    /// Events fanned out whose commit failed: their retry is not
+    /// dispatched again.
+    pub fn not_committed(&self, event_ids: Vec<String>) {
+        self.logged_before_set().extend(event_ids);
+    }
+
+    fn logged_before_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.logged_before.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The log entry of a fanned-out payload that some session took, when

@@ -132,15 +132,17 @@ impl Backend for GatewayBackend {
     /// waits on a client; fails (to be retried) only when the spool does.
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
         let mut writes = Vec::new();
+        let mut fanned_out = Vec::new();
         let results: Vec<Result<(), DeliveryError>> = batch
             .iter()
             .map(|d| {
                 // The spool's canonical JSON is valid UTF-8 (serde_json wrote it).
                 let json = std::str::from_utf8(&d.json)
                     .map_err(|_| DeliveryError::permanent("stored event is not UTF-8 JSON"))?;
-                if self.hub.seen_before(d.seq, &d.event.id) {
+                if self.hub.seen_before(&d.event.id) {
                     return Ok(());
                 }
+                fanned_out.push(d.event.id.clone());
                 let intent = intent_of(&d.event);
                 let payload = Payload::new(dispatch_type(&d.event), json);
                 if self.hub.fan_out(intent, &payload) {
@@ -155,6 +157,7 @@ impl Backend for GatewayBackend {
                 // The sessions have them already and a retry does not
                 // dispatch them again; their log entries are tried again
                 // with the next commit, which the retry waits for.
+                self.hub.not_committed(fanned_out);
                 let message = format!("cannot keep the dispatches for resume: {e}");
                 results
                     .into_iter()
