@@ -174,8 +174,8 @@ async fn fan_out_table(args: &Args, tmp: &std::path::Path) -> Result<(), String>
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     for &n in &args.sessions {
-        let sidecar = fan_out_sidecar(&args, &tmp, n).await?;
-        let raw = fan_out_raw(&args, n).await?;
+        let sidecar = fan_out_sidecar(args, tmp, n).await?;
+        let raw = fan_out_raw(args, n).await?;
         rows.push(vec![
             n.to_string(),
             thousands(sidecar),
