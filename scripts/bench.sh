@@ -79,7 +79,7 @@ echo "== end to end" | tee -a "$LOG"
 "$TARGET/$PROFILE/e2e" --sidecar "$TARGET/$PROFILE/event-pusher" --tmp "$TARGET/bench-tmp" $QUICK \
   ${BENCH_CASES:+--cases "$BENCH_CASES"} ${BENCH_E2E_ARGS:-} 2>&1 | tee -a "$LOG"
 
-echo "== gateway (fan-out beside a bare tokio-tungstenite server; 202 -> dispatch latency)" | tee -a "$LOG"
+echo "== gateway (fan-out beside a bare tokio-tungstenite server; 202 -> dispatch latency; compression)" | tee -a "$LOG"
 if [[ -n "$QUICK" ]]; then
   GATEWAY_ARGS=(--events 1000 --duration 3s)
 else
@@ -95,5 +95,6 @@ end=$(date +%s)
   grep -E '^ratio (ingest|http|rabbit|memory|mixed|lowrate|webhooks|scaleout) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
   grep -E '^rate scaleout ' "$LOG" || true
   grep -E '^ratio gateway-[0-9]+ |^latency gateway ' "$LOG" || echo "gateway n/a"
+  grep -E '^compression gateway ' "$LOG" || true
   grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
 } | tee "$OUT/last-summary.txt" | tee -a "$LOG"
