@@ -90,7 +90,7 @@ echo "== end to end" | tee -a "$LOG"
 "$TARGET/$PROFILE/e2e" --sidecar "$TARGET/$PROFILE/event-pusher" --tmp "$TARGET/bench-tmp" $QUICK \
   ${BENCH_CASES:+--cases "$BENCH_CASES"} ${BENCH_E2E_ARGS:-} 2>&1 | tee -a "$LOG"
 
-echo "== gateway (fan-out beside a bare tokio-tungstenite server; 202 -> dispatch latency)" | tee -a "$LOG"
+echo "== gateway (fan-out beside a bare tokio-tungstenite server; 202 -> dispatch latency; compression)" | tee -a "$LOG"
 if [[ -n "$QUICK" ]]; then
   GATEWAY_ARGS=(--events 1000 --duration 3s)
 else
@@ -107,6 +107,7 @@ end=$(date +%s)
   grep -E '^rate scaleout(-batch)? ' "$LOG" || true
   grep -E '^soak ' "$LOG" || true
   grep -E '^ratio gateway-[0-9]+ |^latency gateway ' "$LOG" || echo "gateway n/a"
+  grep -E '^compression gateway ' "$LOG" || true
   grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
   grep -E '^per event: declarative ' "$LOG" | tail -1 || true
   grep -E '^ratio script/declarative ' "$LOG" | tail -1 || echo "ratio script/declarative n/a"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start what the tests need: RabbitMQ running on 127.0.0.1:5672
 # with the consistent-hash exchange plugin, PostgreSQL on 127.0.0.1:5432,
-# moto_server (the SNS/SQS emulator), http_ece and standardwebhooks from PyPI,
+# moto_server (the SNS/SQS emulator), http_ece, standardwebhooks, websockets
+# and zstandard from PyPI,
 # cargo-nextest, and Debian's
 # chromium + chromium-driver for the status page's browser test.
 # Safe to run again: each step checks first.
@@ -65,6 +66,15 @@ if ! python3 -c 'import http_ece, cryptography' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'http_ece>=1.1,<2' 'cryptography>=41'
 fi
 python3 -c 'import http_ece, cryptography' || { log "http_ece not importable after install"; exit 1; }
+
+# An independent gateway peer for tests/gateway_compression.rs
+# (tests/fixtures/gateway/compressed_peer.py): the websockets client, and
+# zstandard to decode `compress=zstd-stream` (zlib is in the standard library).
+if ! python3 -c 'import websockets.sync.client, zstandard' >/dev/null 2>&1; then
+  log "installing websockets and zstandard from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check 'websockets>=13,<16' 'zstandard>=0.22,<1'
+fi
+python3 -c 'import websockets.sync.client, zstandard' || { log "websockets/zstandard not importable after install"; exit 1; }
 
 # The test runner.
 if ! cargo nextest --version >/dev/null 2>&1; then

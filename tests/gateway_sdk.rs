@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use event_pusher::core::PresenceStatus;
-use event_pusher::gateway::{intents, Client, Dispatch, EventHandler, GatewayEvent};
+use event_pusher::gateway::{intents, Client, Compression, Dispatch, EventHandler, GatewayEvent};
 use serde_json::{json, Value};
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
@@ -162,6 +162,32 @@ async fn sdk_sees_every_dispatch_exactly_once_across_cut_connections() {
     );
 }
 
+/// Start a client on the sidecar's gateway with `compression`; wait for
+/// its READY.
+async fn running_client(sc: &Sidecar, compression: Option<Compression>, seen: &Arc<Seen>) -> JoinHandle<()> {
+    let client = Client::new(
+        format!("ws://127.0.0.1:{}/v1/gateway", sc.port),
+        "full-token",
+        intents::CHAT,
+    )
+    .compression(compression)
+    .max_backoff(Duration::from_millis(200));
+    let recorder = Recorder(seen.clone());
+    let running = tokio::spawn(async move {
+        let _ = client.run(recorder).await;
+    });
+    assert!(eventually(Duration::from_secs(10), || *seen.sessions.lock().expect("lock") == 1).await);
+    running
+}
+
+async fn handled(seen: &Seen, ids: &[String]) -> bool {
+    eventually(Duration::from_secs(10), || {
+        let got = seen.ids.lock().expect("lock");
+        ids.iter().all(|id| got.contains_key(id))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn sdk_identifies_again_when_its_session_is_gone() {
     let mut sc = Sidecar::start(Options {
@@ -171,27 +197,13 @@ async fn sdk_identifies_again_when_its_session_is_gone() {
     .await;
     sc.wait_ready().await;
     let seen = Arc::new(Seen::default());
-    let client = Client::new(
-        format!("ws://127.0.0.1:{}/v1/gateway", sc.port),
-        "full-token",
-        intents::CHAT,
-    )
-    .max_backoff(Duration::from_millis(200));
-    let running = tokio::spawn(client.run(Recorder(seen.clone())));
-    assert!(eventually(Duration::from_secs(10), || *seen.sessions.lock().expect("lock") == 1).await);
+    let running = running_client(&sc, Some(Compression::ZlibStream), &seen).await;
     let first = post_ok(&sc, &chat(1)).await;
-    assert!(
-        eventually(Duration::from_secs(10), || seen
-            .ids
-            .lock()
-            .expect("lock")
-            .contains_key(&first[0]))
-        .await,
-        "the first event arrived"
-    );
-    // A restart forgets every session: the resume gets op 9 and the client
-    // identifies again (a second READY), then gets new events.
+    assert!(handled(&seen, &first).await, "the first event arrived");
+    // A restart on a new spool knows no session: the resume gets op 9 and
+    // the client identifies again (a second READY), then gets new events.
     sc.kill9();
+    std::fs::remove_dir_all(sc.spool_dir()).expect("remove the spool");
     sc.spawn().await;
     sc.wait_ready().await;
     assert!(
@@ -200,14 +212,45 @@ async fn sdk_identifies_again_when_its_session_is_gone() {
         sc.stderr()
     );
     let second = post_ok(&sc, &chat(2)).await;
-    let all = eventually(Duration::from_secs(10), || {
-        seen.ids.lock().expect("lock").contains_key(&second[0])
-    })
-    .await;
+    let all = handled(&seen, &second).await;
     running.abort();
     assert!(
         all,
         "the event after the restart was handled: {:?}",
         seen.ids.lock().expect("lock")
     );
+}
+
+/// With zstd-stream, plain text, and the default (zlib-stream): the client
+/// decodes its stream, and after a kill -9 and restart on the same spool it
+/// resumes its one session, every event handled exactly once.
+#[tokio::test]
+async fn sdk_resumes_its_session_across_a_kill_9_restart_with_each_compression() {
+    for compression in [Some(Compression::ZstdStream), None, Some(Compression::ZlibStream)] {
+        let mut sc = Sidecar::start(Options {
+            body: gateway_backend("heartbeat_interval_ms = 2000"),
+            ..Default::default()
+        })
+        .await;
+        sc.wait_ready().await;
+        let seen = Arc::new(Seen::default());
+        let running = running_client(&sc, compression, &seen).await;
+        let before = post_ok(&sc, &Value::Array((0..10).map(chat).collect())).await;
+        assert!(handled(&seen, &before).await, "{compression:?}: before the restart");
+        sc.kill9();
+        sc.spawn().await;
+        sc.wait_ready().await;
+        let after = post_ok(&sc, &Value::Array((10..20).map(chat).collect())).await;
+        let all = handled(&seen, &after).await;
+        running.abort();
+        assert!(all, "{compression:?}: after the restart:\n{}", sc.log_tail());
+        assert_eq!(
+            *seen.sessions.lock().expect("lock"),
+            1,
+            "{compression:?}: the session was resumed, not identified again"
+        );
+        let ids = seen.ids.lock().expect("lock");
+        assert_eq!(ids.len(), 20, "{compression:?}");
+        assert!(ids.values().all(|n| *n == 1), "{compression:?}: {ids:?}");
+    }
 }

@@ -1,11 +1,14 @@
 //! Gateway benchmark parts: WebSocket sessions that count event dispatches
 //! and note when each arrived, and the raw baseline, a bare
 //! tokio-tungstenite server writing the same frames to the same clients.
+//! Sessions may ask for `compress=`; they then inflate every frame with one
+//! context each, and count the bytes that came over the wire.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use event_pusher_gateway_protocol::compress::{Compression, Decoder};
 use event_pusher_testkit::RawGateway;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
@@ -25,6 +28,8 @@ type RawConns = Arc<Mutex<Vec<mpsc::Sender<Arc<Vec<String>>>>>>;
 /// and (when asked) each arrival's event id and time.
 pub struct Sessions {
     pub received: Arc<AtomicU64>,
+    /// WebSocket bytes of the server's data frames read (header included).
+    pub wire_bytes: Arc<AtomicU64>,
     pub arrivals: Option<Arrivals>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -46,19 +51,49 @@ impl Drop for Sessions {
 /// Connect `n` sessions to `url`, each identifying with `token` and every
 /// intent, and wait until all have their READY.
 pub async fn connect(url: &str, token: &str, n: usize, note_arrivals: bool) -> Result<Sessions, String> {
+    connect_with(url, token, n, note_arrivals, None).await
+}
+
+/// [`connect`] asking for `compression`.
+pub async fn connect_with(
+    url: &str,
+    token: &str,
+    n: usize,
+    note_arrivals: bool,
+    compression: Option<Compression>,
+) -> Result<Sessions, String> {
+    let url = match compression {
+        Some(c) => format!("{url}?compress={}", c.as_str()),
+        None => url.to_owned(),
+    };
+    let url = url.as_str();
     let received = Arc::new(AtomicU64::new(0));
+    let wire_bytes = Arc::new(AtomicU64::new(0));
     let arrivals = note_arrivals.then(|| Arc::new(Mutex::new(Vec::new())));
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(n.max(1));
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
         let (url, token) = (url.to_owned(), token.to_owned());
         let (received, arrivals, ready) = (received.clone(), arrivals.clone(), ready_tx.clone());
+        let wire_bytes = wire_bytes.clone();
         tasks.push(tokio::spawn(async move {
-            // The handshake is the shared raw client's (testkit); the
-            // counting below is this benchmark's own.
+            // The handshake is the shared raw client's (testkit) when
+            // plain; the counting below is this benchmark's own.
+            let mut decoder = match compression.map(Decoder::new).transpose() {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = ready.send(Err(e.to_string())).await;
+                    return;
+                }
+            };
             let handshake = async {
                 let mut gw = RawGateway::open(&url).await?;
-                gw.identify_until_ready(&token, 63).await?;
+                match decoder.as_mut() {
+                    None => {
+                        gw.identify_until_ready(&token, 63).await?;
+                    }
+                    Some(d) => identify_compressed(&mut gw, d, &token).await?,
+                }
                 Ok::<_, String>(gw)
             };
             let gw = match handshake.await {
@@ -71,8 +106,22 @@ pub async fn connect(url: &str, token: &str, n: usize, note_arrivals: bool) -> R
             let _ = ready.send(Ok(())).await;
             let (_sink, mut stream) = gw.into_inner().split();
             while let Some(Ok(m)) = stream.next().await {
-                let Message::Text(t) = m else { continue };
-                let t = t.as_str();
+                let inflated;
+                let t = match &m {
+                    Message::Text(t) => {
+                        wire_bytes.fetch_add(frame_bytes(t.len()), Ordering::Relaxed);
+                        t.as_str()
+                    }
+                    Message::Binary(b) => {
+                        wire_bytes.fetch_add(frame_bytes(b.len()), Ordering::Relaxed);
+                        let Some(Ok(text)) = decoder.as_mut().map(|d| d.message(b)) else {
+                            return;
+                        };
+                        inflated = String::from_utf8(text).unwrap_or_default();
+                        inflated.as_str()
+                    }
+                    _ => continue,
+                };
                 let Some(at) = t.find(ID_MARK) else { continue };
                 received.fetch_add(1, Ordering::Relaxed);
                 if let Some(arrivals) = &arrivals {
@@ -93,9 +142,40 @@ pub async fn connect(url: &str, token: &str, n: usize, note_arrivals: bool) -> R
     }
     Ok(Sessions {
         received,
+        wire_bytes,
         arrivals,
         tasks,
     })
+}
+
+/// A server data frame's bytes on the wire: the payload and the header
+/// (2, 4 or 10 bytes by length; server frames are not masked).
+fn frame_bytes(payload: usize) -> u64 {
+    let header = match payload {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    };
+    (payload + header) as u64
+}
+
+/// Identify on a compressed connection: Hello and READY arrive as
+/// binary frames of the connection's stream.
+async fn identify_compressed(gw: &mut RawGateway, decoder: &mut Decoder, token: &str) -> Result<(), String> {
+    gw.send_text(format!("{{\"op\":2,\"d\":{{\"token\":\"{token}\",\"intents\":63}}}}"))
+        .await;
+    loop {
+        match gw.next_message().await {
+            Some(Message::Binary(b)) => {
+                let text = decoder.message(&b).map_err(|e| e.to_string())?;
+                if String::from_utf8_lossy(&text).contains("\"t\":\"READY\"") {
+                    return Ok(());
+                }
+            }
+            Some(_) => continue,
+            None => return Err("the connection ended before READY".into()),
+        }
+    }
 }
 
 /// The raw baseline: accepts gateway clients (answers Identify with READY)

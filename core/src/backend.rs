@@ -121,6 +121,33 @@ impl ScopedState {
         );
     }
 
+    /// Set (`Some`) or delete (`None`) some of this backend's keys and wait
+    /// until they are committed with fsync, without going through a change:
+    /// for bookkeeping that must be on disk before the caller answers (the
+    /// gateway's resume buffers, before a delivery counts as done).
+    pub async fn put(&self, entries: Vec<(String, Option<Vec<u8>>)>) -> Result<(), SpoolError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.spool.put_state(self.scoped(entries)).await
+    }
+
+    /// [`put`](Self::put) without waiting: committed with the next group,
+    /// before any command sent after it.
+    pub fn put_all_soon(&self, entries: Vec<(String, Option<Vec<u8>>)>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.spool.put_state_soon(self.scoped(entries));
+    }
+
+    fn scoped(&self, entries: Vec<(String, Option<Vec<u8>>)>) -> Vec<(String, Option<Vec<u8>>)> {
+        entries
+            .into_iter()
+            .map(|(k, v)| (format!("{}{k}", self.prefix), v))
+            .collect()
+    }
+
     /// Overwrite one of this backend's keys without waiting, and without
     /// going through a change: for bookkeeping that is not shared state
     /// (a device's `last_push_at`).

@@ -8,6 +8,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+pub mod compress;
+
 /// Frame opcodes (`op`).
 pub mod op {
     pub const DISPATCH: i64 = 0;

@@ -4,6 +4,10 @@
 //! Exactly once: a dispatch's `s` becomes the resume point only after the
 //! dispatch is in the consumers' queue, and a dispatch at or below the
 //! resume point is skipped, so a resume neither loses nor repeats one.
+//!
+//! By default it asks for `compress=zlib-stream`: the server's messages
+//! arrive as binary frames of one zlib stream per connection, which the
+//! client inflates with one context per connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::cache::PresenceCache;
 use super::event::{Dispatch, EventHandler, GatewayEvent};
+use super::protocol::compress::{self, Compression, Decoder};
 use super::protocol::{close, dispatch, op, Frame};
 
 /// Dispatches waiting for a consumer; a full queue stops reading the
@@ -44,6 +49,7 @@ pub struct Client {
     intents: u64,
     consumers: usize,
     max_backoff: Duration,
+    compression: Option<Compression>,
 }
 
 /// What survives a connection: the session to resume and the cache.
@@ -71,7 +77,15 @@ impl Client {
             intents,
             consumers: 1,
             max_backoff: Duration::from_secs(10),
+            compression: Some(Compression::ZlibStream),
         }
+    }
+
+    /// The transport compression to ask for (default `zlib-stream`);
+    /// `None` for plain text frames.
+    pub fn compression(mut self, compression: Option<Compression>) -> Client {
+        self.compression = compression;
+        self
     }
 
     /// Run `n` consumer tasks sharing the connection (default 1). With
@@ -137,8 +151,17 @@ impl Client {
             (Some(_), Some(resume)) => resume.clone(),
             _ => self.url.clone(),
         };
+        let url = with_compression(&url, self.compression);
         let Ok((ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
             return Ok(ended);
+        };
+        // One context per connection, fed every binary frame in order.
+        let mut decoder = match self.compression.map(Decoder::new).transpose() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway: cannot make a decompression context");
+                return Ok(ended);
+            }
         };
         let (mut sink, mut stream) = ws.split();
         let mut heartbeat: Option<tokio::time::Interval> = None;
@@ -170,6 +193,21 @@ impl Client {
                     Ok(f) => f,
                     Err(_) => continue,
                 },
+                Some(Ok(Message::Binary(b))) => {
+                    let Some(decoder) = decoder.as_mut() else { continue };
+                    match decoder.message(&b) {
+                        Ok(text) => match serde_json::from_slice::<Frame>(&text) {
+                            Ok(f) => f,
+                            Err(_) => continue,
+                        },
+                        // A broken stream cannot decode what follows:
+                        // reconnect and resume.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "gateway: undecodable compressed frame; reconnecting");
+                            return Ok(ended);
+                        }
+                    }
+                }
                 Some(Ok(Message::Close(c))) => {
                     let (code, reason) = c.map_or((1005, String::new()), |c| (u16::from(c.code), c.reason.to_string()));
                     return self.closed(state, code, reason, ended);
@@ -296,7 +334,44 @@ impl Client {
     }
 }
 
+/// `url` with `compress=` added (unless it names one already).
+fn with_compression(url: &str, compression: Option<Compression>) -> String {
+    let Some(c) = compression else {
+        return url.to_owned();
+    };
+    let key = format!("{}=", compress::QUERY_KEY);
+    let query = url.split_once('?').map(|(_, q)| q);
+    if query.is_some_and(|q| q.split('&').any(|p| p.starts_with(&key))) {
+        return url.to_owned();
+    }
+    let sep = if query.is_some() { '&' } else { '?' };
+    format!("{url}{sep}{key}{}", c.as_str())
+}
+
 fn heartbeat_frame(seq: u64) -> Message {
     let d = if seq == 0 { Value::Null } else { Value::from(seq) };
     Message::text(json!({"op": op::HEARTBEAT, "d": d}).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_goes_into_the_query_once() {
+        let z = Some(Compression::ZlibStream);
+        assert_eq!(
+            with_compression("ws://h/v1/gateway", z),
+            "ws://h/v1/gateway?compress=zlib-stream"
+        );
+        assert_eq!(
+            with_compression("ws://h/g?v=10", z),
+            "ws://h/g?v=10&compress=zlib-stream"
+        );
+        assert_eq!(
+            with_compression("ws://h/g?compress=zstd-stream", z),
+            "ws://h/g?compress=zstd-stream"
+        );
+        assert_eq!(with_compression("ws://h/g", None), "ws://h/g");
+    }
 }

@@ -45,6 +45,7 @@ pub use client::{Client, ClientError};
 pub use event::{Dispatch, EventHandler, GatewayEvent};
 pub use event_pusher_event::{Event, EventBody, PresenceStatus};
 pub use event_pusher_gateway_protocol as protocol;
+pub use event_pusher_gateway_protocol::compress::Compression;
 
 /// Intent bits (the event classes): OR them to subscribe.
 pub mod intents {

@@ -77,6 +77,15 @@ impl RawGateway {
         }
     }
 
+    /// The next message of any kind (binary frames of a compressed
+    /// connection included), or `None` when the connection ended.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        match self.ws.next().await {
+            Some(Ok(m)) => Some(m),
+            _ => None,
+        }
+    }
+
     /// Connect to the sidecar's gateway and read Hello.
     pub async fn connect(sc: &Sidecar) -> (RawGateway, Value) {
         let url = format!("ws://127.0.0.1:{}/v1/gateway", sc.port);

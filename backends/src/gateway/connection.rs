@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::stream::SplitStream;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::dispatch::Payload;
 use super::hub::{ConnectionGuard, Hub, Pending, SessionSlot};
+use super::protocol::compress::Compression;
 use super::protocol::{self, close, control, dispatch, op, Frame};
 use super::session::{Outgoing, ResumeCheck, Session};
+use super::writer::Writer;
 
 /// How long op 7 and the close frame may wait on a client that is not
 /// reading, at the least; a kicked client gets 1.5 heartbeat intervals to
@@ -26,7 +28,6 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Frames written per flush in the live loop.
 const WRITE_BATCH: usize = 64;
 
-type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
 /// How a connection ended, for the close frame and metrics.
@@ -51,15 +52,26 @@ struct Live {
     _slot: SessionSlot,
 }
 
-/// Serve one upgraded connection to its end.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_url: String, _guard: ConnectionGuard, pending: Pending) {
-    let (mut sink, mut stream) = socket.split();
+/// Serve one upgraded connection to its end; every server message goes
+/// through `compression` when the client asked for one.
+pub async fn serve(
+    hub: Arc<Hub>,
+    socket: WebSocket,
+    resume_url: String,
+    compression: Option<Compression>,
+    _guard: ConnectionGuard,
+    pending: Pending,
+) {
+    let (sink, mut stream) = socket.split();
+    let Some(mut sink) = Writer::new(sink, compression) else {
+        return;
+    };
     let mut draining = hub.draining();
     let hello = control(
         op::HELLO,
         json!({"heartbeat_interval": hub.limits.heartbeat_interval.as_millis() as u64}),
     );
-    if sink.send(text(hello)).await.is_err() {
+    if sink.send(hello).await.is_err() {
         return;
     }
     let end = match handshake(&hub, &mut sink, &mut stream, &resume_url, &mut draining, pending).await {
@@ -69,6 +81,11 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_url: String, _guard:
             let session = live.session.clone();
             let end = run_live(&hub, &mut sink, &mut stream, live, &mut draining).await;
             session.detach_if(&outbox);
+            // On shutdown the record keeps saying attached: after the
+            // restart it is resumable for the whole timeout.
+            if !hub.is_draining() {
+                hub.save_soon(&session).await;
+            }
             end
         }
     };
@@ -79,7 +96,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, resume_url: String, _guard:
 /// one heartbeat interval.
 async fn handshake(
     hub: &Arc<Hub>,
-    sink: &mut Sink,
+    sink: &mut Writer,
     stream: &mut Stream,
     resume_url: &str,
     draining: &mut tokio::sync::watch::Receiver<bool>,
@@ -100,9 +117,10 @@ async fn handshake(
         let Some(frame) = frame else { continue };
         match frame.op {
             op::HEARTBEAT => send(sink, control(op::HEARTBEAT_ACK, Value::Null)).await?,
-            op::IDENTIFY => return identify(hub, frame.d, resume_url, session_slot(hub)?),
+            op::IDENTIFY => return identify(hub, frame.d, resume_url, session_slot(hub)?).await,
             op::RESUME => {
                 if let Some(live) = resume(hub, frame.d, session_slot(hub)?)? {
+                    hub.save_soon(&live.session).await;
                     return Ok(live);
                 }
                 // Cannot resume: op 9 false, and the client identifies again.
@@ -127,7 +145,7 @@ fn session_slot(hub: &Arc<Hub>) -> Result<SessionSlot, End> {
         .ok_or(End::Close(extra_close::TRY_AGAIN_LATER, "too many gateway sessions"))
 }
 
-fn identify(hub: &Arc<Hub>, d: Value, resume_url: &str, slot: SessionSlot) -> Result<Live, End> {
+async fn identify(hub: &Arc<Hub>, d: Value, resume_url: &str, slot: SessionSlot) -> Result<Live, End> {
     // Intents that are a number but no i64 (2^63 and up, negative beyond
     // i64, fractions) are invalid intents, not a decode error.
     if d.get("intents").is_some_and(|i| i.is_number() && i.as_i64().is_none()) {
@@ -155,9 +173,15 @@ fn identify(hub: &Arc<Hub>, d: Value, resume_url: &str, slot: SessionSlot) -> Re
     let (outbox, queue) = mpsc::channel(hub.limits.max_queued);
     let (kick, kicked) = oneshot::channel();
     session.attach(outbox.clone(), kick);
-    hub.insert(session.clone());
+    // READY is s = 1 before the session can see any event.
     let ready = json!({"session_id": session.id, "resume_gateway_url": resume_url});
     session.push(&Payload::new(dispatch::READY, &ready.to_string()));
+    hub.insert(session.clone());
+    // On disk before READY goes out: a client told a session id can
+    // resume it after a crash.
+    if let Err(e) = hub.save_now(&session).await {
+        tracing::warn!(error = %e, session = %session.id, "gateway: cannot keep the session for resume");
+    }
     Ok(Live {
         session,
         outbox,
@@ -203,7 +227,7 @@ fn resume(hub: &Arc<Hub>, d: Value, slot: SessionSlot) -> Result<Option<Live>, E
 /// Write dispatches as they come and answer the client until the end.
 async fn run_live(
     hub: &Hub,
-    sink: &mut Sink,
+    sink: &mut Writer,
     stream: &mut Stream,
     mut live: Live,
     draining: &mut tokio::sync::watch::Receiver<bool>,
@@ -332,16 +356,12 @@ fn read_error(e: &axum::Error) -> End {
 }
 
 /// Send the last words and close.
-async fn finish(hub: &Hub, sink: &mut Sink, end: End) {
+async fn finish(hub: &Hub, sink: &mut Writer, end: End) {
     let (code, reason) = match end {
         End::Gone => return,
         End::Close(code, reason) => (code, reason),
         End::Reconnect => {
-            let _ = tokio::time::timeout(
-                CLOSE_WRITE_TIMEOUT,
-                sink.send(text(control(op::RECONNECT, Value::Null))),
-            )
-            .await;
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.send(control(op::RECONNECT, Value::Null))).await;
             (close::SERVICE_RESTART, "reconnect and resume")
         }
     };
@@ -355,24 +375,20 @@ async fn finish(hub: &Hub, sink: &mut Sink, end: End) {
     } else {
         CLOSE_WRITE_TIMEOUT
     };
-    let _ = tokio::time::timeout(wait, sink.send(frame)).await;
+    let _ = tokio::time::timeout(wait, sink.control(frame)).await;
 }
 
-async fn write_frames(sink: &mut Sink, batch: &mut Vec<Outgoing>) -> Result<(), End> {
+async fn write_frames(sink: &mut Writer, batch: &mut Vec<Outgoing>) -> Result<(), End> {
     for (seq, payload) in batch.drain(..) {
         feed(sink, payload.frame(seq)).await?;
     }
     sink.flush().await.map_err(|_| End::Gone)
 }
 
-async fn send(sink: &mut Sink, frame: String) -> Result<(), End> {
-    sink.send(text(frame)).await.map_err(|_| End::Gone)
+async fn send(sink: &mut Writer, frame: String) -> Result<(), End> {
+    sink.send(frame).await.map_err(|_| End::Gone)
 }
 
-async fn feed(sink: &mut Sink, frame: String) -> Result<(), End> {
-    sink.feed(text(frame)).await.map_err(|_| End::Gone)
-}
-
-fn text(frame: String) -> Message {
-    Message::Text(Utf8Bytes::from(frame))
+async fn feed(sink: &mut Writer, frame: String) -> Result<(), End> {
+    sink.feed(frame).await.map_err(|_| End::Gone)
 }

@@ -5,8 +5,13 @@
 //! number, `,"t":"...","d":{...}}`, built once per event from the spool's
 //! canonical JSON; each session only writes `{"op":0,"s":N` in front of it
 //! when the frame goes out ([`Payload::frame`]).
+//!
+//! An event's payload also carries its place in the gateway's dispatch log
+//! (`persist.rs`), which is what lets the sessions' resume buffers be
+//! rebuilt after a restart.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use event_pusher_core::{ChatType, Event, EventBody, EventClass};
@@ -18,6 +23,9 @@ use super::protocol::dispatch;
 pub struct Payload {
     /// `,"t":"TYPE","d":DATA}`.
     tail: String,
+    /// Its index in the dispatch log, set when it is fanned out; 0 for
+    /// what is not logged (READY is per session).
+    index: AtomicU64,
 }
 
 impl Payload {
@@ -29,7 +37,29 @@ impl Payload {
         tail.push_str("\",\"d\":");
         tail.push_str(d);
         tail.push('}');
-        Arc::new(Payload { tail })
+        Payload::from_tail(tail, 0)
+    }
+
+    /// A payload read back from the dispatch log.
+    pub fn from_tail(tail: String, index: u64) -> Arc<Payload> {
+        Arc::new(Payload {
+            tail,
+            index: AtomicU64::new(index),
+        })
+    }
+
+    /// `,"t":...,"d":...}`: what the dispatch log stores.
+    pub fn tail(&self) -> &str {
+        &self.tail
+    }
+
+    pub fn index(&self) -> u64 {
+        self.index.load(Ordering::Relaxed)
+    }
+
+    /// Number it in the dispatch log (once, before any session has it).
+    pub fn set_index(&self, index: u64) {
+        self.index.store(index, Ordering::Relaxed);
     }
 
     /// The frame one session sends: `{"op":0,"s":seq,"t":...,"d":...}`.

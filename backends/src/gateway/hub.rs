@@ -5,18 +5,29 @@
 //! under the session's own short lock and handed to its connection with
 //! `try_send`; a full queue closes that connection (4000) instead of
 //! blocking ingest or other sessions.
+//!
+//! With the spool attached, the hub also keeps the sessions' state there
+//! (`persist.rs`): it numbers every fanned-out event in the dispatch log,
+//! writes session records, trims the log, and rebuilds the sessions on
+//! start.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use event_pusher_core::backend::ScopedState;
+use event_pusher_core::spool::SpoolError;
 use event_pusher_core::token::constant_time_eq;
 use tokio::sync::{oneshot, watch};
 
 use super::dispatch::Payload;
 use super::metrics::GatewayMetrics;
+use super::persist::{self, SessionRecord, Write};
 use super::session::{Pushed, Session};
+
+/// Log entries written between two trims of the dispatch log.
+const TRIM_EVERY: usize = 512;
 
 /// A client that may connect: its name (for metrics), token and the most
 /// intents it may ask for.
@@ -55,6 +66,23 @@ pub struct Hub {
     identified: AtomicUsize,
     /// Connections that have not identified yet, oldest first.
     pending: Mutex<PendingSet>,
+    /// The backend's state in the spool, once attached.
+    store: OnceLock<ScopedState>,
+    /// The next dispatch log index (from 1).
+    next_index: AtomicU64,
+    /// Ids of events fanned out whose delivery may come again: those in
+    /// the log at start (a crash may have lost their acks) and those whose
+    /// commit failed (retried). They are not dispatched twice.
+    logged_before: Mutex<std::collections::HashSet<String>>,
+    /// Log writes whose commit failed, tried again with the next one.
+    unsaved: Mutex<Vec<Write>>,
+    /// The log indexes written and not trimmed yet, and how many were
+    /// written since the last trim.
+    log: Mutex<(VecDeque<u64>, usize)>,
+    /// Held while a session record is built and sent to the spool, and
+    /// while the log is trimmed (which moves anchors): a record written
+    /// after a trim never carries an anchor from before it.
+    records: tokio::sync::Mutex<()>,
 }
 
 /// The unidentified connections: each one's number and how to close it.
@@ -78,7 +106,32 @@ impl Hub {
             connections: AtomicUsize::new(0),
             identified: AtomicUsize::new(0),
             pending: Mutex::new(PendingSet::default()),
+            store: OnceLock::new(),
+            next_index: AtomicU64::new(1),
+            logged_before: Mutex::new(std::collections::HashSet::new()),
+            unsaved: Mutex::new(Vec::new()),
+            log: Mutex::new((VecDeque::new(), 0)),
+            records: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Load the sessions kept in the spool (detached, resumable for
+    /// `resume_timeout_ms`) and keep them there from now on. Blocking.
+    pub fn attach_store(&self, store: ScopedState) -> Result<usize, SpoolError> {
+        let rows = store.read()?;
+        let restored = persist::restore(rows, &self.clients, &self.limits, event_pusher_core::spool::now_ms());
+        store.put_all_soon(restored.dropped);
+        self.next_index.store(restored.next_index, Ordering::Release);
+        *self.logged_before_set() = restored.delivered;
+        self.log_state().0 = restored.kept;
+        let n = restored.sessions.len();
+        let mut sessions = self.write();
+        for session in restored.sessions {
+            sessions.insert(session.id.clone(), Arc::new(session));
+        }
+        drop(sessions);
+        let _ = self.store.set(store);
+        Ok(n)
     }
 
     pub fn with_public_url(mut self, url: Option<String>) -> Hub {
@@ -102,23 +155,35 @@ impl Hub {
         self.read().get(id).cloned()
     }
 
+    /// Add a session; it is anchored at the next log index under the
+    /// map's write lock, so every event fanned out later reaches it and
+    /// none before did.
     pub fn insert(&self, session: Arc<Session>) {
-        self.write().insert(session.id.clone(), session);
+        let mut sessions = self.write();
+        session.anchor_at(self.next_index.load(Ordering::Acquire));
+        sessions.insert(session.id.clone(), session);
     }
 
     pub fn remove(&self, id: &str) {
         self.write().remove(id);
+        self.forget(vec![id.to_owned()]);
     }
 
-    /// Put one dispatch into every session whose intents include `intent`.
-    pub fn fan_out(&self, intent: u64, payload: &Arc<Payload>) {
+    /// Put one dispatch into every session whose intents include `intent`,
+    /// numbering it in the dispatch log; whether any session took it.
+    pub fn fan_out(&self, intent: u64, payload: &Arc<Payload>) -> bool {
         let mut expired = Vec::new();
+        let mut matched = false;
         {
             let sessions = self.read();
+            // Under the read lock: a session inserted (write lock) after
+            // this is anchored past this index.
+            payload.set_index(self.next_index.fetch_add(1, Ordering::AcqRel));
             for session in sessions.values() {
                 if session.intents & intent == 0 {
                     continue;
                 }
+                matched = true;
                 match session.push(payload) {
                     Pushed::Queued(depth) => self.metrics.queued(depth),
                     Pushed::Detached => {
@@ -133,16 +198,142 @@ impl Hub {
         }
         if !expired.is_empty() {
             let mut sessions = self.write();
-            for id in expired {
-                sessions.remove(&id);
+            for id in &expired {
+                sessions.remove(id);
             }
+            drop(sessions);
+            self.forget(expired);
         }
+        matched
     }
 
     /// Forget sessions detached for longer than the resume timeout.
     pub fn sweep(&self) {
         let timeout = self.limits.resume_timeout;
-        self.write().retain(|_, s| !s.expired(timeout));
+        let mut gone = Vec::new();
+        self.write().retain(|id, s| {
+            let keep = !s.expired(timeout);
+            if !keep {
+                gone.push(id.clone());
+            }
+            keep
+        });
+        self.forget(gone);
+    }
+
+    /// Whether this event was fanned out already (before a crash that
+    /// lost its ack, or before a commit that failed): delivered again, it
+    /// is not dispatched twice.
+    pub fn seen_before(&self, event_id: &str) -> bool {
+        let mut logged = self.logged_before_set();
+        !logged.is_empty() && logged.remove(event_id)
+    }
+
+    /// Events fanned out whose commit failed: their retry is not
+    /// dispatched again.
+    pub fn not_committed(&self, event_ids: Vec<String>) {
+        self.logged_before_set().extend(event_ids);
+    }
+
+    fn logged_before_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.logged_before.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The log entry of a fanned-out payload that some session took, when
+    /// sessions are kept in the spool.
+    pub fn log_entry(&self, intent: u64, event_id: &str, payload: &Payload) -> Option<Write> {
+        self.store.get()?;
+        let mut log = self.log_state();
+        log.0.push_back(payload.index());
+        log.1 += 1;
+        Some(persist::log_write(intent, event_id, payload))
+    }
+
+    /// Commit a batch's log entries (with any whose commit failed before,
+    /// and a trim of the log when due) with fsync; returns once they are
+    /// on disk.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), SpoolError> {
+        let Some(store) = self.store.get() else {
+            return Ok(());
+        };
+        let _records = self.records.lock().await;
+        let mut all = std::mem::take(&mut *self.unsaved_writes());
+        all.extend(writes);
+        if self.log_state().1 >= TRIM_EVERY {
+            all.extend(self.trim());
+        }
+        if all.is_empty() {
+            return Ok(());
+        }
+        let result = store.put(all.clone()).await;
+        if result.is_err() {
+            let mut unsaved = self.unsaved_writes();
+            all.append(&mut unsaved);
+            *unsaved = all;
+        }
+        result
+    }
+
+    fn unsaved_writes(&self) -> std::sync::MutexGuard<'_, Vec<Write>> {
+        self.unsaved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drop the log entries no session keeps any more; sessions anchored
+    /// below the cut move their anchor up (written with the deletes).
+    /// Called with `records` held.
+    fn trim(&self) -> Vec<Write> {
+        let mut writes = Vec::new();
+        let next = self.next_index.load(Ordering::Acquire);
+        {
+            let sessions = self.read();
+            let cut = sessions.values().filter_map(|s| s.oldest_index()).min().unwrap_or(next);
+            for s in sessions.values() {
+                if s.reanchor(cut, next).is_some() {
+                    writes.push(self.record(s).write(&s.id));
+                }
+            }
+            let mut log = self.log_state();
+            log.1 = 0;
+            while log.0.front().is_some_and(|i| *i < cut) {
+                if let Some(i) = log.0.pop_front() {
+                    writes.push((persist::log_key(i), None));
+                }
+            }
+        }
+        writes
+    }
+
+    /// Write a session's record and wait until it is on disk (Identify:
+    /// before READY goes out).
+    pub async fn save_now(&self, session: &Session) -> Result<(), SpoolError> {
+        let Some(store) = self.store.get() else {
+            return Ok(());
+        };
+        let _records = self.records.lock().await;
+        store.put(vec![self.record(session).write(&session.id)]).await
+    }
+
+    /// Write a session's record with the next commit (it attached or
+    /// detached).
+    pub async fn save_soon(&self, session: &Session) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let _records = self.records.lock().await;
+        store.put_all_soon(vec![self.record(session).write(&session.id)]);
+    }
+
+    fn record(&self, session: &Session) -> SessionRecord {
+        let (anchor, detached_for) = session.anchor();
+        let client = self.clients.get(session.client).map_or("", |c| c.name.as_str());
+        SessionRecord::of(session, client, anchor, detached_for)
+    }
+
+    /// Delete the records of sessions that are gone.
+    fn forget(&self, ids: Vec<String>) {
+        if let (Some(store), false) = (self.store.get(), ids.is_empty()) {
+            store.delete_soon(ids.iter().map(|id| persist::session_key(id)).collect());
+        }
     }
 
     /// Attached sessions per client (index as in `clients`).
@@ -214,6 +405,10 @@ impl Hub {
         let n = self.identified.fetch_add(1, Ordering::AcqRel);
         let slot = SessionSlot { hub: self.clone() };
         (n < self.limits.max_sessions).then_some(slot)
+    }
+
+    fn log_state(&self) -> std::sync::MutexGuard<'_, (VecDeque<u64>, usize)> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pending_set(&self) -> std::sync::MutexGuard<'_, PendingSet> {

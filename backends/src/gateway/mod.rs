@@ -17,7 +17,9 @@
 //! - `dispatch`: an event encoded once for every session;
 //! - `session`: sequence, resume buffer, attachment of one session;
 //! - `hub`: all sessions of one backend, clients, fan-out, drain;
+//! - `persist`: sessions and the dispatch log in the spool (restarts);
 //! - `connection`: one WebSocket from Hello to close;
+//! - `writer`: a connection's outgoing frames, plain or compressed;
 //! - `metrics`: counters and their Prometheus text;
 //! - `publish`: `impl Backend` and the endpoint on the main listener.
 
@@ -27,8 +29,10 @@ mod dispatch;
 pub mod extra_close;
 mod hub;
 mod metrics;
+mod persist;
 mod publish;
 mod session;
+mod writer;
 
 pub use config::{ClientConfig, GatewayConfig};
 /// The wire protocol, shared with the consumer SDK (a crate of its own);

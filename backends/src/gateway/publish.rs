@@ -1,6 +1,9 @@
 //! `impl Backend` for the gateway: delivering an event is putting it into
-//! every matching session's buffer (live, not durable), and the WebSocket
-//! endpoint it serves on the main listener.
+//! every matching session's buffer (live, not durable beyond the resume
+//! window), and the WebSocket endpoint it serves on the main listener.
+//! The buffers are kept in the spool (`persist.rs`): a batch counts as
+//! delivered once its dispatches are committed there, so sessions can be
+//! resumed after a restart, kill -9 included.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,16 +12,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use event_pusher_core::backend::Attachment;
 use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError};
 
 use super::config::GatewayConfig;
 use super::dispatch::{dispatch_type, intent_of, Payload};
 use super::hub::{Client, Hub, Limits};
+use super::protocol::compress::{self, Compression};
 use super::protocol::ALL_INTENTS;
 use crate::common::Endpoint;
 
@@ -109,20 +114,57 @@ impl Backend for GatewayBackend {
         MAX_BATCH
     }
 
+    /// Load the sessions kept in the spool: after a restart they are
+    /// detached and can be resumed.
+    fn attach(&self, attachment: &Attachment) -> Result<(), BackendError> {
+        let restored = self
+            .hub
+            .attach_store(attachment.state.clone())
+            .map_err(|e| BackendError::with_source(format!("cannot read the gateway's sessions: {e}"), e))?;
+        if restored > 0 {
+            tracing::info!(backend = %self.hub.backend, sessions = restored, "gateway sessions restored; they can resume");
+        }
+        Ok(())
+    }
+
     /// Encode each event once and put it into every matching session's
-    /// buffer. Never waits on a client, so it cannot fail.
+    /// buffer, then commit the batch's dispatches to the spool. Never
+    /// waits on a client; fails (to be retried) only when the spool does.
     async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), DeliveryError>> {
-        batch
+        let mut writes = Vec::new();
+        let mut fanned_out = Vec::new();
+        let results: Vec<Result<(), DeliveryError>> = batch
             .iter()
             .map(|d| {
                 // The spool's canonical JSON is valid UTF-8 (serde_json wrote it).
                 let json = std::str::from_utf8(&d.json)
                     .map_err(|_| DeliveryError::permanent("stored event is not UTF-8 JSON"))?;
-                self.hub
-                    .fan_out(intent_of(&d.event), &Payload::new(dispatch_type(&d.event), json));
+                if self.hub.seen_before(&d.event.id) {
+                    return Ok(());
+                }
+                fanned_out.push(d.event.id.clone());
+                let intent = intent_of(&d.event);
+                let payload = Payload::new(dispatch_type(&d.event), json);
+                if self.hub.fan_out(intent, &payload) {
+                    writes.extend(self.hub.log_entry(intent, &d.event.id, &payload));
+                }
                 Ok(())
             })
-            .collect()
+            .collect();
+        match self.hub.commit(writes).await {
+            Ok(()) => results,
+            Err(e) => {
+                // The sessions have them already and a retry does not
+                // dispatch them again; their log entries are tried again
+                // with the next commit, which the retry waits for.
+                self.hub.not_committed(fanned_out);
+                let message = format!("cannot keep the dispatches for resume: {e}");
+                results
+                    .into_iter()
+                    .map(|r| r.and(Err(DeliveryError::retryable(message.clone()))))
+                    .collect()
+            }
+        }
     }
 }
 
@@ -194,7 +236,19 @@ fn valid_host(h: &str) -> bool {
 /// `GET path` with an upgrade: count the connection, then hand the socket
 /// to its own task (outside the listener's connection slots and shutdown
 /// deadline: see docs/backends/gateway.md).
-async fn upgrade(State(hub): State<Arc<Hub>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let compression = match compression(query.as_deref()) {
+        Ok(c) => c,
+        Err(message) => {
+            let body = serde_json::json!({"error": message, "field": compress::QUERY_KEY});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
     if hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
@@ -210,5 +264,23 @@ async fn upgrade(State(hub): State<Arc<Hub>>, headers: HeaderMap, ws: WebSocketU
         // Client frames are small: no 128 KiB read buffer per socket, so
         // thousands of unidentified sockets cost little.
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| super::connection::serve(hub, socket, resume_url, guard, pending))
+        .on_upgrade(move |socket| super::connection::serve(hub, socket, resume_url, compression, guard, pending))
+}
+
+/// `?compress=` of the upgrade request: none, or a known compression;
+/// anything else is refused before the upgrade (the error names the
+/// parameter). Other parameters (`v`, `encoding`) are ignored.
+fn compression(query: Option<&str>) -> Result<Option<Compression>, String> {
+    let Some(query) = query else { return Ok(None) };
+    let Some((_, value)) = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == compress::QUERY_KEY) else {
+        return Ok(None);
+    };
+    Compression::parse(&value).map(Some).ok_or_else(|| {
+        let known: Vec<&str> = Compression::ALL.iter().map(|c| c.as_str()).collect();
+        format!(
+            "{}: unknown value \"{value}\"; one of {}",
+            compress::QUERY_KEY,
+            known.join(", ")
+        )
+    })
 }

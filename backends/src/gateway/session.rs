@@ -7,6 +7,11 @@
 //! the buffer or the attachment happens under the one mutex, which is what
 //! makes a resume gap-free: the replay is taken and the new connection
 //! attached in the same critical section as any concurrent push.
+//!
+//! For a restart, a session is written to the spool as a record
+//! (`persist.rs`): who it is, and its *anchor*, the sequence number the
+//! first logged dispatch at or after a log index got. With the dispatch
+//! log that is enough to number its buffer again.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,11 +33,23 @@ pub struct Session {
     /// Index of its client in the hub's client list.
     pub client: usize,
     pub intents: u64,
+    /// When it identified (Unix ms).
+    pub created_ms: u64,
     state: Mutex<SessionState>,
+}
+
+/// Where a session's numbering meets the dispatch log: the first logged
+/// dispatch at or after log index `from_index` that it wants got
+/// sequence `next_seq`, and every later one it wants the next number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    pub next_seq: u64,
+    pub from_index: u64,
 }
 
 struct SessionState {
     last_seq: u64,
+    anchor: Anchor,
     /// Dispatches after the oldest still kept, in sequence order.
     buffer: VecDeque<Outgoing>,
     capacity: usize,
@@ -68,16 +85,29 @@ pub enum ResumeCheck {
 
 impl Session {
     pub fn new(id: String, client: usize, intents: u64, capacity: usize) -> Session {
+        Session::restored(
+            id,
+            client,
+            intents,
+            event_pusher_core::spool::now_ms(),
+            Restored::new(capacity),
+        )
+    }
+
+    /// A session read back from the spool (detached; `restored.detached_at`).
+    pub fn restored(id: String, client: usize, intents: u64, created_ms: u64, restored: Restored) -> Session {
         Session {
             id,
             client,
             intents,
+            created_ms,
             state: Mutex::new(SessionState {
-                last_seq: 0,
-                buffer: VecDeque::new(),
-                capacity,
+                last_seq: restored.last_seq,
+                anchor: restored.anchor,
+                buffer: restored.buffer,
+                capacity: restored.capacity,
                 link: None,
-                detached_at: Some(Instant::now()),
+                detached_at: Some(restored.detached_at),
             }),
         }
     }
@@ -160,9 +190,79 @@ impl Session {
         self.lock().link.is_some()
     }
 
+    /// Anchor it at log index `next_index`: the next dispatch it gets
+    /// there or later is `last_seq + 1` (when it joins the hub).
+    pub fn anchor_at(&self, next_index: u64) -> Anchor {
+        let mut st = self.lock();
+        st.anchor = Anchor {
+            next_seq: st.last_seq + 1,
+            from_index: next_index,
+        };
+        st.anchor
+    }
+
+    /// Its anchor, and how long it has been detached (`None`: attached).
+    pub fn anchor(&self) -> (Anchor, Option<Duration>) {
+        let st = self.lock();
+        (st.anchor, st.detached_at.map(|t| t.elapsed()))
+    }
+
+    /// The log index of the oldest logged dispatch it still keeps.
+    pub fn oldest_index(&self) -> Option<u64> {
+        self.lock().buffer.iter().map(|(_, p)| p.index()).find(|i| *i > 0)
+    }
+
+    /// The dispatch log is cut below `cut`: when its anchor is older, move
+    /// it to the oldest dispatch it keeps (or, keeping none, to
+    /// `next_index`). The new anchor, when it moved.
+    pub fn reanchor(&self, cut: u64, next_index: u64) -> Option<Anchor> {
+        let mut st = self.lock();
+        if st.anchor.from_index >= cut {
+            return None;
+        }
+        let oldest = st
+            .buffer
+            .iter()
+            .find(|(_, p)| p.index() > 0)
+            .map(|(s, p)| (*s, p.index()));
+        st.anchor = match oldest {
+            Some((next_seq, from_index)) => Anchor { next_seq, from_index },
+            None => Anchor {
+                next_seq: st.last_seq + 1,
+                from_index: next_index,
+            },
+        };
+        Some(st.anchor)
+    }
+
     /// Detached for longer than `timeout`: cannot be resumed any more.
     pub fn expired(&self, timeout: Duration) -> bool {
         self.lock().expired(timeout)
+    }
+}
+
+/// A session's numbering and buffer, as rebuilt from the spool.
+pub struct Restored {
+    pub last_seq: u64,
+    pub anchor: Anchor,
+    pub buffer: VecDeque<Outgoing>,
+    pub capacity: usize,
+    pub detached_at: Instant,
+}
+
+impl Restored {
+    /// A new session's: nothing sent yet.
+    pub fn new(capacity: usize) -> Restored {
+        Restored {
+            last_seq: 0,
+            anchor: Anchor {
+                next_seq: 1,
+                from_index: 0,
+            },
+            buffer: VecDeque::new(),
+            capacity,
+            detached_at: Instant::now(),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! ```text
 //! gateway --sidecar target/release/event-pusher [--sessions 100,1000] [--events 2000]
 //!         [--rate 2000] [--latency-sessions 100] [--duration 5s]
+//!         [--compress-sessions 100] [--cases fanout,latency,compression]
 //! ```
 //!
 //! - fan-out: with S sessions connected (all intents), `events` events are
@@ -13,6 +14,10 @@
 //!   The raw server is timed the same way; `ratio gateway-S` = sidecar / raw.
 //! - latency: `rate` events/s posted for `duration` to `latency-sessions`
 //!   sessions; percentiles of 202 received → dispatch received.
+//! - compression: the fan-out run with `compress-sessions` sessions that
+//!   ask for nothing, `zlib-stream`, then `zstd-stream`: WebSocket bytes
+//!   on the wire per dispatch (read by the clients) and the sidecar's CPU
+//!   (user + system, from /proc) per dispatch from resume to the last one.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +30,7 @@ use event_pusher_bench::mix::{Mix, MixGen};
 use event_pusher_bench::report::{fmt_ms, new_hist, ratio, record, table, thousands, Percentiles};
 use event_pusher_bench::sidecar;
 use event_pusher_bench::{parse_duration, scenario, unix_ns};
+use event_pusher_gateway_protocol::compress::Compression;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Parser)]
@@ -47,6 +53,12 @@ struct Args {
     latency_sessions: usize,
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     duration: Duration,
+    /// Sessions in the compression runs.
+    #[arg(long, default_value_t = 100)]
+    compress_sessions: usize,
+    /// Which parts to run.
+    #[arg(long, value_delimiter = ',', default_value = "fanout,latency,compression")]
+    cases: Vec<String>,
     #[arg(long)]
     tmp: Option<PathBuf>,
     /// Internal: be the raw server (a process of its own, like the
@@ -74,11 +86,96 @@ async fn main() -> Result<(), String> {
         return serve_raw(args.events).await;
     }
     let tmp = args.tmp.clone().unwrap_or_else(std::env::temp_dir);
+    let runs = |case: &str| args.cases.iter().any(|c| c == case);
+    if runs("fanout") {
+        fan_out_table(&args, &tmp).await?;
+    }
+    if runs("latency") {
+        latency_table(&args, &tmp).await?;
+    }
+    if runs("compression") {
+        compression_table(&args, &tmp).await?;
+    }
+    Ok(())
+}
+
+/// Bytes on the wire and sidecar CPU per dispatch, plain and compressed.
+async fn compression_table(args: &Args, tmp: &std::path::Path) -> Result<(), String> {
+    let mut rows = Vec::new();
+    let mut plain_bytes = 0.0;
+    for c in [None, Some(Compression::ZlibStream), Some(Compression::ZstdStream)] {
+        let name = c.map_or("plain", Compression::as_str);
+        let (bytes, cpu_us, rate) = compressed_run(args, tmp, c).await?;
+        if c.is_none() {
+            plain_bytes = bytes;
+        }
+        rows.push(vec![
+            name.to_owned(),
+            format!("{bytes:.0}"),
+            format!("{:.2}", bytes / plain_bytes.max(1.0)),
+            format!("{cpu_us:.1}"),
+            thousands(rate),
+        ]);
+        println!("compression gateway {name} bytes/dispatch {bytes:.0} cpu-us/dispatch {cpu_us:.1}");
+    }
+    table(
+        &format!(
+            "gateway compression: {} events to {} sessions",
+            args.events, args.compress_sessions
+        ),
+        &[
+            "compress",
+            "wire bytes/dispatch",
+            "vs plain",
+            "sidecar CPU µs/dispatch",
+            "dispatches/s",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// One fan-out run with `compression`: wire bytes and sidecar CPU µs per
+/// dispatch, and dispatches/s.
+async fn compressed_run(
+    args: &Args,
+    tmp: &std::path::Path,
+    compression: Option<Compression>,
+) -> Result<(f64, f64, f64), String> {
+    let n = args.compress_sessions;
+    let sc = sidecar::start(&args.sidecar, tmp, "", &backend_toml()).await?;
+    sc.wait_path("/ready", Duration::from_secs(20)).await?;
+    let url = format!("ws{}/v1/gateway", sc.url.trim_start_matches("http"));
+    let sessions = gateway::connect_with(&url, TOKEN, n, false, compression).await?;
+    sc.pause("live").await?;
+    let client = reqwest::Client::new();
+    let mut events = 0;
+    for body in bodies(args.events, 200) {
+        events += post(&client, &sc.url, &body).await?.len();
+    }
+    sessions.wire_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+    let cpu_before = sc.cpu_secs();
+    let start = Instant::now();
+    sc.resume("live").await?;
+    let want = (events * n) as u64;
+    let done = wait_for(&sessions, want, Duration::from_secs(300)).await?;
+    let cpu = sc.cpu_secs() - cpu_before;
+    let bytes = sessions.wire_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / want as f64;
+    drop(sessions);
+    sc.stop();
+    Ok((
+        bytes,
+        cpu * 1e6 / want as f64,
+        want as f64 / done.duration_since(start).as_secs_f64(),
+    ))
+}
+
+async fn fan_out_table(args: &Args, tmp: &std::path::Path) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     for &n in &args.sessions {
-        let sidecar = fan_out_sidecar(&args, &tmp, n).await?;
-        let raw = fan_out_raw(&args, n).await?;
+        let sidecar = fan_out_sidecar(args, tmp, n).await?;
+        let raw = fan_out_raw(args, n).await?;
         rows.push(vec![
             n.to_string(),
             thousands(sidecar),
@@ -95,7 +192,11 @@ async fn main() -> Result<(), String> {
     for r in ratios {
         println!("{r}");
     }
-    let p = latency(&args, &tmp).await?;
+    Ok(())
+}
+
+async fn latency_table(args: &Args, tmp: &std::path::Path) -> Result<(), String> {
+    let p = latency(args, tmp).await?;
     let [p50, p99, p999, max] = p.cells();
     table(
         &format!(
