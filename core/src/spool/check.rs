@@ -7,7 +7,8 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
-use super::{backend_state, idempotency, DeadLetter, SpoolError, RECORDS};
+use super::subscriptions::RECORDS;
+use super::{backend_state, idempotency, DeadLetter, SpoolError};
 use crate::event::Event;
 
 /// What a check found.
