@@ -88,6 +88,9 @@ pub(crate) fn bury(t: &mut Txn, slot: usize, seq: u64, record: &[u8]) -> Result<
     };
     t.fx.bytes_delta -= old.value().len() as i64;
     t.fx.queued(slot, -1);
+    if let Some(key) = super::shared::referenced(old.value()) {
+        t.refs.release(key);
+    }
     drop(old);
     // A fresh sequence number, not the queue's: the dead-letter table is
     // then in the order events died, across backends too, which is what

@@ -6,7 +6,6 @@
 //! one transaction: the erasure is all or nothing, and nothing is left half
 //! gone after a crash.
 
-use bytes::Bytes;
 use redb::{ReadableTable, TableDefinition};
 
 use super::dead_letter::dead_table;
@@ -51,7 +50,8 @@ pub(crate) fn erase_slot(t: &mut Txn, name: &str, user: &str) -> Result<(Vec<u64
     let mut bytes = 0u64;
     for row in q.iter().map_err(super::io)? {
         let (k, v) = row.map_err(super::io)?;
-        let record = Bytes::copy_from_slice(v.value());
+        // A shared event is read (once per row: erasure is rare).
+        let record = super::shared::resolve_in(t, v.value())?;
         let (_, json) = super::record::decode(&record);
         if concerns(&json, user) {
             queued.push(k.value());
@@ -59,7 +59,11 @@ pub(crate) fn erase_slot(t: &mut Txn, name: &str, user: &str) -> Result<(Vec<u64
         }
     }
     for key in &queued {
-        q.remove(key).map_err(super::io)?;
+        if let Some(old) = q.remove(key).map_err(super::io)? {
+            if let Some(shared) = super::shared::referenced(old.value()) {
+                t.refs.release(shared);
+            }
+        }
     }
     let mut d = txn
         .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
@@ -107,6 +111,8 @@ pub(crate) fn erase_all(t: &mut Txn, user: &str) -> Result<Erased, SpoolError> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+
+    use bytes::Bytes;
 
     use super::*;
     use crate::slot::Slot;

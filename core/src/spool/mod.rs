@@ -41,6 +41,7 @@ mod pause;
 mod queues;
 pub mod record;
 mod retention;
+mod shared;
 mod subscriptions;
 mod txn;
 mod writer;
@@ -63,6 +64,7 @@ pub use overflow::{Intake, Overflow};
 pub(crate) use queues::queue_table;
 use queues::{count_slot, SlotCounts};
 pub use retention::Window;
+pub use shared::FANOUT_CHUNK;
 pub use subscriptions::Record;
 
 use crate::slot::Slot;
@@ -187,6 +189,9 @@ pub(crate) struct Shared {
     pub outbox_added: Notify,
     /// This spool's id (see `outbox`).
     pub origin: String,
+    /// Commits that carried part of a large fan-out, not its last part
+    /// (`shared::FANOUT_CHUNK`).
+    pub fanout_chunks: AtomicU64,
 }
 
 impl Shared {
@@ -298,6 +303,7 @@ impl Spool {
             outbox_enabled: AtomicBool::new(false),
             outbox_added: Notify::new(),
             origin,
+            fanout_chunks: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
@@ -340,6 +346,13 @@ impl Spool {
 
     pub fn stored_bytes(&self) -> u64 {
         self.shared.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Commits that carried part of a large fan-out ahead of its last part
+    /// (see [`FANOUT_CHUNK`]): how often a fan-out let other requests'
+    /// commits in between.
+    pub fn fanout_chunks(&self) -> u64 {
+        self.shared.fanout_chunks.load(Ordering::Relaxed)
     }
 
     /// False after a write failed, until one succeeds again.
@@ -387,6 +400,8 @@ pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, Spoo
         txn.open_table(subscriptions::RECORDS).map_err(io)?;
         txn.open_table(outbox::OUTBOX).map_err(io)?;
         txn.open_table(outbox::META).map_err(io)?;
+        txn.open_table(shared::SHARED_EVENTS).map_err(io)?;
+        txn.open_table(shared::SHARED_REFS).map_err(io)?;
         for name in backends {
             txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
                 .map_err(io)?;
@@ -424,6 +439,8 @@ pub(crate) fn scan(db: &Database, backends: &[String]) -> Result<Counts, SpoolEr
         next_seq = next_seq.max(seq);
         slots.push(c);
     }
+    // Events stored once for many queues (their rows count as references).
+    stored += shared::stored_bytes(&read)?;
     Ok(Counts {
         slots,
         stored,

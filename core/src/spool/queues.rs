@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::shared::{self, SHARE_FROM};
 use super::txn::Txn;
 use super::{io, pause, SlotState, Spool, SpoolError};
 use crate::slot::Slot;
@@ -85,11 +86,28 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
         .filter_map(|(s, b)| live(*s).map(|st| (st, *s, b)))
         .collect();
     let mut per_slot: HashMap<usize, u64> = HashMap::new();
-    let mut bytes = 0u64;
-    for (_, slot, b) in &items {
+    for (_, slot, _) in &items {
         *per_slot.entry(*slot).or_default() += 1;
-        bytes += b.len() as u64;
     }
+    // Bytes put in many queues by this request are stored once
+    // (`shared.rs`): counted by identity, since one event's claims share
+    // one buffer.
+    let mut copies: HashMap<(usize, usize), usize> = HashMap::new();
+    if items.len() >= SHARE_FROM {
+        for (_, _, b) in &items {
+            *copies.entry(identity(b)).or_default() += 1;
+        }
+        copies.retain(|_, n| *n >= SHARE_FROM);
+    }
+    let mut bytes = 0u64;
+    for (_, _, b) in &items {
+        bytes += if copies.contains_key(&identity(b)) {
+            shared::REF_LEN as u64
+        } else {
+            b.len() as u64
+        };
+    }
+    let shared_bytes: u64 = copies.keys().map(|(_, len)| *len as u64).sum();
     // How many of each slot's events enter its queue; the rest go to
     // its dead letters (`overflow.rs`).
     let mut room: HashMap<usize, u64> = HashMap::new();
@@ -109,12 +127,13 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
         }
     }
     let stored = t.shared.stored_bytes.load(Ordering::Relaxed) as i64 + t.fx.bytes_delta;
-    if stored as u64 + bytes > limits.max_bytes {
+    if stored as u64 + bytes + shared_bytes > limits.max_bytes {
         return Err(SpoolError::Full(format!(
             "spool holds {stored} bytes (limit {})",
             limits.max_bytes
         )));
     }
+    let mut keys: HashMap<(usize, usize), u128> = HashMap::new();
     // Each slot's table opened once per request, not once per item.
     let mut tables = HashMap::new();
     for (state, slot, b) in &items {
@@ -123,7 +142,7 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
             Some(0) => {
                 let reason = state.intake.reason();
                 let stored = super::overflow::dead_letter_on_arrival(t.txn, &state.name, seq, b, reason)?;
-                t.fx.bytes_delta += stored as i64 - b.len() as i64;
+                t.fx.bytes_delta += stored as i64;
                 t.fx.dead(*slot, 1);
                 *t.fx.overflowed.entry(*slot).or_default() += 1;
                 // Its queue reports the dead letters.
@@ -137,14 +156,27 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(t.slot_table(&queue_table(&state.name))?),
         };
-        table.insert(seq, b.as_ref()).map_err(io)?;
+        let id = identity(b);
+        if copies.contains_key(&id) {
+            let key = *keys.entry(id).or_insert_with(|| shared::key_of(b));
+            let row = t.refs.add(key, b);
+            table.insert(seq, row.as_ref()).map_err(io)?;
+            t.fx.bytes_delta += row.len() as i64;
+        } else {
+            table.insert(seq, b.as_ref()).map_err(io)?;
+            t.fx.bytes_delta += b.len() as i64;
+        }
         t.fx.appended.push((*slot, seq));
         t.fx.fresh.push((*slot, seq, (*b).clone()));
         t.fx.queued(*slot, 1);
         t.fx.notify.push(*slot);
     }
-    t.fx.bytes_delta += bytes as i64;
     Ok(items.len())
+}
+
+/// Which buffer a claim's bytes are (clones of one `Bytes` share it).
+fn identity(b: &Bytes) -> (usize, usize) {
+    (b.as_ptr() as usize, b.len())
 }
 
 /// Remove delivered events from their queues: each slot's table is opened
@@ -160,6 +192,9 @@ pub(crate) fn ack(t: &mut Txn, acks: &mut [(usize, u64)]) -> Result<(), SpoolErr
             if let Some(old) = table.remove(*seq).map_err(io)? {
                 t.fx.bytes_delta -= old.value().len() as i64;
                 t.fx.queued(slot, -1);
+                if let Some(key) = shared::referenced(old.value()) {
+                    t.refs.release(key);
+                }
             }
         }
     }
@@ -169,12 +204,29 @@ pub(crate) fn ack(t: &mut Txn, acks: &mut [(usize, u64)]) -> Result<(), SpoolErr
 impl Spool {
     /// Read up to `limit` queued events of a backend with sequence numbers
     /// above `after`. Blocking: call from `spawn_blocking`.
+    /// A row that references a shared event comes back as the event.
     pub fn read_queue(&self, slot: Slot, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
-        let (_db, q) = self.read_table(slot, queue_table)?;
+        let name = queue_table(&self.table_name(slot)?);
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let q = read.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(io)?;
+        let mut shared_events = None;
         let mut out = Vec::with_capacity(limit.min(1024));
         for row in q.range(after.saturating_add(1)..).map_err(io)?.take(limit) {
             let (k, v) = row.map_err(io)?;
-            out.push((k.value(), Bytes::copy_from_slice(v.value())));
+            let bytes = match shared::referenced(v.value()) {
+                None => Bytes::copy_from_slice(v.value()),
+                Some(key) => {
+                    if shared_events.is_none() {
+                        shared_events = Some(read.open_table(shared::SHARED_EVENTS).map_err(io)?);
+                    }
+                    match &shared_events {
+                        Some(t) => shared::lookup(t, key)?,
+                        None => continue,
+                    }
+                }
+            };
+            out.push((k.value(), bytes));
         }
         Ok(out)
     }

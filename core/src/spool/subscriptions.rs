@@ -59,6 +59,9 @@ pub(crate) fn detach(t: &mut Txn, slot: usize, record_key: &str) -> Result<usize
             let (_, v) = row.map_err(io)?;
             bytes += v.value().len() as i64;
             discarded += 1;
+            if let Some(key) = super::shared::referenced(v.value()) {
+                t.refs.release(key);
+            }
         }
         for row in d.iter().map_err(io)? {
             let (_, v) = row.map_err(io)?;

@@ -15,6 +15,7 @@ use std::sync::{Arc, PoisonError};
 use bytes::Bytes;
 use redb::{Table, TableDefinition, WriteTransaction};
 
+use super::shared::Pending;
 use super::{Shared, SlotState, SlotTable, SpoolError};
 
 /// The writer's counters that a transaction advances and a failed commit
@@ -33,6 +34,9 @@ pub(crate) struct Txn<'a> {
     pub shared: &'a Shared,
     pub next: &'a mut Sequences,
     pub fx: &'a mut Effects,
+    /// Shared events' reference counts changed by the group (`shared.rs`),
+    /// written once before the commit.
+    pub refs: Pending,
 }
 
 impl<'a> Txn<'a> {

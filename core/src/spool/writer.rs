@@ -28,8 +28,8 @@ use tokio::sync::oneshot;
 use super::idempotency::{KeyRecord, KeyedAppend};
 use super::txn::{Effects, Sequences, Txn};
 use super::{
-    backend_state, dead_letter, erase, idempotency, outbox, pause, queues, retention, subscriptions, DeadLetter,
-    Record, Shared, SpoolError,
+    backend_state, dead_letter, erase, idempotency, outbox, pause, queues, retention, shared, subscriptions,
+    DeadLetter, Record, Shared, SpoolError,
 };
 use crate::state_change::StateChange;
 
@@ -261,6 +261,7 @@ impl SpoolWriter {
                 shared: &self.shared,
                 next: &mut self.next,
                 fx: &mut fx,
+                refs: Default::default(),
             };
             queues::ack(&mut t, &mut acks)?;
             for cmd in group.iter() {
@@ -271,6 +272,9 @@ impl SpoolWriter {
                     other => results.push(other),
                 }
             }
+            let refs = std::mem::take(&mut t.refs);
+            drop(t);
+            fx.bytes_delta += shared::settle(&txn, &refs)?;
             txn.commit().map_err(super::io)
         });
 
