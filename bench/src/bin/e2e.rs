@@ -33,6 +33,9 @@
 //!   sidecars, and one sidecar's source rate (queue preloaded → acked,
 //!   backend paused) over its own batched `POST /v1/events` rate; the
 //!   ratio is source / HTTP ingest.
+//! - fanout (only with `--cases fanout`): one event wanted by `--fanout`
+//!   webhook subscriptions: its POST, other requests meanwhile, RSS before,
+//!   after and once all are detached (no ratio).
 
 use std::time::Instant;
 
