@@ -91,9 +91,11 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
     }
     // Bytes put in many queues by this request are stored once
     // (`shared.rs`): counted by identity, since one event's claims share
-    // one buffer.
+    // one buffer, and the pipeline puts them next to each other. A batch
+    // of distinct events (the ingest hot path) costs one pointer compare
+    // per item to rule that out.
     let mut copies: HashMap<(usize, usize), usize> = HashMap::new();
-    if items.len() >= SHARE_FROM {
+    if has_run(&items, SHARE_FROM) {
         for (_, _, b) in &items {
             *copies.entry(identity(b)).or_default() += 1;
         }
@@ -101,7 +103,7 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
     }
     let mut bytes = 0u64;
     for (_, _, b) in &items {
-        bytes += if copies.contains_key(&identity(b)) {
+        bytes += if !copies.is_empty() && copies.contains_key(&identity(b)) {
             shared::REF_LEN as u64
         } else {
             b.len() as u64
@@ -157,7 +159,7 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
             Entry::Vacant(e) => e.insert(t.slot_table(&queue_table(&state.name))?),
         };
         let id = identity(b);
-        if copies.contains_key(&id) {
+        if !copies.is_empty() && copies.contains_key(&id) {
             let key = *keys.entry(id).or_insert_with(|| shared::key_of(b));
             let row = t.refs.add(key, b);
             table.insert(seq, row.as_ref()).map_err(io)?;
@@ -172,6 +174,21 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
         t.fx.notify.push(*slot);
     }
     Ok(items.len())
+}
+
+/// Whether `n` or more items in a row carry one buffer.
+fn has_run(items: &[(&Arc<SlotState>, usize, &Bytes)], n: usize) -> bool {
+    let mut run = 0usize;
+    let mut last = None;
+    for (_, _, b) in items {
+        let id = identity(b);
+        run = if last == Some(id) { run + 1 } else { 1 };
+        if run >= n {
+            return true;
+        }
+        last = Some(id);
+    }
+    false
 }
 
 /// Which buffer a claim's bytes are (clones of one `Bytes` share it).
