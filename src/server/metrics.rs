@@ -58,13 +58,6 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     );
     single(
         &mut out,
-        "event_pusher_spool_fanout_chunks_total",
-        "counter",
-        "Commits that stored part of a large fan-out ahead of its last part.",
-        state.spool().fanout_chunks(),
-    );
-    single(
-        &mut out,
         "event_pusher_spool_writable",
         "gauge",
         "0 after a spool write failed, until one succeeds again.",

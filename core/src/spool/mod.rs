@@ -64,7 +64,6 @@ pub use overflow::{Intake, Overflow};
 pub(crate) use queues::queue_table;
 use queues::{count_slot, SlotCounts};
 pub use retention::Window;
-pub use shared::FANOUT_CHUNK;
 pub use subscriptions::Record;
 
 use crate::slot::Slot;
@@ -189,9 +188,6 @@ pub(crate) struct Shared {
     pub outbox_added: Notify,
     /// This spool's id (see `outbox`).
     pub origin: String,
-    /// Commits that carried part of a large fan-out, not its last part
-    /// (`shared::FANOUT_CHUNK`).
-    pub fanout_chunks: AtomicU64,
 }
 
 impl Shared {
@@ -303,7 +299,6 @@ impl Spool {
             outbox_enabled: AtomicBool::new(false),
             outbox_added: Notify::new(),
             origin,
-            fanout_chunks: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
@@ -346,13 +341,6 @@ impl Spool {
 
     pub fn stored_bytes(&self) -> u64 {
         self.shared.stored_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Commits that carried part of a large fan-out ahead of its last part
-    /// (see [`FANOUT_CHUNK`]): how often a fan-out let other requests'
-    /// commits in between.
-    pub fn fanout_chunks(&self) -> u64 {
-        self.shared.fanout_chunks.load(Ordering::Relaxed)
     }
 
     /// False after a write failed, until one succeeds again.

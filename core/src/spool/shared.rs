@@ -6,8 +6,7 @@
 //! detach) deletes the bytes, in the same transaction.
 //!
 //! A shared event is keyed by a hash of its bytes (the first 128 bits of
-//! SHA-256), so the chunks of a fan-out committed apart (see
-//! [`FANOUT_CHUNK`]) and later requests with the same bytes reference one
+//! SHA-256), so later requests with the same bytes reference the same
 //! copy. Smaller fan-outs (fewer than [`SHARE_FROM`] rows of one request)
 //! stay inline: the common path of configured backends is unchanged.
 //!
@@ -31,11 +30,6 @@ pub(crate) const SHARED_REFS: TableDefinition<u128, u64> = TableDefinition::new(
 /// Fewest queue rows of one request with the same bytes that are stored as
 /// references to one copy.
 pub(crate) const SHARE_FROM: usize = 16;
-
-/// Most queue rows committed in one transaction for one request: a larger
-/// fan-out is committed in chunks of this many, so the requests waiting
-/// behind it are committed in between instead of after all of it.
-pub const FANOUT_CHUNK: usize = 1024;
 
 /// The first byte of a reference row (a targeted record starts with 0, JSON
 /// with neither).

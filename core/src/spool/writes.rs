@@ -3,7 +3,6 @@
 //! committed with fsync. What a command does inside the transaction is its
 //! table family's (`queues.rs`, `dead_letter.rs`, ...).
 
-use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
 use bytes::Bytes;
@@ -11,7 +10,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use super::writer::Command;
-use super::{io, DeadLetter, Erased, KeyRecord, KeyedAppend, Record, Spool, SpoolError, Window, FANOUT_CHUNK};
+use super::{io, DeadLetter, Erased, KeyRecord, KeyedAppend, Record, Spool, SpoolError, Window};
 use crate::slot::Slot;
 use crate::state_change::StateChange;
 
@@ -31,9 +30,7 @@ impl Spool {
             return Ok(());
         }
         // Same layout: collected in place.
-        let items = self
-            .commit_ahead(items.into_iter().map(|(s, b)| (s.index(), b)).collect())
-            .await?;
+        let items = items.into_iter().map(|(s, b)| (s.index(), b)).collect();
         self.call(|reply| Command::Append {
             items,
             changes,
@@ -41,30 +38,6 @@ impl Spool {
             reply: Some(reply),
         })
         .await
-    }
-
-    /// Commit all but the last [`FANOUT_CHUNK`] items of a large fan-out,
-    /// a chunk per commit, and return the rest: other requests' commands
-    /// queued meanwhile are committed between the chunks instead of waiting
-    /// for all of it. The caller commits the rest (with the request's state
-    /// changes and idempotency key) and answers only then, so "stored" still
-    /// means all of it; what a crash or refusal between chunks leaves
-    /// stored is delivered at least once, as for any request that is
-    /// retried after no answer.
-    async fn commit_ahead(&self, mut items: Vec<(usize, Bytes)>) -> Result<Vec<(usize, Bytes)>, SpoolError> {
-        while items.len() > FANOUT_CHUNK {
-            let rest = items.split_off(FANOUT_CHUNK);
-            let chunk = std::mem::replace(&mut items, rest);
-            self.call(|reply| Command::Append {
-                items: chunk,
-                changes: Vec::new(),
-                relay: false,
-                reply: Some(reply),
-            })
-            .await?;
-            self.shared.fanout_chunks.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(items)
     }
 
     /// Mark an event delivered: remove it from its queue. Not awaited; a
@@ -148,11 +121,7 @@ impl Spool {
         key: String,
         record: KeyRecord,
     ) -> Result<KeyedAppend, SpoolError> {
-        // The key goes with the last chunk: it is stored only once all of
-        // the request is.
-        let items = self
-            .commit_ahead(items.into_iter().map(|(s, b)| (s.index(), b)).collect())
-            .await?;
+        let items = items.into_iter().map(|(s, b)| (s.index(), b)).collect();
         self.call(|reply| Command::AppendKeyed {
             items,
             changes,
