@@ -74,6 +74,7 @@ fn render(r: &CheckReport, dir: &Path) -> String {
     let _ = writeln!(out, "idempotency keys: {}", r.idempotency_keys);
     let _ = writeln!(out, "devices: {}", r.devices);
     let _ = writeln!(out, "subscriptions: {}", r.subscriptions);
+    let _ = writeln!(out, "shared events: {}", r.shared_events);
     for p in &r.problems {
         let _ = writeln!(out, "problem: {p}");
     }

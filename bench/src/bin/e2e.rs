@@ -37,6 +37,9 @@
 //! - soak (not in the default list: 10 minutes, `--duration`): a steady
 //!   1,500 events/s to two HTTP backends; the 202's percentiles and RSS
 //!   per minute; fails unless delivered = accepted.
+//! - fanout (only with `--cases fanout`): one event wanted by `--fanout`
+//!   webhook subscriptions: its POST, other requests meanwhile, RSS before,
+//!   after and once all are detached (no ratio).
 
 use std::time::Instant;
 

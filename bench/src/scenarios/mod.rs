@@ -8,6 +8,7 @@
 //! measured.
 
 pub mod cluster;
+pub mod fanout;
 pub mod http;
 pub mod ingest;
 pub mod latency;
@@ -96,6 +97,10 @@ pub struct Args {
     /// Webhook subscriptions the webhooks case attaches.
     #[arg(long, default_value_t = 10_000)]
     pub webhooks: usize,
+    /// Webhook subscriptions that want the one event of the fanout case
+    /// (not in a full run: `--cases fanout`).
+    #[arg(long, default_value_t = 5_000)]
+    pub fanout: usize,
     /// Target rate of the webhooks case's ingest runs, events/s.
     #[arg(long, default_value_t = 1000.0)]
     pub webhooks_rate: f64,
@@ -154,6 +159,7 @@ impl Cx {
             "scaleout" => scaleout::run(self).await,
             "soak" => soak::run(self).await,
             "cluster" => cluster::run(self).await,
+            "fanout" => fanout::run(self).await,
             other => Err(format!("unknown case \"{other}\"")),
         }
     }

@@ -8,7 +8,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::SpoolError;
+use super::{Spool, SpoolError};
 use crate::state_change::{state_key, StateChange, UserPresence};
 
 pub(crate) const BACKEND_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("backend_state");
@@ -77,4 +77,12 @@ pub(crate) fn scan(db: &redb::Database, prefix: &str) -> Result<Vec<(String, Vec
         out.push((k.value().to_owned(), v.value().to_vec()));
     }
     Ok(out)
+}
+
+impl Spool {
+    /// Every backend state key starting with `prefix`, with its value.
+    /// Blocking.
+    pub fn read_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, SpoolError> {
+        scan(&*self.shared.db()?, prefix)
+    }
 }

@@ -3,11 +3,13 @@
 //! tree structure), then every queue and dead-letter row read back, and
 //! counts per table.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
-use super::{backend_state, idempotency, DeadLetter, SpoolError, RECORDS};
+use super::subscriptions::RECORDS;
+use super::{backend_state, idempotency, DeadLetter, SpoolError};
 use crate::event::Event;
 
 /// What a check found.
@@ -24,6 +26,8 @@ pub struct CheckReport {
     pub devices: u64,
     /// Runtime webhook subscriptions.
     pub subscriptions: u64,
+    /// Events stored once for many queues (`shared_events`).
+    pub shared_events: u64,
     /// What is broken, one line each; empty when the spool is sound.
     pub problems: Vec<String>,
 }
@@ -87,11 +91,31 @@ fn check_unguarded(dir: &Path) -> Result<CheckReport, SpoolError> {
         }
     }
     let read = db.begin_read().map_err(super::io)?;
+    inspect(&read, &mut report)?;
+    Ok(report)
+}
+
+/// A live spool's rows, counts and shared events, as [`check`] reads them
+/// (without the file's integrity check, which needs it closed).
+#[cfg(test)]
+pub(crate) fn check_open(spool: &super::Spool) -> Result<CheckReport, SpoolError> {
+    let db = spool.shared.db()?;
+    let read = db.begin_read().map_err(super::io)?;
+    let mut report = CheckReport::default();
+    inspect(&read, &mut report)?;
+    Ok(report)
+}
+
+/// Read back every queue and dead-letter row and count what the spool holds.
+fn inspect(read: &redb::ReadTransaction, report: &mut CheckReport) -> Result<(), SpoolError> {
     let names: Vec<String> = read
         .list_tables()
         .map_err(super::io)?
         .map(|t| t.name().to_owned())
         .collect();
+    // Shared events: absent from spools written before they existed.
+    let shared_events = read.open_table(super::shared::SHARED_EVENTS).ok();
+    let mut referenced: HashMap<u128, u64> = HashMap::new();
     for name in names {
         let (kind, backend) = match name.split_once('/') {
             Some(("queue", b)) => (Table::Queue, b),
@@ -111,8 +135,14 @@ fn check_unguarded(dir: &Path) -> Result<CheckReport, SpoolError> {
             rows += 1;
             let ok = match kind {
                 Table::Queue => {
-                    let record = bytes::Bytes::copy_from_slice(v.value());
-                    serde_json::from_slice::<Event>(&super::record::decode(&record).1).is_ok()
+                    let record = match super::shared::referenced(v.value()) {
+                        None => Some(bytes::Bytes::copy_from_slice(v.value())),
+                        Some(key) => {
+                            *referenced.entry(key).or_default() += 1;
+                            shared_events.as_ref().and_then(|t| super::shared::lookup(t, key).ok())
+                        }
+                    };
+                    record.is_some_and(|r| serde_json::from_slice::<Event>(&super::record::decode(&r).1).is_ok())
                 }
                 Table::Dead => serde_json::from_slice::<DeadLetter>(v.value()).is_ok(),
             };
@@ -130,6 +160,7 @@ fn check_unguarded(dir: &Path) -> Result<CheckReport, SpoolError> {
             Table::Dead => report.dead_letters.push((backend.to_owned(), rows)),
         }
     }
+    check_shared(read, &referenced, report);
     let count = |def: TableDefinition<&str, &[u8]>| -> u64 {
         read.open_table(def).ok().and_then(|t| t.len().ok()).unwrap_or(0)
     };
@@ -147,7 +178,45 @@ fn check_unguarded(dir: &Path) -> Result<CheckReport, SpoolError> {
                 .count() as u64;
         }
     }
-    Ok(report)
+    Ok(())
+}
+
+/// Every shared event's reference count against the queue rows that
+/// reference it: a count too high would keep the bytes forever (a leak),
+/// too low would delete them under a queued row.
+fn check_shared(read: &redb::ReadTransaction, referenced: &HashMap<u128, u64>, report: &mut CheckReport) {
+    let mut counted: HashMap<u128, u64> = HashMap::new();
+    if let Ok(refs) = read.open_table(super::shared::SHARED_REFS) {
+        if let Ok(iter) = refs.iter() {
+            for (k, v) in iter.flatten() {
+                counted.insert(k.value(), v.value());
+            }
+        }
+    }
+    report.shared_events = read
+        .open_table(super::shared::SHARED_EVENTS)
+        .ok()
+        .and_then(|t| t.len().ok())
+        .unwrap_or(0);
+    let mut wrong = 0u64;
+    for (key, n) in &counted {
+        if referenced.get(key) != Some(n) {
+            wrong += 1;
+        }
+    }
+    wrong += referenced.keys().filter(|k| !counted.contains_key(k)).count() as u64;
+    if wrong > 0 {
+        report.problems.push(format!(
+            "{wrong} shared events whose reference count does not match the queue rows that reference them"
+        ));
+    }
+    if report.shared_events != counted.len() as u64 {
+        report.problems.push(format!(
+            "{} shared events but {} reference counts",
+            report.shared_events,
+            counted.len()
+        ));
+    }
 }
 
 #[derive(Clone, Copy)]

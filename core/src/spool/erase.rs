@@ -6,10 +6,12 @@
 //! one transaction: the erasure is all or nothing, and nothing is left half
 //! gone after a crash.
 
-use bytes::Bytes;
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition};
 
-use super::{dead_table, queue_table, SpoolError};
+use super::dead_letter::dead_table;
+use super::queues::queue_table;
+use super::txn::Txn;
+use super::SpoolError;
 
 /// What one erasure removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -41,19 +43,15 @@ pub(crate) fn concerns(json: &[u8], user: &str) -> bool {
 
 /// Remove `user`'s events from slot `name`'s queue (keys and bytes of each)
 /// and dead letters (count, bytes).
-pub(crate) fn erase_slot(
-    txn: &WriteTransaction,
-    name: &str,
-    user: &str,
-) -> Result<(Vec<u64>, u64, u64, u64), SpoolError> {
-    let mut q = txn
-        .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
-        .map_err(super::io)?;
+pub(crate) fn erase_slot(t: &mut Txn, name: &str, user: &str) -> Result<(Vec<u64>, u64, u64, u64), SpoolError> {
+    let txn = t.txn;
+    let mut q = t.slot_table(&queue_table(name))?;
     let mut queued = Vec::new();
     let mut bytes = 0u64;
     for row in q.iter().map_err(super::io)? {
         let (k, v) = row.map_err(super::io)?;
-        let record = Bytes::copy_from_slice(v.value());
+        // A shared event is read (once per row: erasure is rare).
+        let record = super::shared::resolve_in(t, v.value())?;
         let (_, json) = super::record::decode(&record);
         if concerns(&json, user) {
             queued.push(k.value());
@@ -61,7 +59,11 @@ pub(crate) fn erase_slot(
         }
     }
     for key in &queued {
-        q.remove(key).map_err(super::io)?;
+        if let Some(old) = q.remove(key).map_err(super::io)? {
+            if let Some(shared) = super::shared::referenced(old.value()) {
+                t.refs.release(shared);
+            }
+        }
     }
     let mut d = txn
         .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
@@ -84,9 +86,33 @@ pub(crate) fn erase_slot(
     Ok((queued, queued_n, dead_n, bytes))
 }
 
+/// Remove a user's events from every live slot's queue and dead letters.
+pub(crate) fn erase_all(t: &mut Txn, user: &str) -> Result<Erased, SpoolError> {
+    let (mut queued, mut dead) = (0u64, 0u64);
+    for (slot, name) in t.live_names() {
+        let (seqs, q, d, bytes) = erase_slot(t, &name, user)?;
+        t.fx.queued(slot, -(q as i64));
+        t.fx.dead(slot, -(d as i64));
+        t.fx.bytes_delta -= bytes as i64;
+        // Rows just appended may wait in the queue's fresh buffer: it must
+        // read the spool (where they are gone) instead.
+        if let Some(last) = seqs.last() {
+            t.fx.replayed.push((slot, *last));
+        }
+        queued += q;
+        dead += d;
+    }
+    Ok(Erased {
+        queued,
+        dead_letters: dead,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+
+    use bytes::Bytes;
 
     use super::*;
     use crate::slot::Slot;

@@ -14,10 +14,13 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::SpoolError;
+use super::txn::Txn;
+use super::{Spool, SpoolError};
+use crate::state_change::StateChange;
 
 pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 pub(crate) const KEYS_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("idempotency_by_time");
@@ -167,4 +170,41 @@ pub(crate) fn prune(txn: &WriteTransaction, policy: &KeyPolicy) -> Result<(), Sp
         }
     }
     Ok(())
+}
+
+/// Store new events under an idempotency key: nothing when the key is live
+/// already (its record is the answer, `Some`), else the events, their
+/// state changes and the key together; then forget keys past the window or
+/// the cap.
+pub(crate) fn append_keyed(
+    t: &mut Txn,
+    items: &[(usize, Bytes)],
+    changes: &[StateChange],
+    key: &str,
+    record: &KeyRecord,
+) -> Result<Option<KeyRecord>, SpoolError> {
+    let policy = t.shared.limits.keys;
+    if let Some(existing) = take_live(t.txn, key, &policy)? {
+        return Ok(Some(existing));
+    }
+    super::queues::append(t, items)?;
+    super::backend_state::fold(t.txn, changes)?;
+    super::outbox::keep_for_relay(t, changes)?;
+    store(t.txn, key, record)?;
+    prune(t.txn, &policy)?;
+    Ok(None)
+}
+
+impl Spool {
+    /// The record of a live idempotency key. Blocking.
+    pub fn lookup_key(&self, key: &str) -> Result<Option<KeyRecord>, SpoolError> {
+        let db = self.shared.db()?;
+        let read = redb::ReadableDatabase::begin_read(&*db).map_err(io)?;
+        lookup(&read, key, &self.shared.limits.keys)
+    }
+
+    /// How long and how many idempotency keys this spool remembers.
+    pub fn key_policy(&self) -> KeyPolicy {
+        self.shared.limits.keys
+    }
 }

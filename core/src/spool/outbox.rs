@@ -12,7 +12,10 @@
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
-use super::SpoolError;
+use std::sync::atomic::Ordering;
+
+use super::txn::Txn;
+use super::{Spool, SpoolError};
 use crate::state_change::StateChange;
 
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
@@ -84,6 +87,52 @@ pub(crate) fn set_flag(txn: &WriteTransaction, key: &str) -> Result<(), SpoolErr
     let mut t = txn.open_table(META).map_err(super::io)?;
     t.insert(key, "1").map_err(super::io)?;
     Ok(())
+}
+
+/// Keep a request's state changes in the outbox, when a cluster store is
+/// configured.
+pub(crate) fn keep_for_relay(t: &mut Txn, changes: &[StateChange]) -> Result<(), SpoolError> {
+    if changes.is_empty() || !t.shared.outbox_enabled.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    append(t.txn, &mut t.next.outbox, changes)?;
+    t.fx.outbox_added = true;
+    Ok(())
+}
+
+impl Spool {
+    /// Keep relayed state changes in the outbox from now on (a cluster
+    /// store is configured). Call before serving.
+    pub fn enable_outbox(&self) {
+        self.shared.outbox_enabled.store(true, Ordering::Release);
+    }
+
+    /// This spool's id: whose outbox numbers these are.
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
+    /// Up to `limit` of the oldest outbox rows, in order. Blocking.
+    pub fn outbox_batch(&self, limit: usize) -> Result<Vec<(u64, Vec<StateChange>)>, SpoolError> {
+        read(&*self.shared.db()?, limit)
+    }
+
+    /// Outbox rows waiting to be relayed. Blocking.
+    pub fn outbox_len(&self) -> Result<u64, SpoolError> {
+        stats(&*self.shared.db()?).map(|(n, _)| n)
+    }
+
+    /// Resolves after a commit added outbox rows (or at once if one did
+    /// since the last call).
+    pub async fn outbox_added(&self) {
+        self.shared.outbox_added.notified().await
+    }
+
+    /// A flag kept in the spool (e.g. "merged into the cluster store").
+    /// Blocking.
+    pub fn flag(&self, key: &str) -> Result<bool, SpoolError> {
+        flag(&*self.shared.db()?, key)
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use time::OffsetDateTime;
 
-use super::{dead_table, DeadLetter, SpoolError};
+use super::dead_letter::dead_table;
+use super::txn::Txn;
+use super::{DeadLetter, SpoolError};
 
 /// When a dead letter died, in ms since the epoch (`None`: unreadable).
 pub(crate) fn dead_at_ms(record: &[u8]) -> Option<i128> {
@@ -59,6 +61,21 @@ pub(crate) fn expire(txn: &WriteTransaction, name: &str, cutoff_ms: i128) -> Res
         d.remove(key).map_err(super::io)?;
     }
     Ok((doomed.len() as u64, bytes))
+}
+
+/// Delete expired dead letters of every live slot; how many.
+pub(crate) fn expire_all(t: &mut Txn, cutoff_ms: i128) -> Result<usize, SpoolError> {
+    let mut total = 0;
+    for (slot, name) in t.live_names() {
+        let (n, bytes) = expire(t.txn, &name, cutoff_ms)?;
+        if n > 0 {
+            t.fx.dead(slot, -(n as i64));
+            t.fx.bytes_delta -= bytes as i64;
+            *t.fx.expired.entry(slot).or_default() += n;
+            total += n as usize;
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -1,5 +1,10 @@
 //! The spool writer: the one thread that writes, committing everything that
-//! queued up meanwhile in one transaction.
+//! queued up meanwhile in one transaction. It owns the command channel,
+//! group commit (replies only after the fsync'd commit) and recovery after
+//! a failed write; what each command does inside the transaction belongs to
+//! its table family (`queues.rs`, `dead_letter.rs`, `subscriptions.rs`,
+//! `pause.rs`, `idempotency.rs`, `backend_state.rs`, `outbox.rs`,
+//! `erase.rs`, `retention.rs`), each applied through a [`Txn`].
 //!
 //! Group commit is what makes "202 only after fsync" affordable: while one
 //! commit's fsync runs, new requests pile up in the channel, and the next
@@ -12,19 +17,19 @@
 //! Until a commit succeeds the spool reports itself unhealthy and the writer
 //! retries on its own every [`RECOVER_EVERY`].
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, PoisonError};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
-use super::idempotency::{self, KeyRecord, KeyedAppend};
+use super::idempotency::{KeyRecord, KeyedAppend};
+use super::txn::{Effects, Sequences, Txn};
 use super::{
-    count_slot, dead_table, paused_key, queue_table, DeadLetter, Record, Shared, SlotState, SlotTable, SpoolError,
-    RECORDS, STATE,
+    backend_state, dead_letter, erase, idempotency, outbox, pause, queues, retention, shared, subscriptions,
+    DeadLetter, Record, Shared, SpoolError,
 };
 use crate::state_change::StateChange;
 
@@ -143,49 +148,10 @@ pub(crate) const RECOVER_EVERY: Duration = Duration::from_millis(500);
 /// How long a reopen waits for readers to let go of the old database.
 const READERS_GRACE: Duration = Duration::from_secs(5);
 
-/// What one command changed, applied to the shared counters only after the
-/// transaction commits. Keyed by slot index: with thousands of slots a
-/// commit touches few of them.
-#[derive(Default)]
-struct Effects {
-    appended: Vec<(usize, u64)>,
-    /// Rows appended, for the queues' fresh buffers.
-    fresh: Vec<(usize, u64, Bytes)>,
-    /// Rows put in a queue by a replay (not in the fresh buffers).
-    replayed: Vec<(usize, u64)>,
-    queued_delta: HashMap<usize, i64>,
-    dead_delta: HashMap<usize, i64>,
-    bytes_delta: i64,
-    notify: Vec<usize>,
-    paused: Vec<(usize, bool)>,
-    /// Slots added in this transaction, published after it commits.
-    attached: Vec<(usize, Arc<SlotState>)>,
-    /// Slots removed in this transaction: later commands skip them.
-    detached: HashSet<usize>,
-    /// Rows were added to the outbox.
-    outbox_added: bool,
-    /// Events dead-lettered on arrival (`overflow.rs`), per slot.
-    overflowed: HashMap<usize, u64>,
-    /// Dead letters deleted by retention, per slot.
-    expired: HashMap<usize, u64>,
-}
-
-impl Effects {
-    fn queued(&mut self, slot: usize, d: i64) {
-        *self.queued_delta.entry(slot).or_default() += d;
-    }
-
-    fn dead(&mut self, slot: usize, d: i64) {
-        *self.dead_delta.entry(slot).or_default() += d;
-    }
-}
-
 pub(crate) struct SpoolWriter {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
-    next_seq: u64,
-    /// The next outbox row's number.
-    next_outbox: u64,
+    next: Sequences,
     /// Acks waiting for the next commit, and since when the oldest waits.
     pending_acks: Vec<(usize, u64)>,
     pending_since: Option<Instant>,
@@ -201,8 +167,10 @@ impl SpoolWriter {
         SpoolWriter {
             shared,
             rx,
-            next_seq,
-            next_outbox,
+            next: Sequences {
+                seq: next_seq,
+                outbox: next_outbox,
+            },
             pending_acks: Vec::new(),
             pending_since: None,
             retry_acks: Vec::new(),
@@ -273,8 +241,7 @@ impl SpoolWriter {
 
     fn commit_group(&mut self, group: &mut Vec<Command>) {
         let mut fx = Effects::default();
-        let seq_before = self.next_seq;
-        let outbox_before = self.next_outbox;
+        let next_before = self.next;
         let closing = group.iter().any(|c| matches!(c, Command::Close { .. }));
         // Acks that failed to commit before, then those that waited.
         let mut acks = std::mem::take(&mut self.retry_acks);
@@ -289,15 +256,25 @@ impl SpoolWriter {
             // Every commit is durable: a 202 waits for it, and an ack that
             // reached disk is never delivered twice.
             txn.set_durability(Durability::Immediate).map_err(super::io)?;
-            self.apply_acks(&txn, &mut acks, &mut fx)?;
+            let mut t = Txn {
+                txn: &txn,
+                shared: &self.shared,
+                next: &mut self.next,
+                fx: &mut fx,
+                refs: Default::default(),
+            };
+            queues::ack(&mut t, &mut acks)?;
             for cmd in group.iter() {
-                match self.apply(&txn, cmd, &mut fx) {
+                match apply(&mut t, cmd) {
                     // An I/O error aborts the whole group: the transaction is
                     // dropped uncommitted, so nothing of it is half-stored.
                     Err(e @ SpoolError::Io { .. }) => return Err(e),
                     other => results.push(other),
                 }
             }
+            let refs = std::mem::take(&mut t.refs);
+            drop(t);
+            fx.bytes_delta += shared::settle(&txn, &refs)?;
             txn.commit().map_err(super::io)
         });
 
@@ -327,7 +304,7 @@ impl SpoolWriter {
                         }
                     }
                 }
-                self.publish(&fx);
+                fx.publish(&self.shared);
                 if fx.outbox_added {
                     self.shared.outbox_added.notify_one();
                 }
@@ -342,8 +319,7 @@ impl SpoolWriter {
                     tracing::debug!(error = %e, "spool still not writable");
                 }
                 self.shared.set_unhealthy(&e);
-                self.next_seq = seq_before;
-                self.next_outbox = outbox_before;
+                self.next = next_before;
                 // Acks cannot be answered "failed": keep them for later.
                 self.retry_acks = acks;
                 for cmd in group.drain(..) {
@@ -395,7 +371,7 @@ impl SpoolWriter {
                     slot.head.fetch_max(c.head, Ordering::Release);
                 }
                 self.shared.stored_bytes.store(counts.stored, Ordering::Relaxed);
-                self.next_seq = self.next_seq.max(counts.next_seq);
+                self.next.seq = self.next.seq.max(counts.next_seq);
                 self.shared.set_db(Some(Arc::new(db)));
                 tracing::info!(path = %self.shared.path.display(), failed_attempts = self.reopen_failures, "spool reopened");
                 self.reopen_failures = 0;
@@ -431,548 +407,58 @@ impl SpoolWriter {
         self.release_db();
         tracing::debug!("spool closed");
     }
+}
 
-    /// The tables' name of a slot that is live in this transaction: not
-    /// retired, and not removed by an earlier command of the group (opening
-    /// a dropped table would create it again).
-    fn live_name(&self, slot: usize, fx: &Effects) -> Option<String> {
-        if fx.detached.contains(&slot) {
-            return None;
-        }
-        self.shared.slot(slot).map(|s| s.name.clone())
-    }
-
-    /// Remove delivered events from their queues: each slot's table is
-    /// opened once for all of its acks in the group.
-    fn apply_acks(
-        &self,
-        txn: &WriteTransaction,
-        acks: &mut [(usize, u64)],
-        fx: &mut Effects,
-    ) -> Result<(), SpoolError> {
-        acks.sort_unstable();
-        for run in acks.chunk_by(|a, b| a.0 == b.0) {
-            let slot = run[0].0;
-            // The slot was removed meanwhile: its queue is gone already.
-            let Some(name) = self.live_name(slot, fx) else { continue };
-            let mut t = txn
-                .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&name)))
-                .map_err(super::io)?;
-            for (_, seq) in run {
-                if let Some(old) = t.remove(*seq).map_err(super::io)? {
-                    fx.bytes_delta -= old.value().len() as i64;
-                    fx.queued(slot, -1);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Apply one command inside the transaction. A refusal (limits) returns
-    /// an error for that command alone; an I/O error aborts the group.
-    fn apply(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<Applied, SpoolError> {
-        if let Command::AppendKeyed {
+/// Apply one command inside the transaction. A refusal (limits) returns an
+/// error for that command alone; an I/O error aborts the group.
+fn apply(t: &mut Txn, cmd: &Command) -> Result<Applied, SpoolError> {
+    let n = match cmd {
+        Command::AppendKeyed {
             items,
             changes,
             key,
             record,
             ..
-        } = cmd
-        {
-            return self.apply_append_keyed(txn, items, changes, key, record, fx);
+        } => {
+            return Ok(match idempotency::append_keyed(t, items, changes, key, record)? {
+                Some(existing) => Applied::Existing(existing),
+                None => Applied::Count(items.len()),
+            })
         }
-        if let Command::Erase { user, .. } = cmd {
-            return self.apply_erase(txn, user, fx).map(Applied::Erased);
+        Command::Erase { user, .. } => return erase::erase_all(t, user).map(Applied::Erased),
+        Command::Append {
+            items, changes, relay, ..
+        } => {
+            let n = queues::append(t, items)?;
+            backend_state::fold(t.txn, changes)?;
+            if *relay {
+                outbox::keep_for_relay(t, changes)?;
+            }
+            n
         }
-        self.apply_counted(txn, cmd, fx).map(Applied::Count)
-    }
-
-    fn apply_counted(&mut self, txn: &WriteTransaction, cmd: &Command, fx: &mut Effects) -> Result<usize, SpoolError> {
-        match cmd {
-            Command::Append {
-                items, changes, relay, ..
-            } => {
-                let n = self.apply_append(txn, items, changes, fx)?;
-                if *relay {
-                    self.keep_for_relay(txn, changes, fx)?;
-                }
-                Ok(n)
-            }
-            Command::OutboxRemove { through, .. } => super::outbox::remove_through(txn, *through).map(|()| 0),
-            Command::SetFlag { key, .. } => super::outbox::set_flag(txn, key).map(|()| 0),
-            Command::AppendKeyed { .. } => Ok(0),
-            // Acks never join a group: `take` holds them for the next commit.
-            Command::Ack { .. } => Ok(0),
-            Command::DeadLetter { slot, seq, record, .. } => self.apply_dead_letter(txn, *slot, *seq, record, fx),
-            Command::Replay { slot, ids, .. } => {
-                let ids = ids.as_deref();
-                self.apply_replay(txn, *slot, &|dl| ids.is_none_or(|ids| ids.contains(&dl.id)), fx)
-            }
-            Command::ReplayWindow { slot, ids, window, .. } => {
-                let ids = ids.as_deref();
-                let chosen = |dl: &DeadLetter| ids.is_none_or(|ids| ids.contains(&dl.id)) && window.contains(dl);
-                self.apply_replay(txn, *slot, &chosen, fx)
-            }
-            Command::Expire { cutoff_ms, .. } => self.apply_expire(txn, *cutoff_ms, fx),
-            Command::Erase { .. } => Ok(0),
-            Command::SetPaused { slot, paused, .. } => self.apply_set_paused(txn, *slot, *paused, fx),
-            Command::Attach { slots, .. } => self.apply_attach(txn, slots, fx),
-            Command::Detach { slot, record_key, .. } => self.apply_detach(txn, *slot, record_key, fx),
-            Command::PutRecord { record, .. } => {
-                let mut t = txn.open_table(RECORDS).map_err(super::io)?;
-                t.insert(record.key.as_str(), record.value.as_slice())
-                    .map_err(super::io)?;
-                Ok(0)
-            }
-            Command::PutState { entries, .. } => super::backend_state::apply(txn, entries).map(|()| 0),
-            Command::Sync { .. } | Command::Close { .. } => Ok(0),
+        Command::OutboxRemove { through, .. } => outbox::remove_through(t.txn, *through).map(|()| 0)?,
+        Command::SetFlag { key, .. } => outbox::set_flag(t.txn, key).map(|()| 0)?,
+        // Acks never join a group: `take` holds them for the next commit.
+        Command::Ack { .. } => 0,
+        Command::DeadLetter { slot, seq, record, .. } => dead_letter::bury(t, *slot, *seq, record)?,
+        Command::Replay { slot, ids, .. } => {
+            let ids = ids.as_deref();
+            dead_letter::replay(t, *slot, &|dl| ids.is_none_or(|ids| ids.contains(&dl.id)))?
         }
-    }
-
-    /// Store new events under an idempotency key: nothing when the key is
-    /// live already (its record is the answer), else the events and the
-    /// key together; then forget keys past the window or the cap.
-    fn apply_append_keyed(
-        &mut self,
-        txn: &WriteTransaction,
-        items: &[(usize, Bytes)],
-        changes: &[StateChange],
-        key: &str,
-        record: &KeyRecord,
-        fx: &mut Effects,
-    ) -> Result<Applied, SpoolError> {
-        let policy = self.shared.limits.keys;
-        if let Some(existing) = idempotency::take_live(txn, key, &policy)? {
-            return Ok(Applied::Existing(existing));
+        Command::ReplayWindow { slot, ids, window, .. } => {
+            let ids = ids.as_deref();
+            let chosen = |dl: &DeadLetter| ids.is_none_or(|ids| ids.contains(&dl.id)) && window.contains(dl);
+            dead_letter::replay(t, *slot, &chosen)?
         }
-        self.apply_append(txn, items, changes, fx)?;
-        self.keep_for_relay(txn, changes, fx)?;
-        idempotency::store(txn, key, record)?;
-        idempotency::prune(txn, &policy)?;
-        Ok(Applied::Count(items.len()))
-    }
-
-    /// Keep a request's state changes in the outbox, when a cluster store
-    /// is configured.
-    fn keep_for_relay(
-        &mut self,
-        txn: &WriteTransaction,
-        changes: &[StateChange],
-        fx: &mut Effects,
-    ) -> Result<(), SpoolError> {
-        if changes.is_empty() || !self.shared.outbox_enabled.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        super::outbox::append(txn, &mut self.next_outbox, changes)?;
-        fx.outbox_added = true;
-        Ok(())
-    }
-
-    /// Store new events and the state changes accepted with them, all or
-    /// nothing: the limits are checked for the whole request first.
-    fn apply_append(
-        &mut self,
-        txn: &WriteTransaction,
-        items: &[(usize, Bytes)],
-        changes: &[StateChange],
-        fx: &mut Effects,
-    ) -> Result<usize, SpoolError> {
-        let slots = self.shared.slots.load();
-        let limits = self.shared.limits;
-        // A slot removed since the chain claimed for it (a webhook detached
-        // while this request ran): its events are dropped with it.
-        let live = |slot: usize| -> Option<&Arc<SlotState>> {
-            if fx.detached.contains(&slot) {
-                return None;
-            }
-            slots.get(slot).and_then(Option::as_ref)
-        };
-        let items: Vec<(&Arc<SlotState>, usize, &Bytes)> = items
-            .iter()
-            .filter_map(|(s, b)| live(*s).map(|st| (st, *s, b)))
-            .collect();
-        let mut per_slot: HashMap<usize, u64> = HashMap::new();
-        let mut bytes = 0u64;
-        for (_, slot, b) in &items {
-            *per_slot.entry(*slot).or_default() += 1;
-            bytes += b.len() as u64;
-        }
-        // How many of each slot's events enter its queue; the rest go to
-        // its dead letters (`overflow.rs`).
-        let mut room: HashMap<usize, u64> = HashMap::new();
-        for (slot, add) in &per_slot {
-            let Some(state) = live(*slot) else { continue };
-            let queued = state.queued.load(Ordering::Relaxed) as i64 + fx.queued_delta.get(slot).copied().unwrap_or(0);
-            match state.intake.admit(queued.max(0) as u64, *add, limits.max_queue) {
-                Some(n) => {
-                    room.insert(*slot, n);
-                }
-                None => {
-                    return Err(SpoolError::Full(format!(
-                        "queue of backend \"{}\" holds {queued} events (limit {})",
-                        state.name, limits.max_queue
-                    )))
-                }
-            }
-        }
-        let stored = self.shared.stored_bytes.load(Ordering::Relaxed) as i64 + fx.bytes_delta;
-        if stored as u64 + bytes > limits.max_bytes {
-            return Err(SpoolError::Full(format!(
-                "spool holds {stored} bytes (limit {})",
-                limits.max_bytes
-            )));
-        }
-        // Each slot's table opened once per request, not once per item.
-        let mut tables = HashMap::new();
-        for (state, slot, b) in &items {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            match room.get_mut(slot) {
-                Some(0) => {
-                    let reason = state.intake.reason();
-                    let stored = super::overflow::dead_letter_on_arrival(txn, &state.name, seq, b, reason)?;
-                    fx.bytes_delta += stored as i64 - b.len() as i64;
-                    fx.dead(*slot, 1);
-                    *fx.overflowed.entry(*slot).or_default() += 1;
-                    // Its queue reports the dead letters.
-                    fx.notify.push(*slot);
-                    continue;
-                }
-                Some(left) => *left -= 1,
-                None => {}
-            }
-            let t = match tables.entry(*slot) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(&state.name)))
-                        .map_err(super::io)?,
-                ),
-            };
-            t.insert(seq, b.as_ref()).map_err(super::io)?;
-            fx.appended.push((*slot, seq));
-            fx.fresh.push((*slot, seq, (*b).clone()));
-            fx.queued(*slot, 1);
-            fx.notify.push(*slot);
-        }
-        fx.bytes_delta += bytes as i64;
-        if !changes.is_empty() {
-            super::backend_state::fold(txn, changes)?;
-        }
-        Ok(items.len())
-    }
-
-    /// Move an event from its queue to the dead letters.
-    fn apply_dead_letter(
-        &mut self,
-        txn: &WriteTransaction,
-        slot: usize,
-        seq: u64,
-        record: &[u8],
-        fx: &mut Effects,
-    ) -> Result<usize, SpoolError> {
-        let Some(name) = self.live_name(slot, fx) else {
-            return Ok(0);
-        };
-        let name = &name;
-        let mut q = txn
-            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
-            .map_err(super::io)?;
-        let Some(old) = q.remove(seq).map_err(super::io)? else {
-            // Already acked or dead-lettered: nothing to move.
-            return Ok(0);
-        };
-        fx.bytes_delta -= old.value().len() as i64;
-        fx.queued(slot, -1);
-        drop(old);
-        // A fresh sequence number, not the queue's: the dead-letter table
-        // is then in the order events died, across backends too, which is
-        // what "newest first" in a listing means.
-        let key = self.next_seq;
-        self.next_seq += 1;
-        let mut d = txn
-            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
-            .map_err(super::io)?;
-        d.insert(key, record).map_err(super::io)?;
-        fx.dead(slot, 1);
-        fx.bytes_delta += record.len() as i64;
-        Ok(1)
-    }
-
-    /// Delete expired dead letters of every live slot; how many.
-    fn apply_expire(&mut self, txn: &WriteTransaction, cutoff_ms: i128, fx: &mut Effects) -> Result<usize, SpoolError> {
-        let mut total = 0;
-        for (slot, name) in self.shared.live_names() {
-            if fx.detached.contains(&slot) {
-                continue;
-            }
-            let (n, bytes) = super::retention::expire(txn, &name, cutoff_ms)?;
-            if n > 0 {
-                fx.dead(slot, -(n as i64));
-                fx.bytes_delta -= bytes as i64;
-                *fx.expired.entry(slot).or_default() += n;
-                total += n as usize;
-            }
-        }
-        Ok(total)
-    }
-
-    /// Remove a user's events from every live slot's queue and dead
-    /// letters.
-    fn apply_erase(
-        &mut self,
-        txn: &WriteTransaction,
-        user: &str,
-        fx: &mut Effects,
-    ) -> Result<super::erase::Erased, SpoolError> {
-        let (mut queued, mut dead) = (0u64, 0u64);
-        for (slot, name) in self.shared.live_names() {
-            if fx.detached.contains(&slot) {
-                continue;
-            }
-            let (seqs, q, d, bytes) = super::erase::erase_slot(txn, &name, user)?;
-            fx.queued(slot, -(q as i64));
-            fx.dead(slot, -(d as i64));
-            fx.bytes_delta -= bytes as i64;
-            // Rows just appended may wait in the queue's fresh buffer: it
-            // must read the spool (where they are gone) instead.
-            if let Some(last) = seqs.last() {
-                fx.replayed.push((slot, *last));
-            }
-            queued += q;
-            dead += d;
-        }
-        Ok(super::erase::Erased {
-            queued,
-            dead_letters: dead,
-        })
-    }
-
-    /// Put the dead letters `chosen` picks back at the end of their queue;
-    /// how many.
-    fn apply_replay(
-        &mut self,
-        txn: &WriteTransaction,
-        slot: usize,
-        chosen_by: &dyn Fn(&DeadLetter) -> bool,
-        fx: &mut Effects,
-    ) -> Result<usize, SpoolError> {
-        let Some(name) = self.live_name(slot, fx) else {
-            return Ok(0);
-        };
-        let name = &name;
-        let mut d = txn
-            .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
-            .map_err(super::io)?;
-        let mut q = txn
-            .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
-            .map_err(super::io)?;
-        let mut chosen = Vec::new();
-        for row in d.iter().map_err(super::io)? {
-            let (k, v) = row.map_err(super::io)?;
-            let dl: DeadLetter = match serde_json::from_slice(v.value()) {
-                Ok(dl) => dl,
-                Err(e) => {
-                    tracing::warn!(backend = %name, seq = k.value(), error = %e, "unreadable dead letter skipped");
-                    continue;
-                }
-            };
-            if chosen_by(&dl) {
-                chosen.push((k.value(), v.value().len(), dl));
-            }
-        }
-        for (key, len, dl) in &chosen {
-            d.remove(key).map_err(super::io)?;
-            let json = serde_json::to_vec(&dl.event).map_err(super::io)?;
-            // The same record as before it died: to its target only.
-            let event = super::record::encode(dl.target.as_deref(), &json);
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            q.insert(seq, event.as_ref()).map_err(super::io)?;
-            fx.bytes_delta += event.len() as i64 - *len as i64;
-            fx.dead(slot, -1);
-            fx.queued(slot, 1);
-            fx.appended.push((slot, seq));
-            fx.replayed.push((slot, seq));
-        }
-        fx.notify.push(slot);
-        Ok(chosen.len())
-    }
-
-    /// Remember a pause or resume across restarts.
-    fn apply_set_paused(
-        &self,
-        txn: &WriteTransaction,
-        slot: usize,
-        paused: bool,
-        fx: &mut Effects,
-    ) -> Result<usize, SpoolError> {
-        let Some(name) = self.live_name(slot, fx) else {
-            return Ok(0);
-        };
-        let mut t = txn.open_table(STATE).map_err(super::io)?;
-        t.insert(paused_key(&name).as_str(), u64::from(paused))
-            .map_err(super::io)?;
-        fx.paused.push((slot, paused));
-        fx.notify.push(slot);
-        Ok(0)
-    }
-
-    /// Create the tables of new slots (or, at start, count what the
-    /// stored ones hold) and store their records.
-    fn apply_attach(
-        &mut self,
-        txn: &WriteTransaction,
-        slots: &[(usize, String, Option<Record>)],
-        fx: &mut Effects,
-    ) -> Result<usize, SpoolError> {
-        let state = txn.open_table(STATE).map_err(super::io)?;
-        let mut records = txn.open_table(RECORDS).map_err(super::io)?;
-        for (slot, name, record) in slots {
-            let q = txn
-                .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
-                .map_err(super::io)?;
-            let d = txn
-                .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
-                .map_err(super::io)?;
-            let (counts, bytes, next_seq) = count_slot(&q, &d, &state, name)?;
-            self.next_seq = self.next_seq.max(next_seq);
-            fx.bytes_delta += bytes as i64;
-            if let Some(r) = record {
-                records.insert(r.key.as_str(), r.value.as_slice()).map_err(super::io)?;
-            }
-            fx.attached
-                .push((*slot, Arc::new(SlotState::new(name.clone(), &counts))));
-        }
-        Ok(slots.len())
-    }
-
-    /// Drop a runtime slot's tables, paused flag and record; how many
-    /// queued events went with it.
-    fn apply_detach(
-        &mut self,
-        txn: &WriteTransaction,
-        slot: usize,
-        record_key: &str,
-        fx: &mut Effects,
-    ) -> Result<usize, SpoolError> {
-        let Some(name) = self.live_name(slot, fx) else {
-            return Ok(0);
-        };
-        let (qname, dname) = (queue_table(&name), dead_table(&name));
-        let qdef = TableDefinition::<u64, &[u8]>::new(&qname);
-        let ddef = TableDefinition::<u64, &[u8]>::new(&dname);
-        let mut discarded = 0usize;
-        let mut bytes = 0i64;
-        {
-            let q = txn.open_table(qdef).map_err(super::io)?;
-            let d = txn.open_table(ddef).map_err(super::io)?;
-            for row in q.iter().map_err(super::io)? {
-                let (_, v) = row.map_err(super::io)?;
-                bytes += v.value().len() as i64;
-                discarded += 1;
-            }
-            for row in d.iter().map_err(super::io)? {
-                let (_, v) = row.map_err(super::io)?;
-                bytes += v.value().len() as i64;
-            }
-        }
-        txn.delete_table(qdef).map_err(super::io)?;
-        txn.delete_table(ddef).map_err(super::io)?;
-        txn.open_table(STATE)
-            .map_err(super::io)?
-            .remove(paused_key(&name).as_str())
-            .map_err(super::io)?;
-        txn.open_table(RECORDS)
-            .map_err(super::io)?
-            .remove(record_key)
-            .map_err(super::io)?;
-        fx.bytes_delta -= bytes;
-        fx.detached.insert(slot);
-        Ok(discarded)
-    }
-
-    /// Make committed changes visible to the delivery queues.
-    fn publish(&self, fx: &Effects) {
-        if !fx.attached.is_empty() || !fx.detached.is_empty() {
-            let mut table: SlotTable = (**self.shared.slots.load()).clone();
-            for (slot, state) in &fx.attached {
-                if table.len() <= *slot {
-                    table.resize(*slot + 1, None);
-                }
-                table[*slot] = Some(state.clone());
-            }
-            for slot in &fx.detached {
-                if let Some(s) = table.get_mut(*slot) {
-                    *s = None;
-                }
-            }
-            self.shared.slots.store(Arc::new(table));
-        }
-        let slots = self.shared.slots.load();
-        let live = |slot: usize| slots.get(slot).and_then(Option::as_ref);
-        for (slot, d) in &fx.queued_delta {
-            if let Some(s) = live(*slot) {
-                add(&s.queued, *d);
-            }
-        }
-        for (slot, d) in &fx.dead_delta {
-            if let Some(s) = live(*slot) {
-                add(&s.dead, *d);
-            }
-        }
-        add(&self.shared.stored_bytes, fx.bytes_delta);
-        for (slot, n) in &fx.overflowed {
-            if let Some(s) = live(*slot) {
-                s.intake.overflow_dead_lettered.fetch_add(*n, Ordering::Relaxed);
-            }
-        }
-        for (slot, n) in &fx.expired {
-            if let Some(s) = live(*slot) {
-                s.intake.expired.fetch_add(*n, Ordering::Relaxed);
-            }
-        }
-        for (slot, paused) in &fx.paused {
-            if let Some(s) = live(*slot) {
-                s.paused.store(*paused, Ordering::Release);
-            }
-        }
-        // Fresh rows first: a queue that sees the new `head` must find
-        // them in its buffer (or find the buffer marked incomplete).
-        for (slot, seq) in &fx.replayed {
-            if let Some(s) = live(*slot) {
-                s.fresh.lock().unwrap_or_else(PoisonError::into_inner).gap(*seq);
-            }
-        }
-        for (slot, seq, row) in &fx.fresh {
-            if let Some(s) = live(*slot) {
-                s.fresh
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(*seq, row.clone());
-            }
-        }
-        for (slot, seq) in &fx.appended {
-            if let Some(s) = live(*slot) {
-                s.head.fetch_max(*seq, Ordering::Release);
-            }
-        }
-        let mut notified = HashSet::new();
-        for slot in &fx.notify {
-            if notified.insert(*slot) {
-                if let Some(s) = live(*slot) {
-                    s.changed.notify_one();
-                }
-            }
-        }
-    }
-}
-
-fn add(counter: &std::sync::atomic::AtomicU64, delta: i64) {
-    if delta >= 0 {
-        counter.fetch_add(delta as u64, Ordering::Relaxed);
-    } else {
-        counter.fetch_sub((-delta) as u64, Ordering::Relaxed);
-    }
+        Command::Expire { cutoff_ms, .. } => retention::expire_all(t, *cutoff_ms)?,
+        Command::SetPaused { slot, paused, .. } => pause::set(t, *slot, *paused)?,
+        Command::Attach { slots, .. } => subscriptions::attach(t, slots)?,
+        Command::Detach { slot, record_key, .. } => subscriptions::detach(t, *slot, record_key)?,
+        Command::PutRecord { record, .. } => subscriptions::put(t, record)?,
+        Command::PutState { entries, .. } => backend_state::apply(t.txn, entries).map(|()| 0)?,
+        Command::Sync { .. } | Command::Close { .. } => 0,
+    };
+    Ok(Applied::Count(n))
 }
 
 /// What applying one command gave: a count, or for a keyed append whose

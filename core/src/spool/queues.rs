@@ -1,0 +1,273 @@
+//! The queues: one table per slot (`queue/KIND.NAME`, sequence number →
+//! stored record, see `record.rs`), what ingest appends to and what a
+//! delivery's ack removes from.
+//!
+//! Appends are all or nothing per request: the limits (events per queue,
+//! bytes in the spool, a slot's overflow policy) are checked for the whole
+//! request before anything is written.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::shared::{self, SHARE_FROM};
+use super::txn::Txn;
+use super::{io, pause, SlotState, Spool, SpoolError};
+use crate::slot::Slot;
+
+/// The name of slot `name`'s queue table.
+pub(crate) fn queue_table(name: &str) -> String {
+    format!("queue/{name}")
+}
+
+/// A slot's queue or dead-letter table, open for reading.
+pub(crate) type SlotTableRead = redb::ReadOnlyTable<u64, &'static [u8]>;
+
+/// What is in one backend's tables.
+pub(crate) struct SlotCounts {
+    pub queued: u64,
+    pub dead: u64,
+    pub head: u64,
+    pub paused: bool,
+}
+
+/// What one slot's tables hold: its counts, their bytes, and the next free
+/// sequence number as far as they tell.
+pub(crate) fn count_slot(
+    q: &impl ReadableTable<u64, &'static [u8]>,
+    d: &impl ReadableTable<u64, &'static [u8]>,
+    state: &impl ReadableTable<&'static str, u64>,
+    name: &str,
+) -> Result<(SlotCounts, u64, u64), SpoolError> {
+    let mut next_seq = 1u64;
+    let mut stored = 0u64;
+    let mut head = 0;
+    for row in q.iter().map_err(io)? {
+        let (k, v) = row.map_err(io)?;
+        head = k.value();
+        stored += v.value().len() as u64;
+    }
+    for row in d.iter().map_err(io)? {
+        let (k, v) = row.map_err(io)?;
+        next_seq = next_seq.max(k.value() + 1);
+        stored += v.value().len() as u64;
+    }
+    next_seq = next_seq.max(head + 1);
+    let counts = SlotCounts {
+        queued: q.len().map_err(io)?,
+        dead: d.len().map_err(io)?,
+        head,
+        paused: pause::is_paused(state, name)?,
+    };
+    Ok((counts, stored, next_seq))
+}
+
+/// Store new events, all or nothing: the limits are checked for the whole
+/// request first. Events over a full queue whose policy is `dead_letter`
+/// (or for a disabled subscription) become dead letters (`overflow.rs`).
+pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, SpoolError> {
+    let slots = t.shared.slots.load();
+    let limits = t.shared.limits;
+    // A slot removed since the chain claimed for it (a webhook detached
+    // while this request ran): its events are dropped with it.
+    let detached = &t.fx.detached;
+    let live = |slot: usize| -> Option<&Arc<SlotState>> {
+        if detached.contains(&slot) {
+            return None;
+        }
+        slots.get(slot).and_then(Option::as_ref)
+    };
+    let items: Vec<(&Arc<SlotState>, usize, &Bytes)> = items
+        .iter()
+        .filter_map(|(s, b)| live(*s).map(|st| (st, *s, b)))
+        .collect();
+    let mut per_slot: HashMap<usize, u64> = HashMap::new();
+    for (_, slot, _) in &items {
+        *per_slot.entry(*slot).or_default() += 1;
+    }
+    // Bytes put in many queues by this request are stored once
+    // (`shared.rs`): counted by identity, since one event's claims share
+    // one buffer, and the pipeline puts them next to each other. A batch
+    // of distinct events (the ingest hot path) costs one pointer compare
+    // per item to rule that out.
+    let mut copies: HashMap<(usize, usize), usize> = HashMap::new();
+    if has_run(&items, SHARE_FROM) {
+        for (_, _, b) in &items {
+            *copies.entry(identity(b)).or_default() += 1;
+        }
+        copies.retain(|_, n| *n >= SHARE_FROM);
+    }
+    let mut bytes = 0u64;
+    for (_, _, b) in &items {
+        bytes += if !copies.is_empty() && copies.contains_key(&identity(b)) {
+            shared::REF_LEN as u64
+        } else {
+            b.len() as u64
+        };
+    }
+    let shared_bytes: u64 = copies.keys().map(|(_, len)| *len as u64).sum();
+    // How many of each slot's events enter its queue; the rest go to
+    // its dead letters (`overflow.rs`).
+    let mut room: HashMap<usize, u64> = HashMap::new();
+    for (slot, add) in &per_slot {
+        let Some(state) = live(*slot) else { continue };
+        let queued = state.queued.load(Ordering::Relaxed) as i64 + t.fx.queued_delta.get(slot).copied().unwrap_or(0);
+        match state.intake.admit(queued.max(0) as u64, *add, limits.max_queue) {
+            Some(n) => {
+                room.insert(*slot, n);
+            }
+            None => {
+                return Err(SpoolError::Full(format!(
+                    "queue of backend \"{}\" holds {queued} events (limit {})",
+                    state.name, limits.max_queue
+                )))
+            }
+        }
+    }
+    let stored = t.shared.stored_bytes.load(Ordering::Relaxed) as i64 + t.fx.bytes_delta;
+    if stored as u64 + bytes + shared_bytes > limits.max_bytes {
+        return Err(SpoolError::Full(format!(
+            "spool holds {stored} bytes (limit {})",
+            limits.max_bytes
+        )));
+    }
+    let mut keys: HashMap<(usize, usize), u128> = HashMap::new();
+    // Each slot's table opened once per request, not once per item.
+    let mut tables = HashMap::new();
+    for (state, slot, b) in &items {
+        let seq = t.take_seq();
+        match room.get_mut(slot) {
+            Some(0) => {
+                let reason = state.intake.reason();
+                let stored = super::overflow::dead_letter_on_arrival(t.txn, &state.name, seq, b, reason)?;
+                t.fx.bytes_delta += stored as i64;
+                t.fx.dead(*slot, 1);
+                *t.fx.overflowed.entry(*slot).or_default() += 1;
+                // Its queue reports the dead letters.
+                t.fx.notify.push(*slot);
+                continue;
+            }
+            Some(left) => *left -= 1,
+            None => {}
+        }
+        let table = match tables.entry(*slot) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(t.slot_table(&queue_table(&state.name))?),
+        };
+        let id = identity(b);
+        if !copies.is_empty() && copies.contains_key(&id) {
+            let key = *keys.entry(id).or_insert_with(|| shared::key_of(b));
+            let row = t.refs.add(key, b);
+            table.insert(seq, row.as_ref()).map_err(io)?;
+            t.fx.bytes_delta += row.len() as i64;
+        } else {
+            table.insert(seq, b.as_ref()).map_err(io)?;
+            t.fx.bytes_delta += b.len() as i64;
+        }
+        t.fx.appended.push((*slot, seq));
+        t.fx.fresh.push((*slot, seq, (*b).clone()));
+        t.fx.queued(*slot, 1);
+        t.fx.notify.push(*slot);
+    }
+    Ok(items.len())
+}
+
+/// Whether `n` or more items in a row carry one buffer.
+fn has_run(items: &[(&Arc<SlotState>, usize, &Bytes)], n: usize) -> bool {
+    let mut run = 0usize;
+    let mut last = None;
+    for (_, _, b) in items {
+        let id = identity(b);
+        run = if last == Some(id) { run + 1 } else { 1 };
+        if run >= n {
+            return true;
+        }
+        last = Some(id);
+    }
+    false
+}
+
+/// Which buffer a claim's bytes are (clones of one `Bytes` share it).
+fn identity(b: &Bytes) -> (usize, usize) {
+    (b.as_ptr() as usize, b.len())
+}
+
+/// Remove delivered events from their queues: each slot's table is opened
+/// once for all of its acks in the group.
+pub(crate) fn ack(t: &mut Txn, acks: &mut [(usize, u64)]) -> Result<(), SpoolError> {
+    acks.sort_unstable();
+    for run in acks.chunk_by(|a, b| a.0 == b.0) {
+        let slot = run[0].0;
+        // The slot was removed meanwhile: its queue is gone already.
+        let Some(name) = t.live_name(slot) else { continue };
+        let mut table = t.slot_table(&queue_table(&name))?;
+        for (_, seq) in run {
+            if let Some(old) = table.remove(*seq).map_err(io)? {
+                t.fx.bytes_delta -= old.value().len() as i64;
+                t.fx.queued(slot, -1);
+                if let Some(key) = shared::referenced(old.value()) {
+                    t.refs.release(key);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Spool {
+    /// Read up to `limit` queued events of a backend with sequence numbers
+    /// above `after`. Blocking: call from `spawn_blocking`.
+    /// A row that references a shared event comes back as the event.
+    pub fn read_queue(&self, slot: Slot, after: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
+        let name = queue_table(&self.table_name(slot)?);
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let q = read.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(io)?;
+        let mut shared_events = None;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in q.range(after.saturating_add(1)..).map_err(io)?.take(limit) {
+            let (k, v) = row.map_err(io)?;
+            let bytes = match shared::referenced(v.value()) {
+                None => Bytes::copy_from_slice(v.value()),
+                Some(key) => {
+                    if shared_events.is_none() {
+                        shared_events = Some(read.open_table(shared::SHARED_EVENTS).map_err(io)?);
+                    }
+                    match &shared_events {
+                        Some(t) => shared::lookup(t, key)?,
+                        None => continue,
+                    }
+                }
+            };
+            out.push((k.value(), bytes));
+        }
+        Ok(out)
+    }
+
+    /// One of a slot's tables (`queue_table` or `dead_table`), in a read
+    /// transaction of its own, with the database handle to hold while
+    /// reading (the writer waits for holders before it reopens). Blocking.
+    pub(crate) fn read_table(
+        &self,
+        slot: Slot,
+        table: fn(&str) -> String,
+    ) -> Result<(Arc<Database>, SlotTableRead), SpoolError> {
+        let name = table(&self.table_name(slot)?);
+        let db = self.shared.db()?;
+        let read = db.begin_read().map_err(io)?;
+        let t = read.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(io)?;
+        Ok((db, t))
+    }
+
+    /// The `KIND.NAME` of a live slot: its tables' names.
+    fn table_name(&self, slot: Slot) -> Result<String, SpoolError> {
+        self.shared
+            .slot(slot.index())
+            .map(|s| s.name.clone())
+            .ok_or_else(|| io(format!("backend slot {slot} has been removed")))
+    }
+}
