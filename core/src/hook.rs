@@ -108,7 +108,13 @@ impl HookTranslator {
             "user_available" => presence(call, hook, PresenceStatus::Online)?,
             "unset_presence" => presence(call, hook, PresenceStatus::Offline)?,
             "unacknowledged_message" => unacked(call, hook)?,
-            other => return Err(HookProblem::UnknownHook { hook: other.to_owned() }.into()),
+            other => {
+                return Err(HookProblem::UnknownHook {
+                    hook: other.to_owned(),
+                    expected: &HOOKS,
+                }
+                .into())
+            }
         };
         let timestamp = match &call.timestamp {
             Field::Absent | Field::Null => OffsetDateTime::from(now),

@@ -5,8 +5,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::hook::HOOKS;
-
 /// Why a hook call could not be read or translated. `index` is the
 /// position of the item in its request, when the request held several.
 #[derive(Debug, Clone)]
@@ -73,8 +71,12 @@ pub enum HookProblem {
     NotAnObject { kind: &'static str },
     #[error("missing field `hook`")]
     MissingHook,
-    #[error("unknown hook \"{hook}\" (expected one of: {})", HOOKS.join(", "))]
-    UnknownHook { hook: String },
+    #[error("unknown hook \"{hook}\" (expected one of: {})", expected.join(", "))]
+    UnknownHook {
+        hook: String,
+        /// The hooks understood (`hook::HOOKS`).
+        expected: &'static [&'static str],
+    },
     #[error("field `timestamp` is not an RFC 3339 time: \"{value}\" ({source})")]
     BadTimestamp { value: String, source: time::error::Parse },
     #[error("field `timestamp` must be an RFC 3339 string, got {kind}")]

@@ -22,31 +22,13 @@ use event_pusher_core::token::constant_time_eq;
 use tokio::sync::{oneshot, watch};
 
 use super::dispatch::Payload;
+use super::limits::{Client, Limits};
 use super::metrics::GatewayMetrics;
 use super::persist::{self, SessionRecord, Write};
 use super::session::{Pushed, Session};
 
 /// Log entries written between two trims of the dispatch log.
 const TRIM_EVERY: usize = 512;
-
-/// A client that may connect: its name (for metrics), token and the most
-/// intents it may ask for.
-pub struct Client {
-    pub name: String,
-    pub token: String,
-    pub intents: u64,
-}
-
-/// Session timings and limits, from the config.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub heartbeat_interval: Duration,
-    pub resume_buffer: usize,
-    pub resume_timeout: Duration,
-    pub max_queued: usize,
-    pub max_sessions: usize,
-    pub max_pending: usize,
-}
 
 /// All sessions of one gateway backend.
 pub struct Hub {

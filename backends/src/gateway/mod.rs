@@ -28,6 +28,7 @@ mod connection;
 mod dispatch;
 pub mod extra_close;
 mod hub;
+mod limits;
 mod metrics;
 mod persist;
 mod publish;

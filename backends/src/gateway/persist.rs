@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::dispatch::Payload;
-use super::hub::{Client, Limits};
+use super::limits::{Client, Limits};
 use super::session::{Anchor, Restored, Session};
 
 /// One key to write (`Some`) or delete (`None`), without the scope.

@@ -22,7 +22,8 @@ use event_pusher_core::{Backend, BackendError, Delivery, DeliveryError};
 
 use super::config::GatewayConfig;
 use super::dispatch::{dispatch_type, intent_of, Payload};
-use super::hub::{Client, Hub, Limits};
+use super::hub::Hub;
+use super::limits::{Client, Limits};
 use super::protocol::compress::{self, Compression};
 use super::protocol::ALL_INTENTS;
 use crate::common::Endpoint;

@@ -138,7 +138,7 @@ fn publish_options(obj: &Map<String, Value>) -> Result<PublishOptions, Registrat
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_u64() {
             Some(t) if t <= MAX_TTL_S => Some(t),
-            _ => return Err(RegistrationError::TtlOutOfRange),
+            _ => return Err(RegistrationError::TtlOutOfRange { max: MAX_TTL_S }),
         },
         Some(_) => return Err(RegistrationError::TtlNotANumber),
     };

@@ -2,7 +2,6 @@
 //! with it. The message is `FIELD: problem`; the admin API answers it as
 //! `{"error", "field"}` and the ingest API as the call's 400.
 
-use super::registration::MAX_TTL_S;
 use super::webpush::SubscriptionError;
 
 /// A registration (body, device id or JID) that cannot be taken.
@@ -39,8 +38,8 @@ pub enum RegistrationError {
     },
     #[error("token: an APNs device token is hexadecimal, at most 200 characters")]
     ApnsToken,
-    #[error("time_to_live_s: must be a whole number of seconds from 0 to {MAX_TTL_S}")]
-    TtlOutOfRange,
+    #[error("time_to_live_s: must be a whole number of seconds from 0 to {max}")]
+    TtlOutOfRange { max: u64 },
     #[error("time_to_live_s: must be a number of seconds")]
     TtlNotANumber,
     #[error("topic: must be printable ASCII without spaces (an app bundle id)")]

@@ -51,7 +51,7 @@ pub(crate) fn erase_slot(t: &mut Txn, name: &str, user: &str) -> Result<(Vec<u64
     for row in q.iter().map_err(super::io)? {
         let (k, v) = row.map_err(super::io)?;
         // A shared event is read (once per row: erasure is rare).
-        let record = super::shared::resolve_in(t, v.value())?;
+        let record = super::shared::resolve_in(t.txn, &t.refs, v.value())?;
         let (_, json) = super::record::decode(&record);
         if concerns(&json, user) {
             queued.push(k.value());

@@ -10,7 +10,7 @@
 //! copy. Smaller fan-outs (fewer than [`SHARE_FROM`] rows of one request)
 //! stay inline: the common path of configured backends is unchanged.
 //!
-//! Reference counts change through [`Txn`] and are written once per
+//! Reference counts change through the group's `Txn` and are written once per
 //! group (`settle`), so a group of many acks touches each shared row once.
 //! Every change is in the group's transaction: after a crash the counts
 //! match the rows, which `spool check` verifies.
@@ -21,7 +21,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
 
-use super::txn::Txn;
 use super::{io, SpoolError};
 
 pub(crate) const SHARED_EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("shared_events");
@@ -91,14 +90,14 @@ impl Pending {
 
 /// A queue row as the event's record: references resolved (inside the
 /// writer's transaction, including what this group shares).
-pub(crate) fn resolve_in(t: &Txn, row: &[u8]) -> Result<Bytes, SpoolError> {
+pub(crate) fn resolve_in(txn: &WriteTransaction, refs: &Pending, row: &[u8]) -> Result<Bytes, SpoolError> {
     let Some(key) = referenced(row) else {
         return Ok(Bytes::copy_from_slice(row));
     };
-    if let Some(b) = t.refs.pending(key) {
+    if let Some(b) = refs.pending(key) {
         return Ok(b);
     }
-    let table = t.txn.open_table(SHARED_EVENTS).map_err(io)?;
+    let table = txn.open_table(SHARED_EVENTS).map_err(io)?;
     lookup(&table, key)
 }
 
