@@ -8,16 +8,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
-async fn start(extra: &str) -> Sidecar {
-    let sc = Sidecar::start(Options {
-        body: gateway_backend(extra),
-        ..Default::default()
-    })
-    .await;
-    sc.wait_ready().await;
-    sc
-}
-
 fn presence(user: &str) -> Value {
     json!({"hook": "user_available", "jid": format!("{user}@localhost/phone")})
 }
@@ -33,7 +23,7 @@ fn seqs(frames: &[Value]) -> Vec<u64> {
 
 #[tokio::test]
 async fn handshake_ready_and_dispatches_with_sequences() {
-    let sc = start("heartbeat_interval_ms = 5000").await;
+    let sc = start_gateway("heartbeat_interval_ms = 5000").await;
     let (mut gw, hello) = RawGateway::connect(&sc).await;
     assert_eq!(hello["d"]["heartbeat_interval"], 5000, "{hello}");
     gw.send(json!({"op": 1, "d": null})).await;
@@ -104,7 +94,7 @@ async fn handshake_ready_and_dispatches_with_sequences() {
 
 #[tokio::test]
 async fn each_session_gets_only_its_intents_with_its_own_sequence() {
-    let sc = start("").await;
+    let sc = start_gateway("").await;
     let (mut chat_only, _) = RawGateway::identified(&sc, "full-token", 1 << 1 | 1 << 2).await;
     let (mut presence_only, _) = RawGateway::identified(&sc, "presence-token", 1).await;
     let (mut unacked_only, _) = RawGateway::identified(&sc, "full-token", 1 << 5).await;
@@ -145,7 +135,7 @@ async fn expect_close(sc: &Sidecar, steps: &[Value], code: u16) {
 
 #[tokio::test]
 async fn every_close_code() {
-    let sc = start("heartbeat_interval_ms = 400").await;
+    let sc = start_gateway("heartbeat_interval_ms = 400").await;
     let identify = |token: &str, intents: i64| json!({"op": 2, "d": {"token": token, "intents": intents}});
     expect_close(&sc, &[json!({"op": 42, "d": null})], 4001).await;
     expect_close(&sc, &[json!({"op": 2, "d": {"token": 5}})], 4002).await;
@@ -198,7 +188,7 @@ async fn every_close_code() {
 
 #[tokio::test]
 async fn resume_replays_what_was_missed_in_order_then_goes_live() {
-    let sc = start("heartbeat_interval_ms = 5000").await;
+    let sc = start_gateway("heartbeat_interval_ms = 5000").await;
     let (mut gw, ready) = RawGateway::identified(&sc, "full-token", 63).await;
     let session = ready["d"]["session_id"].as_str().unwrap_or_default().to_owned();
     post_ok(
@@ -250,7 +240,7 @@ async fn resume_replays_what_was_missed_in_order_then_goes_live() {
 
 #[tokio::test]
 async fn op9_when_the_session_cannot_be_resumed_then_identify_works() {
-    let sc = start("resume_buffer = 3").await;
+    let sc = start_gateway("resume_buffer = 3").await;
     // Unknown session.
     let (mut gw, _) = RawGateway::connect(&sc).await;
     gw.resume("full-token", "01JDQ7W4Z3K8V6Y2N9T5R1M0AB", 0).await;
@@ -277,7 +267,7 @@ async fn op9_when_the_session_cannot_be_resumed_then_identify_works() {
 
 #[tokio::test]
 async fn a_stalled_client_is_closed_with_4000_and_others_keep_flowing() {
-    let sc = start("max_queued = 300").await;
+    let sc = start_gateway("max_queued = 300").await;
     let (mut stalled, ready) = RawGateway::identified(&sc, "full-token", 2).await;
     let (mut reader, _) = RawGateway::identified(&sc, "full-token", 2).await;
     let session = ready["d"]["session_id"].as_str().unwrap_or_default().to_owned();
@@ -327,7 +317,7 @@ async fn a_stalled_client_is_closed_with_4000_and_others_keep_flowing() {
 
 #[tokio::test]
 async fn sigterm_sends_op7_then_closes() {
-    let mut sc = start("").await;
+    let mut sc = start_gateway("").await;
     let (mut gw, _) = RawGateway::identified(&sc, "full-token", 63).await;
     let (mut pending, _) = RawGateway::connect(&sc).await;
     let pid = sc.pid().expect("running");
@@ -415,7 +405,7 @@ async fn websocket_sessions_do_not_hold_the_listeners_connection_slots() {
 
 #[tokio::test]
 async fn max_sessions_refuses_more_connections_with_503() {
-    let sc = start("max_sessions = 2").await;
+    let sc = start_gateway("max_sessions = 2").await;
     // Identified sessions count, not connections that have not identified.
     let _a = RawGateway::identified(&sc, "full-token", 1).await;
     let _b = RawGateway::identified(&sc, "full-token", 1).await;
@@ -428,7 +418,7 @@ async fn max_sessions_refuses_more_connections_with_503() {
 
 #[tokio::test]
 async fn heartbeats_are_read_while_dispatches_stream() {
-    let sc = start("heartbeat_interval_ms = 400").await;
+    let sc = start_gateway("heartbeat_interval_ms = 400").await;
     let (gw, _) = RawGateway::identified(&sc, "full-token", 63).await;
     let gw = std::sync::Arc::new(tokio::sync::Mutex::new(gw));
     // Posts keep the session's queue busy for ~2 s (five intervals).

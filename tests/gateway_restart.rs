@@ -9,16 +9,6 @@ mod support;
 use serde_json::{json, Value};
 use support::*;
 
-async fn start(extra: &str) -> Sidecar {
-    let sc = Sidecar::start(Options {
-        body: gateway_backend(extra),
-        ..Default::default()
-    })
-    .await;
-    sc.wait_ready().await;
-    sc
-}
-
 async fn restart(sc: &mut Sidecar) {
     sc.spawn().await;
     sc.wait_ready().await;
@@ -67,7 +57,7 @@ async fn resume_after(sc: &Sidecar, session: &str, seq: u64, n: usize) -> (RawGa
 /// restart, in order, from the seq it resumes with; numbering goes on.
 #[tokio::test]
 async fn a_session_resumes_after_sigterm_and_restart() {
-    let mut sc = start("heartbeat_interval_ms = 5000").await;
+    let mut sc = start_gateway("heartbeat_interval_ms = 5000").await;
     // Chats only: the presences posted between them are not its own.
     let (mut gw, ready) = RawGateway::identified(&sc, "full-token", 1 << 1).await;
     let session = session_of(&ready);
@@ -106,7 +96,7 @@ async fn a_session_resumes_after_sigterm_and_restart() {
 
 #[tokio::test]
 async fn a_session_resumes_after_kill_9_and_restart_with_what_it_missed() {
-    let mut sc = start("heartbeat_interval_ms = 5000").await;
+    let mut sc = start_gateway("heartbeat_interval_ms = 5000").await;
     let (mut gw, ready) = RawGateway::identified(&sc, "full-token", 1 << 1).await;
     let session = session_of(&ready);
     post_ok(&sc, &json!([chat("a0"), chat("a1")])).await;
@@ -147,7 +137,7 @@ async fn wait_delivered(sc: &Sidecar, n: u64) {
 
 #[tokio::test]
 async fn after_a_restart_buffers_stay_bounded_and_expired_sessions_get_op9() {
-    let mut sc = start("resume_buffer = 3\nresume_timeout_ms = 1500\nheartbeat_interval_ms = 5000").await;
+    let mut sc = start_gateway("resume_buffer = 3\nresume_timeout_ms = 1500\nheartbeat_interval_ms = 5000").await;
     let (mut gw_a, ready_a) = RawGateway::identified(&sc, "full-token", 1 << 1).await;
     let (mut gw_b, ready_b) = RawGateway::identified(&sc, "full-token", 1 << 1).await;
     let (session_a, session_b) = (session_of(&ready_a), session_of(&ready_b));

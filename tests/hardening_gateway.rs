@@ -13,19 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn start(extra: &str) -> Sidecar {
-    let sc = Sidecar::start(Options {
-        body: gateway_backend(extra),
-        ..Default::default()
-    })
-    .await;
-    sc.wait_ready().await;
-    sc
-}
-
 #[tokio::test]
 async fn sockets_that_never_identify_do_not_lock_out_a_bot() {
-    let sc = start("max_sessions = 3\nmax_pending = 50").await;
+    let sc = start_gateway("max_sessions = 3\nmax_pending = 50").await;
     // 300 connections that take their Hello and then say nothing.
     let mut idle = Vec::new();
     for _ in 0..300 {
@@ -55,7 +45,7 @@ async fn sockets_that_never_identify_do_not_lock_out_a_bot() {
 
 #[tokio::test]
 async fn refused_frames_close_with_their_code_and_a_close_frame() {
-    let sc = start("").await;
+    let sc = start_gateway("").await;
 
     // Over the 64 KiB limit: 1009.
     let (mut gw, _) = RawGateway::connect(&sc).await;
@@ -85,7 +75,7 @@ async fn refused_frames_close_with_their_code_and_a_close_frame() {
 
 #[tokio::test]
 async fn a_resume_that_replaces_a_live_connection_closes_it_with_4006() {
-    let sc = start("").await;
+    let sc = start_gateway("").await;
     let (mut old, ready) = RawGateway::identified(&sc, "full-token", 63).await;
     let session = ready["d"]["session_id"].as_str().expect("session id").to_owned();
     let (mut new, _) = RawGateway::connect(&sc).await;
@@ -98,7 +88,7 @@ async fn a_resume_that_replaces_a_live_connection_closes_it_with_4006() {
 #[tokio::test]
 async fn resume_gateway_url_comes_from_public_url_or_a_valid_host() {
     // A Host header with a quote is not copied.
-    let sc = start("").await;
+    let sc = start_gateway("").await;
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
         "ws://127.0.0.1:{}/v1/gateway",
         sc.port
@@ -114,7 +104,7 @@ async fn resume_gateway_url_comes_from_public_url_or_a_valid_host() {
     assert!(!url.contains('"'), "{url}");
     assert_eq!(url, "ws://localhost/v1/gateway");
 
-    let sc = start("public_url = \"wss://gw.example.com\"").await;
+    let sc = start_gateway("public_url = \"wss://gw.example.com\"").await;
     let (_, ready) = RawGateway::identified(&sc, "full-token", 1).await;
     assert_eq!(ready["d"]["resume_gateway_url"], "wss://gw.example.com/v1/gateway");
 }

@@ -68,3 +68,15 @@ pub async fn wait_backend(sc: &Sidecar, name: &str, timeout: Duration, f: impl F
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A sidecar with one gateway backend (`extra`: more keys of its table),
+/// ready.
+pub async fn start_gateway(extra: &str) -> Sidecar {
+    let sc = Sidecar::start(Options {
+        body: gateway_backend(extra),
+        ..Default::default()
+    })
+    .await;
+    sc.wait_ready().await;
+    sc
+}
