@@ -12,7 +12,8 @@ use event_pusher_config::ConfigError;
 use event_pusher_core::delivery::{BackendHandle, DeliveryEngine, DeliveryOptions};
 use event_pusher_core::spool::{KeyPolicy, Spool, SpoolError, SpoolLimits};
 use event_pusher_core::{
-    AnyBackend, Attachment, Backend, BackendError, Chain, EventClasses, Filter, Pipeline, SlotRegistry, StateRouter,
+    AnyBackend, Attachment, Backend, BackendError, Chain, EventClasses, Filter, Pipeline, Slot, SlotRegistry,
+    StateRouter,
 };
 
 use crate::chain_plan::{assemble, ChainBackend, PluginFilter};
@@ -46,8 +47,8 @@ pub enum RunError {
 /// [`Sidecar::build`] makes without starting anything.
 pub struct Assembly {
     pub chain: Chain,
-    /// In slot order: `backends[slot.index()]`.
-    pub backends: Vec<BuiltBackend>,
+    /// Each backend with the slot the registry gave it.
+    pub backends: Vec<(Slot, BuiltBackend)>,
     pub slots: SlotRegistry,
     /// Rebuilds the chain's filters from the config file at runtime.
     pub reloader: FilterReloader,
@@ -122,7 +123,7 @@ impl Sidecar {
         event_pusher_backends::egress::install(event_pusher_backends::egress::Egress::new(&cfg.egress));
         let mut backends = cfg.backends.build(&self.loaded.source)?;
         // Checked here too so `check-config` refuses a clashing path.
-        endpoints_of(&backends, &self.loaded)?;
+        endpoints_of(backends.iter(), &self.loaded)?;
         let filters = event_pusher_filters::build(&cfg.filters, &self.loaded.source)?;
         backends.extend(self.backend_plugins.iter().map(|p| BuiltBackend {
             name: p.name.clone(),
@@ -137,7 +138,7 @@ impl Sidecar {
         // all take their slots from it.
         let mut slots = SlotRegistry::new();
         let mut slotted = Vec::with_capacity(backends.len());
-        for b in &backends {
+        for b in backends {
             let slot = slots
                 .register(b.backend.kind, b.name.clone())
                 .map_err(|e| ConfigError {
@@ -150,9 +151,9 @@ impl Sidecar {
             slotted.push((slot, b));
         }
         let chain_backends: Vec<ChainBackend> = slotted
-            .into_iter()
+            .iter()
             .map(|(slot, b)| ChainBackend {
-                slot,
+                slot: *slot,
                 name: b.name.clone(),
                 priority: b.priority,
                 classes: b.classes,
@@ -164,7 +165,7 @@ impl Sidecar {
         let reloader = FilterReloader::new(&self.loaded, chain_backends, self.plugins.clone());
         Ok(Assembly {
             chain,
-            backends,
+            backends: slotted,
             slots,
             reloader,
         })
@@ -270,7 +271,8 @@ impl Sidecar {
         // load it now, before any event runs through the chain.
         // Committed state changes come back to them through the router.
         let mut states = StateRouter::new();
-        for (b, id) in backends.iter().zip(slots.ids()) {
+        for (_, b) in &backends {
+            let id = b.id();
             let attachment = Attachment::new(spool.clone(), id.clone());
             b.backend
                 .deliver
@@ -286,13 +288,13 @@ impl Sidecar {
         let push = Arc::new(event_pusher_backends::push::PushCommands::new(
             backends
                 .iter()
-                .filter_map(|b| b.backend.downcast::<event_pusher_backends::push::PushBackend>())
+                .filter_map(|(_, b)| b.backend.downcast::<event_pusher_backends::push::PushBackend>())
                 .collect(),
         ));
-        let endpoints = endpoints_of(&backends, &self.loaded)?;
+        let endpoints = endpoints_of(backends.iter().map(|(_, b)| b), &self.loaded)?;
         let handles = backends
             .into_iter()
-            .map(|b| BackendHandle::new(b.name, b.backend, b.options))
+            .map(|(slot, b)| (slot, BackendHandle::new(b.name, b.backend, b.options)))
             .collect();
         let pipeline = Pipeline::new(chain, spool.clone());
         // Hook commands of the backend kinds that have them.
@@ -300,7 +302,7 @@ impl Sidecar {
         if !push.backends().is_empty() {
             pipeline.set_commands(event_pusher_core::CommandHooks::new().with(push.clone()));
         }
-        let engine = DeliveryEngine::new(spool, slots, handles);
+        let engine = DeliveryEngine::new(spool, slots, handles, pipeline.subscription_index());
         // Stored subscriptions get their slots after the config's; their
         // queues start with the engine's.
         // With [cluster], state changes accepted with requests wait in the
@@ -310,7 +312,7 @@ impl Sidecar {
             Arc::new(crate::cluster::Cluster::new(c, cfg.server.listen.port()))
         });
         let webhooks = Webhooks::new(cluster.clone());
-        let loaded = webhooks.load(&engine, &pipeline).await?;
+        let loaded = webhooks.load(&engine).await?;
         if loaded > 0 {
             tracing::info!(subscriptions = loaded, "webhook subscriptions loaded");
         }
@@ -346,7 +348,10 @@ impl Sidecar {
 
 /// What the backends serve on the main listener. Two may not share a path,
 /// nor take one the sidecar serves itself.
-fn endpoints_of(backends: &[BuiltBackend], loaded: &LoadedConfig) -> Result<Vec<Arc<dyn Endpoint>>, ConfigError> {
+fn endpoints_of<'a>(
+    backends: impl Iterator<Item = &'a BuiltBackend>,
+    loaded: &LoadedConfig,
+) -> Result<Vec<Arc<dyn Endpoint>>, ConfigError> {
     let mut endpoints: Vec<Arc<dyn Endpoint>> = Vec::new();
     for b in backends {
         let Some(endpoint) = &b.endpoint else { continue };

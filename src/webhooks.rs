@@ -1,17 +1,14 @@
 //! Webhook subscriptions at runtime: attach, change, pause, restart and
 //! detach while the sidecar runs (`/v1/webhooks`, `event-pusher webhooks`).
 //!
-//! A subscription is a slot of kind `webhook` named by its id. Attaching
-//! registers the slot with the engine (which refuses a taken id), creates
-//! its spool tables and stores its record in one fsync'd commit, starts its
-//! delivery queue, and only then adds it to the pipeline's subscription
-//! index, so an event accepted after the `201` is queued for it. Detaching
-//! runs the other way: out of the index, queue stopped (in-flight attempts
-//! finish), tables and record dropped, slot retired. At start the stored
-//! records are loaded and their slots attached in one commit.
+//! A subscription is a slot of kind `webhook` named by its id. Its slot's
+//! lifecycle (registry, spool tables and record, queue, subscription index)
+//! belongs to the [`DeliveryEngine`]; this module maps requests and
+//! answers onto it, keeps the subscriptions' settings for the views, and
+//! writes to the cluster store first when there is one. At start the
+//! stored records are loaded and their slots attached in one commit.
 //!
-//! Changes run one at a time; the index is rebuilt whole after each (one
-//! vector push per subscription and class: cheap next to the fsync).
+//! Changes run one at a time.
 //!
 //! With a cluster store (`[cluster]`), every change is written to the store
 //! first and answered once it committed (`503 cluster store unavailable`
@@ -23,14 +20,14 @@ mod disable;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use event_pusher_backends::webhook::{
     check_egress, shown_url, AttachRequest, FieldError, PatchRequest, Subscription, WebhookBackend,
 };
-use event_pusher_core::delivery::{AttachError, BackendHandle, DeliveryEngine};
+use event_pusher_core::delivery::{AttachError, BackendHandle, DeliveryEngine, SlotSpec};
 use event_pusher_core::spool::{Record, Spool, SpoolError};
-use event_pusher_core::{AnyBackend, Backend, Pipeline, Slot, SlotRegistry};
+use event_pusher_core::{AnyBackend, Backend, BackendId, Slot, SlotRegistry};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -133,13 +130,13 @@ impl Webhooks {
     /// Load the stored subscriptions and attach their slots (before the
     /// engine starts; it starts their queues). A record that no longer
     /// builds is logged and left in the spool.
-    pub async fn load(&self, engine: &DeliveryEngine, pipeline: &Pipeline) -> Result<usize, SpoolError> {
+    pub async fn load(&self, engine: &DeliveryEngine) -> Result<usize, SpoolError> {
         let spool = engine.spool().clone();
         let records = tokio::task::spawn_blocking(move || spool.records())
             .await
             .map_err(SpoolError::io)??;
-        let mut attach = Vec::with_capacity(records.len());
-        let mut subs = self.subs.lock().await;
+        let mut specs = Vec::with_capacity(records.len());
+        let mut loaded = Vec::with_capacity(records.len());
         for record in records {
             let sub = match Subscription::from_json(&record.value) {
                 Ok(s) => s,
@@ -148,28 +145,31 @@ impl Webhooks {
                     continue;
                 }
             };
-            match register(engine, &sub) {
+            match spec(&sub, None) {
+                Ok(spec) => {
+                    specs.push(spec);
+                    loaded.push(sub);
+                }
+                Err(e) => tracing::error!(id = %sub.id, error = %e, "webhook subscription not loaded"),
+            }
+        }
+        // The records are in the spool already: the slots' tables are
+        // attached in one commit without writing them again.
+        let attached = engine.attach_all(specs).await?;
+        let mut subs = self.subs.lock().await;
+        for (sub, result) in loaded.into_iter().zip(attached) {
+            match result {
                 Ok(slot) => {
-                    attach.push((slot, slot_name(&sub.id), None));
                     subs.insert(sub.id.clone(), Entry { sub, slot });
                 }
                 Err(e) => tracing::error!(id = %sub.id, error = %e, "webhook subscription not loaded"),
             }
         }
-        let n = attach.len();
-        engine.spool().attach_slots(attach).await?;
-        subs.values().for_each(|e| disable::after_load(engine, e));
-        rebuild_index(pipeline, &subs);
-        Ok(n)
+        Ok(subs.len())
     }
 
     /// `POST /v1/webhooks`.
-    pub async fn attach(
-        &self,
-        engine: &DeliveryEngine,
-        pipeline: &Pipeline,
-        body: &serde_json::Value,
-    ) -> Result<WebhookView, WebhookError> {
+    pub async fn attach(&self, engine: &DeliveryEngine, body: &serde_json::Value) -> Result<WebhookView, WebhookError> {
         let sub = AttachRequest::parse(body)?.into_subscription(OffsetDateTime::now_utc());
         check_egress(&sub.url).await?;
         let _op = self.ops.lock().await;
@@ -204,7 +204,6 @@ impl Webhooks {
         };
         let mut subs = self.subs.lock().await;
         subs.insert(sub.id.clone(), Entry { sub: sub.clone(), slot });
-        rebuild_index(pipeline, &subs);
         tracing::info!(id = %sub.id, url = %sub.url, events = ?sub.events, "webhook attached");
         let mut view = view(engine, &sub, slot);
         view.secret = Some(sub.secret);
@@ -235,7 +234,6 @@ impl Webhooks {
     pub async fn patch(
         &self,
         engine: &DeliveryEngine,
-        pipeline: &Pipeline,
         id: &str,
         body: &serde_json::Value,
     ) -> Result<WebhookView, WebhookError> {
@@ -251,7 +249,7 @@ impl Webhooks {
             .cloned()
             .ok_or_else(|| WebhookError::NotFound(id.to_owned()))?;
         let next = patch.apply(&entry.sub, OffsetDateTime::now_utc());
-        let handle = handle(&next)?;
+        let spec = spec(&next, Some(record_of(&next)))?;
         if let Some(store) = self.store()? {
             let paused = engine.status_of(entry.slot).paused;
             if !store
@@ -262,7 +260,7 @@ impl Webhooks {
                 return Err(WebhookError::NotFound(id.to_owned()));
             }
         }
-        store_and_replace(engine, entry.slot, &next, handle).await?;
+        engine.change(entry.slot, spec, STOP_GRACE).await?;
         subs.insert(
             id.to_owned(),
             Entry {
@@ -270,7 +268,6 @@ impl Webhooks {
                 slot: entry.slot,
             },
         );
-        rebuild_index(pipeline, &subs);
         tracing::info!(id, rotated, "webhook changed");
         let mut view = view(engine, &next, entry.slot);
         if rotated {
@@ -317,37 +314,26 @@ impl Webhooks {
     pub async fn detach(
         &self,
         engine: &DeliveryEngine,
-        pipeline: &Pipeline,
         id: &str,
         drain: Option<Duration>,
     ) -> Result<Detached, WebhookError> {
         let _op = self.ops.lock().await;
         // The store is checked before anything changes here.
         let store = self.store()?;
-        let entry = {
-            let mut subs = self.subs.lock().await;
-            let entry = subs.remove(id).ok_or_else(|| WebhookError::NotFound(id.to_owned()))?;
-            // No new claims from here on.
-            rebuild_index(pipeline, &subs);
-            entry
-        };
+        let entry = self.entry(id).await?;
+        // No new claims from here on; given up (the withdrawal dropped on
+        // an early return), the slot claims again as before.
+        let withdrawal = engine.withdraw(entry.slot);
         if let Some(timeout) = drain {
-            if let Err(queued) = drained(engine, entry.slot, timeout).await {
-                let mut subs = self.subs.lock().await;
-                subs.insert(id.to_owned(), entry);
-                rebuild_index(pipeline, &subs);
+            if let Err(queued) = withdrawal.drained(timeout).await {
                 return Err(WebhookError::DrainTimeout { queued });
             }
         }
         if let Some(store) = store {
-            if let Err(e) = store.delete_subscription(id).await {
-                let mut subs = self.subs.lock().await;
-                subs.insert(id.to_owned(), entry);
-                rebuild_index(pipeline, &subs);
-                return Err(SharedError::from(e).into());
-            }
+            store.delete_subscription(id).await.map_err(SharedError::from)?;
         }
-        let discarded = engine.remove(entry.slot, id.to_owned(), STOP_GRACE).await?;
+        let discarded = withdrawal.remove(id.to_owned(), STOP_GRACE).await?;
+        self.subs.lock().await.remove(id);
         tracing::info!(id, discarded, "webhook detached");
         Ok(Detached {
             id: id.to_owned(),
@@ -372,34 +358,28 @@ impl Webhooks {
     pub async fn apply_shared(
         &self,
         engine: &DeliveryEngine,
-        pipeline: &Pipeline,
         id: &str,
         record: Option<serde_json::Value>,
         paused: bool,
     ) {
         let _op = self.ops.lock().await;
-        if let Err(e) = self.apply_shared_locked(engine, pipeline, id, record, paused).await {
+        if let Err(e) = self.apply_shared_locked(engine, id, record, paused).await {
             tracing::error!(id, error = %e, "webhook subscription from the cluster store not applied");
         }
     }
 
     /// Match every subscription to the store's list (after a load).
-    pub async fn reconcile_shared(
-        &self,
-        engine: &DeliveryEngine,
-        pipeline: &Pipeline,
-        shared: &[(String, serde_json::Value, bool)],
-    ) {
+    pub async fn reconcile_shared(&self, engine: &DeliveryEngine, shared: &[(String, serde_json::Value, bool)]) {
         let _op = self.ops.lock().await;
         let local: Vec<String> = self.subs.lock().await.keys().cloned().collect();
         for id in local.iter().filter(|id| !shared.iter().any(|(s, _, _)| s == *id)) {
-            if let Err(e) = self.apply_shared_locked(engine, pipeline, id, None, false).await {
+            if let Err(e) = self.apply_shared_locked(engine, id, None, false).await {
                 tracing::error!(id, error = %e, "webhook subscription not detached");
             }
         }
         for (id, record, paused) in shared {
             if let Err(e) = self
-                .apply_shared_locked(engine, pipeline, id, Some(record.clone()), *paused)
+                .apply_shared_locked(engine, id, Some(record.clone()), *paused)
                 .await
             {
                 tracing::error!(id, error = %e, "webhook subscription from the cluster store not applied");
@@ -410,7 +390,6 @@ impl Webhooks {
     async fn apply_shared_locked(
         &self,
         engine: &DeliveryEngine,
-        pipeline: &Pipeline,
         id: &str,
         record: Option<serde_json::Value>,
         paused: bool,
@@ -418,11 +397,8 @@ impl Webhooks {
         let current = self.subs.lock().await.get(id).cloned();
         let Some(record) = record else {
             if let Some(entry) = current {
-                let mut subs = self.subs.lock().await;
-                subs.remove(id);
-                rebuild_index(pipeline, &subs);
-                drop(subs);
                 let discarded = engine.remove(entry.slot, id.to_owned(), STOP_GRACE).await?;
+                self.subs.lock().await.remove(id);
                 tracing::info!(id, discarded, "webhook detached on another sidecar");
             }
             return Ok(());
@@ -435,20 +411,15 @@ impl Webhooks {
                 slot
             }
             Some(entry) if entry.sub != sub => {
-                store_and_replace(engine, entry.slot, &sub, handle(&sub)?).await?;
+                engine
+                    .change(entry.slot, spec(&sub, Some(record_of(&sub)))?, STOP_GRACE)
+                    .await?;
                 tracing::info!(id, "webhook changed on another sidecar");
                 entry.slot
             }
             Some(entry) => entry.slot,
         };
-        // Disabled (auto-disable, on any sidecar) or enabled again: new
-        // events go to the dead letters while it is disabled.
-        engine.spool().slot(slot).intake.set_diverted(sub.disabled.is_some());
-        {
-            let mut subs = self.subs.lock().await;
-            subs.insert(id.to_owned(), Entry { sub, slot });
-            rebuild_index(pipeline, &subs);
-        }
+        self.subs.lock().await.insert(id.to_owned(), Entry { sub, slot });
         if engine.status_of(slot).paused != paused {
             engine.set_paused(slot, paused).await?;
         }
@@ -462,7 +433,8 @@ pub(crate) fn record_json(sub: &Subscription) -> serde_json::Value {
 }
 
 /// Register and attach the slots of the stored subscriptions in a registry
-/// of the config's backends, without delivering (the offline `dlq`).
+/// of the config's backends, without delivering (the offline `dlq`: no
+/// engine runs there).
 pub async fn attach_stored(spool: &Spool, slots: &mut SlotRegistry) -> Result<(), SpoolError> {
     let reader = spool.clone();
     let records = tokio::task::spawn_blocking(move || reader.records())
@@ -471,44 +443,18 @@ pub async fn attach_stored(spool: &Spool, slots: &mut SlotRegistry) -> Result<()
     let mut attach = Vec::with_capacity(records.len());
     for r in records {
         if let Ok(slot) = slots.register_runtime(WebhookBackend::KIND, r.key.clone()) {
-            attach.push((slot, slot_name(&r.key), None));
+            attach.push((slot, BackendId::new(WebhookBackend::KIND, &r.key).to_string(), None));
         }
     }
     spool.attach_slots(attach).await
 }
 
-/// Wait until the slot has nothing queued or in flight; `Err(queued)` at
-/// the deadline.
-async fn drained(engine: &DeliveryEngine, slot: Slot, timeout: Duration) -> Result<(), u64> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = engine.status_of(slot);
-        if s.queued == 0 && s.in_flight == 0 {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(s.queued);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `webhook.ID`: the slot's spool tables.
-fn slot_name(id: &str) -> String {
-    format!("{}.{id}", WebhookBackend::KIND)
-}
-
-fn handle(sub: &Subscription) -> Result<BackendHandle, WebhookError> {
+/// A subscription's slot as the engine attaches it: its backend, `record`
+/// to store with it, its classes, and diverted while it is disabled.
+fn spec(sub: &Subscription, record: Option<Record>) -> Result<SlotSpec, WebhookError> {
     let (backend, options) = WebhookBackend::new(sub).map_err(|e| WebhookError::Backend(e.to_string()))?;
-    Ok(BackendHandle::new(sub.id.clone(), AnyBackend::new(backend), options))
-}
-
-/// Register a stored subscription's slot (at start, attached with the
-/// others in one commit).
-fn register(engine: &DeliveryEngine, sub: &Subscription) -> Result<Slot, WebhookError> {
-    engine
-        .add(handle(sub)?)
-        .map_err(|_| WebhookError::AlreadyExists(sub.id.clone()))
+    let handle = BackendHandle::new(sub.id.clone(), AnyBackend::new(backend), options);
+    Ok(SlotSpec::new(handle, record, sub.classes()).diverted(sub.disabled.is_some()))
 }
 
 /// A subscription as the spool's `subscriptions` table keeps it.
@@ -519,35 +465,16 @@ pub(super) fn record_of(sub: &Subscription) -> Record {
     }
 }
 
-/// A changed subscription: store its record, then swap its slot's backend
-/// (in-flight attempts finish on the old one).
-async fn store_and_replace(
-    engine: &DeliveryEngine,
-    slot: Slot,
-    sub: &Subscription,
-    handle: BackendHandle,
-) -> Result<(), WebhookError> {
-    engine.spool().put_record(record_of(sub)).await?;
-    engine.replace(slot, handle, STOP_GRACE).await;
-    Ok(())
-}
-
-/// Register, store and start a subscription's slot in one call (the
-/// engine rolls back what it did if the spool refuses).
+/// Attach a subscription's slot in one call (the engine rolls back what
+/// it did if the spool refuses).
 async fn attach_slot(engine: &DeliveryEngine, sub: &Subscription) -> Result<Slot, WebhookError> {
     engine
-        .attach(handle(sub)?, Some(record_of(sub)))
+        .attach(spec(sub, Some(record_of(sub)))?)
         .await
         .map_err(|e| match e {
             AttachError::Taken(_) => WebhookError::AlreadyExists(sub.id.clone()),
             AttachError::Spool(e) => WebhookError::Spool(e),
         })
-}
-
-fn rebuild_index(pipeline: &Pipeline, subs: &BTreeMap<String, Entry>) {
-    pipeline
-        .subscriptions()
-        .rebuild(subs.values().map(|e| (e.slot, e.sub.classes())));
 }
 
 fn view(engine: &DeliveryEngine, sub: &Subscription, slot: Slot) -> WebhookView {

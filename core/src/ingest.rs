@@ -122,7 +122,7 @@ pub struct Pipeline {
     chain: ArcSwap<Chain>,
     spool: Spool,
     /// The chain's last handler: runtime webhook subscriptions by class.
-    subscriptions: SubscriptionIndex,
+    subscriptions: Arc<SubscriptionIndex>,
     /// Hook calls that are commands, by hook name.
     commands: ArcSwap<CommandHooks>,
 }
@@ -145,7 +145,7 @@ impl Pipeline {
             translator: HookTranslator,
             chain: ArcSwap::from_pointee(chain),
             spool,
-            subscriptions: SubscriptionIndex::new(),
+            subscriptions: Arc::new(SubscriptionIndex::new()),
             commands: ArcSwap::from_pointee(CommandHooks::new()),
         }
     }
@@ -164,6 +164,12 @@ impl Pipeline {
     /// after the chain, with the event as it left it.
     pub fn subscriptions(&self) -> &SubscriptionIndex {
         &self.subscriptions
+    }
+
+    /// The index shared, for the slot owner that lists and unlists
+    /// subscriptions in it ([`DeliveryEngine::new`](crate::delivery::DeliveryEngine::new)).
+    pub fn subscription_index(&self) -> Arc<SubscriptionIndex> {
+        self.subscriptions.clone()
     }
 
     /// The chain new events run through.

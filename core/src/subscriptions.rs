@@ -9,8 +9,13 @@
 //! nothing, however many there are. The index is rebuilt whole and swapped
 //! when a subscription is added, changed or removed; an event in flight
 //! finishes with the index it started with.
+//!
+//! Slots are listed and unlisted by their owner, the
+//! [`DeliveryEngine`](crate::delivery::DeliveryEngine), as part of attaching
+//! and detaching them; nothing else writes here.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
@@ -24,6 +29,8 @@ type ByClass = [Vec<Slot>; EventClass::EVERY.len()];
 #[derive(Default)]
 pub struct SubscriptionIndex {
     by_class: ArcSwap<ByClass>,
+    /// What is listed, by slot: the source `by_class` is rebuilt from.
+    listed: Mutex<BTreeMap<Slot, EventClasses>>,
 }
 
 impl SubscriptionIndex {
@@ -31,9 +38,46 @@ impl SubscriptionIndex {
         Self::default()
     }
 
-    /// Replace the index with these `(slot, classes)` pairs; each class
-    /// lists its slots in the order given.
-    pub fn rebuild(&self, subscriptions: impl IntoIterator<Item = (Slot, EventClasses)>) {
+    /// List `slot` under `classes` (replacing what it was listed under).
+    pub fn list(&self, slot: Slot, classes: EventClasses) {
+        self.change(|listed| {
+            listed.insert(slot, classes);
+        });
+    }
+
+    /// List several slots with one rebuild (a start with many stored
+    /// subscriptions).
+    pub fn list_all(&self, slots: impl IntoIterator<Item = (Slot, EventClasses)>) {
+        self.change(|listed| listed.extend(slots));
+    }
+
+    /// Take `slot` out: no new event claims it. Returns what it was listed
+    /// under, to list it again if the removal is given up.
+    pub fn unlist(&self, slot: Slot) -> Option<EventClasses> {
+        let mut was = None;
+        self.change(|listed| was = listed.remove(&slot));
+        was
+    }
+
+    /// Whether `slot` is listed.
+    pub fn is_listed(&self, slot: Slot) -> bool {
+        self.listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&slot)
+    }
+
+    /// Change the listing and swap in the index rebuilt from it. The lock
+    /// is held through the rebuild, so two changes never swap out of order.
+    fn change(&self, f: impl FnOnce(&mut BTreeMap<Slot, EventClasses>)) {
+        let mut listed = self.listed.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut listed);
+        self.rebuild(listed.iter().map(|(s, c)| (*s, *c)));
+    }
+
+    /// Swap in the index of these `(slot, classes)` pairs; each class lists
+    /// its slots in the order given.
+    fn rebuild(&self, subscriptions: impl IntoIterator<Item = (Slot, EventClasses)>) {
         let mut by_class = ByClass::default();
         for (slot, classes) in subscriptions {
             for (i, class) in EventClass::EVERY.into_iter().enumerate() {
@@ -77,11 +121,15 @@ mod tests {
     fn lists_each_slot_under_its_classes_only() {
         let index = SubscriptionIndex::new();
         let chat: EventClasses = [EventClass::Chat].into_iter().collect();
-        index.rebuild([(Slot::new(3), chat), (Slot::new(4), EventClasses::ALL)]);
+        index.list_all([(Slot::new(4), EventClasses::ALL), (Slot::new(3), chat)]);
         assert_eq!(index.matching(EventClass::Chat), [Slot::new(3), Slot::new(4)]);
         assert_eq!(index.matching(EventClass::Presence), [Slot::new(4)]);
-        index.rebuild([]);
+        assert_eq!(index.unlist(Slot::new(4)), Some(EventClasses::ALL));
+        assert_eq!(index.matching(EventClass::Presence), []);
+        index.list(Slot::new(3), [EventClass::Presence].into_iter().collect());
         assert!(index.matching(EventClass::Chat).is_empty());
+        assert_eq!(index.matching(EventClass::Presence), [Slot::new(3)]);
+        assert_eq!(index.unlist(Slot::new(9)), None);
     }
 
     /// Subscriptions claim after the chain: the event as its filters left
@@ -119,7 +167,7 @@ mod tests {
             .unwrap();
         let chat: EventClasses = [EventClass::Chat].into_iter().collect();
         let presence: EventClasses = [EventClass::Presence].into_iter().collect();
-        p.subscriptions().rebuild([(chat_sub, chat), (presence_sub, presence)]);
+        p.subscriptions().list_all([(chat_sub, chat), (presence_sub, presence)]);
 
         let msg = |from: &str| json!({"hook": "user_send_message", "from": format!("{from}/r"), "to": "b@x", "type": "chat", "body": "hi"});
         p.accept(&[msg("alice@x"), msg("bot@x")]).await.unwrap();

@@ -176,10 +176,7 @@ async fn apply_snapshot(state: &AppState, snapshot: &Snapshot) {
         .iter()
         .map(|s| (s.id.clone(), s.record.clone(), s.paused))
         .collect();
-    state
-        .webhooks
-        .reconcile_shared(&state.engine, &state.pipeline, &subs)
-        .await;
+    state.webhooks.reconcile_shared(&state.engine, &subs).await;
 }
 
 /// Apply one change any sidecar made.
@@ -208,10 +205,7 @@ async fn apply_change(state: &AppState, change: Change) {
             }
         }
         Change::Subscription { id, record, paused } => {
-            state
-                .webhooks
-                .apply_shared(&state.engine, &state.pipeline, &id, record, paused)
-                .await
+            state.webhooks.apply_shared(&state.engine, &id, record, paused).await
         }
         Change::Reloaded(snapshot) => apply_snapshot(state, &snapshot).await,
         #[allow(unreachable_patterns)]

@@ -66,7 +66,11 @@ pub fn run(path: &Path) -> Result<String, CommandError> {
         chain.describe().len()
     );
     for (name, priority, what) in chain.describe() {
-        let detail = match backends.iter().find(|b| b.name == name && b.backend.kind == what) {
+        let detail = match backends
+            .iter()
+            .map(|(_, b)| b)
+            .find(|b| b.name == name && b.backend.kind == what)
+        {
             Some(b) => {
                 let classes: Vec<&str> = event_pusher_core::EventClass::ALL
                     .iter()

@@ -44,7 +44,7 @@ pub async fn attach(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         Ok(b) => b,
         Err(resp) => return *resp,
     };
-    match state.webhooks.attach(&state.engine, &state.pipeline, &body).await {
+    match state.webhooks.attach(&state.engine, &body).await {
         Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
         Err(e) => failure(e),
     }
@@ -115,7 +115,7 @@ pub async fn patch(
         Ok(b) => b,
         Err(resp) => return *resp,
     };
-    match state.webhooks.patch(&state.engine, &state.pipeline, &id, &body).await {
+    match state.webhooks.patch(&state.engine, &id, &body).await {
         Ok(view) => Json(view).into_response(),
         Err(e) => failure(e),
     }
@@ -186,7 +186,7 @@ pub async fn detach(
         Some(Err(_)) => return field_error("timeout_s", "must be a whole number of seconds"),
     };
     let drain = drain.then_some(timeout);
-    match state.webhooks.detach(&state.engine, &state.pipeline, &id, drain).await {
+    match state.webhooks.detach(&state.engine, &id, drain).await {
         Ok(done) => Json(done).into_response(),
         Err(e) => failure(e),
     }

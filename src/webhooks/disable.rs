@@ -17,7 +17,11 @@ use event_pusher_core::operational::Signal;
 use event_pusher_core::spool::{now_ms, SpoolError};
 use time::OffsetDateTime;
 
-use super::{slot_name, Entry, WebhookError, Webhooks};
+use event_pusher_backends::webhook::WebhookBackend;
+use event_pusher_core::Backend;
+use event_pusher_core::BackendId;
+
+use super::{Entry, WebhookError, Webhooks};
 
 impl Webhooks {
     /// Disable every started subscription failing for at least `after`.
@@ -37,7 +41,7 @@ impl Webhooks {
         };
         let mut subs = self.subs.lock().await;
         for entry in subs.values_mut() {
-            if entry.sub.disabled.is_some() || engine.spool().slot(entry.slot).paused.load(Ordering::Acquire) {
+            if entry.sub.disabled.is_some() || engine.is_paused(entry.slot) {
                 continue;
             }
             let Some(b) = engine.backend(entry.slot) else { continue };
@@ -62,7 +66,7 @@ impl Webhooks {
         let mut next = entry.sub.clone();
         next.disabled = None;
         store(engine, &next).await?;
-        engine.spool().slot(entry.slot).intake.set_diverted(false);
+        engine.set_diverted(entry.slot, false);
         // A fresh start: the failures before the restart do not count.
         if let Some(b) = engine.backend(entry.slot) {
             b.stats.failing_since_ms.store(0, Ordering::Relaxed);
@@ -70,13 +74,6 @@ impl Webhooks {
         entry.sub = next;
         tracing::info!(id, "webhook enabled again");
         Ok(())
-    }
-}
-
-/// After loading: disabled subscriptions take no new events into their queue.
-pub(super) fn after_load(engine: &DeliveryEngine, entry: &Entry) {
-    if entry.sub.disabled.is_some() {
-        engine.spool().slot(entry.slot).intake.set_diverted(true);
     }
 }
 
@@ -117,13 +114,13 @@ async fn disable(
             .map_err(crate::cluster::SharedError::from)?;
     }
     store(engine, &next).await?;
-    engine.spool().slot(entry.slot).intake.set_diverted(true);
+    engine.set_diverted(entry.slot, true);
     engine.set_paused(entry.slot, true).await?;
     entry.sub = next;
     tracing::warn!(id = %entry.sub.id, %reason, "webhook disabled");
     engine.reporter().report(Signal::WebhookDisabled {
         slot: entry.slot,
-        backend: slot_name(&entry.sub.id),
+        backend: BackendId::new(WebhookBackend::KIND, &entry.sub.id).to_string(),
         reason,
         failing_since: since,
     });

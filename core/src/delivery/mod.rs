@@ -3,13 +3,14 @@
 //! retries, per-user ordering, a circuit breaker and dead letters.
 //!
 //! Backends from the config start with the engine; slots added at runtime
-//! (webhook subscriptions) are registered with [`DeliveryEngine::add`],
-//! started with [`DeliveryEngine::start_slot`] once the spool has their
-//! tables, and removed with [`DeliveryEngine::remove`] (their in-flight
-//! attempts finish first).
+//! (webhook subscriptions, from the API, the spool at start or the cluster
+//! store) are attached, changed and removed through the engine alone
+//! ([`lifecycle`]): it owns every part of a slot (registry, handle, spool
+//! tables, queue task, subscription index).
 
 mod attempt_log;
 mod breaker;
+mod lifecycle;
 mod queue;
 mod retry;
 mod scheduler;
@@ -28,13 +29,15 @@ use tokio::task::JoinHandle;
 
 pub use attempt_log::AttemptLog;
 pub use breaker::BreakerPolicy;
+pub use lifecycle::{SlotSpec, Withdrawal};
 pub use queue::DeliveryQueue;
 pub use retry::RetryPolicy;
 
 use crate::backend::{AnyBackend, Deliver};
 use crate::metrics::BackendStats;
 use crate::slot::{DuplicateSlot, Slot, SlotRegistry};
-use crate::spool::{DeadLetter, Order, Record, Spool, SpoolError};
+use crate::spool::{DeadLetter, Order, Spool, SpoolError};
+use crate::subscriptions::SubscriptionIndex;
 
 /// How one backend instance's queue delivers.
 #[derive(Debug, Clone)]
@@ -163,21 +166,38 @@ pub struct DeliveryEngine {
     runtime: Mutex<HashMap<Slot, RunningQueue>>,
     /// Where the queues send operational signals (none until set).
     reporter: std::sync::OnceLock<crate::operational::Reporter>,
+    /// The pipeline's subscription index: runtime slots are listed in it
+    /// when attached and unlisted when removed, here only.
+    index: Arc<SubscriptionIndex>,
 }
 
 impl DeliveryEngine {
-    /// `backends` holds one handle per slot of `slots`, in slot order (the
-    /// spool was opened with `slots.ids()`).
-    pub fn new(spool: Spool, slots: SlotRegistry, backends: Vec<BackendHandle>) -> Self {
+    /// `backends` holds the handle of each slot of `slots` (the spool was
+    /// opened with `slots.ids()`); `index` is the pipeline's
+    /// ([`Pipeline::subscription_index`](crate::Pipeline::subscription_index)).
+    pub fn new(
+        spool: Spool,
+        slots: SlotRegistry,
+        backends: Vec<(Slot, BackendHandle)>,
+        index: Arc<SubscriptionIndex>,
+    ) -> Self {
         let (stop, _) = watch::channel(false);
+        let mut by_slot: Vec<Option<Arc<BackendHandle>>> = Vec::new();
+        for (slot, handle) in backends {
+            if by_slot.len() <= slot.index() {
+                by_slot.resize(slot.index() + 1, None);
+            }
+            by_slot[slot.index()] = Some(Arc::new(handle));
+        }
         DeliveryEngine {
             spool,
             slots: RwLock::new(slots),
-            backends: RwLock::new(backends.into_iter().map(|b| Some(Arc::new(b))).collect()),
+            backends: RwLock::new(by_slot),
             stop,
             started: AtomicBool::new(false),
             runtime: Mutex::new(HashMap::new()),
             reporter: std::sync::OnceLock::new(),
+            index,
         }
     }
 
@@ -225,121 +245,6 @@ impl DeliveryEngine {
             }
         }
         handles
-    }
-
-    /// Register a backend at runtime (a webhook subscription). Its queue
-    /// starts with [`start_slot`](Self::start_slot), once the spool has its
-    /// tables ([`Spool::attach_slots`]).
-    pub fn add(&self, handle: BackendHandle) -> Result<Slot, DuplicateSlot> {
-        let mut registry = self.slots.write().unwrap_or_else(PoisonError::into_inner);
-        let slot = registry.register_runtime(handle.kind, handle.name.clone())?;
-        let mut backends = self.backends.write().unwrap_or_else(PoisonError::into_inner);
-        if backends.len() <= slot.index() {
-            backends.resize(slot.index() + 1, None);
-        }
-        backends[slot.index()] = Some(Arc::new(handle));
-        Ok(slot)
-    }
-
-    /// Attach a runtime slot in one call: register it (a taken `KIND.NAME`
-    /// is [`AttachError::Taken`], nothing changed), make its spool tables
-    /// and store `record` with them in one commit (on failure the slot is
-    /// forgotten again), then start its queue. Webhook subscriptions,
-    /// attached through the API or learned from the cluster store, come in
-    /// here.
-    pub async fn attach(&self, handle: BackendHandle, record: Option<Record>) -> Result<Slot, AttachError> {
-        let table = crate::BackendId::new(handle.kind, &handle.name).to_string();
-        let slot = self.add(handle).map_err(AttachError::Taken)?;
-        if let Err(e) = self.spool.attach_slots(vec![(slot, table, record)]).await {
-            self.forget(slot);
-            return Err(AttachError::Spool(e));
-        }
-        self.start_slot(slot);
-        Ok(slot)
-    }
-
-    /// Start the delivery queue of a slot added with [`add`](Self::add).
-    /// Before [`start`](Self::start), `start` does it.
-    pub fn start_slot(&self, slot: Slot) {
-        if !self.started.load(Ordering::Acquire) {
-            return;
-        }
-        if let Some(b) = self.backend(slot) {
-            self.spawn_runtime(slot, b);
-        }
-    }
-
-    fn spawn_runtime(&self, slot: Slot, b: Arc<BackendHandle>) {
-        let (stop, rx) = watch::channel(*self.stop.borrow());
-        let queue = DeliveryQueue::new(slot, b, self.spool.clone(), rx).with_reporter(self.reporter());
-        let task = tokio::spawn(queue.run());
-        let mut running = self.runtime.lock().unwrap_or_else(PoisonError::into_inner);
-        running.insert(slot, RunningQueue { stop, task });
-    }
-
-    /// Swap a runtime slot's backend (its settings changed): its queue
-    /// stops (in-flight attempts get up to `grace`) and starts again on the
-    /// new handle, from what the spool holds. Counters carry over.
-    pub async fn replace(&self, slot: Slot, mut handle: BackendHandle, grace: Duration) {
-        if let Some(old) = self.backend(slot) {
-            handle.stats = old.stats.clone();
-        }
-        self.stop_queue(slot, grace).await;
-        // The old queue's last deliveries were acked without waiting (the
-        // ack rides on the next commit); the new queue reads the spool from
-        // the start, so commit those acks first or it sends them again.
-        if let Err(e) = self.spool.sync().await {
-            tracing::warn!(%slot, error = %e, "cannot commit the acks of a replaced queue; some events may be sent twice");
-        }
-        if let Some(b) = self
-            .backends
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(slot.index())
-        {
-            *b = Some(Arc::new(handle));
-        }
-        self.start_slot(slot);
-    }
-
-    /// Stop a runtime slot's queue, waiting up to `grace` for its attempts.
-    async fn stop_queue(&self, slot: Slot, grace: Duration) {
-        let running = self
-            .runtime
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&slot);
-        if let Some(q) = running {
-            let _ = q.stop.send(true);
-            if tokio::time::timeout(grace, q.task).await.is_err() {
-                tracing::warn!(%slot, ?grace, "a stopped queue's attempts are still running; going on without them");
-            }
-        }
-    }
-
-    /// Forget a slot registered with [`add`](Self::add) whose spool tables
-    /// could not be made: it never started.
-    pub fn forget(&self, slot: Slot) {
-        self.slots.write().unwrap_or_else(PoisonError::into_inner).retire(slot);
-        if let Some(b) = self
-            .backends
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(slot.index())
-        {
-            *b = None;
-        }
-    }
-
-    /// Remove a runtime slot: stop its queue (in-flight attempts get up to
-    /// `grace` to finish), then drop its spool tables and the record under
-    /// `record_key`, and retire the slot. Returns how many queued events
-    /// were discarded.
-    pub async fn remove(&self, slot: Slot, record_key: String, grace: Duration) -> Result<u64, SpoolError> {
-        self.stop_queue(slot, grace).await;
-        let discarded = self.spool.detach_slot(slot, record_key).await?;
-        self.forget(slot);
-        Ok(discarded)
     }
 
     /// Stop dispatching; queues finish in-flight attempts for up to `grace`.
