@@ -38,7 +38,7 @@
 //! the names still to write, so it grows with what is queued and shrinks
 //! as it is written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{btree_map, BTreeMap, HashMap};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
@@ -102,25 +102,23 @@ impl Fanouts {
             let (k, v) = row.map_err(io)?;
             let (id, chunk) = k.value();
             let (key, names) = decode(v.value())?;
-            if !out.list.contains_key(&id) {
-                let bytes = shared::lookup(&events, key)
-                    .map_err(|e| SpoolError::io_in(format!("pending fan-out {id}"), e.to_string()))?;
-                out.list.insert(
-                    id,
-                    Fanout {
+            let f = match out.list.entry(id) {
+                btree_map::Entry::Occupied(e) => e.into_mut(),
+                btree_map::Entry::Vacant(e) => {
+                    let bytes = shared::lookup(&events, key)
+                        .map_err(|e| SpoolError::io_in(format!("pending fan-out {id}"), e.to_string()))?;
+                    e.insert(Fanout {
                         key,
                         bytes,
                         chunks: BTreeMap::new(),
-                    },
-                );
-            }
+                    })
+                }
+            };
             for name in &names {
                 out.by_queue.entry(name.clone()).or_default().push((id, chunk));
             }
             out.rows += names.len() as u64;
-            if let Some(f) = out.list.get_mut(&id) {
-                f.chunks.insert(chunk, names);
-            }
+            f.chunks.insert(chunk, names);
             out.next_id = out.next_id.max(id + 1);
         }
         Ok(out)
@@ -154,7 +152,9 @@ impl Fanouts {
         let mut out = Vec::with_capacity(entries.len());
         for (id, chunk) in entries {
             let Some(f) = self.list.get_mut(&id) else { continue };
-            let Some(names) = f.chunks.get_mut(&chunk) else { continue };
+            let Some(names) = f.chunks.get_mut(&chunk) else {
+                continue;
+            };
             let before = names.len();
             names.retain(|n| n != name);
             if names.len() == before {
@@ -166,9 +166,7 @@ impl Fanouts {
                 table.remove((id, chunk)).map_err(io)?;
                 f.chunks.remove(&chunk);
             } else {
-                table
-                    .insert((id, chunk), encode(f.key, names).as_ref())
-                    .map_err(io)?;
+                table.insert((id, chunk), encode(f.key, names).as_ref()).map_err(io)?;
             }
             if f.chunks.is_empty() {
                 self.list.remove(&id);
@@ -260,7 +258,11 @@ pub(crate) fn expand_next(t: &mut Txn) -> Result<usize, SpoolError> {
         }
     }
     t.fanout.rows -= names.len() as u64;
-    t.txn.open_table(FANOUT_PENDING).map_err(io)?.remove((id, chunk)).map_err(io)?;
+    t.txn
+        .open_table(FANOUT_PENDING)
+        .map_err(io)?
+        .remove((id, chunk))
+        .map_err(io)?;
     // Rows go to a queue by its name; live slots are told of them.
     let live: HashMap<String, usize> = t.live_names().into_iter().map(|(i, n)| (n, i)).collect();
     for name in &names {
@@ -406,7 +408,10 @@ mod tests {
         // Later events for two of its queues come after it.
         let later = event("L");
         spool
-            .append(vec![(Slot::new(5), later.clone()), (Slot::new(N as u32 - 1), later.clone())])
+            .append(vec![
+                (Slot::new(5), later.clone()),
+                (Slot::new(N as u32 - 1), later.clone()),
+            ])
             .await
             .unwrap();
         assert_eq!(spool.fanout_pending(), N as u64 - 2);
@@ -471,7 +476,11 @@ mod tests {
         assert_eq!(clean(&spool).fanout_pending, N as u64 - 1);
         spool.close().await.unwrap();
         let file = check::check(dir.path()).unwrap();
-        assert_eq!((file.problems.len(), file.fanout_pending), (0, N as u64 - 1), "{file:?}");
+        assert_eq!(
+            (file.problems.len(), file.fanout_pending),
+            (0, N as u64 - 1),
+            "{file:?}"
+        );
 
         // Restarted: expansion resumes at once, before or after the slots
         // are attached again; either way each queue counts its one row.

@@ -200,7 +200,11 @@ impl SpoolWriter {
         let mut group = Vec::with_capacity(64);
         while !self.closed {
             // With a fan-out to expand, only look for what is waiting.
-            let wait = if self.expanding() { Duration::ZERO } else { self.idle_wait() };
+            let wait = if self.expanding() {
+                Duration::ZERO
+            } else {
+                self.idle_wait()
+            };
             match self.rx.recv_timeout(wait) {
                 Ok(cmd) => self.take(cmd, &mut group),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
