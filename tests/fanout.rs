@@ -3,7 +3,10 @@
 //! other requests sent meanwhile are answered, every subscription gets it
 //! exactly once, a kill -9 in the
 //! middle loses and leaks nothing (`spool check`), and once all are
-//! detached nothing of them is left in the spool or in `/metrics`.
+//! detached nothing of them is left in the spool or in `/metrics`. A
+//! fan-out that large is written to its queues after its request's commit,
+//! a chunk at a time (`core/src/spool/fanout.rs`): a request sent after it
+//! is answered while rows of it are still pending.
 
 mod support;
 
@@ -90,7 +93,8 @@ async fn one_event_for_thousands_of_subscriptions_is_stored_once_and_delivered_o
     let report: Value = serde_json::from_str(&out).expect("check --json");
     assert_eq!(report["problems"], json!([]), "{report}");
     assert_eq!(report["shared_events"], 1, "{report}");
-    assert_eq!(webhook_rows(&report), N as u64, "{report}");
+    // Rows still pending at the kill are in the file as a pending fan-out.
+    assert_eq!(webhook_rows(&report) + pending_rows(&report), N as u64, "{report}");
     sc.spawn().await;
 
     // Every subscription gets it, once.
@@ -133,6 +137,93 @@ async fn one_event_for_thousands_of_subscriptions_is_stored_once_and_delivered_o
         "{report}"
     );
     assert_eq!(webhook_rows(&report), 0, "{report}");
+}
+
+/// More subscriptions than `N`: eight chunks of pending rows.
+const MANY: usize = 2000;
+
+/// The fan-out is written after its own commit: a request sent once the
+/// fan-out was answered is answered before its rows are all written
+/// (`event_pusher_spool_fanout_pending` still above 0 after that 202: on
+/// the code that wrote the whole fan-out in the request's transaction the
+/// gauge is never above 0). A kill -9 with rows pending loses none: every
+/// subscription gets the event exactly once after the restart.
+#[tokio::test]
+async fn a_request_after_a_large_fan_out_does_not_wait_for_it_to_be_written() {
+    let subs = Receiver::start().await;
+    // Refused at first: every row stays queued until the restart.
+    subs.set_default(Answer::status(503));
+    let sink = Receiver::start().await;
+    let mut sc = Sidecar::start(Options {
+        body: format!(
+            "{}
+[egress]
+allow_private = true
+",
+            http_backend("sink", &sink.url("/sink"), "")
+        ),
+        ..Default::default()
+    })
+    .await;
+    let attaches = (0..MANY)
+        .map(|i| {
+            let body = json!({
+                "id": format!("m{i}"), "url": subs.url(&format!("/m{i}")), "events": ["unacked"],
+                "retry": {"max_attempts": 1000, "initial_backoff_ms": 2000, "max_backoff_ms": 2000},
+            });
+            (Method::POST, "/v1/webhooks".to_owned(), Some(body))
+        })
+        .collect();
+    let statuses = run_all(&sc, attaches).await;
+    assert!(statuses.iter().all(|s| *s == 201), "attach: {statuses:?}");
+    assert_eq!(fanout_pending(&sc).await, 0.0, "nothing pending before the fan-out");
+
+    let unacked = json!({"hook": "unacknowledged_message", "to": "bob@localhost/phone", "body": "hello"});
+    assert_eq!(post_ok(&sc, &unacked).await.len(), 1);
+    // Sent after the fan-out was answered, answered 202, and then rows of
+    // the fan-out are still waiting to be written: it did not wait for them.
+    let (status, answer, _) = post(&sc, &chat("alice@localhost", "after")).await;
+    assert_eq!(status, 202, "{answer}");
+    let pending = fanout_pending(&sc).await;
+    assert!(
+        pending > 0.0 && pending < MANY as f64,
+        "{pending} fan-out rows pending after the next request's 202"
+    );
+    // Counted as queued from the start, written or not.
+    let (_, text) = sc.get_text("/metrics").await;
+    let queued = sum_of(&text, "event_pusher_queue_depth", &["kind=\"webhook\""]);
+    assert_eq!(queued, MANY as f64, "webhook queue depth");
+
+    // kill -9 with rows pending: the file holds them as a pending fan-out.
+    sc.kill9();
+    let dir = path_str(&sc.spool_dir());
+    cli(&["spool", "check", "--dir", &dir], &[]).await;
+    let (code, out, err) = cli(&["spool", "check", "--dir", &dir, "--json"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).expect("check --json");
+    assert_eq!(report["problems"], json!([]), "{report}");
+    assert_eq!(webhook_rows(&report) + pending_rows(&report), MANY as u64, "{report}");
+    sc.spawn().await;
+
+    // Every subscription gets it, once; nothing is left pending.
+    subs.set_default(Answer::status(200));
+    let got = subs.wait_for(MANY, Duration::from_secs(180)).await;
+    assert_eq!(got.len(), MANY, "deliveries");
+    let paths: HashSet<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths.len(), MANY, "one delivery per subscription");
+    assert_eq!(fanout_pending(&sc).await, 0.0);
+    assert_eq!(sc.sigterm(), Some(0));
+    assert_eq!(subs.received().len(), MANY, "a subscription got the event twice");
+}
+
+async fn fanout_pending(sc: &Sidecar) -> f64 {
+    let (_, text) = sc.get_text("/metrics").await;
+    metric(&text, "event_pusher_spool_fanout_pending", &[]).unwrap_or(f64::NAN)
+}
+
+/// Pending fan-out rows in a `spool check --json` report.
+fn pending_rows(report: &Value) -> u64 {
+    report["fanout_pending"].as_u64().unwrap_or(0)
 }
 
 /// Queued rows of webhook subscriptions in a `spool check --json` report.

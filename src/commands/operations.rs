@@ -75,6 +75,10 @@ fn render(r: &CheckReport, dir: &Path) -> String {
     let _ = writeln!(out, "devices: {}", r.devices);
     let _ = writeln!(out, "subscriptions: {}", r.subscriptions);
     let _ = writeln!(out, "shared events: {}", r.shared_events);
+    if r.fanout_pending > 0 {
+        // Written to their queues by the sidecar when it runs again.
+        let _ = writeln!(out, "fan-out rows pending: {}", r.fanout_pending);
+    }
     for p in &r.problems {
         let _ = writeln!(out, "problem: {p}");
     }

@@ -58,6 +58,13 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     );
     single(
         &mut out,
+        "event_pusher_spool_fanout_pending",
+        "gauge",
+        "Queue rows of large fan-outs accepted (and counted as queued) but not yet written to their queues.",
+        state.spool().fanout_pending(),
+    );
+    single(
+        &mut out,
         "event_pusher_spool_writable",
         "gauge",
         "0 after a spool write failed, until one succeeds again.",

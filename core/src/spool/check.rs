@@ -28,6 +28,9 @@ pub struct CheckReport {
     pub subscriptions: u64,
     /// Events stored once for many queues (`shared_events`).
     pub shared_events: u64,
+    /// Queue rows of large fan-outs accepted but not yet written to their
+    /// queues (`fanout_pending`): the sidecar writes them when it runs.
+    pub fanout_pending: u64,
     /// What is broken, one line each; empty when the spool is sound.
     pub problems: Vec<String>,
 }
@@ -160,6 +163,21 @@ fn inspect(read: &redb::ReadTransaction, report: &mut CheckReport) -> Result<(),
             Table::Dead => report.dead_letters.push((backend.to_owned(), rows)),
         }
     }
+    // Rows of a fan-out not written yet reference its event all the same.
+    if let Ok(t) = read.open_table(super::fanout::FANOUT_PENDING) {
+        for row in t.iter().map_err(super::io)? {
+            let decoded = row
+                .map_err(super::io)
+                .and_then(|(_, v)| super::fanout::decode(v.value()));
+            match decoded {
+                Ok((key, names)) => {
+                    *referenced.entry(key).or_default() += names.len() as u64;
+                    report.fanout_pending += names.len() as u64;
+                }
+                Err(e) => report.problems.push(format!("table fanout_pending: {e}")),
+            }
+        }
+    }
     check_shared(read, &referenced, report);
     let count = |def: TableDefinition<&str, &[u8]>| -> u64 {
         read.open_table(def).ok().and_then(|t| t.len().ok()).unwrap_or(0)
@@ -207,7 +225,7 @@ fn check_shared(read: &redb::ReadTransaction, referenced: &HashMap<u128, u64>, r
     wrong += referenced.keys().filter(|k| !counted.contains_key(k)).count() as u64;
     if wrong > 0 {
         report.problems.push(format!(
-            "{wrong} shared events whose reference count does not match the queue rows that reference them"
+            "{wrong} shared events whose reference count does not match the queue rows (and pending fan-out rows) that reference them"
         ));
     }
     if report.shared_events != counted.len() as u64 {

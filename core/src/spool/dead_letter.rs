@@ -108,6 +108,8 @@ pub(crate) fn replay(t: &mut Txn, slot: usize, chosen_by: &dyn Fn(&DeadLetter) -
     let Some(name) = t.live_name(slot) else {
         return Ok(0);
     };
+    // Replayed events go after the rows of fan-outs accepted before them.
+    super::fanout::flush_queue(t, Some(slot), &name)?;
     let mut d = t.slot_table(&dead_table(&name))?;
     let mut q = t.slot_table(&queue_table(&name))?;
     let mut chosen = Vec::new();

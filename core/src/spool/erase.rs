@@ -89,6 +89,9 @@ pub(crate) fn erase_slot(t: &mut Txn, name: &str, user: &str) -> Result<(Vec<u64
 /// Remove a user's events from every live slot's queue and dead letters.
 pub(crate) fn erase_all(t: &mut Txn, user: &str) -> Result<Erased, SpoolError> {
     let (mut queued, mut dead) = (0u64, 0u64);
+    // Rows of fan-outs not written yet are written first, so the scan
+    // below sees (and removes) them too.
+    super::fanout::expand_all(t)?;
     for (slot, name) in t.live_names() {
         let (seqs, q, d, bytes) = erase_slot(t, &name, user)?;
         t.fx.queued(slot, -(q as i64));

@@ -15,7 +15,8 @@
 //! ack, queue reads), `dead_letter.rs` (dead-lettering, replay, listings),
 //! `subscriptions.rs` (runtime slots and their records), `pause.rs`
 //! (paused flags), `idempotency.rs`, `backend_state.rs`, `outbox.rs`,
-//! `erase.rs` and `retention.rs`; `txn.rs` is the transaction they share
+//! `erase.rs` and `retention.rs`; large fan-outs written after their
+//! request's commit, a chunk per commit, are `fanout.rs`'s; `txn.rs` is the transaction they share
 //! and the effects published after it commits. `writes.rs` holds the
 //! handle's writes (each one command to the writer), `writer.rs` only
 //! batches commands, commits and recovers.
@@ -33,6 +34,7 @@ mod backend_state;
 pub mod check;
 mod dead_letter;
 mod erase;
+mod fanout;
 mod fresh;
 mod idempotency;
 mod outbox;
@@ -188,6 +190,14 @@ pub(crate) struct Shared {
     pub outbox_added: Notify,
     /// This spool's id (see `outbox`).
     pub origin: String,
+    /// Queue rows of large fan-outs accepted but not yet written to their
+    /// queues (`fanout.rs`), as of the last commit.
+    pub fanout_pending: AtomicU64,
+    /// Tests: the writer leaves pending fan-outs alone while set, so a
+    /// test can look at them (and append behind them) before they are
+    /// written, without racing the writer.
+    #[cfg(test)]
+    pub hold_fanouts: AtomicBool,
 }
 
 impl Shared {
@@ -299,12 +309,16 @@ impl Spool {
             outbox_enabled: AtomicBool::new(false),
             outbox_added: Notify::new(),
             origin,
+            fanout_pending: AtomicU64::new(0),
+            #[cfg(test)]
+            hold_fanouts: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
+        let (next_seq, fanouts) = (counts.next_seq, counts.fanouts);
         let writer = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer::SpoolWriter::new(writer_shared, rx, counts.next_seq, next_outbox).run())
+            .spawn(move || writer::SpoolWriter::new(writer_shared, rx, next_seq, next_outbox, fanouts).run())
             .map_err(|e| SpoolError::io_in("cannot start spool writer", e))?;
         Ok(Spool {
             shared,
@@ -341,6 +355,12 @@ impl Spool {
 
     pub fn stored_bytes(&self) -> u64 {
         self.shared.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Queue rows of large fan-outs accepted (and counted as queued) but
+    /// not yet written to their queues: the writer's backlog.
+    pub fn fanout_pending(&self) -> u64 {
+        self.shared.fanout_pending.load(Ordering::Relaxed)
     }
 
     /// False after a write failed, until one succeeds again.
@@ -390,6 +410,7 @@ pub(crate) fn open_db(path: &Path, backends: &[String]) -> Result<Database, Spoo
         txn.open_table(outbox::META).map_err(io)?;
         txn.open_table(shared::SHARED_EVENTS).map_err(io)?;
         txn.open_table(shared::SHARED_REFS).map_err(io)?;
+        txn.open_table(fanout::FANOUT_PENDING).map_err(io)?;
         for name in backends {
             txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
                 .map_err(io)?;
@@ -405,6 +426,8 @@ pub(crate) struct Counts {
     pub slots: Vec<SlotCounts>,
     pub stored: u64,
     pub next_seq: u64,
+    /// Fan-outs whose rows are still to be written.
+    pub fanouts: fanout::Fanouts,
 }
 
 /// Count what the file holds: at open, and again after a reopen (which may
@@ -415,6 +438,7 @@ pub(crate) fn scan(db: &Database, backends: &[String]) -> Result<Counts, SpoolEr
     let mut stored = 0u64;
     let read = db.begin_read().map_err(io)?;
     let state = read.open_table(pause::STATE).map_err(io)?;
+    let fanouts = fanout::Fanouts::load(&read)?;
     for name in backends {
         let q = read
             .open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))
@@ -422,8 +446,11 @@ pub(crate) fn scan(db: &Database, backends: &[String]) -> Result<Counts, SpoolEr
         let d = read
             .open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))
             .map_err(io)?;
-        let (c, bytes, seq) = count_slot(&q, &d, &state, name)?;
-        stored += bytes;
+        let (mut c, bytes, seq) = count_slot(&q, &d, &state, name)?;
+        // Rows accepted for it but not written yet are queued all the same.
+        let pending = fanouts.pending_for(name);
+        c.queued += pending;
+        stored += bytes + pending * shared::REF_LEN as u64;
         next_seq = next_seq.max(seq);
         slots.push(c);
     }
@@ -433,5 +460,6 @@ pub(crate) fn scan(db: &Database, backends: &[String]) -> Result<Counts, SpoolEr
         slots,
         stored,
         next_seq,
+        fanouts,
     })
 }

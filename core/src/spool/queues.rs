@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::fanout::{self, DEFER_FROM};
 use super::shared::{self, SHARE_FROM};
 use super::txn::Txn;
 use super::{io, pause, SlotState, Spool, SpoolError};
@@ -136,12 +137,17 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
         )));
     }
     let mut keys: HashMap<(usize, usize), u128> = HashMap::new();
+    // A buffer claimed by `DEFER_FROM` queues or more: its rows are written
+    // by later commits (`fanout.rs`), except in a queue this request also
+    // appends something else to (that row must come after it, now).
+    let mut deferred: Vec<((usize, usize), Vec<String>)> = Vec::new();
+    let defers = copies.values().any(|n| *n >= DEFER_FROM);
     // Each slot's table opened once per request, not once per item.
     let mut tables = HashMap::new();
     for (state, slot, b) in &items {
-        let seq = t.take_seq();
         match room.get_mut(slot) {
             Some(0) => {
+                let seq = t.take_seq();
                 let reason = state.intake.reason();
                 let stored = super::overflow::dead_letter_on_arrival(t.txn, &state.name, seq, b, reason)?;
                 t.fx.bytes_delta += stored as i64;
@@ -154,11 +160,28 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
             Some(left) => *left -= 1,
             None => {}
         }
+        let id = identity(b);
+        if defers && per_slot.get(slot) == Some(&1) && copies.get(&id).is_some_and(|n| *n >= DEFER_FROM) {
+            let key = *keys.entry(id).or_insert_with(|| shared::key_of(b));
+            t.refs.add(key, b);
+            t.fx.bytes_delta += shared::REF_LEN as i64;
+            t.fx.queued(*slot, 1);
+            match deferred.iter_mut().find(|(d, _)| *d == id) {
+                Some((_, names)) => names.push(state.name.clone()),
+                None => deferred.push((id, vec![state.name.clone()])),
+            }
+            continue;
+        }
         let table = match tables.entry(*slot) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(t.slot_table(&queue_table(&state.name))?),
+            Entry::Vacant(e) => {
+                // Rows of earlier fan-outs still pending for this queue
+                // are written first: a queue stays in accept order.
+                fanout::flush_queue(t, Some(*slot), &state.name)?;
+                e.insert(t.slot_table(&queue_table(&state.name))?)
+            }
         };
-        let id = identity(b);
+        let seq = t.take_seq();
         if !copies.is_empty() && copies.contains_key(&id) {
             let key = *keys.entry(id).or_insert_with(|| shared::key_of(b));
             let row = t.refs.add(key, b);
@@ -172,6 +195,14 @@ pub(crate) fn append(t: &mut Txn, items: &[(usize, Bytes)]) -> Result<usize, Spo
         t.fx.fresh.push((*slot, seq, (*b).clone()));
         t.fx.queued(*slot, 1);
         t.fx.notify.push(*slot);
+    }
+    drop(tables);
+    for (id, names) in deferred {
+        let Some(key) = keys.get(&id).copied() else { continue };
+        let Some((_, _, b)) = items.iter().find(|(_, _, b)| identity(b) == id) else {
+            continue;
+        };
+        fanout::defer(t, key, (*b).clone(), names)?;
     }
     Ok(items.len())
 }

@@ -30,6 +30,12 @@ pub(crate) const SHARED_REFS: TableDefinition<u128, u64> = TableDefinition::new(
 /// references to one copy.
 pub(crate) const SHARE_FROM: usize = 16;
 
+/// Fewest queue rows of one request referencing one shared event that are
+/// not written in the request's transaction but recorded as a pending
+/// fan-out and written by later commits (`fanout.rs`): below this, the
+/// rows cost the commit less than the bookkeeping would.
+pub(crate) const DEFER_FROM: usize = 256;
+
 /// The first byte of a reference row (a targeted record starts with 0, JSON
 /// with neither).
 const MARK: u8 = 1;

@@ -31,9 +31,13 @@ pub(crate) fn attach(t: &mut Txn, slots: &[(usize, String, Option<Record>)]) -> 
     for (slot, name, record) in slots {
         let q = t.slot_table(&queue_table(name))?;
         let d = t.slot_table(&dead_table(name))?;
-        let (counts, bytes, next_seq) = count_slot(&q, &d, &state, name)?;
+        let (mut counts, bytes, next_seq) = count_slot(&q, &d, &state, name)?;
+        // Rows of a fan-out accepted before a restart and not written yet
+        // (`fanout.rs`) are queued all the same.
+        let pending = t.fanout.pending_for(name);
+        counts.queued += pending;
         t.next.seq = t.next.seq.max(next_seq);
-        t.fx.bytes_delta += bytes as i64;
+        t.fx.bytes_delta += (bytes + pending * super::shared::REF_LEN as u64) as i64;
         if let Some(r) = record {
             records.insert(r.key.as_str(), r.value.as_slice()).map_err(io)?;
         }
@@ -50,7 +54,8 @@ pub(crate) fn detach(t: &mut Txn, slot: usize, record_key: &str) -> Result<usize
         return Ok(0);
     };
     let (qname, dname) = (queue_table(&name), dead_table(&name));
-    let mut discarded = 0usize;
+    // Rows of fan-outs not written to it yet go with it.
+    let mut discarded = super::fanout::drop_queue(t, &name)? as usize;
     let mut bytes = 0i64;
     {
         let q = t.slot_table(&qname)?;

@@ -15,6 +15,7 @@ use std::sync::{Arc, PoisonError};
 use bytes::Bytes;
 use redb::{Table, TableDefinition, WriteTransaction};
 
+use super::fanout::Fanouts;
 use super::shared::Pending;
 use super::{Shared, SlotState, SlotTable, SpoolError};
 
@@ -37,6 +38,8 @@ pub(crate) struct Txn<'a> {
     /// Shared events' reference counts changed by the group (`shared.rs`),
     /// written once before the commit.
     pub refs: Pending,
+    /// Fan-outs whose queue rows are still to be written (`fanout.rs`).
+    pub fanout: &'a mut Fanouts,
 }
 
 impl<'a> Txn<'a> {

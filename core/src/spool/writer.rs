@@ -4,7 +4,12 @@
 //! a failed write; what each command does inside the transaction belongs to
 //! its table family (`queues.rs`, `dead_letter.rs`, `subscriptions.rs`,
 //! `pause.rs`, `idempotency.rs`, `backend_state.rs`, `outbox.rs`,
-//! `erase.rs`, `retention.rs`), each applied through a [`Txn`].
+//! `erase.rs`, `retention.rs`, `fanout.rs`), each applied through a [`Txn`].
+//!
+//! Between group commits the writer expands one chunk of a large fan-out
+//! accepted earlier (`fanout.rs`) in a commit of its own, so a fan-out to
+//! thousands of queues never holds the requests that wait meanwhile for
+//! more than one chunk.
 //!
 //! Group commit is what makes "202 only after fsync" affordable: while one
 //! commit's fsync runs, new requests pile up in the channel, and the next
@@ -25,6 +30,7 @@ use bytes::Bytes;
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
+use super::fanout::{self, Fanouts};
 use super::idempotency::{KeyRecord, KeyedAppend};
 use super::txn::{Effects, Sequences, Txn};
 use super::{
@@ -160,10 +166,19 @@ pub(crate) struct SpoolWriter {
     last_recover: Option<Instant>,
     reopen_failures: u32,
     closed: bool,
+    /// Fan-outs accepted whose queue rows are still to be written.
+    fanouts: Fanouts,
 }
 
 impl SpoolWriter {
-    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Command>, next_seq: u64, next_outbox: u64) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Command>,
+        next_seq: u64,
+        next_outbox: u64,
+        fanouts: Fanouts,
+    ) -> Self {
+        shared.fanout_pending.store(fanouts.rows(), Ordering::Relaxed);
         SpoolWriter {
             shared,
             rx,
@@ -177,13 +192,20 @@ impl SpoolWriter {
             last_recover: None,
             reopen_failures: 0,
             closed: false,
+            fanouts,
         }
     }
 
     pub fn run(mut self) {
         let mut group = Vec::with_capacity(64);
         while !self.closed {
-            match self.rx.recv_timeout(self.idle_wait()) {
+            // With a fan-out to expand, only look for what is waiting.
+            let wait = if self.expanding() {
+                Duration::ZERO
+            } else {
+                self.idle_wait()
+            };
+            match self.rx.recv_timeout(wait) {
                 Ok(cmd) => self.take(cmd, &mut group),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -194,15 +216,19 @@ impl SpoolWriter {
                     Err(_) => break,
                 }
             }
-            if group.is_empty() && !self.maintenance_due() {
-                continue;
+            if !group.is_empty() || self.maintenance_due() {
+                self.commit_group(&mut group, false);
             }
-            self.commit_group(&mut group);
+            // Then one chunk of a pending fan-out, in a commit of its own:
+            // requests that arrive meanwhile wait for one chunk at most.
+            if self.expanding() {
+                self.commit_group(&mut group, true);
+            }
         }
         if !self.closed {
             // Every handle is gone without a close: still leave the file clean.
             if !self.pending_acks.is_empty() {
-                self.commit_group(&mut group);
+                self.commit_group(&mut group, false);
             }
             self.close_db();
         }
@@ -233,13 +259,25 @@ impl SpoolWriter {
         }
     }
 
+    /// A pending fan-out to expand, and a spool that takes writes (while
+    /// failing, recovery comes first, at its own pace).
+    fn expanding(&self) -> bool {
+        #[cfg(test)]
+        if self.shared.hold_fanouts.load(Ordering::Acquire) {
+            return false;
+        }
+        !self.closed && !self.fanouts.is_empty() && self.shared.healthy.load(Ordering::Acquire)
+    }
+
     fn maintenance_due(&self) -> bool {
         self.pending_since.is_some_and(|t| t.elapsed() >= ACK_DELAY)
             || !self.retry_acks.is_empty()
             || !self.shared.healthy.load(Ordering::Acquire)
     }
 
-    fn commit_group(&mut self, group: &mut Vec<Command>) {
+    /// Commit `group` (and the acks waiting); with `expand`, also write one
+    /// chunk of the oldest pending fan-out.
+    fn commit_group(&mut self, group: &mut Vec<Command>, expand: bool) {
         let mut fx = Effects::default();
         let next_before = self.next;
         let closing = group.iter().any(|c| matches!(c, Command::Close { .. }));
@@ -262,6 +300,7 @@ impl SpoolWriter {
                 next: &mut self.next,
                 fx: &mut fx,
                 refs: Default::default(),
+                fanout: &mut self.fanouts,
             };
             queues::ack(&mut t, &mut acks)?;
             for cmd in group.iter() {
@@ -271,6 +310,9 @@ impl SpoolWriter {
                     Err(e @ SpoolError::Io { .. }) => return Err(e),
                     other => results.push(other),
                 }
+            }
+            if expand {
+                fanout::expand_next(&mut t)?;
             }
             let refs = std::mem::take(&mut t.refs);
             drop(t);
@@ -305,6 +347,9 @@ impl SpoolWriter {
                     }
                 }
                 fx.publish(&self.shared);
+                // After a failed commit the index is ahead of the file: it
+                // is reloaded with the file (`reopen`), and so is the gauge.
+                self.shared.fanout_pending.store(self.fanouts.rows(), Ordering::Relaxed);
                 if fx.outbox_added {
                     self.shared.outbox_added.notify_one();
                 }
@@ -372,6 +417,8 @@ impl SpoolWriter {
                 }
                 self.shared.stored_bytes.store(counts.stored, Ordering::Relaxed);
                 self.next.seq = self.next.seq.max(counts.next_seq);
+                self.fanouts = counts.fanouts;
+                self.shared.fanout_pending.store(self.fanouts.rows(), Ordering::Relaxed);
                 self.shared.set_db(Some(Arc::new(db)));
                 tracing::info!(path = %self.shared.path.display(), failed_attempts = self.reopen_failures, "spool reopened");
                 self.reopen_failures = 0;
