@@ -26,6 +26,7 @@ pub mod config;
 #[cfg(feature = "gateway")]
 pub use event_pusher_gateway_sdk as gateway;
 mod ingest_metrics;
+mod memory;
 pub mod operations;
 pub mod reload;
 pub mod runtime;

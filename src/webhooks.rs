@@ -334,6 +334,7 @@ impl Webhooks {
         }
         let discarded = withdrawal.remove(id.to_owned(), STOP_GRACE).await?;
         self.subs.lock().await.remove(id);
+        crate::memory::trim_soon();
         tracing::info!(id, discarded, "webhook detached");
         Ok(Detached {
             id: id.to_owned(),
@@ -399,6 +400,7 @@ impl Webhooks {
             if let Some(entry) = current {
                 let discarded = engine.remove(entry.slot, id.to_owned(), STOP_GRACE).await?;
                 self.subs.lock().await.remove(id);
+                crate::memory::trim_soon();
                 tracing::info!(id, discarded, "webhook detached on another sidecar");
             }
             return Ok(());

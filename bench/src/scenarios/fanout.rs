@@ -143,7 +143,7 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
         .map(|i| (reqwest::Method::DELETE, format!("{}/v1/webhooks/fan{i}", sc.url), None))
         .collect();
     each(&client, detaches, 200).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let detached = sc.rss();
     sc.stop();
     let mb = |kb: u64| format!("{:.1}", kb as f64 / 1024.0);
