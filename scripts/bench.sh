@@ -103,12 +103,14 @@ end=$(date +%s)
 {
   echo
   echo "== results ($(( end - built ))s running, $(( built - start ))s building; log: $LOG)"
-  grep -E '^ratio (ingest|http|rabbit|memory|mixed|lowrate|webhooks|scaleout) ' "$LOG" | grep -v '^ratio [a-z]* ratio' | awk '!seen[$2]++' || true
-  grep -E '^rate scaleout(-batch)? ' "$LOG" || true
+  echo "load before start: $(grep -m1 '^load before start: ' "$LOG" | cut -d' ' -f4-)"
+  # Every e2e case's figures (ratio, rate, latency, cpu lines), once each.
+  grep -E '^(ratio|rate|latency|cpu) [a-z0-9-]+ ' "$LOG" | grep -vE '^ratio (script|gateway)|^(rate|latency) (chain|ingest-path|gateway)' | awk '!seen[$1" "$2]++' || true
   grep -E '^soak ' "$LOG" || true
   grep -E '^ratio gateway-[0-9]+ |^latency gateway ' "$LOG" || echo "gateway n/a"
   grep -E '^compression gateway ' "$LOG" || true
   grep -E '^rate chain ' "$LOG" | tail -1 || echo "rate chain n/a"
+  grep -E '^rate ingest-path ' "$LOG" | tail -1 || echo "rate ingest-path n/a"
   grep -E '^per event: declarative ' "$LOG" | tail -1 || true
   grep -E '^ratio script/declarative ' "$LOG" | tail -1 || echo "ratio script/declarative n/a"
 } | tee "$OUT/last-summary.txt" | tee -a "$LOG"

@@ -8,6 +8,8 @@
 //! - [`sink`]: a fast HTTP receiver that counts and measures latency
 //!   (binary `sink`);
 //! - [`raw`]: the raw baselines: redb group commit, reqwest, lapin;
+//! - [`raw_ingest`]: the raw HTTP ingest baseline, bare hyper + the same
+//!   group commit (binary `rawingest`);
 //! - [`sidecar`]: starting the real `event-pusher` binary on the bench
 //!   config (the driver itself is `event_pusher_testkit::Sidecar`);
 //! - [`report`]: tables and percentiles;
@@ -23,6 +25,7 @@ pub mod gateway;
 pub mod loadgen;
 pub mod mix;
 pub mod raw;
+pub mod raw_ingest;
 pub mod report;
 pub mod scaleout;
 pub mod scenario;

@@ -33,7 +33,90 @@ impl SpoolReport {
     }
 }
 
-type Submit = (Vec<Bytes>, mpsc::SyncSender<()>);
+/// A batch of records for the group-commit writer, and whom to tell once
+/// the commit that holds it is on disk.
+pub type Submit = (Vec<Bytes>, Committed);
+
+/// How a submitter hears that its batch is committed: a blocked thread
+/// (the plain baseline) or a task (the HTTP one, `raw_ingest`).
+pub enum Committed {
+    Thread(mpsc::SyncSender<()>),
+    Task(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Committed {
+    fn send(self) {
+        match self {
+            Committed::Thread(tx) => {
+                let _ = tx.send(());
+            }
+            Committed::Task(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// The writer thread; it ends when every sender is dropped.
+pub type WriterThread = std::thread::JoinHandle<Result<(), String>>;
+
+/// The raw group-commit writer: a thread that takes every batch waiting
+/// (up to [`MAX_GROUP`]), writes them in one fsync'd redb transaction and
+/// answers each submitter; until every sender is dropped. Counts commits
+/// in `commits`.
+pub fn group_commit_writer(
+    path: &std::path::Path,
+    cache_mb: Option<usize>,
+    commits: Arc<AtomicU64>,
+) -> Result<(mpsc::Sender<Submit>, WriterThread), String> {
+    let _ = std::fs::remove_file(path);
+    let db = match cache_mb {
+        None => Database::create(path),
+        Some(mb) => Database::builder().set_cache_size(mb << 20).create(path),
+    }
+    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let table: TableDefinition<u64, &[u8]> = TableDefinition::new("queue/raw");
+    {
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.open_table(table).map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())?;
+    }
+    let (tx, rx) = mpsc::channel::<Submit>();
+    let writer = std::thread::Builder::new()
+        .name("raw-writer".into())
+        .spawn(move || -> Result<(), String> {
+            let mut seq = 0u64;
+            let mut group: Vec<Submit> = Vec::with_capacity(64);
+            while let Ok(first) = rx.recv() {
+                group.push(first);
+                while group.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(s) => group.push(s),
+                        Err(_) => break,
+                    }
+                }
+                let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+                txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+                {
+                    let mut t = txn.open_table(table).map_err(|e| e.to_string())?;
+                    for (records, _) in &group {
+                        for r in records {
+                            seq += 1;
+                            t.insert(seq, r.as_ref()).map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+                txn.commit().map_err(|e| e.to_string())?;
+                commits.fetch_add(1, Ordering::Relaxed);
+                for (_, reply) in group.drain(..) {
+                    reply.send();
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((tx, writer))
+}
 
 /// Most submissions in one transaction (as the sidecar's writer).
 const MAX_GROUP: usize = 4096;
@@ -69,54 +152,8 @@ pub fn spool_with(
     cache_mb: Option<usize>,
 ) -> Result<SpoolReport, String> {
     let path = dir.join("raw.redb");
-    let _ = std::fs::remove_file(&path);
-    let db = match cache_mb {
-        None => Database::create(&path),
-        Some(mb) => Database::builder().set_cache_size(mb << 20).create(&path),
-    }
-    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let table: TableDefinition<u64, &[u8]> = TableDefinition::new("queue/raw");
-    {
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(table).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())?;
-    }
-    let (tx, rx) = mpsc::channel::<Submit>();
     let commits = Arc::new(AtomicU64::new(0));
-    let writer_commits = commits.clone();
-    let writer = std::thread::Builder::new()
-        .name("raw-writer".into())
-        .spawn(move || -> Result<(), String> {
-            let mut seq = 0u64;
-            let mut group: Vec<Submit> = Vec::with_capacity(64);
-            while let Ok(first) = rx.recv() {
-                group.push(first);
-                while group.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(s) => group.push(s),
-                        Err(_) => break,
-                    }
-                }
-                let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-                txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
-                {
-                    let mut t = txn.open_table(table).map_err(|e| e.to_string())?;
-                    for (records, _) in &group {
-                        for r in records {
-                            seq += 1;
-                            t.insert(seq, r.as_ref()).map_err(|e| e.to_string())?;
-                        }
-                    }
-                }
-                txn.commit().map_err(|e| e.to_string())?;
-                writer_commits.fetch_add(1, Ordering::Relaxed);
-                for (_, reply) in group.drain(..) {
-                    let _ = reply.send(());
-                }
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+    let (tx, writer) = group_commit_writer(&path, cache_mb, commits.clone())?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let budget = Arc::new(AtomicU64::new(match limit {
@@ -145,7 +182,7 @@ pub fn spool_with(
                 let b: Vec<Bytes> = (0..batch).map(|k| records[(i + k) % records.len()].clone()).collect();
                 i += batch;
                 let t = Instant::now();
-                if tx.send((b, rtx.clone())).is_err() || rrx.recv().is_err() {
+                if tx.send((b, Committed::Thread(rtx.clone()))).is_err() || rrx.recv().is_err() {
                     break;
                 }
                 crate::report::record(&mut hist, t.elapsed().as_micros() as u64);

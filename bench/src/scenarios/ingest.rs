@@ -1,10 +1,13 @@
 //! ingest: events/s accepted (202, fsync'd) by the sidecar, batched and
-//! single, over raw redb group commit with the same records and
-//! concurrency (best of alternating rounds).
+//! single, over two raw baselines with the same records and concurrency
+//! (best of alternating rounds): redb group commit alone (`ratio ingest`,
+//! `ratio ingest-single`), and a bare hyper server doing the same JSON
+//! parse and the same group commit behind HTTP on the same cores
+//! (`ratio ingest-hyper`, `ratio ingest-hyper-single`).
 
 use std::sync::Arc;
 
-use super::{errs, lat_cells, paused_http_body, Cx, BIG_SPOOL};
+use super::{errs, lat_cells, paused_http_body, Cx, RawIngestProc, BIG_SPOOL};
 use crate::loadgen::{self, LoadOpts, LoadReport};
 use crate::mix::Mix;
 use crate::raw;
@@ -22,13 +25,15 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
         let (p, r) = (dir.path().to_path_buf(), records.clone());
         tokio::task::spawn_blocking(move || raw::spool(&p, r, conns, b, d))
     };
-    let mut best: [Option<(f64, Vec<String>)>; 4] = [None, None, None, None];
+    // sidecar batched, raw redb batched, sidecar single, raw redb single,
+    // raw hyper batched, raw hyper single.
+    let mut best: [Option<(f64, Vec<String>)>; 6] = Default::default();
     let mut keep = |i: usize, rate: f64, row: Vec<String>| {
         if best[i].as_ref().is_none_or(|(r, _)| rate > *r) {
             best[i] = Some((rate, row));
         }
     };
-    let mut all: [Vec<f64>; 4] = Default::default();
+    let mut all: [Vec<f64>; 6] = Default::default();
     let mut spool_note = String::new();
     for round in 0..cx.rounds() {
         // A fresh sidecar per round; its backend is paused and points
@@ -54,6 +59,18 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
         .await?;
         let cpu3 = sc.cpu_secs();
         let rs = raw_run(1).await.map_err(|e| e.to_string())??;
+        // The HTTP baseline, in its own process as the sidecar is.
+        let hyper = RawIngestProc::start(&cx.tmp).await?;
+        let hopts = LoadOpts {
+            url: hyper.url.clone(),
+            ..opts.clone()
+        };
+        let hc0 = hyper.cpu_secs();
+        let hb = loadgen::run(LoadOpts { batch, ..hopts.clone() }).await?;
+        let hc1 = hyper.cpu_secs();
+        let hs = loadgen::run(LoadOpts { batch: 1, ..hopts }).await?;
+        let hc2 = hyper.cpu_secs();
+        drop(hyper);
         spool_note = format!(
             "spool after a round: {} events, {} MB",
             thousands(sc.try_backend("sink").await?["queued"].as_u64().unwrap_or(0) as f64),
@@ -65,6 +82,8 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
             rb.events_per_s(),
             single.events_per_s(),
             rs.events_per_s(),
+            hb.events_per_s(),
+            hs.events_per_s(),
         ]
         .into_iter()
         .enumerate()
@@ -83,6 +102,12 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
             side_row("sidecar single", &single, 1, cpu3 - cpu2),
         );
         keep(3, rs.events_per_s(), raw_row("raw redb single", &rs, 1));
+        keep(
+            4,
+            hb.events_per_s(),
+            side_row("raw hyper batched", &hb, batch, hc1 - hc0),
+        );
+        keep(5, hs.events_per_s(), side_row("raw hyper single", &hs, 1, hc2 - hc1));
     }
     let rate = |i: usize| best[i].as_ref().map(|b| b.0).unwrap_or(0.0);
     let rows: Vec<Vec<String>> = best
@@ -106,10 +131,15 @@ pub async fn run(cx: &Cx) -> Result<String, String> {
         &rows,
     );
     println!(
-        "  ratio batched {}  ratio single {}  (sidecar/raw; target batched >= 0.5); {spool_note}",
+        "  sidecar / raw redb: batched {}, single {}; sidecar / raw hyper: batched {}, single {} (target 0.85); {spool_note}",
         ratio(rate(0), rate(1)),
         ratio(rate(2), rate(3)),
+        ratio(rate(0), rate(4)),
+        ratio(rate(2), rate(5)),
     );
+    println!("ratio ingest-single {}", ratio(rate(2), rate(3)));
+    println!("ratio ingest-hyper {}", ratio(rate(0), rate(4)));
+    println!("ratio ingest-hyper-single {}", ratio(rate(2), rate(5)));
     Ok(ratio(rate(0), rate(1)))
 }
 
@@ -135,7 +165,7 @@ fn side_row(name: &str, r: &LoadReport, b: usize, cpu: f64) -> Vec<String> {
     ];
     row.extend(lat_cells(r));
     row.push(format!(
-        "sidecar cpu {:.0}%, {:.1} µs/event{}",
+        "cpu {:.0}%, {:.1} µs/event{}",
         100.0 * cpu / r.elapsed.as_secs_f64(),
         1e6 * cpu / (r.events as f64).max(1.0),
         errs(r)

@@ -241,14 +241,7 @@ pub struct SinkProc {
 impl SinkProc {
     pub async fn start(bin: &Path) -> Result<SinkProc, String> {
         let port = free_port();
-        let child = Command::new(bin)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start sink {}: {e}", bin.display()))?;
+        let child = spawn_listener(bin, port, &[])?;
         let client = SinkClient::new(format!("http://127.0.0.1:{port}"));
         let until = Instant::now() + Duration::from_secs(10);
         while client.stats().await.is_err() {
@@ -267,6 +260,61 @@ impl SinkProc {
 }
 
 impl Drop for SinkProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start one of the bench's servers (`sink`, `rawingest`) on
+/// 127.0.0.1:`port`, quiet.
+fn spawn_listener(bin: &Path, port: u16, args: &[&std::ffi::OsStr]) -> Result<Child, String> {
+    Command::new(bin)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))
+}
+
+/// A running `rawingest` process (bare hyper + group commit, the raw HTTP
+/// ingest baseline), next to this binary.
+pub struct RawIngestProc {
+    child: Child,
+    pub url: String,
+}
+
+impl RawIngestProc {
+    pub async fn start(tmp: &Path) -> Result<RawIngestProc, String> {
+        let bin = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("rawingest")))
+            .unwrap_or_else(|| PathBuf::from("rawingest"));
+        let port = free_port();
+        let child = spawn_listener(&bin, port, &["--dir".as_ref(), tmp.as_os_str()])?;
+        let until = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if Instant::now() >= until {
+                return Err("rawingest did not come up".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(RawIngestProc {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Its CPU time so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        crate::sidecar::cpu_secs(self.child.id())
+    }
+}
+
+impl Drop for RawIngestProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -15,6 +15,7 @@ mod queue;
 mod retry;
 mod scheduler;
 mod throttle;
+mod workers;
 
 pub use crate::backend_lookup::{find_backend, Lookup};
 pub use crate::delivery_order::DeliveryOrder;

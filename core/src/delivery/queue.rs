@@ -8,7 +8,6 @@
 //! acks and dead letters in the spool, the circuit breaker, stats. A
 //! paused backend loads and keeps its queue but sends nothing.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,29 +15,29 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::breaker::{Admission, CircuitBreaker};
 use super::scheduler::{Decision, Outcome, Scheduler};
 use super::throttle::Throttle;
+use super::workers::{Done, Job, Workers};
 use super::{BackendHandle, DeliveryOrder};
 use crate::backend::{Delivery, DeliveryError};
 use crate::event::Event;
+use crate::metrics::BackendStats;
 use crate::operational::{Reporter, Signal};
 use crate::slot::Slot;
 use crate::spool::{DeadLetter, LastError, SlotState, Spool};
 
 /// An event in the window: what the scheduler does not need to know.
 struct Pending {
-    delivery: Delivery,
+    /// `None` while a worker has it (an attempt in flight).
+    delivery: Option<Delivery>,
     first_attempt_at: Option<OffsetDateTime>,
     last_error: Option<DeliveryError>,
 }
 
 /// How often a queue whose backend is not ready checks again.
 const NOT_READY_POLL: Duration = Duration::from_millis(200);
-
-type BatchResult = Vec<Result<(), DeliveryError>>;
 
 pub struct DeliveryQueue {
     slot: Slot,
@@ -49,10 +48,10 @@ pub struct DeliveryQueue {
     spool: Spool,
     stop: watch::Receiver<bool>,
     window: Scheduler<Pending>,
-    inflight: JoinSet<BatchResult>,
-    /// The events of each attempt in flight, so a task that panics does not
-    /// strand them.
-    inflight_seqs: HashMap<tokio::task::Id, Vec<u64>>,
+    /// The attempts in flight, one worker each.
+    workers: Workers,
+    /// Events delivered this turn, acked together at its end.
+    acks: Vec<u64>,
     breaker: CircuitBreaker,
     /// The endpoint's last real failure: what a fail-fast attempt reports.
     last_endpoint_error: Option<DeliveryError>,
@@ -79,6 +78,7 @@ impl DeliveryQueue {
             .options
             .rate_limit_per_s
             .map(|r| Throttle::new(r, Instant::now()));
+        let workers = Workers::new(handle.backend.clone(), handle.stats.clone());
         DeliveryQueue {
             slot,
             state,
@@ -86,8 +86,8 @@ impl DeliveryQueue {
             spool,
             stop,
             window,
-            inflight: JoinSet::new(),
-            inflight_seqs: HashMap::new(),
+            workers,
+            acks: Vec::new(),
             breaker,
             last_endpoint_error: None,
             cursor: 0,
@@ -173,18 +173,25 @@ impl DeliveryQueue {
                 .stats
                 .circuit_open
                 .store(self.breaker.is_open(), Ordering::Relaxed);
+            if self.window.is_empty() {
+                // Nothing left to send: idle workers go (they start again
+                // with the next event).
+                self.workers.release_idle();
+            }
             let wake_at = self.next_wake(if self.started { None } else { Some(next_start) });
             let slot = self.state.clone();
             tokio::select! {
-                Some(done) = self.inflight.join_next_with_id(), if !self.inflight.is_empty() => {
-                    self.joined(done).await;
+                done = self.workers.next_done() => {
+                    self.finish(done).await;
                     // Take every attempt that finished meanwhile before
                     // going round again: under load the loop's bookkeeping
-                    // (refill check, dispatch, wake-up time) then runs once
-                    // per handful of deliveries, not once per delivery.
-                    while let Some(done) = self.inflight.try_join_next_with_id() {
-                        self.joined(done).await;
+                    // (refill check, dispatch, wake-up time) and the ack
+                    // run once per handful of deliveries, not once per
+                    // delivery.
+                    while let Some(done) = self.workers.try_done() {
+                        self.finish(done).await;
                     }
+                    self.flush_acks();
                 }
                 _ = slot.changed.notified() => {}
                 _ = sleep_until(wake_at) => {}
@@ -198,9 +205,11 @@ impl DeliveryQueue {
     /// bounds this with the grace period). Their events stay in the spool
     /// unless acked, so nothing is lost if we are cut short.
     async fn drain(&mut self) {
-        while let Some(done) = self.inflight.join_next_with_id().await {
-            self.joined(done).await;
+        while self.workers.busy() > 0 {
+            let done = self.workers.next_done().await;
+            self.finish(done).await;
         }
+        self.flush_acks();
         tracing::info!(backend = %self.name(), "delivery queue stopped");
     }
 
@@ -309,13 +318,13 @@ impl DeliveryQueue {
             DeliveryOrder::Unordered => None,
         };
         let pending = Pending {
-            delivery: Delivery {
+            delivery: Some(Delivery {
                 event,
                 json,
                 attempt: 0,
                 seq,
                 target,
-            },
+            }),
             first_attempt_at: None,
             last_error: None,
         };
@@ -334,7 +343,7 @@ impl DeliveryQueue {
         }
         let concurrency = self.handle.options.concurrency.max(1);
         let max_batch = self.handle.backend.max_batch().max(1);
-        while self.inflight.len() < concurrency && self.window.has_waiting() {
+        while self.workers.busy() < concurrency && self.window.has_waiting() {
             match self.breaker.admit(Instant::now()) {
                 Admission::Open => {
                     self.fail_fast_ready().await;
@@ -411,15 +420,20 @@ impl DeliveryQueue {
 
     /// Start one attempt of up to `n` ready events; how many it took.
     fn send(&mut self, n: usize) -> usize {
-        let seqs = self.window.take_ready(n);
+        let mut seqs = self.window.take_ready(n);
         let mut batch = Vec::with_capacity(seqs.len());
-        for &seq in &seqs {
+        // The deliveries move to the worker and come back with the results.
+        seqs.retain(|&seq| {
             let attempt = self.window.attempts(seq);
-            let Some(p) = self.window.get_mut(seq) else { continue };
-            p.delivery.attempt = attempt;
+            let Some(p) = self.window.get_mut(seq) else {
+                return false;
+            };
+            let Some(mut d) = p.delivery.take() else { return false };
+            d.attempt = attempt;
             p.first_attempt_at.get_or_insert_with(OffsetDateTime::now_utc);
-            batch.push(p.delivery.clone());
-        }
+            batch.push(d);
+            true
+        });
         if seqs.is_empty() {
             return 0;
         }
@@ -429,109 +443,38 @@ impl DeliveryQueue {
             let us = waited.as_micros() as u64;
             self.handle.stats.throttled_us.fetch_add(us, Ordering::Relaxed);
         }
-        let backend = self.handle.backend.clone();
-        let stats = self.handle.stats.clone();
-        stats.in_flight.fetch_add(seqs.len() as i64, Ordering::Relaxed);
-        let task = self.inflight.spawn(async move {
-            let t = Instant::now();
-            let mut results = backend.deliver(&batch).await;
-            // A backend that answers short must not lose events.
-            results.resize_with(batch.len(), || {
-                Err(DeliveryError::retryable("backend returned no result"))
-            });
-            stats.publish.observe(t.elapsed().as_secs_f64());
-            results
-        });
-        self.inflight_seqs.insert(task.id(), seqs);
+        self.handle.stats.in_flight.fetch_add(sent as i64, Ordering::Relaxed);
+        self.workers.start(Job { seqs, batch });
         sent
     }
 
-    /// An attempt's task ended: normally with its results, or by panicking,
-    /// which counts as a retryable failure of each of its events.
-    async fn joined(
-        &mut self,
-        done: Result<(tokio::task::Id, Vec<Result<(), DeliveryError>>), tokio::task::JoinError>,
-    ) {
-        let (id, results) = match done {
-            Ok((id, results)) => (id, results),
-            Err(e) => {
-                tracing::error!(backend = %self.name(), error = %e, "delivery task failed");
-                let n = self.inflight_seqs.get(&e.id()).map_or(0, Vec::len);
-                let err = DeliveryError::retryable(format!("delivery task failed: {e}"));
-                (e.id(), vec![Err(err); n])
-            }
-        };
-        let Some(seqs) = self.inflight_seqs.remove(&id) else {
-            return;
-        };
-        self.finish(seqs, results).await;
+    /// Ack what this turn delivered, in one message to the spool writer.
+    fn flush_acks(&mut self) {
+        if !self.acks.is_empty() {
+            self.spool.ack_many(self.slot, std::mem::take(&mut self.acks));
+        }
     }
 
-    async fn finish(&mut self, seqs: Vec<u64>, results: Vec<Result<(), DeliveryError>>) {
+    /// An attempt ended: ack, retry or dead-letter each of its events, as
+    /// the scheduler decides.
+    async fn finish(&mut self, done: Done) {
+        let Done {
+            seqs, batch, results, ..
+        } = done;
         let stats = self.handle.stats.clone();
         stats.in_flight.fetch_sub(seqs.len() as i64, Ordering::Relaxed);
         let mut real_failure = None;
-        for (seq, result) in seqs.into_iter().zip(results) {
+        for ((seq, delivery), result) in seqs.into_iter().zip(batch).zip(results) {
             match result {
-                Ok(()) => {
-                    if self.breaker.is_open() {
-                        tracing::info!(backend = %self.name(), "endpoint answers again; circuit closed");
-                        self.reporter.report(Signal::CircuitClosed {
-                            slot: self.slot,
-                            backend: self.name().to_owned(),
-                        });
-                    }
-                    stats.failing_since_ms.store(0, Ordering::Relaxed);
-                    self.breaker.on_success();
-                    self.last_endpoint_error = None;
-                    stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    if self.window.after_attempt(seq, Outcome::Delivered, Instant::now()) != Some(Decision::Ack) {
-                        continue;
-                    }
-                    self.spool.ack(self.slot, seq);
-                    if let Some(p) = self.window.release(seq) {
-                        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
-                        let accepted = p.delivery.event.accepted_at_ms();
-                        stats.latency.observe(now_ms.saturating_sub(accepted) as f64 / 1000.0);
-                    }
-                }
-                Err(e) if e.held => {
-                    // Not attempted: no failure, no breaker, no attempt.
-                    let wait = e.retry_after.unwrap_or(NOT_READY_POLL).max(Duration::from_millis(10));
-                    self.window.hold(seq, Instant::now() + wait);
-                }
+                Ok(()) => self.delivered(seq, &delivery, &stats),
                 Err(e) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    let now_ms = crate::spool::now_ms();
-                    let _ = stats
-                        .failing_since_ms
-                        .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
-                    if e.retryable {
-                        self.last_endpoint_error = Some(e.clone());
-                        real_failure = Some(e.clone());
-                        let was_open = self.breaker.is_open();
-                        if self.breaker.on_failure(Instant::now()) {
-                            tracing::warn!(
-                                backend = %self.name(), error = %e, retry_in = ?self.breaker.cooldown(),
-                                "endpoint keeps failing; circuit open"
-                            );
-                            if !was_open {
-                                self.reporter.report(Signal::CircuitOpened {
-                                    slot: self.slot,
-                                    backend: self.name().to_owned(),
-                                    consecutive_failures: self.breaker.consecutive(),
-                                    last_error: e.message.clone(),
-                                });
-                            }
-                        }
-                    } else if e.status.is_some() {
-                        // The endpoint answered; it just will not take this
-                        // event. That is not an outage.
-                        self.breaker.on_success();
-                    } else {
-                        self.breaker.on_inconclusive();
+                    // Back into the window for its next attempt or its dead letter.
+                    if let Some(p) = self.window.get_mut(seq) {
+                        p.delivery = Some(delivery);
                     }
-                    self.failed(seq, e, true).await;
+                    if let Some(real) = self.attempt_failed(seq, e, &stats).await {
+                        real_failure = Some(real);
+                    }
                 }
             }
         }
@@ -540,6 +483,76 @@ impl DeliveryQueue {
                 self.dead_letter_parked(&e).await;
             }
         }
+    }
+
+    /// One event delivered: close the circuit, count it, ack it with the
+    /// turn's other acks.
+    fn delivered(&mut self, seq: u64, delivery: &Delivery, stats: &BackendStats) {
+        if self.breaker.is_open() {
+            tracing::info!(backend = %self.name(), "endpoint answers again; circuit closed");
+            self.reporter.report(Signal::CircuitClosed {
+                slot: self.slot,
+                backend: self.name().to_owned(),
+            });
+        }
+        stats.failing_since_ms.store(0, Ordering::Relaxed);
+        self.breaker.on_success();
+        self.last_endpoint_error = None;
+        stats.delivered.fetch_add(1, Ordering::Relaxed);
+        if self.window.after_attempt(seq, Outcome::Delivered, Instant::now()) != Some(Decision::Ack) {
+            return;
+        }
+        self.acks.push(seq);
+        if self.window.release(seq).is_some() {
+            let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+            let accepted = delivery.event.accepted_at_ms();
+            stats.latency.observe(now_ms.saturating_sub(accepted) as f64 / 1000.0);
+        }
+    }
+
+    /// One event's attempt failed (or was held back): breaker, stats and
+    /// the scheduler's decision. Returns the error when it was a real
+    /// failure of the endpoint.
+    async fn attempt_failed(&mut self, seq: u64, e: DeliveryError, stats: &BackendStats) -> Option<DeliveryError> {
+        if e.held {
+            // Not attempted: no failure, no breaker, no attempt.
+            let wait = e.retry_after.unwrap_or(NOT_READY_POLL).max(Duration::from_millis(10));
+            self.window.hold(seq, Instant::now() + wait);
+            return None;
+        }
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        let now_ms = crate::spool::now_ms();
+        let _ = stats
+            .failing_since_ms
+            .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
+        let mut real = None;
+        if e.retryable {
+            self.last_endpoint_error = Some(e.clone());
+            real = Some(e.clone());
+            let was_open = self.breaker.is_open();
+            if self.breaker.on_failure(Instant::now()) {
+                tracing::warn!(
+                    backend = %self.name(), error = %e, retry_in = ?self.breaker.cooldown(),
+                    "endpoint keeps failing; circuit open"
+                );
+                if !was_open {
+                    self.reporter.report(Signal::CircuitOpened {
+                        slot: self.slot,
+                        backend: self.name().to_owned(),
+                        consecutive_failures: self.breaker.consecutive(),
+                        last_error: e.message.clone(),
+                    });
+                }
+            }
+        } else if e.status.is_some() {
+            // The endpoint answered; it just will not take this event. That
+            // is not an outage.
+            self.breaker.on_success();
+        } else {
+            self.breaker.on_inconclusive();
+        }
+        self.failed(seq, e, true).await;
+        real
     }
 
     /// An attempt failed: retry later, or dead-letter, as the scheduler
@@ -554,8 +567,10 @@ impl DeliveryQueue {
             return;
         };
         let Some(p) = self.window.get_mut(seq) else { return };
+        // Always here after an attempt ended: its delivery came back.
+        let Some(delivery) = &p.delivery else { return };
         if real {
-            self.handle.attempt_log.failed(&p.delivery.event.id, attempts, &err);
+            self.handle.attempt_log.failed(&delivery.event.id, attempts, &err);
         }
         match decision {
             Decision::RetryAt(_) => {
@@ -567,11 +582,11 @@ impl DeliveryQueue {
             // Never after a failure.
             Decision::Ack => {}
             Decision::DeadLetter => {
-                let id = p.delivery.event.id.clone();
+                let id = delivery.event.id.clone();
                 let record = DeadLetter::new(
                     id.clone(),
                     self.handle.name.clone(),
-                    serde_json::from_slice(&p.delivery.json).unwrap_or(serde_json::Value::Null),
+                    serde_json::from_slice(&delivery.json).unwrap_or(serde_json::Value::Null),
                     attempts,
                     LastError {
                         status: err.status,
@@ -579,7 +594,7 @@ impl DeliveryQueue {
                     },
                     p.first_attempt_at.unwrap_or_else(OffsetDateTime::now_utc),
                 )
-                .with_target(p.delivery.target.as_deref());
+                .with_target(delivery.target.as_deref());
                 match self.spool.dead_letter(self.slot, seq, record).await {
                     Ok(()) => {
                         tracing::warn!(backend = %self.name(), %id, attempts, error = %err, "event dead-lettered");

@@ -193,6 +193,11 @@ pub(crate) struct Shared {
     /// Queue rows of large fan-outs accepted but not yet written to their
     /// queues (`fanout.rs`), as of the last commit.
     pub fanout_pending: AtomicU64,
+    /// Delivered events (slot index, seq) waiting for the writer's next
+    /// commit. Queues add to it without a message each: only the ack that
+    /// finds it empty wakes the writer (`Command::Ack`), which then lets
+    /// acks gather for up to `ACK_DELAY`.
+    pub acks: Mutex<Vec<(usize, u64)>>,
     /// Tests: the writer leaves pending fan-outs alone while set, so a
     /// test can look at them (and append behind them) before they are
     /// written, without racing the writer.
@@ -204,6 +209,11 @@ impl Shared {
     /// The open database, for one read (or the writer's one transaction).
     /// Hold the `Arc` only for as long as the transaction: the writer waits
     /// for every holder to let go before it reopens the file.
+    /// The acks waiting for a commit (the writer takes them all).
+    pub(crate) fn take_acks(&self) -> Vec<(usize, u64)> {
+        std::mem::take(&mut *self.acks.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub(crate) fn db(&self) -> Result<Arc<Database>, SpoolError> {
         self.db
             .read()
@@ -310,6 +320,7 @@ impl Spool {
             outbox_added: Notify::new(),
             origin,
             fanout_pending: AtomicU64::new(0),
+            acks: Mutex::new(Vec::new()),
             #[cfg(test)]
             hold_fanouts: AtomicBool::new(false),
         });

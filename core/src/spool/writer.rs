@@ -70,10 +70,9 @@ pub(crate) enum Command {
         record: KeyRecord,
         reply: Reply<KeyedAppend>,
     },
-    Ack {
-        slot: usize,
-        seq: u64,
-    },
+    /// Acks are waiting in `Shared::acks` (sent by the ack that found it
+    /// empty): commit them within `ACK_DELAY`.
+    Ack,
     DeadLetter {
         slot: usize,
         seq: u64,
@@ -227,7 +226,7 @@ impl SpoolWriter {
         }
         if !self.closed {
             // Every handle is gone without a close: still leave the file clean.
-            if !self.pending_acks.is_empty() {
+            if !self.pending_acks.is_empty() || !self.shared.take_acks().is_empty() {
                 self.commit_group(&mut group, false);
             }
             self.close_db();
@@ -237,9 +236,8 @@ impl SpoolWriter {
     /// Acks wait for a commit to ride on; every other command is one.
     fn take(&mut self, cmd: Command, group: &mut Vec<Command>) {
         match cmd {
-            Command::Ack { slot, seq } => {
+            Command::Ack => {
                 self.pending_since.get_or_insert_with(Instant::now);
-                self.pending_acks.push((slot, seq));
             }
             other => group.push(other),
         }
@@ -284,6 +282,7 @@ impl SpoolWriter {
         // Acks that failed to commit before, then those that waited.
         let mut acks = std::mem::take(&mut self.retry_acks);
         acks.append(&mut self.pending_acks);
+        acks.append(&mut self.shared.take_acks());
         self.pending_since = None;
 
         // Results per command, decided while applying; replies are sent only
@@ -486,7 +485,7 @@ fn apply(t: &mut Txn, cmd: &Command) -> Result<Applied, SpoolError> {
         Command::OutboxRemove { through, .. } => outbox::remove_through(t.txn, *through).map(|()| 0)?,
         Command::SetFlag { key, .. } => outbox::set_flag(t.txn, key).map(|()| 0)?,
         // Acks never join a group: `take` holds them for the next commit.
-        Command::Ack { .. } => 0,
+        Command::Ack => 0,
         Command::DeadLetter { slot, seq, record, .. } => dead_letter::bury(t, *slot, *seq, record)?,
         Command::Replay { slot, ids, .. } => {
             let ids = ids.as_deref();
@@ -568,6 +567,6 @@ fn reply(cmd: Command, res: Result<Applied, SpoolError>) {
                 let _ = reply.send(res.map(|_| ()));
             }
         }
-        Command::Ack { .. } => {}
+        Command::Ack => {}
     }
 }

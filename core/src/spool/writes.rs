@@ -43,10 +43,27 @@ impl Spool {
     /// Mark an event delivered: remove it from its queue. Not awaited; a
     /// crash before it is committed means one duplicate delivery, never a loss.
     pub fn ack(&self, slot: Slot, seq: u64) {
-        let _ = self.tx.send(Command::Ack {
-            slot: slot.index(),
-            seq,
-        });
+        self.ack_many(slot, vec![seq]);
+    }
+
+    /// Mark several events of one queue delivered, in one message to the
+    /// writer (a queue acks what one turn finished).
+    pub fn ack_many(&self, slot: Slot, seqs: Vec<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        let slot = slot.index();
+        let first = {
+            let mut acks = self.shared.acks.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = acks.is_empty();
+            acks.extend(seqs.into_iter().map(|seq| (slot, seq)));
+            first
+        };
+        // Only the first ack after a commit wakes the writer; the others
+        // ride along with it (a wake-up per ack cost more than the ack).
+        if first {
+            let _ = self.tx.send(Command::Ack);
+        }
     }
 
     /// Move an event from its queue to the dead-letter table, durably.
