@@ -7,16 +7,11 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::queues::queue_table;
+use super::names::{dead_table, queue_table};
 use super::txn::Txn;
 use super::{io, Spool, SpoolError};
 use crate::event::timestamp_millis;
 use crate::slot::Slot;
-
-/// The name of slot `name`'s dead-letter table.
-pub(crate) fn dead_table(name: &str) -> String {
-    format!("dead/{name}")
-}
 
 /// The last failure of a dead-lettered event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

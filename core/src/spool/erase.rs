@@ -8,8 +8,7 @@
 
 use redb::{ReadableTable, TableDefinition};
 
-use super::dead_letter::dead_table;
-use super::queues::queue_table;
+use super::names::{dead_table, queue_table};
 use super::txn::Txn;
 use super::SpoolError;
 

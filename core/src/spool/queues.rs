@@ -15,15 +15,11 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::fanout::{self, DEFER_FROM};
+use super::names::queue_table;
 use super::shared::{self, SHARE_FROM};
 use super::txn::Txn;
 use super::{io, pause, SlotState, Spool, SpoolError};
 use crate::slot::Slot;
-
-/// The name of slot `name`'s queue table.
-pub(crate) fn queue_table(name: &str) -> String {
-    format!("queue/{name}")
-}
 
 /// A slot's queue or dead-letter table, open for reading.
 pub(crate) type SlotTableRead = redb::ReadOnlyTable<u64, &'static [u8]>;

@@ -9,7 +9,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use time::OffsetDateTime;
 
-use super::dead_letter::dead_table;
+use super::names::dead_table;
 use super::txn::Txn;
 use super::{DeadLetter, SpoolError};
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::dead_letter::dead_table;
-use super::queues::{count_slot, queue_table};
+use super::names::{dead_table, queue_table};
+use super::queues::count_slot;
 use super::txn::Txn;
 use super::{io, pause, SlotState, Spool, SpoolError};
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, PoisonError};
 use bytes::Bytes;
 use redb::{Table, TableDefinition, WriteTransaction};
 
-use super::fanout::Fanouts;
+use super::fanout_index::Fanouts;
 use super::shared::Pending;
 use super::{Shared, SlotState, SlotTable, SpoolError};
 
