@@ -45,8 +45,10 @@ pub(super) struct Workers {
     idle: Vec<usize>,
     /// Attempts in flight.
     busy: usize,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Where workers hand their jobs back. Made with the first worker and
+    /// dropped with the last: an idle queue (thousands of webhook
+    /// subscriptions) holds no channel.
+    done: Option<(mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>)>,
     /// The worker tasks: dropping the queue (a removed slot) aborts the
     /// attempts still in flight, as it did when each was a task of its own.
     tasks: JoinSet<()>,
@@ -54,15 +56,13 @@ pub(super) struct Workers {
 
 impl Workers {
     pub fn new(backend: Arc<dyn Deliver>, stats: Arc<BackendStats>) -> Self {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Workers {
             backend,
             stats,
             senders: Vec::new(),
             idle: Vec::new(),
             busy: 0,
-            done_tx,
-            done_rx,
+            done: None,
             tasks: JoinSet::new(),
         }
     }
@@ -98,13 +98,9 @@ impl Workers {
         // Just created with room for one: cannot fail.
         let _ = tx.try_send(job);
         self.senders.push(Some(tx));
-        self.tasks.spawn(work(
-            w,
-            rx,
-            self.backend.clone(),
-            self.stats.clone(),
-            self.done_tx.clone(),
-        ));
+        let done = self.done.get_or_insert_with(mpsc::unbounded_channel).0.clone();
+        self.tasks
+            .spawn(work(w, rx, self.backend.clone(), self.stats.clone(), done));
     }
 
     /// The next attempt to end (pending while none is in flight).
@@ -112,8 +108,13 @@ impl Workers {
         if self.busy == 0 {
             return std::future::pending().await;
         }
-        // `done_tx` is held here: the channel never closes.
-        match self.done_rx.recv().await {
+        // Busy workers exist, so the channel does, and its sender is held
+        // here: it never closes while they work.
+        let next = match &mut self.done {
+            Some((_, rx)) => rx.recv().await,
+            None => None,
+        };
+        match next {
             Some(done) => self.returned(done),
             None => std::future::pending().await,
         }
@@ -121,7 +122,8 @@ impl Workers {
 
     /// An attempt that already ended, without waiting.
     pub fn try_done(&mut self) -> Option<Done> {
-        self.done_rx.try_recv().ok().map(|d| self.returned(d))
+        let done = self.done.as_mut()?.1.try_recv().ok()?;
+        Some(self.returned(done))
     }
 
     fn returned(&mut self, done: Done) -> Done {
@@ -135,6 +137,7 @@ impl Workers {
         if self.busy == 0 && !self.senders.is_empty() {
             self.senders.clear();
             self.idle.clear();
+            self.done = None;
         }
     }
 }
@@ -256,7 +259,7 @@ mod tests {
         // Three jobs at once needed three workers; the first one was reused.
         assert_eq!(workers.senders.len(), 3);
         workers.release_idle();
-        assert!(workers.senders.is_empty() && workers.idle.is_empty());
+        assert!(workers.senders.is_empty() && workers.idle.is_empty() && workers.done.is_none());
         assert_eq!(backend.calls.load(Ordering::SeqCst), 4);
     }
 }
