@@ -182,14 +182,14 @@ impl DeliveryQueue {
             let slot = self.state.clone();
             tokio::select! {
                 done = self.workers.next_done() => {
-                    self.finish(done).await;
+                    Box::pin(self.finish(done)).await;
                     // Take every attempt that finished meanwhile before
                     // going round again: under load the loop's bookkeeping
                     // (refill check, dispatch, wake-up time) and the ack
                     // run once per handful of deliveries, not once per
                     // delivery.
                     while let Some(done) = self.workers.try_done() {
-                        self.finish(done).await;
+                        Box::pin(self.finish(done)).await;
                     }
                     self.flush_acks();
                 }
@@ -207,7 +207,7 @@ impl DeliveryQueue {
     async fn drain(&mut self) {
         while self.workers.busy() > 0 {
             let done = self.workers.next_done().await;
-            self.finish(done).await;
+            Box::pin(self.finish(done)).await;
         }
         self.flush_acks();
         tracing::info!(backend = %self.name(), "delivery queue stopped");
@@ -456,7 +456,9 @@ impl DeliveryQueue {
     }
 
     /// An attempt ended: ack, retry or dead-letter each of its events, as
-    /// the scheduler decides.
+    /// the scheduler decides. Callers box it: its state (deliveries, a dead
+    /// letter being written) would otherwise sit in every queue task's
+    /// future for good, a kilobyte per webhook subscription.
     async fn finish(&mut self, done: Done) {
         let Done {
             seqs, batch, results, ..
