@@ -19,10 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::raw::{group_commit_writer, Committed, Submit};
@@ -31,21 +28,8 @@ use crate::raw::{group_commit_writer, Committed, Submit};
 /// at `path`.
 pub async fn serve(listener: TcpListener, path: &std::path::Path) -> Result<(), String> {
     let (tx, _writer) = group_commit_writer(path, None, Arc::new(AtomicU64::new(0)))?;
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(_) => continue,
-        };
-        let _ = stream.set_nodelay(true);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(tx.clone(), req));
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    crate::sink::serve_http1(listener, move |req| handle(tx.clone(), req)).await;
+    Ok(())
 }
 
 async fn handle(tx: mpsc::Sender<Submit>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -161,6 +161,17 @@ async fn handle(state: Arc<SinkState>, req: Request<Incoming>) -> Result<Respons
 
 /// Serve until the process ends.
 pub async fn serve(listener: TcpListener, state: Arc<SinkState>) {
+    serve_http1(listener, move |req| handle(state.clone(), req)).await
+}
+
+/// Accept keep-alive HTTP/1.1 connections on `listener` until the process
+/// ends, answering each request with `handler` (the sink's and the raw
+/// ingest baseline's one serving loop).
+pub async fn serve_http1<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -170,12 +181,11 @@ pub async fn serve(listener: TcpListener, state: Arc<SinkState>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(state.clone(), req));
             let _ = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(stream), service_fn(handler))
                 .await;
         });
     }
